@@ -1,0 +1,9 @@
+//! `cargo xtask lab` (being written).
+use crate::exit::Outcome;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Outcome {
+    Err(crate::exit::bad_input("`lab` is not implemented yet"))
+}

@@ -1,0 +1,58 @@
+//! `cargo xtask`: the project's one tool. The data path reads top to bottom:
+//! policy -> configure -> component tree -> build -> measure -> budgets.
+
+mod analyze;
+mod audit;
+mod configure;
+mod exit;
+mod fsutil;
+mod idf;
+mod lab;
+mod policy;
+mod report;
+mod size;
+mod upstream;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Memory-lean libdatachannel for ESP32: one declarative policy drives the ESP-IDF
+/// component tree, its static budgets and a host replica that accounts for every byte.
+///
+/// Exit codes: 0 success, 1 a verdict failed (budget breach, drift, uncovered site),
+/// 2 bad input or missing tools (the message says what to do next).
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Lay out the ESP-IDF component tree and sdkconfig.defaults from a policy.
+    Configure(configure::Args),
+    /// Build the example application with ESP-IDF's idf.py for a chip.
+    Build(idf::BuildArgs),
+    /// Hold static RAM and flash budgets per component (idf.py size-components or host build).
+    SizeCheck(size::Args),
+    /// Run the host replica: every allocation by component and phase, projected onto ESP32 heaps.
+    Lab(lab::Args),
+    /// Turn an `idf.py monitor` log (memory tracker + heap_trace_dump) into the lab's report.
+    Analyze(analyze::Args),
+    /// List every allocation and thread site in the stack and whether the policy covers it.
+    Audit(audit::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Configure(args) => configure::run(args),
+        Command::Build(args) => idf::build(args),
+        Command::SizeCheck(args) => size::run(args),
+        Command::Lab(args) => lab::run(args),
+        Command::Analyze(args) => analyze::run(args),
+        Command::Audit(args) => audit::run(args),
+    };
+    exit::report(result)
+}

@@ -1,0 +1,731 @@
+//! The memory policy: one TOML file is the single source of truth for where each
+//! component allocates, which knobs shrink it, which sdkconfig memory settings the
+//! application gets, and which budgets hold. `configure`, `lab`, `size-check` and
+//! `audit` all read it through `Policy::load`.
+//!
+//! Errors name the file, the line and the key (`policies/lean.toml:12: components.libsrtp.placement: ...`)
+//! and are raised before anything is written.
+
+use crate::exit;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Components of the stack that get their own ESP-IDF component (and host library).
+pub const COMPONENTS: &[&str] = &["libdatachannel", "libjuice", "usrsctp", "libsrtp", "plog", "esp_dc_port"];
+
+/// Components the lab attributes memory to but that the policy does not lay out:
+/// mbedTLS comes from ESP-IDF (configured through `[mbedtls]`), the C++ runtime from the toolchain.
+pub const EXTERNAL_COMPONENTS: &[&str] = &["mbedtls", "libstdc++"];
+
+/// Where a component's heap allocations go on the ESP32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// `heap_caps_malloc(MALLOC_CAP_SPIRAM)`, falling back to internal RAM when PSRAM is exhausted.
+    Psram,
+    /// `heap_caps_malloc(MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT)`.
+    Internal,
+    /// Plain `malloc`: ESP-IDF's own policy (`[memory]`) decides by size.
+    Default,
+}
+
+impl Placement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Psram => "psram",
+            Placement::Internal => "internal",
+            Placement::Default => "default",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub policy: Meta,
+    pub components: BTreeMap<String, Component>,
+    pub memory: Memory,
+    pub mbedtls: Mbedtls,
+    pub pthread: Pthread,
+    pub cxx: Cxx,
+    pub heap_tracing: HeapTracing,
+    /// Extra sdkconfig lines the typed sections do not cover, written verbatim (`CONFIG_X = "y"`).
+    #[serde(default)]
+    pub sdkconfig_extra: BTreeMap<String, String>,
+    pub budgets: Budgets,
+    #[serde(default)]
+    pub audit: Audit,
+    /// Where the policy file came from; filled in by `load`.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    pub placement: Placement,
+    /// Header force-included into every source of the component (`-include`), from
+    /// `components/esp_dc_port/include/`. Empty: no redirection.
+    #[serde(default)]
+    pub force_include: String,
+    /// Extra compile definitions, `NAME = value` (value: string, integer or boolean).
+    #[serde(default)]
+    pub definitions: BTreeMap<String, DefinitionValue>,
+    /// Memory knobs from the catalogue in `KNOBS`; each becomes a Kconfig option.
+    #[serde(default)]
+    pub knobs: BTreeMap<String, i64>,
+    /// Our own diffs under `patches/`, applied in order at configure time.
+    #[serde(default)]
+    pub patches: Vec<String>,
+    /// Stack size and placement of the threads this component creates.
+    #[serde(default)]
+    pub threads: Option<Threads>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum DefinitionValue {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+}
+
+impl DefinitionValue {
+    /// The value as it appears after `-DNAME=`.
+    pub fn render(&self) -> String {
+        match self {
+            DefinitionValue::Bool(b) => (if *b { "1" } else { "0" }).to_string(),
+            DefinitionValue::Int(i) => i.to_string(),
+            DefinitionValue::Str(s) => s.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threads {
+    /// Stack size given to this component's threads (pthread attr or esp_pthread_cfg_t).
+    pub stack_bytes: u32,
+    /// Where the stacks live: `psram` uses esp_pthread_cfg_t.stack_alloc_caps = MALLOC_CAP_SPIRAM.
+    pub placement: Placement,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpiramMalloc {
+    /// CONFIG_SPIRAM_USE_MALLOC: malloc() may return PSRAM.
+    Malloc,
+    /// CONFIG_SPIRAM_USE_CAPS_ALLOC: PSRAM only through heap_caps_malloc(MALLOC_CAP_SPIRAM).
+    CapsOnly,
+    /// No PSRAM in the heap (chips without PSRAM).
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Memory {
+    /// CONFIG_SPIRAM: the board has PSRAM and ESP-IDF initialises it.
+    pub spiram: bool,
+    pub spiram_malloc: SpiramMalloc,
+    /// CONFIG_SPIRAM_MALLOC_ALWAYSINTERNAL: malloc() requests up to this size stay internal.
+    pub always_internal_bytes: u32,
+    /// CONFIG_SPIRAM_MALLOC_RESERVE_INTERNAL: internal RAM kept back for DMA and stacks.
+    pub reserve_internal_bytes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MbedtlsAllocator {
+    /// CONFIG_MBEDTLS_INTERNAL_MEM_ALLOC
+    Internal,
+    /// CONFIG_MBEDTLS_EXTERNAL_MEM_ALLOC (PSRAM)
+    External,
+    /// CONFIG_MBEDTLS_DEFAULT_MEM_ALLOC (malloc)
+    Default,
+    /// CONFIG_MBEDTLS_CUSTOM_MEM_ALLOC (esp_dc_port provides esp_mbedtls_mem_calloc/free)
+    Custom,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mbedtls {
+    pub allocator: MbedtlsAllocator,
+    /// CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN (MBEDTLS_SSL_IN_CONTENT_LEN on the host).
+    pub ssl_in_content_len: u32,
+    /// CONFIG_MBEDTLS_SSL_OUT_CONTENT_LEN (MBEDTLS_SSL_OUT_CONTENT_LEN on the host).
+    pub ssl_out_content_len: u32,
+    /// CONFIG_MBEDTLS_DYNAMIC_BUFFER: allocate record buffers only while in use.
+    pub dynamic_buffer: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pthread {
+    /// CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT: stack of a pthread that asks for none.
+    pub default_stack_bytes: u32,
+    /// Where pthread stacks go (esp_pthread_cfg_t.stack_alloc_caps); `psram` also sets
+    /// CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY.
+    pub stack_placement: Placement,
+    /// Margin over the lab's measured high-water mark that stack sizes must keep, in percent.
+    pub stack_margin_percent: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharedPtrLockPolicy {
+    /// libstdc++'s default where atomics exist.
+    Atomic,
+    /// `_GLIBCXX_USE_... __default_lock_policy = _S_mutex`: a mutex per shared_ptr control block,
+    /// what ESP-IDF's RISC-V toolchain builds without the A extension get.
+    Mutex,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cxx {
+    /// Where C++ `operator new` goes for the whole application (esp_dc_port's replacement).
+    pub new_placement: Placement,
+    /// CONFIG_COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE: libstdc++'s emergency exception pool.
+    pub emergency_pool_bytes: u32,
+    pub shared_ptr_lock_policy: SharedPtrLockPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeapTracing {
+    /// CONFIG_HEAP_TRACING_STANDALONE
+    pub enabled: bool,
+    /// CONFIG_HEAP_TRACING_STACK_DEPTH: return addresses kept per record.
+    pub stack_depth: u32,
+    /// Records in the tracker's trace buffer (placed in PSRAM when there is PSRAM).
+    pub records: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// Static budgets per component, from `idf.py size-components` or the host build.
+    #[serde(default, rename = "static")]
+    pub static_: BTreeMap<String, StaticBudget>,
+    #[serde(default)]
+    pub dynamic: DynamicBudgets,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticBudget {
+    /// DIRAM .data + .bss (internal RAM).
+    pub dram_bytes: Option<u64>,
+    /// IRAM text and data.
+    pub iram_bytes: Option<u64>,
+    /// Flash: .text + .rodata.
+    pub flash_bytes: Option<u64>,
+}
+
+/// Dynamic budgets, measured by the host lab. A missing figure is not checked.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicBudgets {
+    /// Live bytes after the first PeerConnection is created (global init included).
+    pub init_bytes: Option<u64>,
+    /// Live bytes of one connected data-channel connection.
+    pub connected_bytes: Option<u64>,
+    /// Peak live bytes during the handshake.
+    pub peak_bytes: Option<u64>,
+    /// Live bytes while streaming video, steady state.
+    pub video_steady_bytes: Option<u64>,
+    /// Threads the stack creates for one session.
+    pub threads: Option<u64>,
+    /// Bytes still held after each connect/disconnect cycle.
+    pub leak_bytes_per_cycle: Option<u64>,
+    /// Projected internal RAM per connection on the ESP32.
+    pub internal_bytes_per_connection: Option<u64>,
+    /// Sum of thread stack high-water marks.
+    pub stack_high_water_bytes: Option<u64>,
+    /// Per component: connected and peak bytes.
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentDynamicBudget>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentDynamicBudget {
+    pub connected_bytes: Option<u64>,
+    pub peak_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// `cargo xtask audit` exits 1 while any site is not covered by the policy.
+    #[serde(default)]
+    pub require_full_coverage: bool,
+    /// Static or global objects at least this large are listed.
+    #[serde(default = "default_static_threshold")]
+    pub static_object_threshold_bytes: u64,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit { require_full_coverage: false, static_object_threshold_bytes: default_static_threshold() }
+    }
+}
+
+fn default_static_threshold() -> u64 {
+    1024
+}
+
+/// How a knob reaches the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnobEffect {
+    /// A compile definition on the component (`-DNAME=value`), read by upstream code or one of our patches.
+    Define(&'static str),
+    /// A value esp_dc_port applies at run time before the first PeerConnection (rtcSetSctpSettings, sysctls, ...).
+    Runtime,
+}
+
+/// One memory knob: the policy key, the Kconfig option it becomes, and how it acts.
+#[derive(Debug, Clone, Copy)]
+pub struct KnobSpec {
+    pub component: &'static str,
+    pub name: &'static str,
+    /// Upstream's value: what `stock` has and what an absent knob means.
+    pub stock: i64,
+    pub min: i64,
+    pub max: i64,
+    pub effect: KnobEffect,
+    pub help: &'static str,
+}
+
+impl KnobSpec {
+    /// `ESP_DC_<COMPONENT>_<NAME>` (the Kconfig symbol, without CONFIG_).
+    pub fn kconfig_symbol(&self) -> String {
+        format!("ESP_DC_{}_{}", self.component.to_uppercase(), self.name.to_uppercase())
+    }
+}
+
+/// The knob catalogue. A policy may only set knobs listed here, within [min, max].
+pub const KNOBS: &[KnobSpec] = &[
+    KnobSpec {
+        component: "libdatachannel",
+        name: "sctp_max_streams",
+        stock: 1024,
+        min: 1,
+        max: 65535,
+        effect: KnobEffect::Define("RTC_ESP_SCTP_MAX_STREAMS"),
+        help: "SCTP streams negotiated per association (MAX_SCTP_STREAMS_COUNT). usrsctp allocates per-stream state for each; a data channel needs one stream, Chromium offers 1024.",
+    },
+    KnobSpec {
+        component: "libdatachannel",
+        name: "sctp_recv_buffer_bytes",
+        stock: 1048576,
+        min: 4096,
+        max: 16777216,
+        effect: KnobEffect::Runtime,
+        help: "SCTP receive window (rtcSctpSettings.recvBufferSize). Bounds what usrsctp queues for a slow reader; must hold the largest message.",
+    },
+    KnobSpec {
+        component: "libdatachannel",
+        name: "sctp_send_buffer_bytes",
+        stock: 1048576,
+        min: 4096,
+        max: 16777216,
+        effect: KnobEffect::Runtime,
+        help: "SCTP send buffer (rtcSctpSettings.sendBufferSize). Bounds what usrsctp keeps queued for retransmission.",
+    },
+    KnobSpec {
+        component: "libdatachannel",
+        name: "sctp_max_chunks_on_queue",
+        stock: 10240,
+        min: 16,
+        max: 1048576,
+        effect: KnobEffect::Runtime,
+        help: "Chunks usrsctp may queue per association (rtcSctpSettings.maxChunksOnQueue).",
+    },
+    KnobSpec {
+        component: "libdatachannel",
+        name: "max_message_bytes",
+        stock: 262144,
+        min: 1024,
+        max: 16777216,
+        effect: KnobEffect::Runtime,
+        help: "Largest data-channel message accepted (rtcConfiguration.maxMessageSize, DEFAULT_LOCAL_MAX_MESSAGE_SIZE).",
+    },
+    KnobSpec {
+        component: "libdatachannel",
+        name: "thread_pool_size",
+        stock: 0,
+        min: 0,
+        max: 64,
+        effect: KnobEffect::Define("RTC_ESP_THREADPOOL_SIZE"),
+        help: "Worker threads of libdatachannel's thread pool; 0 keeps upstream's max(hardware_concurrency, MIN_THREADPOOL_SIZE).",
+    },
+    KnobSpec {
+        component: "libdatachannel",
+        name: "sctp_recv_chunk_bytes",
+        stock: 65536,
+        min: 1024,
+        max: 65536,
+        effect: KnobEffect::Define("RTC_ESP_SCTP_RECV_CHUNK_BYTES"),
+        help: "Buffer SctpTransport::doRecv reads into; upstream keeps 64 KB on the thread's stack.",
+    },
+    KnobSpec {
+        component: "libdatachannel",
+        name: "nack_max_packets",
+        stock: 512,
+        min: 1,
+        max: 65535,
+        effect: KnobEffect::Runtime,
+        help: "Packets RtcpNackResponder keeps for retransmission (rtcChainRtcpNackResponder maxStoredPacketsCount).",
+    },
+    KnobSpec {
+        component: "libdatachannel",
+        name: "recv_queue_limit",
+        stock: 1024,
+        min: 1,
+        max: 65535,
+        effect: KnobEffect::Define("RTC_ESP_RECV_QUEUE_LIMIT"),
+        help: "Messages a channel queues before the application reads them (RECV_QUEUE_LIMIT).",
+    },
+    KnobSpec {
+        component: "usrsctp",
+        name: "own_threads",
+        stock: 1,
+        min: 0,
+        max: 1,
+        effect: KnobEffect::Define("RTC_ESP_USRSCTP_OWN_THREADS"),
+        help: "1: usrsctp_init starts its own timer thread. 0: usrsctp_init_nothreads, libdatachannel drives usrsctp_handle_timers.",
+    },
+    KnobSpec {
+        component: "usrsctp",
+        name: "tcb_hash_size",
+        stock: 1024,
+        min: 16,
+        max: 65536,
+        effect: KnobEffect::Define("SCTP_TCBHASHSIZE"),
+        help: "Buckets of usrsctp's association hash table (SCTP_TCBHASHSIZE), allocated at usrsctp_init.",
+    },
+    KnobSpec {
+        component: "usrsctp",
+        name: "pcb_hash_size",
+        stock: 256,
+        min: 16,
+        max: 65536,
+        effect: KnobEffect::Define("SCTP_PCBHASHSIZE"),
+        help: "Buckets of usrsctp's endpoint hash table (SCTP_PCBHASHSIZE), allocated at usrsctp_init.",
+    },
+    KnobSpec {
+        component: "libjuice",
+        name: "max_stun_servers",
+        stock: 2,
+        min: 1,
+        max: 8,
+        effect: KnobEffect::Define("ICE_MAX_STUN_SERVERS_COUNT"),
+        help: "STUN servers libjuice can use at once; sizes arrays inside juice_agent_t.",
+    },
+    KnobSpec {
+        component: "libjuice",
+        name: "max_candidates",
+        stock: 20,
+        min: 2,
+        max: 64,
+        effect: KnobEffect::Define("ICE_MAX_CANDIDATES_COUNT"),
+        help: "Candidates per ICE description (ICE_MAX_CANDIDATES_COUNT); sizes the agent's candidate arrays.",
+    },
+];
+
+pub fn knob(component: &str, name: &str) -> Option<&'static KnobSpec> {
+    KNOBS.iter().find(|k| k.component == component && k.name == name)
+}
+
+impl Policy {
+    /// The policies shipped with the project, by name: `policies/<name>.toml`.
+    pub fn path_for(name_or_path: &str) -> PathBuf {
+        let as_path = Path::new(name_or_path);
+        if name_or_path.ends_with(".toml") || as_path.components().count() > 1 {
+            as_path.to_path_buf()
+        } else {
+            crate::fsutil::project_root().join("policies").join(format!("{name_or_path}.toml"))
+        }
+    }
+
+    /// Reads and validates a policy. Every error is `file:line: key: what is wrong` and exit 2.
+    pub fn load(path: &Path) -> Result<Policy> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            exit::bad_input(format!(
+                "{}: cannot read the policy: {e}\n  hint: name a shipped policy (`--policy lean`, `--policy stock`) or a path to a .toml file",
+                path.display()
+            ))
+        })?;
+        Policy::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Policy> {
+        let shown = path.display().to_string();
+        let doc = toml_edit::Document::parse(text.to_string()).map_err(|e| {
+            let line = e.span().map(|s| line_of_offset(text, s.start)).unwrap_or(1);
+            let key = key_on_line(text, line).unwrap_or_else(|| "(syntax)".into());
+            exit::bad_input(format!("{shown}:{line}: {key}: TOML syntax error: {}", first_line(e.message())))
+        })?;
+        let de = toml_edit::de::Deserializer::from(doc.clone());
+        let mut policy: Policy = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.inner();
+            let line = inner
+                .span()
+                .map(|s| line_of_offset(text, s.start))
+                .or_else(|| span_line(&doc, text, &key))
+                .unwrap_or(1);
+            exit::bad_input(format!("{shown}:{line}: {key}: {}", first_line(inner.message())))
+        })?;
+        policy.path = path.to_path_buf();
+        let problems = policy.validate();
+        if let Some((key, what)) = problems.into_iter().next() {
+            let line = span_line(&doc, text, &key).unwrap_or(1);
+            return Err(exit::bad_input(format!("{shown}:{line}: {key}: {what}")));
+        }
+        Ok(policy)
+    }
+
+    /// Semantic checks serde cannot express. Returns (key path, what is wrong), in file order of keys.
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        for (name, component) in &self.components {
+            let at = |field: &str| format!("components.{name}.{field}");
+            if !COMPONENTS.contains(&name.as_str()) {
+                problems.push((
+                    format!("components.{name}"),
+                    format!("unknown component `{name}`; the policy lays out {}", COMPONENTS.join(", ")),
+                ));
+                continue;
+            }
+            if !component.force_include.is_empty() {
+                let header = crate::fsutil::project_root()
+                    .join("components/esp_dc_port/include")
+                    .join(&component.force_include);
+                if !header.is_file() {
+                    problems.push((
+                        at("force_include"),
+                        format!("no header `{}` in components/esp_dc_port/include/", component.force_include),
+                    ));
+                }
+            }
+            for (knob_name, value) in &component.knobs {
+                match knob(name, knob_name) {
+                    None => {
+                        let known: Vec<_> = KNOBS.iter().filter(|k| k.component == name).map(|k| k.name).collect();
+                        problems.push((
+                            format!("components.{name}.knobs.{knob_name}"),
+                            format!(
+                                "unknown knob for {name}; known: {}",
+                                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                            ),
+                        ));
+                    }
+                    Some(spec) if *value < spec.min || *value > spec.max => problems.push((
+                        format!("components.{name}.knobs.{knob_name}"),
+                        format!("{value} is out of range {}..={}", spec.min, spec.max),
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for (def, _) in &component.definitions {
+                if def.is_empty() || !def.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || def.starts_with(|c: char| c.is_ascii_digit()) {
+                    problems.push((format!("components.{name}.definitions.{def}"), "not a valid C macro name".into()));
+                }
+            }
+            for patch in &component.patches {
+                if !crate::fsutil::project_root().join("patches").join(patch).is_file() {
+                    problems.push((at("patches"), format!("no patch `{patch}` under patches/")));
+                }
+            }
+            if let Some(threads) = &component.threads {
+                if threads.stack_bytes < 2048 {
+                    problems.push((at("threads.stack_bytes"), "below 2048 bytes no ESP-IDF pthread can start".into()));
+                }
+            }
+        }
+        for name in COMPONENTS {
+            if !self.components.contains_key(*name) {
+                problems.push(("components".into(), format!("missing component `{name}`: every component needs a placement")));
+            }
+        }
+        if self.mbedtls.ssl_in_content_len < 512 || self.mbedtls.ssl_in_content_len > 16384 {
+            problems.push(("mbedtls.ssl_in_content_len".into(), "must be within 512..=16384 (MBEDTLS_SSL_IN_CONTENT_LEN)".into()));
+        }
+        if self.mbedtls.ssl_out_content_len < 512 || self.mbedtls.ssl_out_content_len > 16384 {
+            problems.push(("mbedtls.ssl_out_content_len".into(), "must be within 512..=16384 (MBEDTLS_SSL_OUT_CONTENT_LEN)".into()));
+        }
+        if self.pthread.default_stack_bytes < 2048 {
+            problems.push(("pthread.default_stack_bytes".into(), "below 2048 bytes no ESP-IDF pthread can start".into()));
+        }
+        if !self.memory.spiram {
+            for (name, c) in &self.components {
+                if c.placement == Placement::Psram {
+                    problems.push((format!("components.{name}.placement"), "`psram` needs `memory.spiram = true`".into()));
+                }
+            }
+        }
+        let known_budget_components: Vec<&str> = COMPONENTS.iter().chain(EXTERNAL_COMPONENTS).copied().collect();
+        for name in self.budgets.static_.keys() {
+            if !known_budget_components.contains(&name.as_str()) {
+                problems.push((format!("budgets.static.{name}"), format!("unknown component `{name}`")));
+            }
+        }
+        for name in self.budgets.dynamic.components.keys() {
+            if !known_budget_components.contains(&name.as_str()) {
+                problems.push((format!("budgets.dynamic.components.{name}"), format!("unknown component `{name}`")));
+            }
+        }
+        for key in self.sdkconfig_extra.keys() {
+            if !key.starts_with("CONFIG_") {
+                problems.push((format!("sdkconfig_extra.{key}"), "sdkconfig symbols start with CONFIG_".into()));
+            }
+        }
+        problems
+    }
+
+    pub fn component(&self, name: &str) -> &Component {
+        &self.components[name]
+    }
+
+    /// A knob's value under this policy (upstream's value when the policy leaves it unset).
+    pub fn knob_value(&self, spec: &KnobSpec) -> i64 {
+        self.components
+            .get(spec.component)
+            .and_then(|c| c.knobs.get(spec.name))
+            .copied()
+            .unwrap_or(spec.stock)
+    }
+}
+
+fn first_line(message: &str) -> String {
+    message.trim().lines().next().unwrap_or("").to_string()
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The dotted key defined on `line`, for syntax errors where no parse tree exists.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let raw = text.lines().nth(line - 1)?.trim();
+    let key = raw.split('=').next()?.trim().trim_matches(|c| c == '[' || c == ']');
+    (!key.is_empty()).then(|| key.to_string())
+}
+
+/// Line of a dotted key path (`components.libsrtp.placement`, `components.x.patches[0]`) in the document.
+fn span_line(doc: &toml_edit::Document<String>, text: &str, path: &str) -> Option<usize> {
+    let segments: Vec<&str> = path.split('.').map(|s| s.split('[').next().unwrap_or(s)).filter(|s| !s.is_empty()).collect();
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let mut best: Option<usize> = None;
+    for (i, seg) in segments.iter().enumerate() {
+        let (key, item) = table.get_key_value(seg)?;
+        best = key.span().or_else(|| item.span()).map(|s| line_of_offset(text, s.start)).or(best);
+        if i + 1 == segments.len() {
+            break;
+        }
+        table = item.as_table_like()?;
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> String {
+        std::fs::read_to_string(Policy::path_for(name)).unwrap()
+    }
+
+    fn parse_err(text: &str) -> String {
+        Policy::parse(text, Path::new("p.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn shipped_policies_parse() {
+        for name in ["lean", "stock"] {
+            let p = Policy::load(&Policy::path_for(name)).unwrap();
+            assert_eq!(p.policy.name, name);
+            assert_eq!(p.components.len(), COMPONENTS.len());
+        }
+    }
+
+    #[test]
+    fn lean_redirects_libsrtp_and_stock_does_not() {
+        let lean = Policy::load(&Policy::path_for("lean")).unwrap();
+        let stock = Policy::load(&Policy::path_for("stock")).unwrap();
+        assert_eq!(lean.component("libsrtp").placement, Placement::Psram);
+        assert!(!lean.component("libsrtp").force_include.is_empty());
+        assert!(stock.component("libsrtp").force_include.is_empty(), "the seed forgot libsrtp");
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = shipped("lean").replacen("[components.libsrtp]\n", "[components.libsrtp]\nplacment = \"psram\"\n", 1);
+        let line = text.lines().position(|l| l.starts_with("placment")).unwrap() + 1;
+        let err = parse_err(&text);
+        assert!(err.starts_with(&format!("p.toml:{line}: components.libsrtp")), "{err}");
+        assert!(err.contains("placment"), "{err}");
+    }
+
+    #[test]
+    fn invalid_placement_names_its_line() {
+        let text = shipped("lean");
+        let start = text.find("[components.libsrtp]").unwrap();
+        let rel = text[start..].find("placement = \"psram\"").unwrap();
+        let mut bad = text.clone();
+        bad.replace_range(start + rel..start + rel + "placement = \"psram\"".len(), "placement = \"flash\"");
+        let line = line_of_offset(&bad, start + rel);
+        let err = parse_err(&bad);
+        assert!(err.starts_with(&format!("p.toml:{line}: components.libsrtp.placement: ")), "{err}");
+        assert!(err.contains("flash"), "{err}");
+    }
+
+    #[test]
+    fn unknown_component_and_knob_are_refused() {
+        let text = shipped("lean") + "\n[components.libfoo]\nplacement = \"psram\"\n";
+        let err = parse_err(&text);
+        assert!(err.contains(": components.libfoo: unknown component `libfoo`"), "{err}");
+
+        let text = shipped("lean").replacen("[components.libjuice.knobs]\n", "[components.libjuice.knobs]\nwarp_factor = 9\n", 1);
+        let line = text.lines().position(|l| l.starts_with("warp_factor")).unwrap() + 1;
+        let err = parse_err(&text);
+        assert!(err.starts_with(&format!("p.toml:{line}: components.libjuice.knobs.warp_factor: unknown knob")), "{err}");
+    }
+
+    #[test]
+    fn knob_out_of_range_and_missing_patch() {
+        let text = shipped("lean").replacen("max_candidates = 20", "max_candidates = 0", 1);
+        assert!(parse_err(&text).contains("0 is out of range 2..=64"));
+        let text = shipped("lean").replacen("[components.plog]\n", "[components.plog]\npatches = [\"nope.patch\"]\n", 1);
+        let err = parse_err(&text);
+        assert!(err.contains("components.plog.patches: no patch `nope.patch`"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let text = "[policy]\nname = \"x\"\ndescription = \n";
+        let err = parse_err(text);
+        assert!(err.starts_with("p.toml:3: description: TOML syntax error"), "{err}");
+    }
+
+    #[test]
+    fn knob_value_defaults_to_stock() {
+        let stock = Policy::load(&Policy::path_for("stock")).unwrap();
+        let lean = Policy::load(&Policy::path_for("lean")).unwrap();
+        let spec = knob("libdatachannel", "sctp_max_streams").unwrap();
+        assert_eq!(stock.knob_value(spec), 1024);
+        assert!(lean.knob_value(spec) < 1024);
+        assert_eq!(spec.kconfig_symbol(), "ESP_DC_LIBDATACHANNEL_SCTP_MAX_STREAMS");
+    }
+}

@@ -1,0 +1,1 @@
+//! Report shapes shared by lab and analyze.

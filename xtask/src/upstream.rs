@@ -1,0 +1,1 @@
+//! Pinned upstream sources, located with cargo_metadata.

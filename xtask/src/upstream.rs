@@ -1,1 +1,286 @@
-//! Pinned upstream sources, located with cargo_metadata.
+//! Pinned upstream sources. `upstream/Cargo.toml` pins datachannel-sys (libdatachannel 0.23.2
+//! with libjuice, usrsctp, libsrtp, plog) and mbedtls-rs-sys (mbedTLS 3.6.5); cargo fetches them
+//! with checksums from Cargo.lock and cargo_metadata tells where they are. Nothing here builds them.
+//!
+//! Sources are read into memory as a `Tree`, our patches are applied there (so a patch that does
+//! not apply is found before anything is written), and only then written out.
+
+use crate::exit;
+use crate::fsutil::{project_root, write_atomic};
+use crate::policy::Policy;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const DATACHANNEL_SYS_VERSION: &str = "0.23.0+0.23.2";
+pub const MBEDTLS_SYS_VERSION: &str = "0.3.1";
+
+/// Where the pinned crates' sources are on this machine.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// `.../datachannel-sys-0.23.0+0.23.2/libdatachannel`
+    pub libdatachannel: PathBuf,
+    /// `.../mbedtls-rs-sys-0.3.1/mbedtls`
+    pub mbedtls: PathBuf,
+}
+
+impl Sources {
+    /// Root of a policy component's upstream sources (`esp_dc_port` is ours and has none).
+    pub fn component_root(&self, component: &str) -> Option<PathBuf> {
+        Some(match component {
+            "libdatachannel" => self.libdatachannel.clone(),
+            "esp_dc_port" => return None,
+            dep => self.libdatachannel.join("deps").join(dep_dir(dep)?),
+        })
+    }
+}
+
+/// Directory of a dependency under libdatachannel's `deps/`.
+pub fn dep_dir(component: &str) -> Option<&'static str> {
+    Some(match component {
+        "libjuice" => "libjuice",
+        "usrsctp" => "usrsctp",
+        "libsrtp" => "libsrtp",
+        "plog" => "plog",
+        _ => return None,
+    })
+}
+
+/// Fetches (if needed) and locates the pinned crates. Fails with exit 2 and a hint when offline.
+pub fn locate() -> Result<Sources> {
+    let manifest = project_root().join("upstream/Cargo.toml");
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .manifest_path(&manifest)
+        .other_options(vec!["--locked".to_string()])
+        .exec()
+        .map_err(|e| {
+            exit::bad_input(format!(
+                "cannot resolve the pinned upstream crates from {}: {e}\n  hint: run `cargo fetch --manifest-path upstream/Cargo.toml` with access to crates.io",
+                manifest.display()
+            ))
+        })?;
+    let dir_of = |name: &str, version: &str| -> Result<PathBuf> {
+        let package = metadata
+            .packages
+            .iter()
+            .find(|p| p.name.as_str() == name)
+            .ok_or_else(|| exit::bad_input(format!("{name} is missing from upstream/Cargo.lock")))?;
+        if package.version.to_string() != version {
+            return Err(exit::bad_input(format!(
+                "{name} resolved to {} but the project pins ={version}; upstream/Cargo.lock was changed",
+                package.version
+            )));
+        }
+        Ok(package.manifest_path.parent().expect("manifest has a directory").into())
+    };
+    let dcs = dir_of("datachannel-sys", DATACHANNEL_SYS_VERSION)?;
+    let mbed = dir_of("mbedtls-rs-sys", MBEDTLS_SYS_VERSION)?;
+    let sources = Sources { libdatachannel: dcs.join("libdatachannel"), mbedtls: mbed.join("mbedtls") };
+    for dir in [&sources.libdatachannel, &sources.mbedtls] {
+        if !dir.join("CMakeLists.txt").is_file() {
+            return Err(exit::bad_input(format!("{} has no CMakeLists.txt: the crate cache looks damaged; remove it and fetch again", dir.display())));
+        }
+    }
+    Ok(sources)
+}
+
+/// A source tree held in memory: relative path -> bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tree {
+    pub files: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+impl Tree {
+    /// Reads every file below `root`, skipping VCS and CI clutter that no build needs.
+    pub fn read(root: &Path) -> Result<Tree> {
+        let mut files = BTreeMap::new();
+        for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+            let entry = entry.with_context(|| format!("walking {}", root.display()))?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry.path().strip_prefix(root).expect("walkdir stays below root").to_path_buf();
+            if rel.components().any(|c| matches!(c.as_os_str().to_str(), Some(".git" | ".github"))) {
+                continue;
+            }
+            files.insert(rel, std::fs::read(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?);
+        }
+        Ok(Tree { files })
+    }
+
+    /// Applies a unified diff (one or more files, `git diff` or `diff -u` style) whose paths are
+    /// relative to this tree, optionally below `prefix`. Errors name the patch, file and hunk.
+    pub fn apply_patch(&mut self, patch_name: &str, patch_text: &str, prefix: &Path) -> Result<()> {
+        let pieces = split_patch(patch_text);
+        if pieces.is_empty() {
+            return Err(exit::bad_input(format!("patch `{patch_name}` contains no file diffs")));
+        }
+        for (path, piece) in pieces {
+            let rel = prefix.join(&path);
+            let original = self.files.get(&rel).ok_or_else(|| {
+                exit::bad_input(format!("patch `{patch_name}` does not apply: no file `{}` in the upstream sources", rel.display()))
+            })?;
+            let original = String::from_utf8(original.clone())
+                .map_err(|_| exit::bad_input(format!("patch `{patch_name}`: `{}` is not UTF-8 text", rel.display())))?;
+            let parsed = diffy::Patch::from_str(&piece)
+                .map_err(|e| exit::bad_input(format!("patch `{patch_name}` is malformed for `{}`: {e}", path.display())))?;
+            let patched = diffy::apply(&original, &parsed)
+                .map_err(|e| exit::bad_input(format!("patch `{patch_name}` does not apply to `{}`: {e}", rel.display())))?;
+            self.files.insert(rel, patched.into_bytes());
+        }
+        Ok(())
+    }
+
+    /// Writes the tree below `dest`, touching only files whose bytes differ and deleting files
+    /// the tree no longer has. Returns how many files changed.
+    pub fn write(&self, dest: &Path) -> Result<usize> {
+        let mut changed = 0;
+        for (rel, bytes) in &self.files {
+            if write_atomic(&dest.join(rel), bytes)? {
+                changed += 1;
+            }
+        }
+        if dest.is_dir() {
+            for entry in walkdir::WalkDir::new(dest).contents_first(true) {
+                let entry = entry?;
+                let rel = entry.path().strip_prefix(dest).expect("below dest");
+                if entry.file_type().is_file() && !self.files.contains_key(rel) {
+                    std::fs::remove_file(entry.path())?;
+                    changed += 1;
+                } else if entry.file_type().is_dir() && entry.path() != dest && std::fs::read_dir(entry.path())?.next().is_none() {
+                    std::fs::remove_dir(entry.path())?;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Files whose bytes differ from what is under `dest`, and files `dest` has that the tree has not.
+    pub fn drift(&self, dest: &Path) -> Result<Vec<PathBuf>> {
+        let mut drifted = Vec::new();
+        for (rel, bytes) in &self.files {
+            if std::fs::read(dest.join(rel)).ok().as_deref() != Some(bytes.as_slice()) {
+                drifted.push(rel.clone());
+            }
+        }
+        if dest.is_dir() {
+            for entry in walkdir::WalkDir::new(dest) {
+                let entry = entry?;
+                let rel = entry.path().strip_prefix(dest).expect("below dest");
+                if entry.file_type().is_file() && !self.files.contains_key(rel) {
+                    drifted.push(rel.to_path_buf());
+                }
+            }
+        }
+        Ok(drifted)
+    }
+}
+
+/// The whole libdatachannel tree (with deps/) with every component's policy patches applied at
+/// that component's place in it. This is what the host lab builds.
+pub fn stage_stack(sources: &Sources, policy: &Policy) -> Result<Tree> {
+    let mut tree = Tree::read(&sources.libdatachannel)?;
+    for (component, spec) in &policy.components {
+        let prefix = match component.as_str() {
+            "libdatachannel" => PathBuf::new(),
+            other => match dep_dir(other) {
+                Some(dir) => Path::new("deps").join(dir),
+                None => continue,
+            },
+        };
+        for patch in &spec.patches {
+            let text = read_patch(patch)?;
+            tree.apply_patch(patch, &text, &prefix)?;
+        }
+    }
+    Ok(tree)
+}
+
+/// One component's upstream sources with its patches applied (what `configure` lays out).
+/// libdatachannel's own tree excludes `deps/`, which become components of their own.
+pub fn stage_component(sources: &Sources, policy: &Policy, component: &str) -> Result<Option<Tree>> {
+    let Some(root) = sources.component_root(component) else { return Ok(None) };
+    let mut tree = Tree::read(&root)?;
+    if component == "libdatachannel" {
+        tree.files.retain(|rel, _| !rel.starts_with("deps"));
+    }
+    for patch in &policy.component(component).patches {
+        let text = read_patch(patch)?;
+        tree.apply_patch(patch, &text, Path::new(""))?;
+    }
+    Ok(Some(tree))
+}
+
+pub fn read_patch(name: &str) -> Result<String> {
+    let path = project_root().join("patches").join(name);
+    std::fs::read_to_string(&path).map_err(|e| exit::bad_input(format!("cannot read patch {}: {e}", path.display())))
+}
+
+/// Splits a multi-file unified diff into (path, single-file diff) pairs. Paths drop git's `a/` `b/`.
+fn split_patch(text: &str) -> Vec<(PathBuf, String)> {
+    let mut pieces: Vec<(PathBuf, String)> = Vec::new();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].starts_with("--- ") && i + 1 < lines.len() && lines[i + 1].starts_with("+++ ") {
+            let target = lines[i + 1][4..].trim_end().split('\t').next().unwrap_or("").trim();
+            let path = target.strip_prefix("b/").unwrap_or(target);
+            let mut piece = String::new();
+            piece.push_str(lines[i]);
+            piece.push_str(lines[i + 1]);
+            i += 2;
+            while i < lines.len() && !lines[i].starts_with("diff ") && !(lines[i].starts_with("--- ") && lines.get(i + 1).is_some_and(|l| l.starts_with("+++ "))) {
+                piece.push_str(lines[i]);
+                i += 1;
+            }
+            pieces.push((PathBuf::from(path), piece));
+        } else {
+            i += 1;
+        }
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &str)]) -> Tree {
+        Tree { files: files.iter().map(|(p, c)| (PathBuf::from(p), c.as_bytes().to_vec())).collect() }
+    }
+
+    const PATCH: &str = "diff --git a/src/a.h b/src/a.h\n--- a/src/a.h\n+++ b/src/a.h\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\ndiff --git a/b.c b/b.c\n--- a/b.c\n+++ b/b.c\n@@ -1,1 +1,2 @@\n x\n+y\n";
+
+    #[test]
+    fn multi_file_patch_applies_below_prefix() {
+        let mut t = tree(&[("deps/u/src/a.h", "one\ntwo\nthree\n"), ("deps/u/b.c", "x\n")]);
+        t.apply_patch("p.patch", PATCH, Path::new("deps/u")).unwrap();
+        assert_eq!(t.files[Path::new("deps/u/src/a.h")], b"one\nTWO\nthree\n");
+        assert_eq!(t.files[Path::new("deps/u/b.c")], b"x\ny\n");
+    }
+
+    #[test]
+    fn patch_that_does_not_apply_names_patch_and_file() {
+        let mut t = tree(&[("src/a.h", "one\nzwei\nthree\n"), ("b.c", "x\n")]);
+        let err = t.apply_patch("knobs.patch", PATCH, Path::new("")).unwrap_err().to_string();
+        assert!(err.contains("patch `knobs.patch` does not apply to `src/a.h`"), "{err}");
+        let mut t = tree(&[("b.c", "x\n")]);
+        let err = t.apply_patch("knobs.patch", PATCH, Path::new("")).unwrap_err().to_string();
+        assert!(err.contains("no file `src/a.h`"), "{err}");
+    }
+
+    #[test]
+    fn write_is_idempotent_and_removes_stale_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tree(&[("a/x.c", "1"), ("y.h", "2")]);
+        assert_eq!(t.write(dir.path()).unwrap(), 2);
+        assert_eq!(t.write(dir.path()).unwrap(), 0);
+        assert!(t.drift(dir.path()).unwrap().is_empty());
+        std::fs::write(dir.path().join("stale.c"), "old").unwrap();
+        std::fs::write(dir.path().join("y.h"), "changed").unwrap();
+        let drift = t.drift(dir.path()).unwrap();
+        assert_eq!(drift, vec![PathBuf::from("y.h"), PathBuf::from("stale.c")]);
+        assert_eq!(t.write(dir.path()).unwrap(), 2);
+        assert!(!dir.path().join("stale.c").exists());
+    }
+}

@@ -106,3 +106,44 @@ pub struct ProjectionLine {
     /// The ESP-IDF source the constant comes from.
     pub source: String,
 }
+
+/// The component a source file belongs to, from its path as debug info records it. Used by the
+/// lab (host DWARF) and by `analyze` (device ELF) so both attribute the same line to the same
+/// component. `None`: not part of the stack (C/C++ runtime, application, ESP-IDF itself).
+pub fn component_of_source_path(path: &str) -> Option<&'static str> {
+    let p = path.replace('\\', "/");
+    const BY_PATH: &[(&str, &str)] = &[
+        ("deps/libjuice/", "libjuice"),
+        ("components/libjuice/", "libjuice"),
+        ("deps/usrsctp/", "usrsctp"),
+        ("components/usrsctp/", "usrsctp"),
+        ("deps/libsrtp/", "libsrtp"),
+        ("components/libsrtp/", "libsrtp"),
+        ("deps/plog/", "plog"),
+        ("components/plog/", "plog"),
+        ("/plog/include/plog/", "plog"),
+        ("components/esp_dc_port/", "esp_dc_port"),
+        ("mbedtls/library/", "mbedtls"),
+        ("mbedtls/include/", "mbedtls"),
+        ("components/mbedtls/", "mbedtls"),
+        ("libdatachannel/src/", "libdatachannel"),
+        ("libdatachannel/include/", "libdatachannel"),
+        ("components/libdatachannel/", "libdatachannel"),
+    ];
+    BY_PATH.iter().find(|(needle, _)| p.contains(needle)).map(|(_, c)| *c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::component_of_source_path as c;
+
+    #[test]
+    fn source_paths_map_to_components() {
+        assert_eq!(c("/x/libdatachannel/deps/usrsctp/usrsctplib/netinet/sctp_pcb.c"), Some("usrsctp"));
+        assert_eq!(c("/x/libdatachannel/deps/plog/include/plog/Record.h"), Some("plog"));
+        assert_eq!(c("/x/libdatachannel/src/impl/sctptransport.cpp"), Some("libdatachannel"));
+        assert_eq!(c("/proj/components/libsrtp/upstream/srtp/srtp.c"), Some("libsrtp"));
+        assert_eq!(c("/r/mbedtls-rs-sys-0.3.1/mbedtls/library/ssl_tls.c"), Some("mbedtls"));
+        assert_eq!(c("/usr/include/c++/12/bits/new_allocator.h"), None);
+    }
+}

@@ -1,9 +1,258 @@
-//! `cargo xtask configure` (being written).
-use crate::exit::Outcome;
+//! `cargo xtask configure`: policy -> ESP-IDF component tree.
+//!
+//! Everything is computed in memory first (upstream sources read, our patches applied, templates
+//! rendered, sdkconfig.defaults merged), so a bad policy, a patch that does not apply or a broken
+//! template exits 2 before the first byte is written. Each generated component is then written
+//! into a sibling staging directory and swapped in with renames; single files are written
+//! atomically. A component whose bytes already match is not touched, which makes a second run a
+//! no-op.
 
-#[derive(clap::Args)]
-pub struct Args {}
+mod render;
 
-pub fn run(_args: Args) -> Outcome {
-    Err(crate::exit::bad_input("`configure` is not implemented yet"))
+use crate::exit::{self, Outcome};
+use crate::fsutil::{project_root, write_atomic};
+use crate::policy::Policy;
+use crate::upstream::{self, Tree};
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub use render::{BLOCK_BEGIN, BLOCK_END, GENERATED};
+
+/// Lay out components/<lib>/ for libdatachannel, libjuice, usrsctp, libsrtp and plog from the
+/// policy, the pinned upstream sources, templates/ and patches/, and write the policy's block
+/// into sdkconfig.defaults.
+///
+/// Upstream files are copied into components/<lib>/upstream/ (git-ignored). Your own lines in
+/// sdkconfig.defaults outside the marked block are kept. A second run with the same policy
+/// changes nothing. Exit codes: 0 done (or no drift with --check), 1 --check found drift,
+/// 2 bad policy, patch or template (nothing written).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Policy: `lean`, `stock` (policies/<name>.toml) or a path to a .toml file.
+    #[arg(long, default_value = "lean")]
+    pub policy: String,
+    /// Report which files differ from what the policy generates, write nothing; exit 1 on drift.
+    #[arg(long)]
+    pub check: bool,
+    /// Print the result as JSON instead of a human summary.
+    #[arg(long)]
+    pub json: bool,
 }
+
+pub fn run(args: Args) -> Outcome {
+    configure_into(&project_root(), &Policy::path_for(&args.policy), args.check, args.json)
+}
+
+/// Everything a run would write, relative to the project root.
+#[derive(Debug)]
+pub struct Plan {
+    pub policy_name: String,
+    /// components/<name> -> its full content (rendered files + upstream/).
+    pub components: BTreeMap<String, Tree>,
+    /// Single files: sdkconfig.defaults, components/.esp_dc_policy.
+    pub files: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+pub const STAMP: &str = "components/.esp_dc_policy";
+
+/// Upstream directories no ESP-IDF build reads; leaving them out keeps the copy small.
+const SKIPPED_UPSTREAM_DIRS: &[&str] = &["test", "tests", "fuzzer", "doc", "docs", "pages", "samples", "programs", "timing"];
+
+/// Computes the whole output in memory. `root` is where the existing sdkconfig.defaults is read.
+pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
+    let policy = Policy::load(policy_path)?;
+    let policy_text = std::fs::read_to_string(policy_path)?;
+    let shown_policy = shown(policy_path);
+    reject_unplaceable_threads(&policy, &policy_text, &shown_policy)?;
+
+    let sources = upstream::locate()?;
+    let templates = project_root().join("templates");
+    let read_template = |name: &str| -> Result<String> {
+        std::fs::read_to_string(templates.join(name))
+            .map_err(|e| exit::bad_input(format!("templates/{name}: cannot read the template: {e}")))
+    };
+    let kconfig_template = read_template("Kconfig")?;
+    let yml_template = read_template("idf_component.yml")?;
+
+    let mut components = BTreeMap::new();
+    let mut hash_parts: Vec<Vec<u8>> = vec![policy_text.clone().into_bytes()];
+    let mut patches_by_component = BTreeMap::new();
+    for &component in GENERATED {
+        let staged = upstream::stage_component(&sources, &policy, component).map_err(|e| {
+            let line = key_line(&policy_text, component, "patches");
+            exit::bad_input(format!("{shown_policy}:{line}: components.{component}.patches: {e}"))
+        })?;
+        let staged = staged.expect("generated components have upstream sources");
+        let mut tree = Tree::default();
+        for (rel, bytes) in staged.files {
+            let first = rel.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or("");
+            if SKIPPED_UPSTREAM_DIRS.contains(&first) {
+                continue;
+            }
+            tree.files.insert(Path::new("upstream").join(rel), bytes);
+        }
+        let cmake = render::cmakelists(&policy, component, &read_template(&format!("{component}/CMakeLists.txt"))?)?;
+        tree.files.insert("CMakeLists.txt".into(), cmake.into_bytes());
+        tree.files.insert("Kconfig".into(), render::kconfig(&policy, component, &kconfig_template)?.into_bytes());
+        tree.files.insert("idf_component.yml".into(), render::idf_component_yml(&policy, component, &yml_template)?.into_bytes());
+        let patches = policy.component(component).patches.clone();
+        for patch in &patches {
+            hash_parts.push(upstream::read_patch(patch)?.into_bytes());
+        }
+        patches_by_component.insert(component.to_string(), patches);
+        components.insert(component.to_string(), tree);
+    }
+
+    let mut files = BTreeMap::new();
+    let defaults_path = root.join("sdkconfig.defaults");
+    let existing = match std::fs::read_to_string(&defaults_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(exit::bad_input(format!("{}: cannot read: {e}", defaults_path.display()))),
+    };
+    let lines = render::sdkconfig_lines(&policy);
+    let merged = render::merge_sdkconfig_defaults(&existing, &lines, "sdkconfig.defaults")?;
+    files.insert(PathBuf::from("sdkconfig.defaults"), merged.into_bytes());
+
+    let parts: Vec<&[u8]> = hash_parts.iter().map(|p| p.as_slice()).collect();
+    let stamp = render::stamp(&policy, &shown_policy, render::fnv1a64(&parts), &patches_by_component);
+    files.insert(PathBuf::from(STAMP), stamp.into_bytes());
+
+    Ok(Plan { policy_name: policy.policy.name.clone(), components, files })
+}
+
+/// Only libdatachannel's threads can be placed: esp_dc_port_init() sets one inherited
+/// esp_pthread_cfg_t before the stack starts, and every thread of libjuice and usrsctp descends
+/// from libdatachannel's. A per-component entry elsewhere would be silently ignored, so refuse it.
+fn reject_unplaceable_threads(policy: &Policy, text: &str, shown_policy: &str) -> Result<()> {
+    for (name, component) in &policy.components {
+        if name != "libdatachannel" && component.threads.is_some() {
+            let line = key_line(text, name, "threads");
+            return Err(exit::bad_input(format!(
+                "{shown_policy}:{line}: components.{name}.threads: only components.libdatachannel.threads can be placed (the stack's threads all inherit its esp_pthread_cfg_t); remove this entry"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Line of `key` inside `[components.<component>]` (or of the table header when absent).
+fn key_line(text: &str, component: &str, key: &str) -> usize {
+    let header = format!("[components.{component}]");
+    let mut in_table = false;
+    let mut header_line = 1;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            in_table = line == header;
+            if in_table {
+                header_line = i + 1;
+            }
+            continue;
+        }
+        if in_table && line.split('=').next().map(str::trim) == Some(key) {
+            return i + 1;
+        }
+    }
+    header_line
+}
+
+fn shown(path: &Path) -> String {
+    path.strip_prefix(project_root()).unwrap_or(path).display().to_string()
+}
+
+/// Files (relative to root) whose content differs from the plan.
+pub fn drift(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (name, tree) in &plan.components {
+        let dir = Path::new("components").join(name);
+        out.extend(tree.drift(&root.join(&dir))?.into_iter().map(|rel| dir.join(rel)));
+    }
+    for (rel, bytes) in &plan.files {
+        if std::fs::read(root.join(rel)).ok().as_deref() != Some(bytes.as_slice()) {
+            out.push(rel.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the plan. A changed component is staged complete beside its destination and renamed
+/// into place, so a reader sees the old or the new component. The stamp is written last: it
+/// names a policy only once the tree matches it.
+pub fn apply(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
+    let changed = drift(plan, root)?;
+    let components_dir = root.join("components");
+    for (name, tree) in &plan.components {
+        let dest = components_dir.join(name);
+        if tree.drift(&dest)?.is_empty() {
+            continue;
+        }
+        let staging = components_dir.join(format!(".{name}.configure-new"));
+        let old = components_dir.join(format!(".{name}.configure-old"));
+        for leftover in [&staging, &old] {
+            if leftover.exists() {
+                std::fs::remove_dir_all(leftover).with_context(|| format!("removing {}", leftover.display()))?;
+            }
+        }
+        tree.write(&staging)?;
+        if dest.exists() {
+            std::fs::rename(&dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
+        }
+        std::fs::rename(&staging, &dest).with_context(|| format!("moving {} into place", dest.display()))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+    }
+    for (rel, bytes) in plan.files.iter().filter(|(rel, _)| rel.as_path() != Path::new(STAMP)) {
+        write_atomic(&root.join(rel), bytes)?;
+    }
+    write_atomic(&root.join(STAMP), &plan.files[Path::new(STAMP)])?;
+    Ok(changed)
+}
+
+/// The command with its root made explicit (tests run it on a temporary directory).
+pub fn configure_into(root: &Path, policy_path: &Path, check: bool, json: bool) -> Outcome {
+    let plan = plan(root, policy_path)?;
+    let changed = if check { drift(&plan, root)? } else { apply(&plan, root)? };
+    let summary = summarize(&changed);
+    if json {
+        let report = serde_json::json!({
+            "policy": plan.policy_name,
+            "check": check,
+            "changed": changed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if changed.is_empty() {
+        println!("configure: policy `{}`: tree is up to date, nothing {}", plan.policy_name, if check { "drifted" } else { "changed" });
+    } else {
+        let verb = if check { "differ from the policy" } else { "written" };
+        println!("configure: policy `{}`: {} file(s) {verb}:", plan.policy_name, changed.len());
+        for line in summary {
+            println!("  {line}");
+        }
+    }
+    Ok(if check && !changed.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// One line per top-level item: a component's upstream copy counts as one entry with a total.
+fn summarize(changed: &[PathBuf]) -> Vec<String> {
+    let mut upstream_counts: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut lines = Vec::new();
+    for path in changed {
+        let parts: Vec<_> = path.components().collect();
+        if parts.len() > 3 && parts[0].as_os_str() == "components" && parts[2].as_os_str() == "upstream" {
+            *upstream_counts.entry(parts[..3].iter().collect()).or_default() += 1;
+        } else {
+            lines.push(path.display().to_string());
+        }
+    }
+    for (dir, count) in upstream_counts {
+        lines.push(format!("{}/ ({count} upstream file(s))", dir.display()));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests;

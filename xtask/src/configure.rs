@@ -127,6 +127,16 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
 /// esp_pthread_cfg_t before the stack starts, and every thread of libjuice and usrsctp descends
 /// from libdatachannel's. A per-component entry elsewhere would be silently ignored, so refuse it.
 fn reject_unplaceable_threads(policy: &Policy, text: &str, shown_policy: &str) -> Result<()> {
+    if let Some(threads) = &policy.component("libdatachannel").threads {
+        if threads.placement != policy.pthread.stack_placement {
+            let line = key_line(text, "libdatachannel", "threads");
+            return Err(exit::bad_input(format!(
+                "{shown_policy}:{line}: components.libdatachannel.threads.placement: `{}` differs from pthread.stack_placement = `{}`; esp_dc_port places the stack's pthreads with one esp_pthread_cfg_t, so the two must agree",
+                threads.placement.as_str(),
+                policy.pthread.stack_placement.as_str()
+            )));
+        }
+    }
     for (name, component) in &policy.components {
         if name != "libdatachannel" && component.threads.is_some() {
             let line = key_line(text, name, "threads");

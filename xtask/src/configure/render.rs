@@ -347,16 +347,14 @@ pub fn sdkconfig_lines(policy: &Policy) -> Vec<String> {
     l.push("# [pthread] and components.libdatachannel.threads (esp_pthread_cfg_t set by esp_dc_port_init)".into());
     l.push(format!("CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT={}", p.pthread.default_stack_bytes));
     let threads = p.component("libdatachannel").threads.as_ref();
-    let thread_placement = threads.map(|t| t.placement).unwrap_or(p.pthread.stack_placement);
     let thread_stack = threads.map(|t| t.stack_bytes).unwrap_or(p.pthread.default_stack_bytes);
     if p.memory.spiram {
         l.push(yes(
             "SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY",
-            p.pthread.stack_placement == Placement::Psram || thread_placement == Placement::Psram,
+            p.pthread.stack_placement == Placement::Psram,
         ));
     }
-    l.push(placement_choice("ESP_DC_PORT_PTHREAD_DEFAULT_STACK", p.pthread.stack_placement));
-    l.push(placement_choice("ESP_DC_PORT_THREAD_STACK", thread_placement));
+    l.push(placement_choice("ESP_DC_PORT_THREAD_STACK", p.pthread.stack_placement));
     l.push(format!("CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES={thread_stack}"));
 
     l.push("# [cxx]".into());

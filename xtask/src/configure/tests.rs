@@ -451,3 +451,28 @@ fn generated_kconfig_parses_with_kconfgen_and_carries_the_policy() {
     }
     assert_eq!(knob("libdatachannel", "sctp_max_streams").unwrap().kconfig_symbol(), "ESP_DC_LIBDATACHANNEL_SCTP_MAX_STREAMS");
 }
+
+/// The header the mutex lock policy force-includes really switches libstdc++ (host g++, same
+/// libstdc++ mechanism as ESP-IDF's toolchains), and is inert without the definition.
+#[test]
+fn lock_policy_header_switches_shared_ptr_to_mutex() {
+    let header = project_root().join("components/esp_dc_port/include/esp_dc_lock_policy.h");
+    let compile = |definition: Option<&str>, expected: &str| {
+        let source = format!(
+            "#include <memory>\nstatic_assert(__gnu_cxx::__default_lock_policy == __gnu_cxx::{expected}, \"policy\");\nint main() {{ return *std::make_shared<int>(0); }}\n"
+        );
+        let mut cmd = std::process::Command::new("g++");
+        cmd.args(["-std=c++17", "-fsyntax-only", "-x", "c++", "-"]);
+        cmd.arg(format!("--include={}", header.display()));
+        if let Some(d) = definition {
+            cmd.arg(format!("-D{d}"));
+        }
+        let mut child = cmd.stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("g++ (run scripts/setup.sh)");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(source.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{definition:?} -> {expected}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    compile(Some("ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1"), "_S_mutex");
+    compile(None, "_S_atomic");
+}

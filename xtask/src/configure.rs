@@ -53,6 +53,8 @@ pub struct Plan {
     pub components: BTreeMap<String, Tree>,
     /// Single files: sdkconfig.defaults, components/.esp_dc_policy.
     pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Consistent but probably wrong settings, printed on stderr (they do not stop the run).
+    pub warnings: Vec<String>,
 }
 
 pub const STAMP: &str = "components/.esp_dc_policy";
@@ -120,7 +122,24 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     let stamp = render::stamp(&policy, &shown_policy, render::fnv1a64(&parts), &patches_by_component);
     files.insert(PathBuf::from(STAMP), stamp.into_bytes());
 
-    Ok(Plan { policy_name: policy.policy.name.clone(), components, files })
+    Ok(Plan { policy_name: policy.policy.name.clone(), components, files, warnings: warnings(&policy) })
+}
+
+/// SctpTransport::doRecv keeps a 64 KB buffer on the processor thread's stack unless the knob
+/// patch moves it to the heap: with small thread stacks that is an overflow on the device.
+fn warnings(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    let ldc = policy.component("libdatachannel");
+    let stack = ldc.threads.as_ref().map(|t| t.stack_bytes).unwrap_or(policy.pthread.default_stack_bytes);
+    let chunk = crate::policy::knob("libdatachannel", "sctp_recv_chunk_bytes").map(|k| policy.knob_value(k)).unwrap_or(65536);
+    let patched = ldc.patches.iter().any(|p| p == "libdatachannel/knobs.patch");
+    if (chunk == 65536 || !patched) && stack < 65536 + 8192 {
+        out.push(format!(
+            "components.libdatachannel: thread stacks are {stack} bytes but SctpTransport::doRecv keeps a 64 KB receive buffer on the stack ({}); set knobs.sctp_recv_chunk_bytes below 65536 with libdatachannel/knobs.patch applied",
+            if patched { "sctp_recv_chunk_bytes = 65536" } else { "knobs.patch not applied" }
+        ));
+    }
+    out
 }
 
 /// Only libdatachannel's threads can be placed: esp_dc_port_init() sets one inherited
@@ -227,10 +246,14 @@ pub fn configure_into(root: &Path, policy_path: &Path, check: bool, json: bool) 
     let plan = plan(root, policy_path)?;
     let changed = if check { drift(&plan, root)? } else { apply(&plan, root)? };
     let summary = summarize(&changed);
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
     if json {
         let report = serde_json::json!({
             "policy": plan.policy_name,
             "check": check,
+            "warnings": plan.warnings,
             "changed": changed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&report)?);

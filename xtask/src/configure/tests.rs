@@ -476,3 +476,14 @@ fn lock_policy_header_switches_shared_ptr_to_mutex() {
     compile(Some("ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1"), "_S_mutex");
     compile(None, "_S_atomic");
 }
+
+#[test]
+fn a_stack_resident_64k_receive_buffer_with_small_stacks_is_warned_about() {
+    let lean = shipped("lean");
+    let warned = plan_of(&lean);
+    assert!(warned.warnings.iter().any(|w| w.contains("64 KB receive buffer")), "{:?}", warned.warnings);
+    let fixed = plan_of(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096));
+    assert!(fixed.warnings.is_empty(), "{:?}", fixed.warnings);
+    let unpatched = plan_of(&with(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096), "patches = [\"libdatachannel/knobs.patch\"]\n", ""));
+    assert!(unpatched.warnings.iter().any(|w| w.contains("knobs.patch not applied")));
+}

@@ -487,3 +487,64 @@ fn a_stack_resident_64k_receive_buffer_with_small_stacks_is_warned_about() {
     let unpatched = plan_of(&with(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096), "patches = [\"libdatachannel/knobs.patch\"]\n", ""));
     assert!(unpatched.warnings.iter().any(|w| w.contains("knobs.patch not applied")));
 }
+
+/// The knob patches keep upstream's code when a knob holds upstream's value: the patched tree
+/// (lean's patches, as the lab stages it) and the pristine tree, preprocessed with every Define
+/// knob at its stock value, are token-for-token the same.
+#[test]
+fn knobs_at_stock_values_preprocess_to_upstream_code() {
+    let sources = upstream::locate().unwrap();
+    let lean = Policy::load(&Policy::path_for("lean")).unwrap();
+    let stock = Policy::load(&Policy::path_for("stock")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let patched = dir.path().join("patched");
+    let pristine = dir.path().join("pristine");
+    upstream::stage_stack(&sources, &lean).unwrap().write(&patched).unwrap();
+    upstream::stage_stack(&sources, &stock).unwrap().write(&pristine).unwrap();
+    let defines: Vec<String> = KNOBS
+        .iter()
+        .filter_map(|k| match k.effect {
+            crate::policy::KnobEffect::Define(name) => Some(format!("-D{name}={}", k.stock)),
+            crate::policy::KnobEffect::Runtime => None,
+        })
+        .collect();
+    let preprocess = |root: &Path, compiler: &str, file: &str, defines: &[String]| -> String {
+        let includes = ["include", "include/rtc", "src", "deps/usrsctp/usrsctplib", "deps/plog/include", "deps/libjuice/include", "deps/libjuice/include/juice", "deps/libsrtp/include", "deps/libsrtp/crypto/include"];
+        let mut cmd = std::process::Command::new(compiler);
+        // Log statements carry __LINE__, which the patch's extra lines shift; pin it.
+        cmd.args(["-E", "-P", "-Wno-builtin-macro-redefined", "-D__LINE__=0", "-DUSE_MBEDTLS=1", "-DUSE_GNUTLS=0", "-DRTC_ENABLE_MEDIA=1", "-DRTC_ENABLE_WEBSOCKET=0", "-DRTC_SYSTEM_SRTP=0", "-DUSE_NICE=0", "-DRTC_STATIC", "-D__Userspace__"]);
+        if compiler == "g++" {
+            cmd.arg("-std=c++17");
+        }
+        cmd.args(defines);
+        for inc in includes {
+            cmd.arg(format!("-I{}", root.join(inc).display()));
+        }
+        cmd.arg(format!("-I{}", sources.mbedtls.join("include").display()));
+        cmd.arg(root.join(file));
+        let out = cmd.output().expect("gcc/g++ (run scripts/setup.sh)");
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        // Paths differ between the two trees only in `__FILE__`-free places; blank lines are noise.
+        String::from_utf8_lossy(&out.stdout)
+            .replace(&root.display().to_string(), "ROOT")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (compiler, file) in [
+        ("g++", "src/impl/sctptransport.cpp"),
+        ("g++", "src/impl/init.cpp"),
+        ("g++", "src/impl/datachannel.cpp"),
+        ("gcc", "deps/libjuice/src/agent.c"),
+    ] {
+        let a = preprocess(&patched, compiler, file, &defines);
+        let b = preprocess(&pristine, compiler, file, &defines);
+        assert!(a.len() > 1000, "{file}: preprocessing produced almost nothing");
+        assert!(a == b, "{file}: knobs at stock values change the code");
+    }
+    // The comparison can fail: a lean value does change the code.
+    let mut lean_chunk = defines.clone();
+    lean_chunk.push("-DRTC_ESP_SCTP_RECV_CHUNK_BYTES=4096".into());
+    assert!(preprocess(&patched, "g++", "src/impl/sctptransport.cpp", &lean_chunk) != preprocess(&pristine, "g++", "src/impl/sctptransport.cpp", &defines));
+}

@@ -153,11 +153,20 @@ pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
             KnobEffect::Runtime => None,
         })
         .collect();
-    if !defines.is_empty() {
-        b.push_str("# Knobs: the value comes from Kconfig (default = the policy), so menuconfig can override it.\n");
-        let scope = if header_only { "INTERFACE" } else { "PRIVATE" };
+    // RTC_ESP_* knobs of other components are read by libdatachannel's knobs.patch (usrsctp's
+    // own_threads decides how libdatachannel initialises usrsctp), so they travel PUBLIC.
+    let (public, private): (Vec<_>, Vec<_>) =
+        defines.into_iter().partition(|(_, name)| component != "libdatachannel" && name.starts_with("RTC_ESP_"));
+    for (list, scope, why) in [
+        (private, if header_only { "INTERFACE" } else { "PRIVATE" }, "# Knobs: the value comes from Kconfig (default = the policy), so menuconfig can override it.\n"),
+        (public, "PUBLIC", "# Knobs read by libdatachannel's knobs.patch (PUBLIC so libdatachannel sees them).\n"),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        b.push_str(why);
         let _ = writeln!(b, "target_compile_definitions(${{COMPONENT_LIB}} {scope}");
-        for (spec, name) in defines {
+        for (spec, name) in list {
             let _ = writeln!(b, "    \"{name}=${{CONFIG_{}}}\"", spec.kconfig_symbol());
         }
         b.push_str(")\n");
@@ -254,7 +263,7 @@ pub fn kconfig(policy: &Policy, component: &str, template: &str) -> Result<Strin
     for knob in KNOBS.iter().filter(|k| k.component == component) {
         let value = policy.knob_value(knob);
         let how = match knob.effect {
-            KnobEffect::Define(name) => format!("Compiled in as {name} (needs the component's knob patch to differ from upstream)."),
+            KnobEffect::Define(name) => format!("Compiled in as {name} (a value other than upstream's needs the knob patches listed in the policy)."),
             KnobEffect::Runtime => "Applied at run time by esp_dc_port_init(), before the first PeerConnection.".to_string(),
         };
         let help = format!("{}\n\n{how} Policy {}: {value}; upstream: {}.", knob.help, policy.policy.name, knob.stock);

@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub use render::{BLOCK_BEGIN, BLOCK_END, GENERATED};
+pub use render::GENERATED;
+#[cfg(test)]
+use render::{BLOCK_BEGIN, BLOCK_END};
 
 /// Lay out components/<lib>/ for libdatachannel, libjuice, usrsctp, libsrtp and plog from the
 /// policy, the pinned upstream sources, templates/ and patches/, and write the policy's block
@@ -79,7 +81,6 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     let yml_template = read_template("idf_component.yml")?;
 
     let mut components = BTreeMap::new();
-    let mut hash_parts: Vec<Vec<u8>> = vec![policy_text.clone().into_bytes()];
     let mut patches_by_component = BTreeMap::new();
     for &component in GENERATED {
         let staged = upstream::stage_component(&sources, &policy, component).map_err(|e| {
@@ -99,11 +100,7 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
         tree.files.insert("CMakeLists.txt".into(), cmake.into_bytes());
         tree.files.insert("Kconfig".into(), render::kconfig(&policy, component, &kconfig_template)?.into_bytes());
         tree.files.insert("idf_component.yml".into(), render::idf_component_yml(&policy, component, &yml_template)?.into_bytes());
-        let patches = policy.component(component).patches.clone();
-        for patch in &patches {
-            hash_parts.push(upstream::read_patch(patch)?.into_bytes());
-        }
-        patches_by_component.insert(component.to_string(), patches);
+        patches_by_component.insert(component.to_string(), policy.component(component).patches.clone());
         components.insert(component.to_string(), tree);
     }
 
@@ -118,8 +115,7 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     let merged = render::merge_sdkconfig_defaults(&existing, &lines, "sdkconfig.defaults")?;
     files.insert(PathBuf::from("sdkconfig.defaults"), merged.into_bytes());
 
-    let parts: Vec<&[u8]> = hash_parts.iter().map(|p| p.as_slice()).collect();
-    let stamp = render::stamp(&policy, &shown_policy, render::fnv1a64(&parts), &patches_by_component);
+    let stamp = render::stamp(&policy, &shown_policy, &policy_hash(&policy, &policy_text)?, &patches_by_component);
     files.insert(PathBuf::from(STAMP), stamp.into_bytes());
 
     Ok(Plan { policy_name: policy.policy.name.clone(), components, files, warnings: warnings(&policy) })
@@ -140,6 +136,58 @@ fn warnings(policy: &Policy) -> Vec<String> {
         ));
     }
     out
+}
+
+/// What `components/.esp_dc_policy` says: the policy the tree was last configured with.
+#[allow(dead_code)] // the interface for `build`, `size-check` and `lab`; only tests call it yet
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamp {
+    pub policy: String,
+    pub path: String,
+    /// `fnv1a64:<16 hex digits>` over the policy file and its patches (see `policy_hash`).
+    pub hash: String,
+    pub patches: Vec<String>,
+}
+
+/// Reads the stamp under `root` (the project root); None when the tree was never configured.
+/// `build`, `size-check` and `lab` compare `hash` with `policy_hash` of their own policy to
+/// refuse measuring a tree configured from another one.
+#[allow(dead_code)]
+pub fn read_stamp(root: &Path) -> Result<Option<Stamp>> {
+    let path = root.join(STAMP);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(exit::bad_input(format!("{}: cannot read: {e}", path.display()))),
+    };
+    let doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| exit::bad_input(format!("{STAMP}: not the stamp `cargo xtask configure` writes ({e}); run it again")))?;
+    let field = |key: &str| doc.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let missing = || exit::bad_input(format!("{STAMP}: incomplete; run `cargo xtask configure` again"));
+    Ok(Some(Stamp {
+        policy: field("policy").ok_or_else(missing)?,
+        path: field("path").ok_or_else(missing)?,
+        hash: field("hash").ok_or_else(missing)?,
+        patches: doc
+            .get("patches")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default(),
+    }))
+}
+
+/// The stamp's hash for a policy: its file bytes and the bytes of every patch it applies, in
+/// component order. Cheap (no upstream sources read).
+pub fn policy_hash(policy: &Policy, policy_text: &str) -> Result<String> {
+    let mut parts: Vec<Vec<u8>> = vec![policy_text.as_bytes().to_vec()];
+    for component in GENERATED {
+        for patch in &policy.component(component).patches {
+            parts.push(upstream::read_patch(patch)?.into_bytes());
+        }
+    }
+    let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+    Ok(format!("fnv1a64:{:016x}", render::fnv1a64(&slices)))
 }
 
 /// Only libdatachannel's threads can be placed: esp_dc_port_init() sets one inherited
@@ -213,6 +261,16 @@ pub fn drift(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
 pub fn apply(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
     let changed = drift(plan, root)?;
     let components_dir = root.join("components");
+    // An interrupted run may have left staging copies; they are never trusted, only swept.
+    if components_dir.is_dir() {
+        for entry in std::fs::read_dir(&components_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && (name.ends_with(".configure-new") || name.ends_with(".configure-old")) {
+                std::fs::remove_dir_all(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+    }
     for (name, tree) in &plan.components {
         let dest = components_dir.join(name);
         if tree.drift(&dest)?.is_empty() {
@@ -220,11 +278,6 @@ pub fn apply(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
         }
         let staging = components_dir.join(format!(".{name}.configure-new"));
         let old = components_dir.join(format!(".{name}.configure-old"));
-        for leftover in [&staging, &old] {
-            if leftover.exists() {
-                std::fs::remove_dir_all(leftover).with_context(|| format!("removing {}", leftover.display()))?;
-            }
-        }
         tree.write(&staging)?;
         if dest.exists() {
             std::fs::rename(&dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;

@@ -457,13 +457,13 @@ pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
 }
 
 /// `components/.esp_dc_policy`: which policy the tree was configured with (TOML, one table).
-pub fn stamp(policy: &Policy, shown_path: &str, hash: u64, patches: &BTreeMap<String, Vec<String>>) -> String {
+pub fn stamp(policy: &Policy, shown_path: &str, hash: &str, patches: &BTreeMap<String, Vec<String>>) -> String {
     let mut s = String::new();
     s.push_str("# Written by `cargo xtask configure`: the policy this component tree was generated from.\n");
     s.push_str("# Other commands read it to refuse measuring a tree that does not match their policy.\n");
     let _ = writeln!(s, "policy = \"{}\"", policy.policy.name);
     let _ = writeln!(s, "path = \"{shown_path}\"");
-    let _ = writeln!(s, "hash = \"fnv1a64:{hash:016x}\"");
+    let _ = writeln!(s, "hash = \"{hash}\"");
     let all: Vec<String> = patches.values().flatten().map(|p| format!("\"{p}\"")).collect();
     let _ = writeln!(s, "patches = [{}]", all.join(", "));
     s

@@ -271,7 +271,15 @@ fn configure_is_idempotent_and_check_detects_drift() {
     let lean = Policy::path_for("lean");
     assert_eq!(configure_into(scratch.root(), &lean, false, true).unwrap(), ExitCode::SUCCESS);
     assert!(scratch.root().join("components/libdatachannel/upstream/src/impl/init.cpp").is_file());
-    assert!(scratch.root().join(STAMP).is_file());
+    let stamp = read_stamp(scratch.root()).unwrap().expect("stamp written");
+    let lean_policy = Policy::load(&lean).unwrap();
+    assert_eq!(stamp.policy, "lean");
+    assert_eq!(stamp.path, "policies/lean.toml");
+    assert_eq!(stamp.patches, vec!["libdatachannel/knobs.patch".to_string(), "libjuice/knobs.patch".to_string()]);
+    assert_eq!(stamp.hash, policy_hash(&lean_policy, &shipped("lean")).unwrap());
+    let stock_policy = Policy::load(&Policy::path_for("stock")).unwrap();
+    assert_ne!(stamp.hash, policy_hash(&stock_policy, &shipped("stock")).unwrap());
+    assert_eq!(read_stamp(Scratch::new().root()).unwrap(), None);
     let first = scratch.snapshot();
     // Second run: nothing to change, nothing touched.
     let plan = plan(scratch.root(), &lean).unwrap();
@@ -290,6 +298,11 @@ fn configure_is_idempotent_and_check_detects_drift() {
     assert_eq!(configure_into(scratch.root(), &Policy::path_for("stock"), true, true).unwrap(), ExitCode::from(1));
     assert_eq!(scratch.snapshot(), before, "--check wrote something");
 
+    // Leftovers of an interrupted run (a half-written staging copy) are swept, not swapped in.
+    for leftover in ["components/.usrsctp.configure-new/upstream", "components/.libsrtp.configure-old/upstream"] {
+        std::fs::create_dir_all(scratch.root().join(leftover)).unwrap();
+        std::fs::write(scratch.root().join(leftover).join("half.c"), "int").unwrap();
+    }
     // A real run repairs exactly that and leaves no staging directories behind.
     assert_eq!(apply(&plan, scratch.root()).unwrap(), drifted);
     assert_eq!(scratch.snapshot(), first);

@@ -22,15 +22,21 @@ pub use render::GENERATED;
 #[cfg(test)]
 use render::{BLOCK_BEGIN, BLOCK_END};
 
-/// Lay out components/<lib>/ for libdatachannel, libjuice, usrsctp, libsrtp and plog from the
-/// policy, the pinned upstream sources, templates/ and patches/, and write the policy's block
-/// into sdkconfig.defaults.
-///
-/// Upstream files are copied into components/<lib>/upstream/ (git-ignored). Your own lines in
-/// sdkconfig.defaults outside the marked block are kept. A second run with the same policy
-/// changes nothing. Exit codes: 0 done (or no drift with --check), 1 --check found drift,
-/// 2 bad policy, patch or template (nothing written).
+/// `cargo xtask configure [--policy lean|stock|PATH] [--check] [--json]`
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Writes components/<lib>/ for libdatachannel, libjuice, usrsctp, libsrtp and plog (CMakeLists.txt,
+Kconfig, idf_component.yml from templates/, upstream sources with the policy's patches from
+patches/ copied into upstream/, git-ignored), the policy block of sdkconfig.defaults (your lines
+outside the block are kept) and the stamp components/.esp_dc_policy. A second run changes nothing.
+
+Examples:
+  cargo xtask configure                   # lean, then: cd examples/datachannel_echo && idf.py build
+  cargo xtask configure --policy stock    # the seed's baseline
+  cargo xtask configure --check           # CI: is the tree what the policy says?
+
+Exit codes: 0 done (or no drift with --check), 1 --check found drift,
+2 bad policy, patch or template: `file:line: key: what is wrong`, nothing written.")]
 pub struct Args {
     /// Policy: `lean`, `stock` (policies/<name>.toml) or a path to a .toml file.
     #[arg(long, default_value = "lean")]

@@ -148,10 +148,19 @@ fn lean_patches_apply_to_components_and_to_the_whole_stack() {
     let sctp = upstream::stage_component(&sources, &lean, "usrsctp").unwrap().unwrap();
     let constants = text(&sctp, "usrsctplib/netinet/sctp_constants.h");
     assert!(constants.contains("#ifndef SCTP_TCBHASHSIZE") && constants.contains("#ifndef SCTP_PCBHASHSIZE"));
-    // The lab builds the whole tree with the same patches at deps/ paths.
+    // The ESP-IDF port patch reaches every policy's component tree, but not the host tree.
+    for name in ["lean", "stock"] {
+        let plan = plan_of(&shipped(name));
+        let env = String::from_utf8(plan.components["usrsctp"].files[Path::new("upstream/usrsctplib/user_environment.c")].clone()).unwrap();
+        assert!(env.contains("#elif defined(ESP_PLATFORM)") && env.contains("esp_fill_random"), "{name}");
+        let juice = String::from_utf8(plan.components["libjuice"].files[Path::new("upstream/src/random.c")].clone()).unwrap();
+        assert!(juice.contains("#elif defined(ESP_PLATFORM)") && juice.contains("esp_fill_random"), "{name}");
+    }
+    // The lab builds the whole tree with the same policy patches at deps/ paths.
     let stack = upstream::stage_stack(&sources, &lean).unwrap();
     assert!(text(&stack, "deps/libjuice/src/ice.h").contains("#ifndef ICE_MAX_CANDIDATES_COUNT"));
     assert!(text(&stack, "src/impl/internals.hpp").contains("#ifdef RTC_ESP_SCTP_MAX_STREAMS"));
+    assert!(!text(&stack, "deps/usrsctp/usrsctplib/user_environment.c").contains("ESP_PLATFORM"));
 }
 
 /// Sets a knob in the policy text, inserting it into the component's knob table if absent.

@@ -570,3 +570,68 @@ fn knobs_at_stock_values_preprocess_to_upstream_code() {
     lean_chunk.push("-DRTC_ESP_SCTP_RECV_CHUNK_BYTES=4096".into());
     assert!(preprocess(&patched, "g++", "src/impl/sctptransport.cpp", &lean_chunk) != preprocess(&pristine, "g++", "src/impl/sctptransport.cpp", &defines));
 }
+
+/// The examples use the component tree and sdkconfig.defaults configure writes, call
+/// esp_dc_port_init() before their first PeerConnection, and only call rtc* functions the pinned
+/// libdatachannel declares.
+#[test]
+fn examples_use_the_configured_tree_and_the_pinned_c_api() {
+    let sources = upstream::locate().unwrap();
+    let rtc_h = std::fs::read_to_string(sources.libdatachannel.join("include/rtc/rtc.h")).unwrap();
+    let examples = project_root().join("examples");
+    for example in ["datachannel_echo", "h264_sender"] {
+        let dir = examples.join(example);
+        let cmake = std::fs::read_to_string(dir.join("CMakeLists.txt")).unwrap();
+        assert!(cmake.contains("${CMAKE_CURRENT_LIST_DIR}/../../components"), "{example}: EXTRA_COMPONENT_DIRS");
+        assert!(cmake.contains("${CMAKE_CURRENT_LIST_DIR}/../../sdkconfig.defaults"), "{example}: SDKCONFIG_DEFAULTS");
+        let main = std::fs::read_to_string(dir.join(format!("main/{example}_main.c"))).unwrap();
+        let init = main.find("esp_dc_port_init()").unwrap_or_else(|| panic!("{example} never calls esp_dc_port_init"));
+        assert!(init < main.find("rtcCreatePeerConnection(").unwrap(), "{example}: esp_dc_port_init after the first PeerConnection");
+        let mut sources_text = main.clone();
+        sources_text.push_str(&std::fs::read_to_string(examples.join("common_components/dc_console_signaling/dc_console_signaling.c")).unwrap());
+        for (at, _) in sources_text.match_indices("rtc") {
+            let name: String = sources_text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if sources_text[at + name.len()..].starts_with('(') && name.len() > 3 && name.as_bytes()[3].is_ascii_uppercase() {
+                assert!(rtc_h.contains(&format!(" {name}(")), "{example}: {name} is not in the pinned rtc.h");
+            }
+        }
+    }
+    let h264 = std::fs::read_to_string(examples.join("h264_sender/main/h264_sender_main.c")).unwrap();
+    assert!(h264.contains("rtcChainRtcpNackResponder(track, ESP_DC_NACK_MAX_PACKETS)"));
+}
+
+/// The H.264 test source builds on the host and emits SPS, PPS and an IDR slice per frame in
+/// Annex-B form within the advertised bound (the stream was also decoded with FFmpeg while
+/// writing it: 30/30 frames, Constrained Baseline, 128x96).
+#[test]
+fn h264_test_source_emits_annex_b_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("main.c");
+    std::fs::write(
+        &main,
+        "#include <stdio.h>\n#include <stdlib.h>\n#include \"h264_testsrc.h\"\nint main(void) { size_t cap = h264_testsrc_max_frame_bytes(); unsigned char *b = malloc(cap);\n for (unsigned i = 0; i < 3; ++i) { size_t n = h264_testsrc_frame(i, b, cap); if (!n) return 1; fwrite(b, 1, n, stdout); } return 0; }\n",
+    )
+    .unwrap();
+    let src = project_root().join("examples/h264_sender/main");
+    let exe = dir.path().join("testsrc");
+    let status = std::process::Command::new("gcc")
+        .args(["-O1", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(format!("-I{}", src.display()))
+        .arg(&main)
+        .arg(src.join("h264_testsrc.c"))
+        .status()
+        .expect("gcc (run scripts/setup.sh)");
+    assert!(status.success());
+    let out = std::process::Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    let stream = out.stdout;
+    // NAL unit types after each 4-byte start code.
+    let types: Vec<u8> = stream.windows(5).filter(|w| w[..4] == [0, 0, 0, 1]).map(|w| w[4] & 0x1f).collect();
+    assert_eq!(types, vec![7, 8, 5, 7, 8, 5, 7, 8, 5]);
+    // profile_idc 66, constraint flags 0xE0, level 31: profile-level-id 42e01f as the SDP says.
+    assert_eq!(&stream[5..8], &[0x42, 0xe0, 0x1f]);
+    // No start-code emulation inside a NAL: 00 00 0x (x <= 2) occurs only in real start codes.
+    let emulations = stream.windows(4).enumerate().filter(|(i, w)| w[0] == 0 && w[1] == 0 && w[2] <= 2 && !(w[2] == 0 && w[3] == 1) && !(*i > 0 && stream[i - 1] == 0 && w[2] == 1)).count();
+    assert_eq!(emulations, 0);
+}

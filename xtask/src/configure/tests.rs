@@ -635,3 +635,20 @@ fn h264_test_source_emits_annex_b_frames() {
     let emulations = stream.windows(4).enumerate().filter(|(i, w)| w[0] == 0 && w[1] == 0 && w[2] <= 2 && !(w[2] == 0 && w[3] == 1) && !(*i > 0 && stream[i - 1] == 0 && w[2] == 1)).count();
     assert_eq!(emulations, 0);
 }
+
+/// With the mutex lock policy the lock-policy header is reached through esp_dc_port's directory,
+/// which must be looked up before use even when libdatachannel's malloc is not redirected.
+#[test]
+fn mutex_lock_policy_finds_esp_dc_port_without_the_redirect() {
+    let text = with(
+        &with(&shipped("stock"), "shared_ptr_lock_policy = \"atomic\"", "shared_ptr_lock_policy = \"mutex\""),
+        "[components.libdatachannel]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"",
+        "[components.libdatachannel]\nplacement = \"psram\"\nforce_include = \"\"",
+    );
+    let cmake = file(&plan_of(&text), "libdatachannel", "CMakeLists.txt");
+    let lookup = cmake.find("idf_component_get_property(esp_dc_port_dir esp_dc_port COMPONENT_DIR)").expect("lookup");
+    let use_ = cmake.find("${esp_dc_port_dir}/include/esp_dc_lock_policy.h").expect("use");
+    assert!(lookup < use_, "{cmake}");
+    assert!(!cmake.contains("esp_dc_alloc_redirect.h"));
+    assert_eq!(cmake.matches("idf_component_get_property(").count(), 1);
+}

@@ -1,0 +1,470 @@
+//! Pure functions from a policy to file contents: the generated components' CMakeLists.txt,
+//! Kconfig and idf_component.yml (from `templates/`), the policy block of sdkconfig.defaults,
+//! and the stamp. Nothing here touches the tree; `configure` decides what to write.
+
+use crate::exit;
+use crate::policy::{KnobEffect, MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc, COMPONENTS, KNOBS};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Components `configure` generates from upstream sources (esp_dc_port is committed, not generated).
+pub const GENERATED: &[&str] = &["libdatachannel", "libjuice", "usrsctp", "libsrtp", "plog"];
+
+pub const BLOCK_BEGIN: &str = "# >>> esp-libdatachannel policy (cargo xtask configure) >>>";
+pub const BLOCK_END: &str = "# <<< esp-libdatachannel policy (cargo xtask configure) <<<";
+
+/// What idf_component.yml says about each upstream library.
+struct Upstream {
+    version: &'static str,
+    description: &'static str,
+    url: &'static str,
+    license: &'static str,
+}
+
+fn upstream_info(component: &str) -> Upstream {
+    match component {
+        "libdatachannel" => Upstream {
+            version: "0.23.2",
+            description: "WebRTC data channels and media transport (C/C++)",
+            url: "https://github.com/paullouisageneau/libdatachannel",
+            license: "MPL-2.0",
+        },
+        "libjuice" => Upstream {
+            version: "1.6.1",
+            description: "ICE (RFC 8445) for libdatachannel",
+            url: "https://github.com/paullouisageneau/libjuice",
+            license: "MPL-2.0",
+        },
+        "usrsctp" => Upstream {
+            version: "0.9.5.0",
+            description: "Userland SCTP stack carrying WebRTC data channels",
+            url: "https://github.com/sctplab/usrsctp",
+            license: "BSD-3-Clause",
+        },
+        "libsrtp" => Upstream {
+            version: "2.7.0",
+            description: "SRTP for WebRTC media, mbedTLS crypto engine",
+            url: "https://github.com/cisco/libsrtp",
+            license: "BSD-3-Clause",
+        },
+        "plog" => Upstream {
+            version: "1.1.10",
+            description: "Header-only C++ logging used by libdatachannel",
+            url: "https://github.com/SergiusTheBest/plog",
+            license: "MIT",
+        },
+        other => unreachable!("{other} is not a generated component"),
+    }
+}
+
+/// `ESP_DC_COMPONENT_ID` of a component: its position in `policy::COMPONENTS`, from 1
+/// (esp_dc_port_alloc.h lists the same numbers; a test holds them together).
+pub fn component_id(component: &str) -> usize {
+    COMPONENTS.iter().position(|c| *c == component).expect("known component") + 1
+}
+
+pub fn caps_expression(placement: Placement) -> &'static str {
+    match placement {
+        Placement::Psram => "(MALLOC_CAP_SPIRAM)",
+        Placement::Internal => "(MALLOC_CAP_INTERNAL|MALLOC_CAP_8BIT)",
+        // esp_dc_port_malloc hands MALLOC_CAP_DEFAULT to plain malloc(), so ESP-IDF's
+        // CONFIG_SPIRAM_MALLOC_ALWAYSINTERNAL threshold decides as it would without redirection.
+        Placement::Default => "(MALLOC_CAP_DEFAULT)",
+    }
+}
+
+fn placement_words(placement: Placement) -> &'static str {
+    match placement {
+        Placement::Psram => "PSRAM (heap_caps MALLOC_CAP_SPIRAM)",
+        Placement::Internal => "internal RAM (MALLOC_CAP_INTERNAL|MALLOC_CAP_8BIT)",
+        Placement::Default => "plain malloc, ESP-IDF's size threshold decides",
+    }
+}
+
+/// Replaces every `{{key}}`; a placeholder left over is a template error, not silent output.
+pub fn fill(template_name: &str, template: &str, values: &[(&str, String)]) -> Result<String> {
+    let mut out = template.to_string();
+    for (key, value) in values {
+        out = out.replace(&format!("{{{{{key}}}}}"), value);
+    }
+    if let Some(start) = out.find("{{") {
+        let end = out[start..].find("}}").map(|e| start + e + 2).unwrap_or(out.len().min(start + 30));
+        return Err(exit::bad_input(format!(
+            "templates/{template_name}: placeholder `{}` has no value; the template and xtask/src/configure/render.rs disagree",
+            &out[start..end]
+        )));
+    }
+    Ok(out)
+}
+
+/// The policy-driven part of a generated component's CMakeLists.txt.
+pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
+    let spec = policy.component(component);
+    let mut b = String::new();
+    let _ = writeln!(b, "# ---- Policy `{}` (rendered by `cargo xtask configure`; change the policy, not this block) ----", policy.policy.name);
+    let header_only = component == "plog";
+    if header_only {
+        // An INTERFACE library compiles nothing; placement and the redirect would land on its
+        // consumers' C sources, which is not what the policy says. See the note at the top.
+        let _ = writeln!(b, "# placement `{}` is realised through cxx.new_placement = `{}` (plog is C++ and header-only).", spec.placement.as_str(), policy.cxx.new_placement.as_str());
+        if !spec.force_include.is_empty() {
+            let _ = writeln!(b, "# force_include `{}`: nothing to force-include into (no sources).", spec.force_include);
+        }
+        if !spec.definitions.is_empty() {
+            b.push_str("target_compile_definitions(${COMPONENT_LIB} INTERFACE\n");
+            for (name, value) in &spec.definitions {
+                let _ = writeln!(b, "    \"{name}={}\"", value.render());
+            }
+            b.push_str(")\n");
+        }
+    } else {
+        let _ = writeln!(b, "# placement: {}", placement_words(spec.placement));
+        b.push_str("target_compile_definitions(${COMPONENT_LIB} PRIVATE\n");
+        let _ = writeln!(b, "    \"ESP_DC_ALLOC_CAPS={}\"", caps_expression(spec.placement));
+        let _ = writeln!(b, "    ESP_DC_COMPONENT_ID={}  # ESP_DC_COMPONENT_{} in esp_dc_port_alloc.h", component_id(component), component.to_uppercase());
+        b.push_str(")\n");
+        if spec.force_include.is_empty() {
+            b.push_str("# force_include: none, malloc() is not redirected in this component.\n");
+        } else {
+            // `--include=` is GCC's joined spelling of `-include`: CMake de-duplicates repeated
+            // options, and two `-include` flags on one target would lose their arguments' pairing.
+            b.push_str("# Every C source sees the redirect before its first line (the header is inert in C++).\n");
+            b.push_str("idf_component_get_property(esp_dc_port_dir esp_dc_port COMPONENT_DIR)\n");
+            let _ = writeln!(
+                b,
+                "target_compile_options(${{COMPONENT_LIB}} PRIVATE \"--include=${{esp_dc_port_dir}}/include/{}\")",
+                spec.force_include
+            );
+        }
+        if !spec.definitions.is_empty() {
+            b.push_str("# definitions\ntarget_compile_definitions(${COMPONENT_LIB} PRIVATE\n");
+            for (name, value) in &spec.definitions {
+                let _ = writeln!(b, "    \"{name}={}\"", value.render());
+            }
+            b.push_str(")\n");
+        }
+    }
+    let defines: Vec<_> = KNOBS
+        .iter()
+        .filter(|k| k.component == component)
+        .filter_map(|k| match k.effect {
+            KnobEffect::Define(name) => Some((k, name)),
+            KnobEffect::Runtime => None,
+        })
+        .collect();
+    // RTC_ESP_* knobs of other components are read by libdatachannel's knobs.patch (usrsctp's
+    // own_threads decides how libdatachannel initialises usrsctp), so they travel PUBLIC.
+    let (public, private): (Vec<_>, Vec<_>) =
+        defines.into_iter().partition(|(_, name)| component != "libdatachannel" && name.starts_with("RTC_ESP_"));
+    for (list, scope, why) in [
+        (private, if header_only { "INTERFACE" } else { "PRIVATE" }, "# Knobs: the value comes from Kconfig (default = the policy), so menuconfig can override it.\n"),
+        (public, "PUBLIC", "# Knobs read by libdatachannel's knobs.patch (PUBLIC so libdatachannel sees them).\n"),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        b.push_str(why);
+        let _ = writeln!(b, "target_compile_definitions(${{COMPONENT_LIB}} {scope}");
+        for (spec, name) in list {
+            let _ = writeln!(b, "    \"{name}=${{CONFIG_{}}}\"", spec.kconfig_symbol());
+        }
+        b.push_str(")\n");
+    }
+    if component == "libdatachannel" {
+        let runtime: Vec<_> = KNOBS.iter().filter(|k| k.component == component && k.effect == KnobEffect::Runtime).collect();
+        if !runtime.is_empty() {
+            let names: Vec<_> = runtime.iter().map(|k| k.name).collect();
+            let _ = writeln!(b, "# Run-time knobs ({}) are applied by esp_dc_port_init().", names.join(", "));
+        }
+        match policy.cxx.shared_ptr_lock_policy {
+            SharedPtrLockPolicy::Atomic => {
+                b.push_str("# cxx.shared_ptr_lock_policy = atomic: libstdc++'s default (_S_atomic where the toolchain has atomics).\n");
+            }
+            SharedPtrLockPolicy::Mutex => {
+                // libstdc++ picks __default_lock_policy in <ext/concurrence.h>: _S_single without
+                // __GTHREADS, _S_atomic when bits/c++config.h defines _GLIBCXX_HAVE_ATOMIC_LOCK_POLICY
+                // (a toolchain configure result, #defined unconditionally), else _S_mutex. A -D or -U
+                // on the command line cannot win against c++config.h, so esp_dc_lock_policy.h includes
+                // c++config.h first and then #undefs the macro. It must be PUBLIC: std::shared_ptr<T>
+                // mangles without the policy, so two TUs disagreeing would share one symbol with two
+                // control-block layouts (an ODR violation, not a link error).
+                b.push_str("# cxx.shared_ptr_lock_policy = mutex: force _S_mutex for every C++ user of libdatachannel's\n");
+                b.push_str("# headers (PUBLIC; see components/esp_dc_port/include/esp_dc_lock_policy.h for why a -D alone cannot).\n");
+                b.push_str("target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)\n");
+                b.push_str("target_compile_options(${COMPONENT_LIB} PUBLIC\n");
+                b.push_str("    \"$<$<COMPILE_LANGUAGE:CXX>:--include=${esp_dc_port_dir}/include/esp_dc_lock_policy.h>\")\n");
+                if spec.force_include.is_empty() {
+                    // esp_dc_port_dir is only fetched above when the redirect is on.
+                    let at = b.rfind("target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED").unwrap();
+                    b.insert_str(at, "idf_component_get_property(esp_dc_port_dir esp_dc_port COMPONENT_DIR)\n");
+                }
+            }
+        }
+    }
+    if !spec.patches.is_empty() {
+        let _ = writeln!(b, "# Patched at configure time with: {}", spec.patches.iter().map(|p| format!("patches/{p}")).collect::<Vec<_>>().join(", "));
+    }
+    b
+}
+
+pub fn cmakelists(policy: &Policy, component: &str, template: &str) -> Result<String> {
+    let info = upstream_info(component);
+    fill(
+        &format!("{component}/CMakeLists.txt"),
+        template,
+        &[("version", info.version.to_string()), ("policy", cmake_policy_block(policy, component))],
+    )
+}
+
+pub fn idf_component_yml(policy: &Policy, component: &str, template: &str) -> Result<String> {
+    let info = upstream_info(component);
+    fill(
+        "idf_component.yml",
+        template,
+        &[
+            ("component", component.to_string()),
+            ("policy", policy.policy.name.clone()),
+            ("version", info.version.to_string()),
+            ("description", info.description.to_string()),
+            ("url", info.url.to_string()),
+            ("license", info.license.to_string()),
+        ],
+    )
+}
+
+/// Kconfig help text: indented, wrapped, no line that Kconfig would mistake for syntax.
+fn help_block(text: &str) -> String {
+    let mut out = String::from("        help\n");
+    for paragraph in text.split("\n\n") {
+        let mut line = String::new();
+        for word in paragraph.split_whitespace() {
+            if !line.is_empty() && line.len() + 1 + word.len() > 88 {
+                let _ = writeln!(out, "            {line}");
+                line.clear();
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        if !line.is_empty() {
+            let _ = writeln!(out, "            {line}");
+        }
+        out.push('\n');
+    }
+    out.pop();
+    out
+}
+
+pub fn kconfig(policy: &Policy, component: &str, template: &str) -> Result<String> {
+    let spec = policy.component(component);
+    let mut options = String::new();
+    for knob in KNOBS.iter().filter(|k| k.component == component) {
+        let value = policy.knob_value(knob);
+        let how = match knob.effect {
+            KnobEffect::Define(name) => format!("Compiled in as {name} (a value other than upstream's needs the knob patches listed in the policy)."),
+            KnobEffect::Runtime => "Applied at run time by esp_dc_port_init(), before the first PeerConnection.".to_string(),
+        };
+        let help = format!("{}\n\n{how} Policy {}: {value}; upstream: {}.", knob.help, policy.policy.name, knob.stock);
+        let _ = write!(
+            options,
+            "\n    config {}\n        int \"{}\"\n        range {} {}\n        default {}\n{}",
+            knob.kconfig_symbol(),
+            knob.name,
+            knob.min,
+            knob.max,
+            value,
+            help_block(&help)
+        );
+    }
+    let placement_comment = if component == "plog" {
+        format!("header-only, allocations follow cxx.new_placement ({})", policy.cxx.new_placement.as_str())
+    } else {
+        format!(
+            "allocations in {}{}",
+            placement_words(spec.placement),
+            if spec.force_include.is_empty() { ", malloc not redirected" } else { "" }
+        )
+    };
+    fill(
+        "Kconfig",
+        template,
+        &[
+            ("component", component.to_string()),
+            ("policy", policy.policy.name.clone()),
+            ("placement_comment", placement_comment),
+            ("options", options),
+        ],
+    )
+}
+
+fn yes(symbol: &str, on: bool) -> String {
+    if on {
+        format!("CONFIG_{symbol}=y")
+    } else {
+        format!("# CONFIG_{symbol} is not set")
+    }
+}
+
+fn placement_choice(prefix: &str, placement: Placement) -> String {
+    let chosen = match placement {
+        Placement::Psram => "PSRAM",
+        Placement::Internal => "INTERNAL",
+        Placement::Default => "DEFAULT",
+    };
+    format!("CONFIG_{prefix}_{chosen}=y")
+}
+
+/// The lines between the markers in sdkconfig.defaults. ESP-IDF symbol names are those of
+/// ESP-IDF 5.5's Kconfig files; ESP_DC_PORT_* are esp_dc_port's own (components/esp_dc_port/Kconfig).
+pub fn sdkconfig_lines(policy: &Policy) -> Vec<String> {
+    let mut l = Vec::new();
+    let p = policy;
+    l.push(format!("# Policy `{}`: {}", p.policy.name, p.policy.description));
+    l.push("# Rewritten by every `cargo xtask configure`; add your own lines outside this block.".into());
+
+    l.push("# [memory]".into());
+    l.push(yes("SPIRAM", p.memory.spiram));
+    if p.memory.spiram {
+        l.push(match p.memory.spiram_malloc {
+            SpiramMalloc::Malloc => "CONFIG_SPIRAM_USE_MALLOC=y".into(),
+            SpiramMalloc::CapsOnly => "CONFIG_SPIRAM_USE_CAPS_ALLOC=y".into(),
+            SpiramMalloc::Off => "CONFIG_SPIRAM_USE_MEMMAP=y".into(),
+        });
+        l.push(format!("CONFIG_SPIRAM_MALLOC_ALWAYSINTERNAL={}", p.memory.always_internal_bytes));
+        l.push(format!("CONFIG_SPIRAM_MALLOC_RESERVE_INTERNAL={}", p.memory.reserve_internal_bytes));
+    }
+
+    l.push("# [mbedtls] (DTLS and DTLS-SRTP are what WebRTC needs, whatever the policy)".into());
+    l.push(
+        match p.mbedtls.allocator {
+            MbedtlsAllocator::Internal => "CONFIG_MBEDTLS_INTERNAL_MEM_ALLOC=y",
+            MbedtlsAllocator::External => "CONFIG_MBEDTLS_EXTERNAL_MEM_ALLOC=y",
+            MbedtlsAllocator::Default => "CONFIG_MBEDTLS_DEFAULT_MEM_ALLOC=y",
+            MbedtlsAllocator::Custom => "CONFIG_MBEDTLS_CUSTOM_MEM_ALLOC=y",
+        }
+        .into(),
+    );
+    l.push("CONFIG_MBEDTLS_ASYMMETRIC_CONTENT_LEN=y".into());
+    l.push(format!("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN={}", p.mbedtls.ssl_in_content_len));
+    l.push(format!("CONFIG_MBEDTLS_SSL_OUT_CONTENT_LEN={}", p.mbedtls.ssl_out_content_len));
+    l.push(yes("MBEDTLS_DYNAMIC_BUFFER", p.mbedtls.dynamic_buffer));
+    l.push("CONFIG_MBEDTLS_SSL_PROTO_DTLS=y".into());
+    l.push("CONFIG_MBEDTLS_SSL_DTLS_SRTP=y".into());
+
+    l.push("# [pthread] and components.libdatachannel.threads (esp_pthread_cfg_t set by esp_dc_port_init)".into());
+    l.push(format!("CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT={}", p.pthread.default_stack_bytes));
+    let threads = p.component("libdatachannel").threads.as_ref();
+    let thread_stack = threads.map(|t| t.stack_bytes).unwrap_or(p.pthread.default_stack_bytes);
+    if p.memory.spiram {
+        l.push(yes(
+            "SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY",
+            p.pthread.stack_placement == Placement::Psram,
+        ));
+    }
+    l.push(placement_choice("ESP_DC_PORT_THREAD_STACK", p.pthread.stack_placement));
+    l.push(format!("CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES={thread_stack}"));
+
+    l.push("# [cxx]".into());
+    l.push("CONFIG_COMPILER_CXX_EXCEPTIONS=y".into());
+    l.push(format!("CONFIG_COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE={}", p.cxx.emergency_pool_bytes));
+    l.push("CONFIG_COMPILER_CXX_RTTI=y".into());
+    l.push("CONFIG_ESP_DC_PORT_REPLACE_OPERATOR_NEW=y".into());
+    l.push(placement_choice("ESP_DC_PORT_NEW_PLACEMENT", p.cxx.new_placement));
+    l.push(yes("ESP_DC_PORT_SHARED_PTR_LOCK_POLICY_MUTEX", p.cxx.shared_ptr_lock_policy == SharedPtrLockPolicy::Mutex));
+
+    l.push("# [heap_tracing]".into());
+    if p.heap_tracing.enabled {
+        l.push("CONFIG_HEAP_TRACING_STANDALONE=y".into());
+        l.push(format!("CONFIG_HEAP_TRACING_STACK_DEPTH={}", p.heap_tracing.stack_depth));
+    } else {
+        l.push("CONFIG_HEAP_TRACING_OFF=y".into());
+    }
+    l.push(format!("CONFIG_ESP_DC_PORT_HEAP_TRACE_RECORDS={}", p.heap_tracing.records));
+
+    l.push("# components.esp_dc_port (the port's own allocations: interface lists, shim buffers)".into());
+    l.push(placement_choice("ESP_DC_PORT_OWN_PLACEMENT", p.component("esp_dc_port").placement));
+
+    l.push("# Knobs (each is also the default of its Kconfig option)".into());
+    for knob in KNOBS {
+        l.push(format!("CONFIG_{}={}", knob.kconfig_symbol(), policy.knob_value(knob)));
+    }
+
+    if !p.sdkconfig_extra.is_empty() {
+        l.push("# [sdkconfig_extra]".into());
+        for (key, value) in &p.sdkconfig_extra {
+            l.push(format!("{key}={value}"));
+        }
+    }
+    l
+}
+
+/// sdkconfig.defaults with the policy block replaced (or appended); every other line is kept.
+pub fn merge_sdkconfig_defaults(existing: &str, lines: &[String], shown_path: &str) -> Result<String> {
+    let mut block = String::new();
+    block.push_str(BLOCK_BEGIN);
+    block.push('\n');
+    for line in lines {
+        block.push_str(line);
+        block.push('\n');
+    }
+    block.push_str(BLOCK_END);
+    block.push('\n');
+
+    let begin = existing.lines().position(|l| l.trim_end() == BLOCK_BEGIN);
+    let end = existing.lines().position(|l| l.trim_end() == BLOCK_END);
+    let all: Vec<&str> = existing.split_inclusive('\n').collect();
+    match (begin, end) {
+        (None, None) => {
+            let mut out = existing.to_string();
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&block);
+            Ok(out)
+        }
+        (Some(b), Some(e)) if b < e => {
+            let mut out: String = all[..b].concat();
+            out.push_str(&block);
+            out.push_str(&all[e + 1..].concat());
+            Ok(out)
+        }
+        (b, e) => {
+            let line = b.or(e).unwrap() + 1;
+            Err(exit::bad_input(format!(
+                "{shown_path}:{line}: policy block: the markers `{BLOCK_BEGIN}` and `{BLOCK_END}` must both be present, in that order; fix or remove them"
+            )))
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: enough to tell two policy/patch states apart in the stamp, no dependency.
+pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// `components/.esp_dc_policy`: which policy the tree was configured with (TOML, one table).
+pub fn stamp(policy: &Policy, shown_path: &str, hash: &str, patches: &BTreeMap<String, Vec<String>>) -> String {
+    let mut s = String::new();
+    s.push_str("# Written by `cargo xtask configure`: the policy this component tree was generated from.\n");
+    s.push_str("# Other commands read it to refuse measuring a tree that does not match their policy.\n");
+    let _ = writeln!(s, "policy = \"{}\"", policy.policy.name);
+    let _ = writeln!(s, "path = \"{shown_path}\"");
+    let _ = writeln!(s, "hash = \"{hash}\"");
+    let all: Vec<String> = patches.values().flatten().map(|p| format!("\"{p}\"")).collect();
+    let _ = writeln!(s, "patches = [{}]", all.join(", "));
+    s
+}

@@ -1,0 +1,654 @@
+use super::*;
+use crate::exit::Failure;
+use crate::policy::{knob, KNOBS};
+use std::process::ExitCode;
+
+fn shipped(name: &str) -> String {
+    std::fs::read_to_string(Policy::path_for(name)).unwrap()
+}
+
+/// Replaces `from` (which must be there) by `to`.
+fn with(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "the policy has no `{from}`");
+    text.replacen(from, to, 1)
+}
+
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch { dir: tempfile::tempdir().unwrap() }
+    }
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    /// Writes a policy file outside the output root (so snapshots do not see it).
+    fn policy(&self, text: &str) -> PathBuf {
+        let dir = self.root().with_extension("policies");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+    /// Every file under the root with its bytes: what "nothing was written" compares.
+    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        walkdir::WalkDir::new(self.root())
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| (e.path().strip_prefix(self.root()).unwrap().to_path_buf(), std::fs::read(e.path()).unwrap()))
+            .collect()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.root().with_extension("policies"));
+    }
+}
+
+fn plan_of(text: &str) -> Plan {
+    let scratch = Scratch::new();
+    let path = scratch.policy(text);
+    plan(scratch.root(), &path).unwrap_or_else(|e| panic!("plan failed: {e}"))
+}
+
+fn file(plan: &Plan, component: &str, name: &str) -> String {
+    String::from_utf8(plan.components[component].files[Path::new(name)].clone()).unwrap()
+}
+
+fn defaults(plan: &Plan) -> String {
+    String::from_utf8(plan.files[Path::new("sdkconfig.defaults")].clone()).unwrap()
+}
+
+fn exit_code_of(err: &anyhow::Error) -> u8 {
+    err.downcast_ref::<Failure>().map(|f| f.code).unwrap_or(0)
+}
+
+#[test]
+fn lean_lays_out_every_component_with_its_upstream_sources() {
+    let plan = plan_of(&shipped("lean"));
+    assert_eq!(plan.components.keys().map(String::as_str).collect::<Vec<_>>(), {
+        let mut g = GENERATED.to_vec();
+        g.sort();
+        g
+    });
+    for (name, tree) in &plan.components {
+        for f in ["CMakeLists.txt", "Kconfig", "idf_component.yml"] {
+            assert!(tree.files.contains_key(Path::new(f)), "{name} lacks {f}");
+        }
+        let cmake = file(&plan, name, "CMakeLists.txt");
+        assert!(cmake.contains("idf_component_register("), "{name}");
+        // Every source the CMakeLists names is in the staged upstream copy.
+        let sources: Vec<&str> = cmake.split_whitespace().filter(|w| w.starts_with("upstream/") && (w.ends_with(".c") || w.ends_with(".cpp"))).collect();
+        if name != "plog" {
+            assert!(sources.len() > 10, "{name}: only {} sources listed", sources.len());
+        }
+        for src in sources {
+            assert!(tree.files.contains_key(Path::new(src)), "{name}: CMakeLists.txt lists {src}, which upstream does not have");
+        }
+        // Each include directory exists too.
+        for dir in cmake.split_whitespace().map(|w| w.trim_end_matches(')')).filter(|w| w.starts_with("upstream/") && !w.contains('.')) {
+            assert!(tree.files.keys().any(|k| k.starts_with(dir)), "{name}: include dir {dir} is empty");
+        }
+    }
+    let ldc = file(&plan, "libdatachannel", "CMakeLists.txt");
+    for needed in ["USE_MBEDTLS=1", "RTC_ENABLE_MEDIA=1", "RTC_ENABLE_WEBSOCKET=0", "REQUIRES esp_dc_port", "mbedtls", "esp_netif"] {
+        assert!(ldc.contains(needed), "libdatachannel CMakeLists lacks {needed}");
+    }
+    let sctp = file(&plan, "usrsctp", "CMakeLists.txt");
+    for needed in ["__Userspace__", "SCTP_SIMPLE_ALLOCATOR", "SCTP_PROCESS_LEVEL_LOCKS"] {
+        assert!(sctp.contains(needed), "usrsctp lacks {needed}");
+    }
+    assert!(file(&plan, "libsrtp", "CMakeLists.txt").contains("aes_gcm_mbedtls.c"));
+}
+
+#[test]
+fn component_ids_match_the_alloc_header() {
+    let header = std::fs::read_to_string(project_root().join("components/esp_dc_port/include/esp_dc_port_alloc.h")).unwrap();
+    for name in COMPONENTS_WITH_IDS {
+        let line = format!("#define ESP_DC_COMPONENT_{} {}", name.to_uppercase(), render::component_id(name));
+        assert!(header.contains(&line), "esp_dc_port_alloc.h lacks `{line}`");
+    }
+}
+const COMPONENTS_WITH_IDS: &[&str] = crate::policy::COMPONENTS;
+
+#[test]
+fn libsrtp_is_redirected_under_lean_and_not_under_stock() {
+    let lean = plan_of(&shipped("lean"));
+    let stock = plan_of(&shipped("stock"));
+    let lean_srtp = file(&lean, "libsrtp", "CMakeLists.txt");
+    let stock_srtp = file(&stock, "libsrtp", "CMakeLists.txt");
+    assert!(lean_srtp.contains("--include=${esp_dc_port_dir}/include/esp_dc_alloc_redirect.h"), "{lean_srtp}");
+    assert!(lean_srtp.contains("\"ESP_DC_ALLOC_CAPS=(MALLOC_CAP_SPIRAM)\""));
+    assert!(!stock_srtp.contains("esp_dc_alloc_redirect.h\""), "{stock_srtp}");
+    assert!(stock_srtp.contains("\"ESP_DC_ALLOC_CAPS=(MALLOC_CAP_DEFAULT)\""));
+    // stock stays unpatched.
+    assert!(!String::from_utf8(stock.components["libdatachannel"].files[Path::new("upstream/src/impl/internals.hpp")].clone())
+        .unwrap()
+        .contains("RTC_ESP_SCTP_MAX_STREAMS"));
+}
+
+#[test]
+fn lean_patches_apply_to_components_and_to_the_whole_stack() {
+    let lean = Policy::load(&Policy::path_for("lean")).unwrap();
+    let sources = upstream::locate().unwrap();
+    let ldc = upstream::stage_component(&sources, &lean, "libdatachannel").unwrap().unwrap();
+    let text = |t: &Tree, p: &str| String::from_utf8(t.files[Path::new(p)].clone()).unwrap();
+    assert!(text(&ldc, "src/impl/internals.hpp").contains("#ifdef RTC_ESP_SCTP_MAX_STREAMS"));
+    assert!(text(&ldc, "src/impl/internals.hpp").contains("#ifdef RTC_ESP_RECV_QUEUE_LIMIT"));
+    assert!(text(&ldc, "src/impl/init.cpp").contains("RTC_ESP_THREADPOOL_SIZE"));
+    assert!(text(&ldc, "src/impl/sctptransport.cpp").contains("RTC_ESP_SCTP_RECV_CHUNK_BYTES"));
+    let juice = upstream::stage_component(&sources, &lean, "libjuice").unwrap().unwrap();
+    assert!(text(&juice, "src/ice.h").contains("#ifndef ICE_MAX_CANDIDATES_COUNT"));
+    assert!(text(&juice, "src/agent.h").contains("ICE_MAX_STUN_SERVERS_COUNT"));
+    // usrsctp guards its hash sizes upstream, so its knobs need no patch.
+    let sctp = upstream::stage_component(&sources, &lean, "usrsctp").unwrap().unwrap();
+    let constants = text(&sctp, "usrsctplib/netinet/sctp_constants.h");
+    assert!(constants.contains("#ifndef SCTP_TCBHASHSIZE") && constants.contains("#ifndef SCTP_PCBHASHSIZE"));
+    // The ESP-IDF port patch reaches every policy's component tree, but not the host tree.
+    for name in ["lean", "stock"] {
+        let plan = plan_of(&shipped(name));
+        let env = String::from_utf8(plan.components["usrsctp"].files[Path::new("upstream/usrsctplib/user_environment.c")].clone()).unwrap();
+        assert!(env.contains("#elif defined(ESP_PLATFORM)") && env.contains("esp_fill_random"), "{name}");
+        let juice = String::from_utf8(plan.components["libjuice"].files[Path::new("upstream/src/random.c")].clone()).unwrap();
+        assert!(juice.contains("#elif defined(ESP_PLATFORM)") && juice.contains("esp_fill_random"), "{name}");
+    }
+    // The lab builds the whole tree with the same policy patches at deps/ paths.
+    let stack = upstream::stage_stack(&sources, &lean).unwrap();
+    assert!(text(&stack, "deps/libjuice/src/ice.h").contains("#ifndef ICE_MAX_CANDIDATES_COUNT"));
+    assert!(text(&stack, "src/impl/internals.hpp").contains("#ifdef RTC_ESP_SCTP_MAX_STREAMS"));
+    assert!(!text(&stack, "deps/usrsctp/usrsctplib/user_environment.c").contains("ESP_PLATFORM"));
+}
+
+/// Sets a knob in the policy text, inserting it into the component's knob table if absent.
+fn set_knob(text: &str, component: &str, name: &str, value: i64) -> String {
+    let header = format!("[components.{component}.knobs]\n");
+    let mut out: Vec<String> = Vec::new();
+    let mut in_table = false;
+    let mut seen_header = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_table = format!("{line}\n") == header;
+            if in_table {
+                seen_header = true;
+                out.push(line.to_string());
+                out.push(format!("{name} = {value}"));
+                continue;
+            }
+        }
+        if in_table && line.split('=').next().map(str::trim) == Some(name) {
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    if !seen_header {
+        out.push(header.trim_end().to_string());
+        out.push(format!("{name} = {value}"));
+    }
+    out.join("\n") + "\n"
+}
+
+#[test]
+fn every_knob_reaches_kconfig_sdkconfig_and_cmake() {
+    let lean_text = shipped("lean");
+    let lean = Policy::load(&Policy::path_for("lean")).unwrap();
+    for spec in KNOBS {
+        let current = lean.knob_value(spec);
+        let new = if current == spec.min { spec.max } else { spec.min };
+        let plan = plan_of(&set_knob(&lean_text, spec.component, spec.name, new));
+        let symbol = spec.kconfig_symbol();
+        assert!(defaults(&plan).contains(&format!("\nCONFIG_{symbol}={new}\n")), "{symbol} not in sdkconfig.defaults");
+        let kconfig = file(&plan, spec.component, "Kconfig");
+        let at = kconfig.find(&format!("config {symbol}\n")).unwrap_or_else(|| panic!("{symbol} not in Kconfig"));
+        assert!(kconfig[at..].contains(&format!("default {new}\n")), "{symbol}: Kconfig default is not {new}");
+        assert!(kconfig[at..].contains(spec.help.split_whitespace().next().unwrap()), "{symbol}: help missing");
+        if let crate::policy::KnobEffect::Define(define) = spec.effect {
+            let cmake = file(&plan, spec.component, "CMakeLists.txt");
+            assert!(cmake.contains(&format!("\"{define}=${{CONFIG_{symbol}}}\"")), "{symbol}: no definition in CMakeLists.txt");
+        }
+    }
+}
+
+/// For each typed field: the policy text change and what must then appear in which output.
+#[test]
+fn every_policy_field_has_an_effect() {
+    let lean = shipped("lean");
+    let sd = "sdkconfig.defaults";
+    #[rustfmt::skip]
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("policy.name", with(&lean, "name = \"lean\"", "name = \"mine\""), STAMP, "policy = \"mine\""),
+        ("policy.description", with(&lean, "description = \"All", "description = \"Zebra"), sd, "# Policy `lean`: Zebra"),
+        ("components.libsrtp.placement", with(&lean, "[components.libsrtp]\nplacement = \"psram\"", "[components.libsrtp]\nplacement = \"internal\""), "libsrtp/CMakeLists.txt", "\"ESP_DC_ALLOC_CAPS=(MALLOC_CAP_INTERNAL|MALLOC_CAP_8BIT)\""),
+        ("components.usrsctp.placement", with(&lean, "[components.usrsctp]\nplacement = \"psram\"", "[components.usrsctp]\nplacement = \"default\""), "usrsctp/CMakeLists.txt", "\"ESP_DC_ALLOC_CAPS=(MALLOC_CAP_DEFAULT)\""),
+        ("components.plog.placement", with(&lean, "[components.plog]\nplacement = \"psram\"", "[components.plog]\nplacement = \"internal\""), "plog/CMakeLists.txt", "# placement `internal`"),
+        ("components.esp_dc_port.placement", with(&lean, "[components.esp_dc_port]\nplacement = \"psram\"", "[components.esp_dc_port]\nplacement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_OWN_PLACEMENT_INTERNAL=y"),
+        ("components.libjuice.force_include", with(&lean, "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"", "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"\""), "libjuice/CMakeLists.txt", "# force_include: none"),
+        ("components.usrsctp.definitions", with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\ndefinitions = { SCTP_DEBUG_LEVEL = 3, NAME = \"x\" }\n"), "usrsctp/CMakeLists.txt", "\"SCTP_DEBUG_LEVEL=3\""),
+        ("components.libdatachannel.patches", with(&lean, "patches = [\"libdatachannel/knobs.patch\"]\n", ""), STAMP, "patches = [\"libjuice/knobs.patch\"]"),
+        ("components.libdatachannel.threads.stack_bytes", with(&lean, "stack_bytes = 8192", "stack_bytes = 12288"), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES=12288"),
+        ("pthread.stack_placement + threads.placement", with(&with(&lean, "stack_placement = \"psram\"", "stack_placement = \"internal\""), "stack_bytes = 8192, placement = \"psram\"", "stack_bytes = 8192, placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_INTERNAL=y\n"),
+        ("memory.spiram", with(&lean.replace("\"psram\"", "\"internal\""), "spiram = true", "spiram = false"), sd, "# CONFIG_SPIRAM is not set"),
+        ("memory.spiram_malloc", with(&lean, "spiram_malloc = \"malloc\"", "spiram_malloc = \"caps-only\""), sd, "CONFIG_SPIRAM_USE_CAPS_ALLOC=y"),
+        ("memory.always_internal_bytes", with(&lean, "always_internal_bytes = 512", "always_internal_bytes = 1024"), sd, "CONFIG_SPIRAM_MALLOC_ALWAYSINTERNAL=1024"),
+        ("memory.reserve_internal_bytes", with(&lean, "reserve_internal_bytes = 32768", "reserve_internal_bytes = 65536"), sd, "CONFIG_SPIRAM_MALLOC_RESERVE_INTERNAL=65536"),
+        ("mbedtls.allocator", with(&lean, "allocator = \"external\"", "allocator = \"custom\""), sd, "CONFIG_MBEDTLS_CUSTOM_MEM_ALLOC=y"),
+        ("mbedtls.ssl_in_content_len", with(&lean, "ssl_in_content_len = 4096", "ssl_in_content_len = 8192"), sd, "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=8192"),
+        ("mbedtls.ssl_out_content_len", with(&lean, "ssl_out_content_len = 2048", "ssl_out_content_len = 4096"), sd, "CONFIG_MBEDTLS_SSL_OUT_CONTENT_LEN=4096"),
+        ("mbedtls.dynamic_buffer", with(&lean, "dynamic_buffer = false", "dynamic_buffer = true"), sd, "CONFIG_MBEDTLS_DYNAMIC_BUFFER=y"),
+        ("pthread.default_stack_bytes", with(&lean, "default_stack_bytes = 8192", "default_stack_bytes = 6144"), sd, "CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT=6144"),
+        ("pthread.stack_placement (no threads entry)", with(&with(&lean, "threads = { stack_bytes = 8192, placement = \"psram\" }\n", ""), "stack_placement = \"psram\"", "stack_placement = \"default\""), sd, "# CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY is not set"),
+        ("cxx.new_placement", with(&lean, "new_placement = \"psram\"", "new_placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_NEW_PLACEMENT_INTERNAL=y"),
+        ("cxx.emergency_pool_bytes", with(&lean, "emergency_pool_bytes = 0", "emergency_pool_bytes = 1024"), sd, "CONFIG_COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE=1024"),
+        ("cxx.shared_ptr_lock_policy (CMake)", with(&lean, "shared_ptr_lock_policy = \"atomic\"", "shared_ptr_lock_policy = \"mutex\""), "libdatachannel/CMakeLists.txt", "target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)"),
+        ("cxx.shared_ptr_lock_policy (sdkconfig)", with(&lean, "shared_ptr_lock_policy = \"atomic\"", "shared_ptr_lock_policy = \"mutex\""), sd, "CONFIG_ESP_DC_PORT_SHARED_PTR_LOCK_POLICY_MUTEX=y"),
+        ("heap_tracing.enabled", with(&lean, "enabled = false", "enabled = true"), sd, "CONFIG_HEAP_TRACING_STANDALONE=y"),
+        ("heap_tracing.stack_depth", with(&with(&lean, "enabled = false", "enabled = true"), "stack_depth = 10", "stack_depth = 6"), sd, "CONFIG_HEAP_TRACING_STACK_DEPTH=6"),
+        ("heap_tracing.records", with(&lean, "records = 1000", "records = 250"), sd, "CONFIG_ESP_DC_PORT_HEAP_TRACE_RECORDS=250"),
+        ("sdkconfig_extra", with(&lean, "[sdkconfig_extra]\n", "[sdkconfig_extra]\nCONFIG_LWIP_MAX_SOCKETS = \"16\"\n"), sd, "\nCONFIG_LWIP_MAX_SOCKETS=16\n"),
+    ];
+    let base = plan_of(&lean);
+    for (field, text, output, expected) in cases {
+        let plan = plan_of(&text);
+        let (base_text, got) = if plan.files.contains_key(Path::new(output)) {
+            let get = |p: &Plan| String::from_utf8(p.files[Path::new(output)].clone()).unwrap();
+            (get(&base), get(&plan))
+        } else {
+            let (component, name) = output.split_once('/').unwrap();
+            (file(&base, component, name), file(&plan, component, name))
+        };
+        assert!(got.contains(expected), "{field}: {output} lacks `{expected}`:\n{got}");
+        assert!(!base_text.contains(expected), "{field}: `{expected}` is in lean's {output} already; the case proves nothing");
+    }
+
+    // The patch list also changes the code: without the patch the knob is not compiled in.
+    let unpatched = plan_of(&with(&lean, "patches = [\"libdatachannel/knobs.patch\"]\n", ""));
+    let internals = |p: &Plan| String::from_utf8(p.components["libdatachannel"].files[Path::new("upstream/src/impl/internals.hpp")].clone()).unwrap();
+    assert!(internals(&base).contains("RTC_ESP_SCTP_MAX_STREAMS") && !internals(&unpatched).contains("RTC_ESP_SCTP_MAX_STREAMS"));
+
+    // Fields other commands read (lab, size-check, audit) do not change the tree.
+    let lab_only = plan_of(&with(&with(&lean, "stack_margin_percent = 25", "stack_margin_percent = 40"), "init_bytes = 8192", "init_bytes = 9000"));
+    assert_eq!(lab_only.components, base.components);
+    assert_eq!(defaults(&lab_only), defaults(&base));
+}
+
+#[test]
+fn configure_is_idempotent_and_check_detects_drift() {
+    let scratch = Scratch::new();
+    let lean = Policy::path_for("lean");
+    assert_eq!(configure_into(scratch.root(), &lean, false, true).unwrap(), ExitCode::SUCCESS);
+    assert!(scratch.root().join("components/libdatachannel/upstream/src/impl/init.cpp").is_file());
+    let stamp = read_stamp(scratch.root()).unwrap().expect("stamp written");
+    let lean_policy = Policy::load(&lean).unwrap();
+    assert_eq!(stamp.policy, "lean");
+    assert_eq!(stamp.path, "policies/lean.toml");
+    assert_eq!(stamp.patches, vec!["libdatachannel/knobs.patch".to_string(), "libjuice/knobs.patch".to_string()]);
+    assert_eq!(stamp.hash, policy_hash(&lean_policy, &shipped("lean")).unwrap());
+    let stock_policy = Policy::load(&Policy::path_for("stock")).unwrap();
+    assert_ne!(stamp.hash, policy_hash(&stock_policy, &shipped("stock")).unwrap());
+    assert_eq!(read_stamp(Scratch::new().root()).unwrap(), None);
+    let first = scratch.snapshot();
+    // Second run: nothing to change, nothing touched.
+    let plan = plan(scratch.root(), &lean).unwrap();
+    assert!(drift(&plan, scratch.root()).unwrap().is_empty());
+    assert!(apply(&plan, scratch.root()).unwrap().is_empty());
+    assert_eq!(scratch.snapshot(), first);
+    assert_eq!(configure_into(scratch.root(), &lean, true, true).unwrap(), ExitCode::SUCCESS);
+
+    // Drift: an edited generated file, a stray upstream file, and another policy.
+    std::fs::write(scratch.root().join("components/usrsctp/Kconfig"), "edited").unwrap();
+    std::fs::write(scratch.root().join("components/plog/upstream/stray.h"), "x").unwrap();
+    let before = scratch.snapshot();
+    let drifted = drift(&plan, scratch.root()).unwrap();
+    assert_eq!(drifted, vec![PathBuf::from("components/plog/upstream/stray.h"), PathBuf::from("components/usrsctp/Kconfig")]);
+    assert_eq!(configure_into(scratch.root(), &lean, true, true).unwrap(), ExitCode::from(1));
+    assert_eq!(configure_into(scratch.root(), &Policy::path_for("stock"), true, true).unwrap(), ExitCode::from(1));
+    assert_eq!(scratch.snapshot(), before, "--check wrote something");
+
+    // Leftovers of an interrupted run (a half-written staging copy) are swept, not swapped in.
+    for leftover in ["components/.usrsctp.configure-new/upstream", "components/.libsrtp.configure-old/upstream"] {
+        std::fs::create_dir_all(scratch.root().join(leftover)).unwrap();
+        std::fs::write(scratch.root().join(leftover).join("half.c"), "int").unwrap();
+    }
+    // A real run repairs exactly that and leaves no staging directories behind.
+    assert_eq!(apply(&plan, scratch.root()).unwrap(), drifted);
+    assert_eq!(scratch.snapshot(), first);
+    let leftovers: Vec<_> = std::fs::read_dir(scratch.root().join("components"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("configure-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn bad_inputs_exit_2_with_file_line_key_and_write_nothing() {
+    let scratch = Scratch::new();
+    configure_into(scratch.root(), &Policy::path_for("lean"), false, true).unwrap();
+    let before = scratch.snapshot();
+    let lean = shipped("lean");
+    let line_of = |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+
+    let syntax = with(&lean, "ssl_in_content_len = 4096", "ssl_in_content_len = = 4096");
+    let unknown_component = lean.clone() + "\n[components.libfoo]\nplacement = \"psram\"\n";
+    let unknown_key = with(&lean, "[components.libsrtp]\n", "[components.libsrtp]\nplacment = \"psram\"\n");
+    let bad_placement = with(&lean, "[components.libsrtp]\nplacement = \"psram\"", "[components.libsrtp]\nplacement = \"flash\"");
+    let bad_patch = with(&lean, "[components.plog]\n", "[components.plog]\npatches = [\"libdatachannel/knobs.patch\"]\n");
+    let stray_threads = with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\nthreads = { stack_bytes = 4096, placement = \"psram\" }\n");
+    let split_threads = with(&lean, "stack_bytes = 8192, placement = \"psram\"", "stack_bytes = 8192, placement = \"internal\"");
+    let cases = [
+        (&syntax, line_of(&syntax, "= = 4096"), "ssl_in_content_len: TOML syntax error"),
+        (&unknown_component, line_of(&unknown_component, "[components.libfoo]"), "components.libfoo: unknown component `libfoo`"),
+        (&unknown_key, line_of(&unknown_key, "placment"), "components.libsrtp.placment: unknown field `placment`"),
+        (&bad_placement, line_of(&bad_placement, "\"flash\""), "components.libsrtp.placement: unknown variant `flash`"),
+        (&bad_patch, 0, ""),
+        (&stray_threads, line_of(&stray_threads, "stack_bytes = 4096"), "components.usrsctp.threads: only components.libdatachannel.threads"),
+        (&split_threads, line_of(&split_threads, "placement = \"internal\" }"), "components.libdatachannel.threads.placement: `internal` differs"),
+    ];
+    for (text, line, expected) in cases {
+        let path = scratch.policy(text);
+        let err = configure_into(scratch.root(), &path, false, true).unwrap_err();
+        let message = err.to_string();
+        assert_eq!(exit_code_of(&err), 2, "{message}");
+        if expected.is_empty() {
+            // The patch case: the line is that of `patches` in [components.plog].
+            let line = line_of(text, "[components.plog]") + 1;
+            assert!(message.starts_with(&format!("{}:{line}: components.plog.patches: ", path.display())), "{message}");
+            assert!(message.contains("does not apply") && message.contains("no file `src/impl/init.cpp`"), "{message}");
+        } else {
+            assert!(message.starts_with(&format!("{}:{line}: {expected}", path.display())), "expected `{expected}` at line {line}:\n{message}");
+        }
+        assert_eq!(scratch.snapshot(), before, "a failed run wrote something: {message}");
+    }
+}
+
+#[test]
+fn sdkconfig_defaults_keeps_user_lines_and_swaps_the_block() {
+    let scratch = Scratch::new();
+    let user_before = "# my board\nCONFIG_ESPTOOLPY_FLASHSIZE_8MB=y\n";
+    std::fs::write(scratch.root().join("sdkconfig.defaults"), user_before).unwrap();
+    configure_into(scratch.root(), &Policy::path_for("lean"), false, true).unwrap();
+    let mut text = std::fs::read_to_string(scratch.root().join("sdkconfig.defaults")).unwrap();
+    assert!(text.starts_with(user_before), "{text}");
+    assert!(text.contains(BLOCK_BEGIN) && text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=4096"));
+    text.push_str("CONFIG_LOG_DEFAULT_LEVEL_WARN=y\n");
+    std::fs::write(scratch.root().join("sdkconfig.defaults"), &text).unwrap();
+
+    configure_into(scratch.root(), &Policy::path_for("stock"), false, true).unwrap();
+    let text = std::fs::read_to_string(scratch.root().join("sdkconfig.defaults")).unwrap();
+    assert!(text.starts_with(user_before), "{text}");
+    assert!(text.ends_with(&format!("{BLOCK_END}\nCONFIG_LOG_DEFAULT_LEVEL_WARN=y\n")), "{text}");
+    assert_eq!(text.matches(BLOCK_BEGIN).count(), 1);
+    assert!(text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384") && !text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=4096"));
+
+    // A half block is refused, naming the line, and nothing changes.
+    let broken = format!("CONFIG_A=y\n{BLOCK_BEGIN}\nCONFIG_B=y\n");
+    std::fs::write(scratch.root().join("sdkconfig.defaults"), &broken).unwrap();
+    let before = scratch.snapshot();
+    let err = configure_into(scratch.root(), &Policy::path_for("lean"), false, true).unwrap_err();
+    assert_eq!(exit_code_of(&err), 2);
+    assert!(err.to_string().starts_with("sdkconfig.defaults:2: policy block:"), "{err}");
+    assert_eq!(scratch.snapshot(), before);
+}
+
+#[test]
+fn template_placeholders_must_all_be_filled() {
+    let err = render::fill("x/CMakeLists.txt", "a {{known}} b {{unknown}}", &[("known", "1".into())]).unwrap_err();
+    assert_eq!(exit_code_of(&err), 2);
+    assert!(err.to_string().contains("templates/x/CMakeLists.txt: placeholder `{{unknown}}`"), "{err}");
+}
+
+/// The venv scripts/setup.sh creates, or a failure telling how to get it.
+fn kconfgen_python() -> PathBuf {
+    let venv = std::env::var_os("ESP_DC_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/esp-dc/venv"));
+    let python = venv.join("bin/python");
+    let ok = std::process::Command::new(&python).args(["-m", "kconfgen", "--help"]).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "kconfgen is not available in {}: run `source scripts/setup.sh` (installs esp-idf-kconfig into the venv)", venv.display());
+    python
+}
+
+#[test]
+fn generated_kconfig_parses_with_kconfgen_and_carries_the_policy() {
+    let python = kconfgen_python();
+    for policy_name in ["lean", "stock"] {
+        let scratch = Scratch::new();
+        configure_into(scratch.root(), &Policy::path_for(policy_name), false, true).unwrap();
+        let policy = Policy::load(&Policy::path_for(policy_name)).unwrap();
+        // One top-level Kconfig sourcing every component's, as ESP-IDF's build does.
+        let mut top = String::from("mainmenu \"esp-libdatachannel\"\n");
+        for name in GENERATED {
+            top.push_str(&format!("source \"{}\"\n", scratch.root().join("components").join(name).join("Kconfig").display()));
+        }
+        top.push_str(&format!("source \"{}\"\n", project_root().join("components/esp_dc_port/Kconfig").display()));
+        // Espressif's style checker, as ESP-IDF's CI runs it on components.
+        let mut kconfigs: Vec<PathBuf> = GENERATED.iter().map(|n| scratch.root().join("components").join(n).join("Kconfig")).collect();
+        kconfigs.push(project_root().join("components/esp_dc_port/Kconfig"));
+        let check = std::process::Command::new(&python).args(["-m", "kconfcheck", "--check", "syntax"]).args(&kconfigs).output().unwrap();
+        assert!(check.status.success(), "kconfcheck:\n{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+        let out = scratch.root().join("kconfgen");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("Kconfig"), top).unwrap();
+        let header = out.join("sdkconfig.h");
+        let result = std::process::Command::new(&python)
+            .args(["-m", "kconfgen", "--kconfig"])
+            .arg(out.join("Kconfig"))
+            .arg("--config")
+            .arg(out.join("sdkconfig"))
+            .arg("--defaults")
+            .arg(scratch.root().join("sdkconfig.defaults"))
+            .arg("--output")
+            .arg("header")
+            .arg(&header)
+            .arg("--output")
+            .arg("config")
+            .arg(out.join("sdkconfig"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(result.status.success(), "kconfgen failed for {policy_name}:\n{stderr}");
+        let h = std::fs::read_to_string(&header).unwrap();
+        for spec in KNOBS {
+            let line = format!("#define CONFIG_{} {}\n", spec.kconfig_symbol(), policy.knob_value(spec));
+            assert!(h.contains(&line), "{policy_name}: header lacks `{}`", line.trim());
+        }
+        let new_choice = match policy.cxx.new_placement {
+            crate::policy::Placement::Psram => "PSRAM",
+            crate::policy::Placement::Internal => "INTERNAL",
+            crate::policy::Placement::Default => "DEFAULT",
+        };
+        assert!(h.contains(&format!("#define CONFIG_ESP_DC_PORT_NEW_PLACEMENT_{new_choice} 1\n")), "{policy_name}:\n{h}");
+        let stack = policy.component("libdatachannel").threads.as_ref().map(|t| t.stack_bytes).unwrap();
+        assert!(h.contains(&format!("#define CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES {stack}\n")), "{policy_name}");
+        assert!(h.contains(&format!("#define CONFIG_ESP_DC_PORT_HEAP_TRACE_RECORDS {}\n", policy.heap_tracing.records)));
+        // A symbol of ours that the block sets but Kconfig does not define would be dropped silently.
+        for line in std::fs::read_to_string(scratch.root().join("sdkconfig.defaults")).unwrap().lines() {
+            if let Some(symbol) = line.strip_prefix("CONFIG_ESP_DC_").and_then(|l| l.split('=').next()) {
+                assert!(h.contains(&format!("CONFIG_ESP_DC_{symbol} ")), "{policy_name}: CONFIG_ESP_DC_{symbol} is not a Kconfig symbol");
+            }
+        }
+    }
+    assert_eq!(knob("libdatachannel", "sctp_max_streams").unwrap().kconfig_symbol(), "ESP_DC_LIBDATACHANNEL_SCTP_MAX_STREAMS");
+}
+
+/// The header the mutex lock policy force-includes really switches libstdc++ (host g++, same
+/// libstdc++ mechanism as ESP-IDF's toolchains), and is inert without the definition.
+#[test]
+fn lock_policy_header_switches_shared_ptr_to_mutex() {
+    let header = project_root().join("components/esp_dc_port/include/esp_dc_lock_policy.h");
+    let compile = |definition: Option<&str>, expected: &str| {
+        let source = format!(
+            "#include <memory>\nstatic_assert(__gnu_cxx::__default_lock_policy == __gnu_cxx::{expected}, \"policy\");\nint main() {{ return *std::make_shared<int>(0); }}\n"
+        );
+        let mut cmd = std::process::Command::new("g++");
+        cmd.args(["-std=c++17", "-fsyntax-only", "-x", "c++", "-"]);
+        cmd.arg(format!("--include={}", header.display()));
+        if let Some(d) = definition {
+            cmd.arg(format!("-D{d}"));
+        }
+        let mut child = cmd.stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("g++ (run scripts/setup.sh)");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(source.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{definition:?} -> {expected}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    compile(Some("ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1"), "_S_mutex");
+    compile(None, "_S_atomic");
+}
+
+#[test]
+fn a_stack_resident_64k_receive_buffer_with_small_stacks_is_warned_about() {
+    let lean = shipped("lean");
+    let warned = plan_of(&lean);
+    assert!(warned.warnings.iter().any(|w| w.contains("64 KB receive buffer")), "{:?}", warned.warnings);
+    let fixed = plan_of(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096));
+    assert!(fixed.warnings.is_empty(), "{:?}", fixed.warnings);
+    let unpatched = plan_of(&with(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096), "patches = [\"libdatachannel/knobs.patch\"]\n", ""));
+    assert!(unpatched.warnings.iter().any(|w| w.contains("knobs.patch not applied")));
+}
+
+/// The knob patches keep upstream's code when a knob holds upstream's value: the patched tree
+/// (lean's patches, as the lab stages it) and the pristine tree, preprocessed with every Define
+/// knob at its stock value, are token-for-token the same.
+#[test]
+fn knobs_at_stock_values_preprocess_to_upstream_code() {
+    let sources = upstream::locate().unwrap();
+    let lean = Policy::load(&Policy::path_for("lean")).unwrap();
+    let stock = Policy::load(&Policy::path_for("stock")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let patched = dir.path().join("patched");
+    let pristine = dir.path().join("pristine");
+    upstream::stage_stack(&sources, &lean).unwrap().write(&patched).unwrap();
+    upstream::stage_stack(&sources, &stock).unwrap().write(&pristine).unwrap();
+    let defines: Vec<String> = KNOBS
+        .iter()
+        .filter_map(|k| match k.effect {
+            crate::policy::KnobEffect::Define(name) => Some(format!("-D{name}={}", k.stock)),
+            crate::policy::KnobEffect::Runtime => None,
+        })
+        .collect();
+    let preprocess = |root: &Path, compiler: &str, file: &str, defines: &[String]| -> String {
+        let includes = ["include", "include/rtc", "src", "deps/usrsctp/usrsctplib", "deps/plog/include", "deps/libjuice/include", "deps/libjuice/include/juice", "deps/libsrtp/include", "deps/libsrtp/crypto/include"];
+        let mut cmd = std::process::Command::new(compiler);
+        // Log statements carry __LINE__, which the patch's extra lines shift; pin it.
+        cmd.args(["-E", "-P", "-Wno-builtin-macro-redefined", "-D__LINE__=0", "-DUSE_MBEDTLS=1", "-DUSE_GNUTLS=0", "-DRTC_ENABLE_MEDIA=1", "-DRTC_ENABLE_WEBSOCKET=0", "-DRTC_SYSTEM_SRTP=0", "-DUSE_NICE=0", "-DRTC_STATIC", "-D__Userspace__"]);
+        if compiler == "g++" {
+            cmd.arg("-std=c++17");
+        }
+        cmd.args(defines);
+        for inc in includes {
+            cmd.arg(format!("-I{}", root.join(inc).display()));
+        }
+        cmd.arg(format!("-I{}", sources.mbedtls.join("include").display()));
+        cmd.arg(root.join(file));
+        let out = cmd.output().expect("gcc/g++ (run scripts/setup.sh)");
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        // Paths differ between the two trees only in `__FILE__`-free places; blank lines are noise.
+        String::from_utf8_lossy(&out.stdout)
+            .replace(&root.display().to_string(), "ROOT")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (compiler, file) in [
+        ("g++", "src/impl/sctptransport.cpp"),
+        ("g++", "src/impl/init.cpp"),
+        ("g++", "src/impl/datachannel.cpp"),
+        ("gcc", "deps/libjuice/src/agent.c"),
+    ] {
+        let a = preprocess(&patched, compiler, file, &defines);
+        let b = preprocess(&pristine, compiler, file, &defines);
+        assert!(a.len() > 1000, "{file}: preprocessing produced almost nothing");
+        assert!(a == b, "{file}: knobs at stock values change the code");
+    }
+    // The comparison can fail: a lean value does change the code.
+    let mut lean_chunk = defines.clone();
+    lean_chunk.push("-DRTC_ESP_SCTP_RECV_CHUNK_BYTES=4096".into());
+    assert!(preprocess(&patched, "g++", "src/impl/sctptransport.cpp", &lean_chunk) != preprocess(&pristine, "g++", "src/impl/sctptransport.cpp", &defines));
+}
+
+/// The examples use the component tree and sdkconfig.defaults configure writes, call
+/// esp_dc_port_init() before their first PeerConnection, and only call rtc* functions the pinned
+/// libdatachannel declares.
+#[test]
+fn examples_use_the_configured_tree_and_the_pinned_c_api() {
+    let sources = upstream::locate().unwrap();
+    let rtc_h = std::fs::read_to_string(sources.libdatachannel.join("include/rtc/rtc.h")).unwrap();
+    let examples = project_root().join("examples");
+    for example in ["datachannel_echo", "h264_sender"] {
+        let dir = examples.join(example);
+        let cmake = std::fs::read_to_string(dir.join("CMakeLists.txt")).unwrap();
+        assert!(cmake.contains("${CMAKE_CURRENT_LIST_DIR}/../../components"), "{example}: EXTRA_COMPONENT_DIRS");
+        assert!(cmake.contains("${CMAKE_CURRENT_LIST_DIR}/../../sdkconfig.defaults"), "{example}: SDKCONFIG_DEFAULTS");
+        let main = std::fs::read_to_string(dir.join(format!("main/{example}_main.c"))).unwrap();
+        let init = main.find("esp_dc_port_init()").unwrap_or_else(|| panic!("{example} never calls esp_dc_port_init"));
+        assert!(init < main.find("rtcCreatePeerConnection(").unwrap(), "{example}: esp_dc_port_init after the first PeerConnection");
+        let mut sources_text = main.clone();
+        sources_text.push_str(&std::fs::read_to_string(examples.join("common_components/dc_console_signaling/dc_console_signaling.c")).unwrap());
+        for (at, _) in sources_text.match_indices("rtc") {
+            let name: String = sources_text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if sources_text[at + name.len()..].starts_with('(') && name.len() > 3 && name.as_bytes()[3].is_ascii_uppercase() {
+                assert!(rtc_h.contains(&format!(" {name}(")), "{example}: {name} is not in the pinned rtc.h");
+            }
+        }
+    }
+    let h264 = std::fs::read_to_string(examples.join("h264_sender/main/h264_sender_main.c")).unwrap();
+    assert!(h264.contains("rtcChainRtcpNackResponder(track, ESP_DC_NACK_MAX_PACKETS)"));
+}
+
+/// The H.264 test source builds on the host and emits SPS, PPS and an IDR slice per frame in
+/// Annex-B form within the advertised bound (the stream was also decoded with FFmpeg while
+/// writing it: 30/30 frames, Constrained Baseline, 128x96).
+#[test]
+fn h264_test_source_emits_annex_b_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("main.c");
+    std::fs::write(
+        &main,
+        "#include <stdio.h>\n#include <stdlib.h>\n#include \"h264_testsrc.h\"\nint main(void) { size_t cap = h264_testsrc_max_frame_bytes(); unsigned char *b = malloc(cap);\n for (unsigned i = 0; i < 3; ++i) { size_t n = h264_testsrc_frame(i, b, cap); if (!n) return 1; fwrite(b, 1, n, stdout); } return 0; }\n",
+    )
+    .unwrap();
+    let src = project_root().join("examples/h264_sender/main");
+    let exe = dir.path().join("testsrc");
+    let status = std::process::Command::new("gcc")
+        .args(["-O1", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(format!("-I{}", src.display()))
+        .arg(&main)
+        .arg(src.join("h264_testsrc.c"))
+        .status()
+        .expect("gcc (run scripts/setup.sh)");
+    assert!(status.success());
+    let out = std::process::Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    let stream = out.stdout;
+    // NAL unit types after each 4-byte start code.
+    let types: Vec<u8> = stream.windows(5).filter(|w| w[..4] == [0, 0, 0, 1]).map(|w| w[4] & 0x1f).collect();
+    assert_eq!(types, vec![7, 8, 5, 7, 8, 5, 7, 8, 5]);
+    // profile_idc 66, constraint flags 0xE0, level 31: profile-level-id 42e01f as the SDP says.
+    assert_eq!(&stream[5..8], &[0x42, 0xe0, 0x1f]);
+    // No start-code emulation inside a NAL: 00 00 0x (x <= 2) occurs only in real start codes.
+    let emulations = stream.windows(4).enumerate().filter(|(i, w)| w[0] == 0 && w[1] == 0 && w[2] <= 2 && !(w[2] == 0 && w[3] == 1) && !(*i > 0 && stream[i - 1] == 0 && w[2] == 1)).count();
+    assert_eq!(emulations, 0);
+}
+
+/// With the mutex lock policy the lock-policy header is reached through esp_dc_port's directory,
+/// which must be looked up before use even when libdatachannel's malloc is not redirected.
+#[test]
+fn mutex_lock_policy_finds_esp_dc_port_without_the_redirect() {
+    let text = with(
+        &with(&shipped("stock"), "shared_ptr_lock_policy = \"atomic\"", "shared_ptr_lock_policy = \"mutex\""),
+        "[components.libdatachannel]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"",
+        "[components.libdatachannel]\nplacement = \"psram\"\nforce_include = \"\"",
+    );
+    let cmake = file(&plan_of(&text), "libdatachannel", "CMakeLists.txt");
+    let lookup = cmake.find("idf_component_get_property(esp_dc_port_dir esp_dc_port COMPONENT_DIR)").expect("lookup");
+    let use_ = cmake.find("${esp_dc_port_dir}/include/esp_dc_lock_policy.h").expect("use");
+    assert!(lookup < use_, "{cmake}");
+    assert!(!cmake.contains("esp_dc_alloc_redirect.h"));
+    assert_eq!(cmake.matches("idf_component_get_property(").count(), 1);
+}

@@ -364,7 +364,8 @@ fn render(report: &Report, args: &Args) -> String {
     }
     let _ = writeln!(o, "measured at `connected`: internal {} bytes, psram {} bytes", report.projection.internal_bytes, report.projection.psram_bytes);
     let site_line = |o: &mut String, s: &Site| {
-        let _ = writeln!(o, "  {:>8} {:>5}  {:<14} {}:{} {}", s.bytes, s.count, s.component, s.file, s.line, s.function);
+        let place = if s.line == 0 { s.file.clone() } else { format!("{}:{}", s.file, s.line) };
+        let _ = writeln!(o, "  {:>8} {:>5}  {:<14} {} {}", s.bytes, s.count, s.component, place, s.function);
     };
     if !report.sites.is_empty() {
         let _ = writeln!(o, "largest allocation sites (bytes, blocks):");

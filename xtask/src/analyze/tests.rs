@@ -236,3 +236,17 @@ fn esp_memtrack_prints_what_the_analyzer_reads() {
     assert_eq!(connected, vec![(Heap::Internal, -37035), (Heap::Psram, -37035), (Heap::Dma, -37035)]);
     assert_eq!(log.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["main", "juice_thread", "IDLE0"]);
 }
+
+/// Every esp_memtrack option is ESP_MEMTRACK_-prefixed and explains itself in menuconfig.
+#[test]
+fn esp_memtrack_kconfig_options_have_prefix_and_help() {
+    let kconfig = std::fs::read_to_string(project_root().join("components/esp_memtrack/Kconfig")).unwrap();
+    let blocks: Vec<&str> = kconfig.split("config ").skip(1).collect();
+    assert!(blocks.len() >= 4);
+    for block in blocks {
+        let name = block.split_whitespace().next().unwrap();
+        assert!(name.starts_with("ESP_MEMTRACK_"), "{name} lacks the ESP_MEMTRACK_ prefix");
+        let help = block.split("help").nth(1).unwrap_or_else(|| panic!("{name} has no help"));
+        assert!(help.trim().len() > 40, "{name}: help too short");
+    }
+}

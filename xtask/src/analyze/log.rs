@@ -212,13 +212,14 @@ pub fn parse(text: &str) -> Log {
         let Some(dump) = open.as_mut() else { continue };
         let trimmed = line.trim();
         if in_summary {
-            if trimmed.starts_with("================================") {
+            // ends_with, not ==: `idf.py monitor --timestamps` prefixes every line.
+            if trimmed.ends_with("================================") {
                 dump.complete = true;
                 log.dumps.push(open.take().unwrap());
                 in_summary = false;
-            } else if trimmed == "Mode: Heap Trace All" {
+            } else if trimmed.ends_with("Mode: Heap Trace All") {
                 dump.mode = Some(TraceMode::All);
-            } else if trimmed == "Mode: Heap Trace Leaks" {
+            } else if trimmed.ends_with("Mode: Heap Trace Leaks") {
                 dump.mode = Some(TraceMode::Leaks);
             } else if trimmed.contains(" bytes alive in trace (") || trimmed.contains(" bytes 'leaked' in trace (") {
                 match parse_summary_totals(trimmed) {
@@ -238,7 +239,8 @@ pub fn parse(text: &str) -> Log {
                 Some(record) => dump.records.push(record),
                 None => skip(&mut log),
             }
-        } else if let Some(rest) = trimmed.strip_prefix("freed by ") {
+        } else if let Some(at) = trimmed.find("freed by ") {
+            let rest = &trimmed[at + "freed by ".len()..];
             match (dump.records.last_mut(), parse_callers(rest)) {
                 (Some(last), Some(_)) if !last.freed => last.freed = true,
                 _ => skip(&mut log),
@@ -325,7 +327,8 @@ fn parse_callers(s: &str) -> Option<Vec<u64>> {
 
 fn parse_record(line: &str, number: usize) -> Option<Record> {
     let (size, rest) = line.split_once(" bytes (@ ")?;
-    let size = size.trim().parse::<u64>().ok()?;
+    // The last word: `idf.py monitor --timestamps` puts a time stamp before the record.
+    let size = size.split_whitespace().last()?.parse::<u64>().ok()?;
     let (inside, rest) = rest.split_once(')')?;
     let (address, heap) = match inside.split_once(',') {
         Some((a, label)) => (
@@ -359,5 +362,5 @@ fn parse_summary_totals(line: &str) -> Option<(u64, u64)> {
     let (bytes, rest) = line.split_once(" bytes ")?;
     let inside = rest.split_once('(')?.1.split_once(' ')?.0;
     let allocations = inside.split('/').next()?;
-    Some((bytes.trim().parse().ok()?, allocations.parse().ok()?))
+    Some((bytes.split_whitespace().last()?.parse().ok()?, allocations.parse().ok()?))
 }

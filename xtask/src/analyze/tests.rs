@@ -87,6 +87,29 @@ Mode: Heap Trace All
 }
 
 #[test]
+fn monitor_decorations_are_tolerated() {
+    // idf.py monitor --timestamps prefixes every line; idf_monitor adds its own address decoding.
+    let text = "\
+2026-11-24 19:00:01.001 MEMTRACK trace label=connected event=dump heaps=internal+psram
+2026-11-24 19:00:01.002 ====== Heap Trace: 1 records (64 capacity) ======
+2026-11-24 19:00:01.003    300 bytes (@ 0x3fc9a000, Internal) allocated CPU 0 ccount 0x1e7af728 caller 0x42010000:0x42011000:
+--- 0x42011000: juice_agent_create at /p/components/libjuice/agent.c:5
+2026-11-24 19:00:01.004    200 bytes (@ 0x3fc9a200, Internal) allocated CPU 0 ccount 0x1e7af800 caller 0x42010000:0x42011000:
+2026-11-24 19:00:01.005 freed by 0x42010000:0x42011000:0x00000000:0x00000000
+2026-11-24 19:00:01.006 ====== Heap Trace Summary ======
+2026-11-24 19:00:01.007 Mode: Heap Trace All
+2026-11-24 19:00:01.008 300 bytes alive in trace (1/2 allocations)
+2026-11-24 19:00:01.009 ================================
+";
+    let log = log::parse(text);
+    assert!(log.skipped.is_empty(), "{:?}", log.skipped);
+    let dump = &log.dumps[0];
+    assert_eq!((dump.label.as_str(), dump.complete, dump.mode), ("connected", true, Some(TraceMode::All)));
+    assert_eq!(dump.records.iter().map(|r| (r.size, r.freed)).collect::<Vec<_>>(), vec![(300, false), (200, true)]);
+    assert_eq!(dump.summary_bytes, Some(300));
+}
+
+#[test]
 fn fixture_log_is_attributed_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let elf = build_elf(dir.path(), &["-g"]);
@@ -248,5 +271,35 @@ fn esp_memtrack_kconfig_options_have_prefix_and_help() {
         assert!(name.starts_with("ESP_MEMTRACK_"), "{name} lacks the ESP_MEMTRACK_ prefix");
         let help = block.split("help").nth(1).unwrap_or_else(|| panic!("{name} has no help"));
         assert!(help.trim().len() > 40, "{name}: help too short");
+    }
+}
+
+/// Espressif's own Kconfig parser (installed by scripts/setup.sh) accepts the component's
+/// Kconfig and yields the documented defaults.
+#[test]
+fn esp_memtrack_kconfig_is_read_by_kconfgen() {
+    let venv = std::env::var("ESP_DC_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/esp-dc/venv"));
+    let python = venv.join("bin/python");
+    assert!(python.exists(), "kconfgen missing: run `source scripts/setup.sh`");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("Kconfig");
+    let component = project_root().join("components/esp_memtrack/Kconfig");
+    // The symbols ESP-IDF defines elsewhere that the component depends on.
+    let idf = "config SPIRAM\n    bool \"spiram\"\n    default y\nconfig HEAP_TRACING_STANDALONE\n    bool \"trace\"\n    default y\n";
+    std::fs::write(&root, format!("{idf}source \"{}\"\n", component.display())).unwrap();
+    let out = dir.path().join("sdkconfig");
+    let sh = xshell::Shell::new().unwrap();
+    xshell::cmd!(sh, "{python} -m kconfgen --kconfig {root} --output config {out}").quiet().run().unwrap();
+    let config = std::fs::read_to_string(&out).unwrap();
+    for line in [
+        "CONFIG_ESP_MEMTRACK_ENABLE=y",
+        "CONFIG_ESP_MEMTRACK_REPORT_DMA=y",
+        "CONFIG_ESP_MEMTRACK_MAX_TASKS=32",
+        "CONFIG_ESP_MEMTRACK_TRACE_RECORDS=2048",
+        "CONFIG_ESP_MEMTRACK_TRACE_RECORDS_IN_PSRAM=y",
+    ] {
+        assert!(config.lines().any(|l| l == line), "{line} missing from\n{config}");
     }
 }

@@ -188,21 +188,23 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
             keys.insert(r.line, attribute(r, elf.as_deref_mut()));
         }
     }
-    let all_dumps: Vec<&Dump> = log.dumps.iter().filter(|d| d.mode != Some(TraceMode::Leaks)).collect();
-    let connected = all_dumps
+    // Every dump lists what was live when it was printed: in LEAKS mode the unfreed
+    // allocations since heap_trace_start, in ALL mode the records not marked freed.
+    let is_leak_check = |d: &Dump| d.mode == Some(TraceMode::Leaks) && d.label != "connected";
+    let moments: Vec<&Dump> = log.dumps.iter().filter(|d| !is_leak_check(d)).collect();
+    let connected = moments
         .iter()
         .find(|d| d.label == "connected")
-        .or_else(|| all_dumps.first())
+        .or_else(|| moments.iter().find(|d| d.mode != Some(TraceMode::Leaks)))
         .copied();
-    let leak_dump = log.dumps.iter().rev().find(|d| d.mode == Some(TraceMode::Leaks)).or_else(|| {
-        all_dumps.iter().rev().find(|d| matches!(d.label.as_str(), "cleaned-up" | "closed" | "disconnected")).copied()
+    let leak_dump = log.dumps.iter().rev().find(|d| is_leak_check(d)).or_else(|| {
+        moments.iter().rev().find(|d| matches!(d.label.as_str(), "cleaned-up" | "closed" | "disconnected")).copied()
     });
-
     let mut report = Report { scenario: "device-log".into(), policy: policy.into(), ..Default::default() };
     let mut device = DeviceLog::default();
 
     let connected_tally = connected.map(|d| tally_by_component(d, &keys)).unwrap_or_default();
-    let per_dump: Vec<(&Dump, BTreeMap<String, Tally>)> = all_dumps.iter().map(|d| (*d, tally_by_component(d, &keys))).collect();
+    let per_dump: Vec<(&Dump, BTreeMap<String, Tally>)> = moments.iter().map(|d| (*d, tally_by_component(d, &keys))).collect();
     let mut names: Vec<String> = per_dump.iter().flat_map(|(_, t)| t.keys().cloned()).collect();
     names.sort();
     names.dedup();
@@ -301,6 +303,21 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
             free_delta,
         });
     }
+    // The heap's own peak: free at the baseline minus the lowest minimum-free seen after it.
+    // Sees everything (untraced allocations, other tasks), unlike the dumps.
+    for heap in [Heap::Internal, Heap::Psram] {
+        let base = log.deltas.iter().find(|d| d.heap == heap).map(|d| d.base.clone());
+        let Some(base) = base else { continue };
+        let Some(start) = log.snapshots.iter().position(|s| s.label == base && s.heap == heap) else { continue };
+        let lowest = log.snapshots[start + 1..].iter().filter(|s| s.heap == heap).map(|s| s.min_free).min();
+        if let Some(lowest) = lowest {
+            let peak = log.snapshots[start].free.saturating_sub(lowest);
+            match heap {
+                Heap::Psram => device.peak_psram_bytes = Some(peak),
+                _ => device.peak_internal_bytes = Some(peak),
+            }
+        }
+    }
     device.skipped_lines = log.skipped.len() as u64;
     device.skipped_examples = log.skipped.iter().take(5).map(|(n, t)| format!("line {n}: {t}")).collect();
     for d in &log.dumps {
@@ -363,6 +380,9 @@ fn render(report: &Report, args: &Args) -> String {
         }
     }
     let _ = writeln!(o, "measured at `connected`: internal {} bytes, psram {} bytes", report.projection.internal_bytes, report.projection.psram_bytes);
+    if let (Some(internal), Some(psram)) = (device.peak_internal_bytes, device.peak_psram_bytes) {
+        let _ = writeln!(o, "peak since baseline (free minus lowest min_free): internal {internal} bytes, psram {psram} bytes");
+    }
     let site_line = |o: &mut String, s: &Site| {
         let place = if s.line == 0 { s.file.clone() } else { format!("{}:{}", s.file, s.line) };
         let _ = writeln!(o, "  {:>8} {:>5}  {:<14} {} {}", s.bytes, s.count, s.component, place, s.function);

@@ -57,6 +57,12 @@ pub struct DeviceLog {
     pub skipped_examples: Vec<String>,
     /// Inconsistencies worth a look (dump summary disagreeing with the lines read, overflow).
     pub warnings: Vec<String>,
+    /// Heap taken at its worst since the baseline snapshot: baseline free minus the lowest
+    /// min_free (heap_caps_get_minimum_free_size) printed after it. Counts everything on that heap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_internal_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_psram_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

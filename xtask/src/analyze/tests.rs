@@ -166,6 +166,8 @@ fn fixture_log_is_attributed_exactly() {
         device.warnings,
         vec!["heap trace dump `connected` (line 23) says 8036 bytes in 6 allocations, 7012 bytes in 5 were read"]
     );
+    // 301200 - 240100 and 8123000 - 7990000: the lowest min_free after `start`.
+    assert_eq!((device.peak_internal_bytes, device.peak_psram_bytes), (Some(61100), Some(133000)));
     assert_eq!(device.heaps.len(), 9);
     assert_eq!(device.heaps[3].free_delta, Some(-45678));
 }
@@ -302,4 +304,32 @@ fn esp_memtrack_kconfig_is_read_by_kconfgen() {
     ] {
         assert!(config.lines().any(|l| l == line), "{line} missing from\n{config}");
     }
+}
+
+/// A log traced only in HEAP_TRACE_LEAKS mode: the `connected` dump lists what is live then,
+/// the later leak check what never came back.
+#[test]
+fn leaks_mode_dumps_serve_as_moments_and_leak_checks() {
+    let record = |size: u32, address: u32| {
+        format!("{size:6} bytes (@ 0x{address:08x}, Internal) allocated CPU 0 ccount 0x1e7af728 caller 0x42010000:0x42011000:\n")
+    };
+    let dump = |label: &str, records: &[String]| {
+        let bytes: u32 = records.iter().map(|r| r.split_whitespace().next().unwrap().parse::<u32>().unwrap()).sum();
+        format!(
+            "MEMTRACK trace label={label} event=dump heaps=internal+psram\n====== Heap Trace: {n} records (64 capacity) ======\n{body}\
+             ====== Heap Trace Summary ======\nMode: Heap Trace Leaks\n{bytes} bytes 'leaked' in trace ({n} allocations)\n\
+             records: {n} (64 capacity, {n} high water mark)\ntotal allocations: 9\ntotal frees: 1\n================================\n",
+            n = records.len(),
+            body = records.concat()
+        )
+    };
+    let text = dump("connected", &[record(700, 0x3fc9a000), record(300, 0x3fc9b000)]) + &dump("leaks", &[record(300, 0x3fc9b000)]);
+    let dir = tempfile::tempdir().unwrap();
+    let elf = build_elf(dir.path(), &["-g"]);
+    let report = analyze_text(&text, Some(&elf)).unwrap();
+    assert!(report.device.as_ref().unwrap().warnings.is_empty(), "{:?}", report.device);
+    let figures: Vec<_> = report.components.iter().map(|c| (c.name.as_str(), c.connected_bytes, c.internal_bytes)).collect();
+    assert_eq!(figures, vec![("libjuice", 1000, 1000)]);
+    assert_eq!(report.leaks, vec![site("libjuice", "./components/libjuice/agent.c", 5, "juice_agent_create", 300, 1)]);
+    assert_eq!(report.leak_bytes_per_cycle, Some(300));
 }

@@ -385,7 +385,8 @@ fn render(report: &Report, args: &Args) -> String {
     }
     let site_line = |o: &mut String, s: &Site| {
         let place = if s.line == 0 { s.file.clone() } else { format!("{}:{}", s.file, s.line) };
-        let _ = writeln!(o, "  {:>8} {:>5}  {:<14} {} {}", s.bytes, s.count, s.component, place, s.function);
+        let row = format!("  {:>8} {:>5}  {:<14} {} {}", s.bytes, s.count, s.component, place, s.function);
+        let _ = writeln!(o, "{}", row.trim_end());
     };
     if !report.sites.is_empty() {
         let _ = writeln!(o, "largest allocation sites (bytes, blocks):");

@@ -333,3 +333,17 @@ fn leaks_mode_dumps_serve_as_moments_and_leak_checks() {
     assert_eq!(report.leaks, vec![site("libjuice", "./components/libjuice/agent.c", 5, "juice_agent_create", 300, 1)]);
     assert_eq!(report.leak_bytes_per_cycle, Some(300));
 }
+
+/// docs/analyze.md shows the report of the committed fixture; it must be what the command prints.
+#[test]
+fn docs_example_is_the_real_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let elf = build_elf(dir.path(), &["-g"]);
+    let args = Args { log: "lab/fixtures/analyze/device-log.txt".into(), elf: Some(elf.clone()), json: None, policy: "lean".into(), top: 10 };
+    let report = analyze_text(&fixture_log(), Some(&elf)).unwrap();
+    let printed = render(&report, &args);
+    let docs = std::fs::read_to_string(project_root().join("docs/analyze.md")).unwrap();
+    let start = docs.find("device log lab/fixtures/analyze/device-log.txt").expect("example in docs");
+    let shown = &docs[start..start + docs[start..].find("```").unwrap()];
+    assert_eq!(shown, printed);
+}

@@ -112,7 +112,7 @@ fn attribute(record: &Record, elf: Option<&mut elf::Elf>) -> SiteKey {
     };
     let mut first: Option<elf::Frame> = None;
     for &address in &record.callers {
-        for frame in elf.frames(address) {
+        for frame in elf.caller_frames(address) {
             if let Some(component) = frame.component {
                 return SiteKey { component: component.into(), file: frame.file.clone(), line: frame.line, function: frame.function.clone() };
             }

@@ -95,6 +95,18 @@ fn sha256_hex(path: &Path) -> anyhow::Result<String> {
 }
 
 impl Elf {
+    /// Source frames of a backtrace entry. heap_trace records return addresses
+    /// (`__builtin_return_address`, `esp_fp_get_callers`: components/heap/include/heap_trace.inc),
+    /// which point after the call and can belong to the next line; the byte before lies inside
+    /// the call instruction. Falls back to the address itself when that byte is not code.
+    pub fn caller_frames(&mut self, return_address: u64) -> &[Frame] {
+        let call = return_address.wrapping_sub(1);
+        if self.code_ranges.iter().any(|&(lo, hi)| call >= lo && call < hi) && !self.frames(call).is_empty() {
+            return self.frames(call);
+        }
+        self.frames(return_address)
+    }
+
     /// Source frames at `address`, innermost (inlined) first; empty when outside the debug info.
     pub fn frames(&mut self, address: u64) -> &[Frame] {
         let inside = self.code_ranges.iter().any(|&(lo, hi)| address >= lo && address < hi);

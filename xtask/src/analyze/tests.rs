@@ -347,3 +347,22 @@ fn docs_example_is_the_real_output() {
     let shown = &docs[start..start + docs[start..].find("```").unwrap()];
     assert_eq!(shown, printed);
 }
+
+/// A real return address sits after the call and can map to the next line; the site must be
+/// the line of the call itself.
+#[test]
+fn return_addresses_resolve_to_the_calling_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let elf_path = build_elf(dir.path(), &["-g"]);
+    let bytes = std::fs::read(&elf_path).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    use object::{Object, ObjectSection};
+    let section = file.section_by_name(".flash.juice").unwrap();
+    let code = section.data().unwrap();
+    // x86-64 `call rel32` is E8 + 4 bytes; the return address is the byte after it.
+    let call_at = code.iter().position(|&b| b == 0xE8).expect("juice_agent_create calls heap_caps_malloc");
+    let return_address = section.address() + call_at as u64 + 5;
+    let mut elf = elf::open(&elf_path, None, None, &[return_address]).unwrap();
+    let frame = &elf.caller_frames(return_address)[0];
+    assert_eq!((frame.file.as_str(), frame.line, frame.component), ("./components/libjuice/agent.c", 6, Some("libjuice")));
+}

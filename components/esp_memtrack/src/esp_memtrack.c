@@ -90,10 +90,11 @@ void esp_memtrack_snapshot(const char *label, bool as_baseline)
     }
 }
 
-/* Signed difference of two sizes without overflow on a 32-bit size_t. */
-static long long diff(size_t now, size_t base)
+/* Signed difference of two heap sizes. long (32-bit on the chips) holds any heap figure, and
+ * %ld works with CONFIG_NEWLIB_NANO_FORMAT, where %lld does not. */
+static long diff(size_t now, size_t base)
 {
-    return (long long)now - (long long)base;
+    return (long)now - (long)base;
 }
 
 void esp_memtrack_delta(const char *label)
@@ -108,7 +109,7 @@ void esp_memtrack_delta(const char *label)
         return;
     }
     for (size_t i = 0; i < HEAP_COUNT; i++) {
-        printf("MEMTRACK delta label=%s base=%s heap=%s free=%lld min_free=%lld largest=%lld\n", tag,
+        printf("MEMTRACK delta label=%s base=%s heap=%s free=%ld min_free=%ld largest=%ld\n", tag,
                s_baseline_label, HEAPS[i].name, diff(now[i].free, s_baseline[i].free),
                diff(now[i].min_free, s_baseline[i].min_free), diff(now[i].largest, s_baseline[i].largest));
     }
@@ -130,9 +131,11 @@ void esp_memtrack_tasks(const char *label)
     for (UBaseType_t i = 0; i < count; i++) {
         char name[configMAX_TASK_NAME_LEN + 1];
         copy_token(name, sizeof(name), tasks[i].pcTaskName);
-        /* ESP-IDF's FreeRTOS counts stacks in bytes (StackType_t is uint8_t). */
+        /* The high-water mark uxTaskGetSystemState() took with uxTaskGetStackHighWaterMark()'s
+         * own code: asking again by handle could touch a task deleted since. ESP-IDF's FreeRTOS
+         * counts stacks in bytes (StackType_t is uint8_t). */
         printf("MEMTRACK task label=%s name=%s stack_free_min=%u prio=%u\n", tag, name,
-               (unsigned)uxTaskGetStackHighWaterMark(tasks[i].xHandle), (unsigned)tasks[i].uxCurrentPriority);
+               (unsigned)tasks[i].usStackHighWaterMark, (unsigned)tasks[i].uxCurrentPriority);
     }
     if (count == 0 && running > capacity) {
         printf("MEMTRACK task label=%s truncated=%u\n", tag, (unsigned)running);

@@ -238,8 +238,9 @@ fn run_writes_json_and_refuses_logs_without_tracker_output() {
     assert!(!json2.exists());
 }
 
-/// esp_memtrack compiled on the host against the stand-ins in components/esp_memtrack/test/host:
-/// its output must match expected.txt byte for byte, and the analyzer must read every MEMTRACK line.
+/// esp_memtrack compiled on the host against the stand-ins in components/esp_memtrack/test/host,
+/// 32-bit like the chips (size_t, long and pointers of 4 bytes): its output must match
+/// expected.txt byte for byte, and the analyzer must read every MEMTRACK line.
 #[test]
 fn esp_memtrack_prints_what_the_analyzer_reads() {
     let component = project_root().join("components/esp_memtrack");
@@ -249,7 +250,7 @@ fn esp_memtrack_prints_what_the_analyzer_reads() {
     let sh = xshell::Shell::new().unwrap();
     let (inc, api, src) = (host.join("include"), component.join("include"), component.join("src/esp_memtrack.c"));
     let (fake, main) = (host.join("fake_idf.c"), host.join("test_main.c"));
-    xshell::cmd!(sh, "gcc -std=c11 -Wall -Wextra -Werror -I{inc} -I{api} {fake} {main} {src} -o {exe}").quiet().run().unwrap();
+    xshell::cmd!(sh, "gcc -m32 -std=c11 -Wall -Wextra -Werror -I{inc} -I{api} {fake} {main} {src} -o {exe}").quiet().run().unwrap();
     let out = xshell::cmd!(sh, "{exe}").read().unwrap() + "\n";
     assert_eq!(out, std::fs::read_to_string(host.join("expected.txt")).unwrap());
 

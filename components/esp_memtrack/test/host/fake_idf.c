@@ -50,7 +50,7 @@ UBaseType_t uxTaskGetSystemState(TaskStatus_t *tasks, UBaseType_t capacity, uint
         tasks[i].xHandle = (TaskHandle_t)(uintptr_t)(i + 1);
         tasks[i].pcTaskName = names[i];
         tasks[i].uxCurrentPriority = 5 - i;
+        tasks[i].usStackHighWaterMark = hwm[i];
     }
     return 3;
 }
-UBaseType_t uxTaskGetStackHighWaterMark(TaskHandle_t task) { return hwm[(uintptr_t)task - 1]; }

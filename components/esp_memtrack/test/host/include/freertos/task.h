@@ -6,7 +6,7 @@ typedef struct {
     TaskHandle_t xHandle;
     const char *pcTaskName;
     UBaseType_t uxCurrentPriority;
+    uint32_t usStackHighWaterMark;
 } TaskStatus_t;
 UBaseType_t uxTaskGetNumberOfTasks(void);
 UBaseType_t uxTaskGetSystemState(TaskStatus_t *tasks, UBaseType_t capacity, uint32_t *total_run_time);
-UBaseType_t uxTaskGetStackHighWaterMark(TaskHandle_t task);

@@ -318,6 +318,17 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
             }
         }
     }
+    const AFTER: &[&str] = &["cleaned-up", "closed", "disconnected"];
+    let not_returned = |heap: Heap| {
+        AFTER.iter().find_map(|label| log.deltas.iter().find(|d| d.label == *label && d.heap == heap)).map(|d| d.free.min(0).unsigned_abs())
+    };
+    device.not_returned_internal_bytes = not_returned(Heap::Internal);
+    device.not_returned_psram_bytes = not_returned(Heap::Psram);
+    // Without a leak check in the trace, the tracker's figure is the only leak measure.
+    if report.leak_bytes_per_cycle.is_none() && (device.not_returned_internal_bytes.is_some() || device.not_returned_psram_bytes.is_some()) {
+        report.leak_bytes_per_cycle =
+            Some(device.not_returned_internal_bytes.unwrap_or(0) + device.not_returned_psram_bytes.unwrap_or(0));
+    }
     device.skipped_lines = log.skipped.len() as u64;
     device.skipped_examples = log.skipped.iter().take(5).map(|(n, t)| format!("line {n}: {t}")).collect();
     for d in &log.dumps {
@@ -392,13 +403,16 @@ fn render(report: &Report, args: &Args) -> String {
         let _ = writeln!(o, "largest allocation sites (bytes, blocks):");
         report.sites.iter().for_each(|s| site_line(&mut o, s));
     }
+    if let (Some(internal), Some(psram)) = (device.not_returned_internal_bytes, device.not_returned_psram_bytes) {
+        let _ = writeln!(o, "heap not returned after the connection (esp_memtrack): internal {internal} bytes, psram {psram} bytes");
+    }
     match report.leak_bytes_per_cycle {
-        Some(bytes) => {
+        Some(bytes) if !report.leaks.is_empty() => {
             let _ = writeln!(o, "leaks across the connection: {bytes} bytes in {} blocks", report.leaks.iter().map(|s| s.count).sum::<u64>());
             report.leaks.iter().for_each(|s| site_line(&mut o, s));
         }
-        None => {
-            let _ = writeln!(o, "leaks: no HEAP_TRACE_LEAKS dump and no dump labelled cleaned-up/closed");
+        _ => {
+            let _ = writeln!(o, "leak sites: no HEAP_TRACE_LEAKS dump and no dump labelled cleaned-up/closed");
         }
     }
     if !report.thread_list.is_empty() {

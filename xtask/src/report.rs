@@ -63,6 +63,12 @@ pub struct DeviceLog {
     pub peak_internal_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_psram_bytes: Option<u64>,
+    /// Free heap that did not come back after the connection: the tracker's delta at
+    /// `cleaned-up` (or `closed`, `disconnected`) against its baseline, as positive bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_returned_internal_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_returned_psram_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

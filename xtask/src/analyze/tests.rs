@@ -168,6 +168,7 @@ fn fixture_log_is_attributed_exactly() {
     );
     // 301200 - 240100 and 8123000 - 7990000: the lowest min_free after `start`.
     assert_eq!((device.peak_internal_bytes, device.peak_psram_bytes), (Some(61100), Some(133000)));
+    assert_eq!((device.not_returned_internal_bytes, device.not_returned_psram_bytes), (Some(612), Some(0)));
     assert_eq!(device.heaps.len(), 9);
     assert_eq!(device.heaps[3].free_delta, Some(-45678));
 }
@@ -179,6 +180,14 @@ fn without_tracker_delta_the_dump_is_the_measurement() {
     assert_eq!((report.projection.internal_bytes, report.projection.psram_bytes), (2660, 4352));
     // No ELF: every allocation keeps its first return address, unattributed.
     assert_eq!(report.components.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), vec!["unsymbolized"]);
+    // The leak check still comes from the LEAKS dump; dropping it leaves the tracker's figure.
+    assert_eq!(report.leak_bytes_per_cycle, Some(612));
+    let no_leak_dump: String = text.split("MEMTRACK trace label=cycle-2").next().unwrap().to_string();
+    let without_deltas = analyze_text(&no_leak_dump, None).unwrap();
+    assert_eq!((without_deltas.leak_bytes_per_cycle, without_deltas.leaks.len()), (None, 0));
+    let with_deltas: String = fixture_log().split("MEMTRACK trace label=cycle-2").next().unwrap().to_string();
+    let tracker_only = analyze_text(&with_deltas, None).unwrap();
+    assert_eq!((tracker_only.leak_bytes_per_cycle, tracker_only.leaks.len()), (Some(612), 0));
 }
 
 #[test]

@@ -200,7 +200,7 @@ fn elf_sha256_from_the_boot_log_must_match() {
     assert!(analyze_text(&right, Some(&elf)).is_ok());
     let wrong_digit = if sum.starts_with('0') { "1" } else { "0" };
     let wrong = format!("I (316) app_init: ELF file SHA256:  {wrong_digit}{}...\n{}", &sum[1..9], fixture_log());
-    let err = analyze_text(&wrong, Some(&elf)).err().expect("a mismatching ELF is refused");
+    let err = analyze_text(&wrong, Some(&elf)).expect_err("a mismatching ELF is refused");
     assert_eq!(exit_code(&err), 2);
     assert!(err.to_string().contains("line 1 says ELF file SHA256"), "{err}");
 }

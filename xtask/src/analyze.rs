@@ -1,9 +1,434 @@
-//! `cargo xtask analyze` (being written).
-use crate::exit::Outcome;
+//! `cargo xtask analyze LOG`: turns an `idf.py monitor` log (esp_memtrack lines and ESP-IDF
+//! heap trace dumps) into the same report the lab produces, attributed to components through
+//! the app ELF's DWARF line information.
 
-#[derive(clap::Args)]
-pub struct Args {}
+mod elf;
+mod log;
+#[cfg(test)]
+mod tests;
 
-pub fn run(_args: Args) -> Outcome {
-    Err(crate::exit::bad_input("`analyze` is not implemented yet"))
+use crate::exit::{bad_input, Outcome};
+use crate::report::{self, ComponentReport, DeviceLog, HeapFigure, PhaseFigure, Projection, ProjectionLine, Report, Site, ThreadReport};
+use log::{Dump, Heap, Log, Record, TraceMode};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Read a device log: per-component internal/PSRAM bytes, leaks, largest sites, task stacks.
+///
+/// Capture it with the esp_memtrack component (see docs/analyze.md):
+/// `idf.py -p PORT monitor | tee log.txt`. Label the heap trace dump taken while the
+/// connection is up `connected`; a HEAP_TRACE_LEAKS dump (or an ALL dump labelled
+/// `cleaned-up`/`closed`) taken after disconnecting gives the leaks.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The monitor log (ANSI colours and other tasks' lines are fine).
+    pub log: PathBuf,
+    /// The app ELF of the same build (build/<project>.elf) to symbolize backtraces.
+    /// Checked against the log's `ELF file SHA256` line and the chip's architecture.
+    #[arg(long)]
+    pub elf: Option<PathBuf>,
+    /// Also write the report as JSON (the lab's shape, scenario `device-log`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Policy the firmware was built with (recorded in the report).
+    #[arg(long, default_value = "lean")]
+    pub policy: String,
+    /// How many allocation sites to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+pub fn run(args: Args) -> Outcome {
+    let text = std::fs::read(&args.log).map_err(|e| bad_input(format!("cannot read {}: {e}", args.log.display())))?;
+    let text = String::from_utf8_lossy(&text);
+    let log = log::parse(&text);
+    if log.tracker_lines == 0 && log.dumps.is_empty() {
+        return Err(bad_input(format!(
+            "{} has no MEMTRACK lines and no heap trace dump; see docs/analyze.md for how to capture one",
+            args.log.display()
+        )));
+    }
+    let mut elf = match &args.elf {
+        Some(path) => {
+            let addresses: Vec<u64> = log.dumps.iter().flat_map(|d| d.records.iter().flat_map(|r| r.callers.iter().copied())).collect();
+            Some(elf::open(path, log.chip.as_deref(), log.elf_sha256_prefix.as_ref(), &addresses)?)
+        }
+        None => None,
+    };
+    let report = build_report(&log, elf.as_mut(), &args.policy, args.top);
+    print!("{}", render(&report, &args));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)? + "\n";
+        crate::fsutil::write_atomic(path, json.as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Components of allocations outside the stack, and of allocations we could not symbolize.
+const OTHER: &str = "other";
+const UNSYMBOLIZED: &str = "unsymbolized";
+
+/// Which heap an allocation sits on when the dump printed no label: by address, from
+/// soc.h of ESP-IDF v5.5.5. ESP32-S3 (components/soc/esp32s3/include/soc/soc.h):
+/// SOC_DRAM_LOW 0x3FC88000..SOC_DRAM_HIGH 0x3FD00000, SOC_EXTRAM_DATA_LOW 0x3C000000..
+/// SOC_EXTRAM_DATA_HIGH 0x3E000000. ESP32-P4 (components/soc/esp32p4/include/soc/soc.h):
+/// SOC_DRAM_LOW 0x4FF00000..SOC_DRAM_HIGH 0x4FFC0000, SOC_EXTRAM_LOW 0x48000000..SOC_EXTRAM_HIGH 0x4C000000.
+pub fn heap_of_address(address: u64) -> Heap {
+    const RANGES: &[(u64, u64, Heap)] = &[
+        (0x3FC8_8000, 0x3FD0_0000, Heap::Internal),
+        (0x3C00_0000, 0x3E00_0000, Heap::Psram),
+        (0x4FF0_0000, 0x4FFC_0000, Heap::Internal),
+        (0x4800_0000, 0x4C00_0000, Heap::Psram),
+    ];
+    RANGES.iter().find(|(lo, hi, _)| address >= *lo && address < *hi).map(|r| r.2).unwrap_or(Heap::Unknown)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SiteKey {
+    component: String,
+    file: String,
+    line: u32,
+    function: String,
+}
+
+/// Frames of the allocator itself (ESP-IDF heap, newlib, libstdc++'s operator new and
+/// containers): never the site that asked for the bytes.
+fn is_allocator_frame(file: &str) -> bool {
+    const ALLOCATOR_PATHS: &[&str] =
+        &["components/heap/", "/newlib/", "libstdc++", "/libsupc++/", "/c++/", "/bits/", "/libc/", "/gcc/"];
+    let file = file.replace('\\', "/");
+    ALLOCATOR_PATHS.iter().any(|p| file.contains(p))
+}
+
+/// The first caller frame that maps to a stack component wins; heap, newlib and libstdc++
+/// frames map to none and are passed over. No such frame: the allocation is `other`,
+/// placed at its first frame outside the allocator.
+fn attribute(record: &Record, elf: Option<&mut elf::Elf>) -> SiteKey {
+    let Some(elf) = elf else {
+        let file = record.callers.first().map(|a| format!("{a:#010x}")).unwrap_or_default();
+        return SiteKey { component: UNSYMBOLIZED.into(), file, line: 0, function: String::new() };
+    };
+    let mut first: Option<elf::Frame> = None;
+    for &address in &record.callers {
+        for frame in elf.caller_frames(address) {
+            if let Some(component) = frame.component {
+                return SiteKey { component: component.into(), file: frame.file.clone(), line: frame.line, function: frame.function.clone() };
+            }
+            if first.is_none() && !is_allocator_frame(&frame.file) {
+                first = Some(frame.clone());
+            }
+        }
+    }
+    match first {
+        Some(f) => SiteKey { component: OTHER.into(), file: f.file, line: f.line, function: f.function },
+        None => SiteKey {
+            component: OTHER.into(),
+            file: record.callers.first().map(|a| format!("{a:#010x}")).unwrap_or_default(),
+            line: 0,
+            function: String::new(),
+        },
+    }
+}
+
+fn heap_of(record: &Record) -> Heap {
+    record.heap.unwrap_or_else(|| heap_of_address(record.address))
+}
+
+/// Records still held at the dump: in LEAKS mode all listed ones, in ALL mode the unfreed.
+fn live(dump: &Dump) -> impl Iterator<Item = &Record> {
+    dump.records.iter().filter(|r| !r.freed)
+}
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    bytes: u64,
+    count: u64,
+    internal: u64,
+    psram: u64,
+}
+
+fn tally_by_component(dump: &Dump, keys: &BTreeMap<usize, SiteKey>) -> BTreeMap<String, Tally> {
+    let mut out: BTreeMap<String, Tally> = BTreeMap::new();
+    for r in live(dump) {
+        let t = out.entry(keys[&r.line].component.clone()).or_default();
+        t.bytes += r.size;
+        t.count += 1;
+        match heap_of(r) {
+            Heap::Internal | Heap::Dma => t.internal += r.size,
+            Heap::Psram => t.psram += r.size,
+            Heap::Unknown => {}
+        }
+    }
+    out
+}
+
+fn sites_of<'a>(records: impl Iterator<Item = &'a Record>, keys: &BTreeMap<usize, SiteKey>, top: usize) -> Vec<Site> {
+    let mut by_site: BTreeMap<SiteKey, (u64, u64)> = BTreeMap::new();
+    for r in records {
+        let e = by_site.entry(keys[&r.line].clone()).or_default();
+        e.0 += r.size;
+        e.1 += 1;
+    }
+    let mut sites: Vec<Site> = by_site
+        .into_iter()
+        .map(|(k, (bytes, count))| Site { component: k.component, file: k.file, line: k.line, function: k.function, bytes, count })
+        .collect();
+    sites.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then(a.file.cmp(&b.file)).then(a.line.cmp(&b.line)));
+    sites.truncate(top);
+    sites
+}
+
+pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top: usize) -> Report {
+    // Records are keyed by their line number, unique across the log.
+    let mut keys: BTreeMap<usize, SiteKey> = BTreeMap::new();
+    for dump in &log.dumps {
+        for r in &dump.records {
+            keys.insert(r.line, attribute(r, elf.as_deref_mut()));
+        }
+    }
+    // Every dump lists what was live when it was printed: in LEAKS mode the unfreed
+    // allocations since heap_trace_start, in ALL mode the records not marked freed.
+    let is_leak_check = |d: &Dump| d.mode == Some(TraceMode::Leaks) && d.label != "connected";
+    let moments: Vec<&Dump> = log.dumps.iter().filter(|d| !is_leak_check(d)).collect();
+    let connected = moments
+        .iter()
+        .find(|d| d.label == "connected")
+        .or_else(|| moments.iter().find(|d| d.mode != Some(TraceMode::Leaks)))
+        .copied();
+    let leak_dump = log.dumps.iter().rev().find(|d| is_leak_check(d)).or_else(|| {
+        moments.iter().rev().find(|d| matches!(d.label.as_str(), "cleaned-up" | "closed" | "disconnected")).copied()
+    });
+    let mut report = Report { scenario: "device-log".into(), policy: policy.into(), ..Default::default() };
+    let mut device = DeviceLog::default();
+
+    let connected_tally = connected.map(|d| tally_by_component(d, &keys)).unwrap_or_default();
+    let per_dump: Vec<(&Dump, BTreeMap<String, Tally>)> = moments.iter().map(|d| (*d, tally_by_component(d, &keys))).collect();
+    let mut names: Vec<String> = per_dump.iter().flat_map(|(_, t)| t.keys().cloned()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let now = connected_tally.get(&name).copied().unwrap_or_default();
+        let peak = per_dump.iter().map(|(_, t)| t.get(&name).map_or(0, |t| t.bytes)).max().unwrap_or(0);
+        let phases = per_dump
+            .iter()
+            .filter(|(d, _)| report::PHASES.contains(&d.label.as_str()))
+            .map(|(d, t)| {
+                let t = t.get(&name).copied().unwrap_or_default();
+                PhaseFigure { phase: d.label.clone(), live_bytes: t.bytes, peak_bytes: t.bytes, blocks: t.count }
+            })
+            .collect();
+        report.components.push(ComponentReport {
+            name,
+            connected_bytes: now.bytes,
+            peak_bytes: peak,
+            phases,
+            internal_bytes: now.internal,
+            psram_bytes: now.psram,
+        });
+    }
+    report.components.sort_by(|a, b| b.connected_bytes.cmp(&a.connected_bytes).then(a.name.cmp(&b.name)));
+    report.total_connected_bytes = connected_tally.values().map(|t| t.bytes).sum();
+    report.total_peak_bytes =
+        per_dump.iter().map(|(_, t)| t.values().map(|t| t.bytes).sum::<u64>()).max().unwrap_or(0);
+    if let Some(d) = connected {
+        report.sites = sites_of(live(d), &keys, top);
+        device.connected_dump = d.label.clone();
+    }
+    if let Some(d) = leak_dump {
+        report.leaks = sites_of(live(d), &keys, usize::MAX);
+        report.leak_bytes_per_cycle = Some(live(d).map(|r| r.size).sum());
+    }
+
+    // Tasks: the `connected` listing, else the last one printed.
+    let task_label = if log.tasks.iter().any(|t| t.label == "connected") {
+        Some("connected".to_string())
+    } else {
+        log.tasks.last().map(|t| t.label.clone())
+    };
+    if let Some(label) = task_label {
+        for t in log.tasks.iter().filter(|t| t.label == label) {
+            report.thread_list.push(ThreadReport { name: t.name.clone(), stack_free_min_bytes: t.stack_free_min, ..Default::default() });
+        }
+        report.threads = report.thread_list.len() as u64;
+    }
+
+    // Measured, not projected: the tracker's free-heap drop at `connected` when it printed one
+    // (it sees everything, traced or not), else the connected dump's live bytes by heap.
+    let drop_at = |heap: Heap| {
+        log.deltas.iter().find(|d| d.label == "connected" && d.heap == heap).map(|d| (d.free.min(0).unsigned_abs(), d.base.clone()))
+    };
+    let traced = |heap: Heap| connected_tally.values().map(|t| if heap == Heap::Psram { t.psram } else { t.internal }).sum::<u64>();
+    let mut projection = Projection::default();
+    for heap in [Heap::Internal, Heap::Psram] {
+        let (bytes, line) = match drop_at(heap) {
+            Some((bytes, base)) => (
+                bytes,
+                ProjectionLine {
+                    what: format!("measured: {} free heap at `connected` minus at `{base}`", heap.name()),
+                    source: "esp_memtrack delta: heap_caps_get_free_size()".into(),
+                    ..Default::default()
+                },
+            ),
+            None => (
+                traced(heap),
+                ProjectionLine {
+                    what: format!("measured: {} bytes live in heap trace dump `{}`", heap.name(), device.connected_dump),
+                    source: "heap_trace_dump() (components/heap/heap_trace_standalone.c)".into(),
+                    ..Default::default()
+                },
+            ),
+        };
+        let mut line = line;
+        if heap == Heap::Psram {
+            projection.psram_bytes = bytes;
+            line.psram_bytes = bytes;
+        } else {
+            projection.internal_bytes = bytes;
+            line.internal_bytes = bytes;
+        }
+        projection.lines.push(line);
+    }
+    report.projection = projection;
+
+    for s in &log.snapshots {
+        let free_delta = log.deltas.iter().find(|d| d.label == s.label && d.heap == s.heap).map(|d| d.free);
+        device.heaps.push(HeapFigure {
+            label: s.label.clone(),
+            heap: s.heap.name().into(),
+            free: s.free,
+            min_free: s.min_free,
+            largest_free_block: s.largest,
+            free_delta,
+        });
+    }
+    // The heap's own peak: free at the baseline minus the lowest minimum-free seen after it.
+    // Sees everything (untraced allocations, other tasks), unlike the dumps.
+    for heap in [Heap::Internal, Heap::Psram] {
+        let base = log.deltas.iter().find(|d| d.heap == heap).map(|d| d.base.clone());
+        let Some(base) = base else { continue };
+        let Some(start) = log.snapshots.iter().position(|s| s.label == base && s.heap == heap) else { continue };
+        let lowest = log.snapshots[start + 1..].iter().filter(|s| s.heap == heap).map(|s| s.min_free).min();
+        if let Some(lowest) = lowest {
+            let peak = log.snapshots[start].free.saturating_sub(lowest);
+            match heap {
+                Heap::Psram => device.peak_psram_bytes = Some(peak),
+                _ => device.peak_internal_bytes = Some(peak),
+            }
+        }
+    }
+    const AFTER: &[&str] = &["cleaned-up", "closed", "disconnected"];
+    let not_returned = |heap: Heap| {
+        AFTER.iter().find_map(|label| log.deltas.iter().find(|d| d.label == *label && d.heap == heap)).map(|d| d.free.min(0).unsigned_abs())
+    };
+    device.not_returned_internal_bytes = not_returned(Heap::Internal);
+    device.not_returned_psram_bytes = not_returned(Heap::Psram);
+    // Without a leak check in the trace, the tracker's figure is the only leak measure.
+    if report.leak_bytes_per_cycle.is_none() && (device.not_returned_internal_bytes.is_some() || device.not_returned_psram_bytes.is_some()) {
+        report.leak_bytes_per_cycle =
+            Some(device.not_returned_internal_bytes.unwrap_or(0) + device.not_returned_psram_bytes.unwrap_or(0));
+    }
+    device.skipped_lines = log.skipped.len() as u64;
+    device.skipped_examples = log.skipped.iter().take(5).map(|(n, t)| format!("line {n}: {t}")).collect();
+    for d in &log.dumps {
+        let read_bytes: u64 = live(d).map(|r| r.size).sum();
+        let read_count = live(d).count() as u64;
+        if !d.complete {
+            device.warnings.push(format!("heap trace dump `{}` (line {}) ends before its summary", d.label, d.line));
+        }
+        if let (Some(bytes), Some(count)) = (d.summary_bytes, d.summary_allocations) {
+            if (bytes, count) != (read_bytes, read_count) {
+                device.warnings.push(format!(
+                    "heap trace dump `{}` (line {}) says {bytes} bytes in {count} allocations, {read_bytes} bytes in {read_count} were read",
+                    d.label, d.line
+                ));
+            }
+        }
+        if d.overflowed {
+            device.warnings.push(format!(
+                "heap trace dump `{}` (line {}): record buffer overflowed, raise ESP_MEMTRACK_TRACE_RECORDS",
+                d.label, d.line
+            ));
+        }
+    }
+    report.device = Some(device);
+    report
+}
+
+fn render(report: &Report, args: &Args) -> String {
+    let mut o = String::new();
+    let device = report.device.clone().unwrap_or_default();
+    let _ = writeln!(o, "device log {} (policy {})", args.log.display(), report.policy);
+    if !device.connected_dump.is_empty() {
+        let _ = writeln!(o, "components, from heap trace dump `{}`:", device.connected_dump);
+        let _ = writeln!(o, "  {:<16} {:>10} {:>10} {:>10} {:>10}", "component", "connected", "peak", "internal", "psram");
+        for c in &report.components {
+            let _ = writeln!(
+                o,
+                "  {:<16} {:>10} {:>10} {:>10} {:>10}",
+                c.name, c.connected_bytes, c.peak_bytes, c.internal_bytes, c.psram_bytes
+            );
+        }
+        let internal: u64 = report.components.iter().map(|c| c.internal_bytes).sum();
+        let psram: u64 = report.components.iter().map(|c| c.psram_bytes).sum();
+        let _ = writeln!(
+            o,
+            "  {:<16} {:>10} {:>10} {:>10} {:>10}",
+            "total", report.total_connected_bytes, report.total_peak_bytes, internal, psram
+        );
+    }
+    if !device.heaps.is_empty() {
+        let _ = writeln!(o, "heaps (esp_memtrack):");
+        let _ = writeln!(o, "  {:<14} {:<9} {:>10} {:>10} {:>10} {:>10}", "label", "heap", "free", "min_free", "largest", "delta");
+        for h in &device.heaps {
+            let delta = h.free_delta.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                o,
+                "  {:<14} {:<9} {:>10} {:>10} {:>10} {:>10}",
+                h.label, h.heap, h.free, h.min_free, h.largest_free_block, delta
+            );
+        }
+    }
+    let _ = writeln!(o, "measured at `connected`: internal {} bytes, psram {} bytes", report.projection.internal_bytes, report.projection.psram_bytes);
+    if let (Some(internal), Some(psram)) = (device.peak_internal_bytes, device.peak_psram_bytes) {
+        let _ = writeln!(o, "peak since baseline (free minus lowest min_free): internal {internal} bytes, psram {psram} bytes");
+    }
+    let site_line = |o: &mut String, s: &Site| {
+        let place = if s.line == 0 { s.file.clone() } else { format!("{}:{}", s.file, s.line) };
+        let row = format!("  {:>8} {:>5}  {:<14} {} {}", s.bytes, s.count, s.component, place, s.function);
+        let _ = writeln!(o, "{}", row.trim_end());
+    };
+    if !report.sites.is_empty() {
+        let _ = writeln!(o, "largest allocation sites (bytes, blocks):");
+        report.sites.iter().for_each(|s| site_line(&mut o, s));
+    }
+    if let (Some(internal), Some(psram)) = (device.not_returned_internal_bytes, device.not_returned_psram_bytes) {
+        let _ = writeln!(o, "heap not returned after the connection (esp_memtrack): internal {internal} bytes, psram {psram} bytes");
+    }
+    match report.leak_bytes_per_cycle {
+        Some(bytes) if !report.leaks.is_empty() => {
+            let _ = writeln!(o, "leaks across the connection: {bytes} bytes in {} blocks", report.leaks.iter().map(|s| s.count).sum::<u64>());
+            report.leaks.iter().for_each(|s| site_line(&mut o, s));
+        }
+        _ => {
+            let _ = writeln!(o, "leak sites: no HEAP_TRACE_LEAKS dump and no dump labelled cleaned-up/closed");
+        }
+    }
+    if !report.thread_list.is_empty() {
+        let _ = writeln!(o, "task stacks (least free ever, bytes):");
+        for t in &report.thread_list {
+            let _ = writeln!(o, "  {:<16} {:>8}", t.name, t.stack_free_min_bytes);
+        }
+    }
+    if device.skipped_lines > 0 {
+        let _ = writeln!(o, "skipped {} unreadable line(s):", device.skipped_lines);
+        for e in &device.skipped_examples {
+            let _ = writeln!(o, "  {e}");
+        }
+    }
+    for w in &device.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    o
 }

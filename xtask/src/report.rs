@@ -39,6 +39,49 @@ pub struct Report {
     pub thread_list: Vec<ThreadReport>,
     pub total_stack_high_water_bytes: u64,
     pub projection: Projection,
+    /// `analyze` only: what the device log itself said (heap snapshots, skipped lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceLog>,
+}
+
+/// Facts only a device log has. Added for `analyze`; the lab leaves it `None`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeviceLog {
+    /// esp_memtrack snapshots in log order, one per label and heap.
+    pub heaps: Vec<HeapFigure>,
+    /// Label of the heap trace dump the component figures come from.
+    pub connected_dump: String,
+    /// Lines that looked like tracker or heap trace lines but did not parse.
+    pub skipped_lines: u64,
+    /// The first few of them, as `line N: text`.
+    pub skipped_examples: Vec<String>,
+    /// Inconsistencies worth a look (dump summary disagreeing with the lines read, overflow).
+    pub warnings: Vec<String>,
+    /// Heap taken at its worst since the baseline snapshot: baseline free minus the lowest
+    /// min_free (heap_caps_get_minimum_free_size) printed after it. Counts everything on that heap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_internal_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_psram_bytes: Option<u64>,
+    /// Free heap that did not come back after the connection: the tracker's delta at
+    /// `cleaned-up` (or `closed`, `disconnected`) against its baseline, as positive bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_returned_internal_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_returned_psram_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeapFigure {
+    pub label: String,
+    /// `internal`, `psram` or `dma`.
+    pub heap: String,
+    pub free: u64,
+    pub min_free: u64,
+    pub largest_free_block: u64,
+    /// Free bytes now minus at the baseline (negative: bytes taken since), when the tracker printed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_delta: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -86,6 +129,12 @@ pub struct ThreadReport {
     pub high_water_bytes: u64,
     /// Lifetime in milliseconds.
     pub lifetime_ms: u64,
+    /// Device logs only: FreeRTOS task name and the least free stack it ever had
+    /// (uxTaskGetStackHighWaterMark, bytes on ESP-IDF).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub stack_free_min_bytes: u64,
 }
 
 /// Live bytes placed on the ESP32's heaps under the policy, with the ESP-IDF cost model applied.

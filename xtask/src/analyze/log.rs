@@ -1,0 +1,366 @@
+//! Reads an `idf.py monitor` log: esp_memtrack's `MEMTRACK` lines and ESP-IDF's
+//! `heap_trace_dump()` text. Everything else (other tasks' logs, colours, boot chatter) is
+//! ignored; lines that look like ours but do not parse are counted as skipped.
+//!
+//! The dump grammar follows `heap_trace_dump_base()` in ESP-IDF v5.5.5,
+//! components/heap/heap_trace_standalone.c:
+//!
+//! ```text
+//! ====== Heap Trace: %u records (%u capacity) ======
+//! %6d bytes (@ %p%s) allocated CPU %d ccount 0x%08x[ caller %p:%p:...][ freed]
+//! [freed by %p:%p:...:%p]                      (HEAP_TRACE_ALL with a freeing call stack)
+//! ====== Heap Trace Summary ======
+//! Mode: Heap Trace All | Mode: Heap Trace Leaks
+//! %u bytes alive in trace (%u/%u allocations) | %u bytes 'leaked' in trace (%u allocations)
+//! records: ...   hashmap: ...   total allocations: ...   total frees: ...   (NB: ...)
+//! ================================
+//! ```
+//! `%s` is `", Internal"`, `",    PSRAM"` or empty; `%p` prints `0x` and 8 hex digits
+//! (components/esp_rom/patches/esp_rom_print.c). ESP-IDF 5.0-5.2 print " caller " even with
+//! an empty call stack and have no " freed" suffix; both shapes are accepted.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Heap {
+    Internal,
+    Psram,
+    Dma,
+    Unknown,
+}
+
+impl Heap {
+    pub fn name(self) -> &'static str {
+        match self {
+            Heap::Internal => "internal",
+            Heap::Psram => "psram",
+            Heap::Dma => "dma",
+            Heap::Unknown => "unknown",
+        }
+    }
+    fn parse(s: &str) -> Option<Heap> {
+        Some(match s {
+            "internal" => Heap::Internal,
+            "psram" => Heap::Psram,
+            "dma" => Heap::Dma,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceMode {
+    All,
+    Leaks,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub label: String,
+    pub heap: Heap,
+    pub free: u64,
+    pub min_free: u64,
+    pub largest: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    pub label: String,
+    pub base: String,
+    pub heap: Heap,
+    pub free: i64,
+    pub min_free: i64,
+    pub largest: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub label: String,
+    pub name: String,
+    pub stack_free_min: u64,
+    pub prio: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub line: usize,
+    pub size: u64,
+    pub address: u64,
+    /// From the dump's label; `None` when the dump printed none (then address ranges decide).
+    pub heap: Option<Heap>,
+    pub callers: Vec<u64>,
+    pub freed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dump {
+    pub line: usize,
+    /// The label of the `MEMTRACK trace event=dump` line just before, else `dump-N`.
+    pub label: String,
+    pub mode: Option<TraceMode>,
+    pub records: Vec<Record>,
+    /// "N bytes alive/'leaked' in trace (M ...)" from the summary, to cross-check what we read.
+    pub summary_bytes: Option<u64>,
+    pub summary_allocations: Option<u64>,
+    pub overflowed: bool,
+    pub complete: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Log {
+    pub snapshots: Vec<Snapshot>,
+    pub deltas: Vec<Delta>,
+    pub tasks: Vec<Task>,
+    pub dumps: Vec<Dump>,
+    /// Hex prefix from the boot log's `app_init: ELF file SHA256:  xxxxxxxxx...`.
+    pub elf_sha256_prefix: Option<(usize, String)>,
+    /// Chip from the ROM banner `ESP-ROM:esp32s3-20210327`.
+    pub chip: Option<String>,
+    pub tracker_lines: usize,
+    /// Lines that looked like tracker or dump lines but did not parse: (line number, text).
+    pub skipped: Vec<(usize, String)>,
+}
+
+/// Removes ANSI escape sequences (ESP_LOG colours) and the carriage return of CRLF logs.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn parse(text: &str) -> Log {
+    let mut log = Log::default();
+    let mut pending_dump_label: Option<String> = None;
+    let mut open: Option<Dump> = None;
+    let mut in_summary = false;
+    for (index, raw) in text.lines().enumerate() {
+        let number = index + 1;
+        let line = strip_ansi(raw);
+        let skip = |log: &mut Log| log.skipped.push((number, line.trim().to_string()));
+
+        if let Some(at) = line.find("MEMTRACK ") {
+            log.tracker_lines += 1;
+            match parse_tracker(&line[at + "MEMTRACK ".len()..]) {
+                Some(Tracker::Snapshot(s)) => log.snapshots.push(s),
+                Some(Tracker::Delta(d)) => log.deltas.push(d),
+                Some(Tracker::Task(t)) => log.tasks.push(t),
+                Some(Tracker::DumpLabel(label)) => pending_dump_label = Some(label),
+                Some(Tracker::Other) => {}
+                None => skip(&mut log),
+            }
+            continue;
+        }
+        if let Some(at) = line.find("ELF file SHA256:") {
+            let hex = line[at + "ELF file SHA256:".len()..].trim().trim_end_matches('.').to_ascii_lowercase();
+            if !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                log.elf_sha256_prefix = Some((number, hex));
+            } else {
+                skip(&mut log);
+            }
+            continue;
+        }
+        if let Some(at) = line.find("ESP-ROM:") {
+            let chip: String = line[at + "ESP-ROM:".len()..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            if !chip.is_empty() {
+                log.chip = Some(chip);
+            }
+            continue;
+        }
+        if line.contains("====== Heap Trace Summary ======") {
+            if open.is_some() {
+                in_summary = true;
+            } else {
+                skip(&mut log);
+            }
+            continue;
+        }
+        if let Some(at) = line.find("====== Heap Trace: ") {
+            if let Some(unfinished) = open.take() {
+                log.dumps.push(unfinished);
+            }
+            if !line[at..].contains(" records (") {
+                skip(&mut log);
+            }
+            let label = pending_dump_label.take().unwrap_or_else(|| format!("dump-{}", log.dumps.len() + 1));
+            open = Some(Dump {
+                line: number,
+                label,
+                mode: None,
+                records: Vec::new(),
+                summary_bytes: None,
+                summary_allocations: None,
+                overflowed: false,
+                complete: false,
+            });
+            in_summary = false;
+            continue;
+        }
+        let Some(dump) = open.as_mut() else { continue };
+        let trimmed = line.trim();
+        if in_summary {
+            // ends_with, not ==: `idf.py monitor --timestamps` prefixes every line.
+            if trimmed.ends_with("================================") {
+                dump.complete = true;
+                log.dumps.push(open.take().unwrap());
+                in_summary = false;
+            } else if trimmed.ends_with("Mode: Heap Trace All") {
+                dump.mode = Some(TraceMode::All);
+            } else if trimmed.ends_with("Mode: Heap Trace Leaks") {
+                dump.mode = Some(TraceMode::Leaks);
+            } else if trimmed.contains(" bytes alive in trace (") || trimmed.contains(" bytes 'leaked' in trace (") {
+                match parse_summary_totals(trimmed) {
+                    Some((bytes, allocations)) => {
+                        dump.summary_bytes = Some(bytes);
+                        dump.summary_allocations = Some(allocations);
+                    }
+                    None => skip(&mut log),
+                }
+            } else if trimmed.contains("Internal Buffer has overflowed") {
+                dump.overflowed = true;
+            }
+            continue;
+        }
+        if trimmed.contains(" bytes (@ ") {
+            match parse_record(trimmed, number) {
+                Some(record) => dump.records.push(record),
+                None => skip(&mut log),
+            }
+        } else if let Some(at) = trimmed.find("freed by ") {
+            let rest = &trimmed[at + "freed by ".len()..];
+            match (dump.records.last_mut(), parse_callers(rest)) {
+                (Some(last), Some(_)) if !last.freed => last.freed = true,
+                _ => skip(&mut log),
+            }
+        }
+    }
+    if let Some(unfinished) = open.take() {
+        log.dumps.push(unfinished);
+    }
+    log
+}
+
+enum Tracker {
+    Snapshot(Snapshot),
+    Delta(Delta),
+    Task(Task),
+    DumpLabel(String),
+    Other,
+}
+
+fn parse_tracker(rest: &str) -> Option<Tracker> {
+    let mut words = rest.split_whitespace();
+    let kind = words.next()?;
+    let mut fields = std::collections::HashMap::new();
+    for word in words {
+        let (key, value) = word.split_once('=')?;
+        fields.insert(key, value);
+    }
+    let text = |key: &str| fields.get(key).map(|v| v.to_string());
+    let unsigned = |key: &str| fields.get(key)?.parse::<u64>().ok();
+    let signed = |key: &str| fields.get(key)?.parse::<i64>().ok();
+    let label = text("label")?;
+    Some(match kind {
+        "snapshot" => Tracker::Snapshot(Snapshot {
+            label,
+            heap: Heap::parse(fields.get("heap")?)?,
+            free: unsigned("free")?,
+            min_free: unsigned("min_free")?,
+            largest: unsigned("largest")?,
+        }),
+        "delta" => Tracker::Delta(Delta {
+            label,
+            base: text("base")?,
+            heap: Heap::parse(fields.get("heap")?)?,
+            free: signed("free")?,
+            min_free: signed("min_free")?,
+            largest: signed("largest")?,
+        }),
+        "task" if fields.contains_key("truncated") => {
+            unsigned("truncated")?;
+            Tracker::Other
+        }
+        "task" => Tracker::Task(Task {
+            label,
+            name: text("name")?,
+            stack_free_min: unsigned("stack_free_min")?,
+            prio: unsigned("prio")?,
+        }),
+        "trace" => match *fields.get("event")? {
+            "dump" => Tracker::DumpLabel(label),
+            "init" | "start" | "stop" => Tracker::Other,
+            _ => return None,
+        },
+        "note" => Tracker::Other,
+        _ => return None,
+    })
+}
+
+fn parse_hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
+}
+
+/// `0x4200a1b2:0x4200c3d4:` -> addresses, dropping the empty tail and null frames.
+fn parse_callers(s: &str) -> Option<Vec<u64>> {
+    let mut out = Vec::new();
+    for part in s.trim().split(':').filter(|p| !p.is_empty()) {
+        let address = parse_hex(part)?;
+        if address != 0 {
+            out.push(address);
+        }
+    }
+    Some(out)
+}
+
+fn parse_record(line: &str, number: usize) -> Option<Record> {
+    let (size, rest) = line.split_once(" bytes (@ ")?;
+    // The last word: `idf.py monitor --timestamps` puts a time stamp before the record.
+    let size = size.split_whitespace().last()?.parse::<u64>().ok()?;
+    let (inside, rest) = rest.split_once(')')?;
+    let (address, heap) = match inside.split_once(',') {
+        Some((a, label)) => (
+            a,
+            Some(match label.trim() {
+                "Internal" => Heap::Internal,
+                "PSRAM" => Heap::Psram,
+                _ => return None,
+            }),
+        ),
+        None => (inside, None),
+    };
+    let address = parse_hex(address.trim())?;
+    let rest = rest.strip_prefix(" allocated CPU ")?;
+    let (cpu, rest) = rest.split_once(" ccount ")?;
+    cpu.parse::<u32>().ok()?;
+    let (rest, freed) = match rest.strip_suffix(" freed") {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    let (ccount, callers) = match rest.split_once(" caller") {
+        Some((c, callers)) => (c, parse_callers(callers)?),
+        None => (rest, Vec::new()),
+    };
+    parse_hex(ccount.trim())?;
+    Some(Record { line: number, size, address, heap, callers, freed })
+}
+
+/// "1234 bytes alive in trace (5/9 allocations)" or "1234 bytes 'leaked' in trace (5 allocations)".
+fn parse_summary_totals(line: &str) -> Option<(u64, u64)> {
+    let (bytes, rest) = line.split_once(" bytes ")?;
+    let inside = rest.split_once('(')?.1.split_once(' ')?.0;
+    let allocations = inside.split('/').next()?;
+    Some((bytes.split_whitespace().last()?.parse().ok()?, allocations.parse().ok()?))
+}

@@ -39,6 +39,20 @@ pub struct Report {
     pub thread_list: Vec<ThreadReport>,
     pub total_stack_high_water_bytes: u64,
     pub projection: Projection,
+    /// Highest live total from the first PeerConnection until the connection is up.
+    #[serde(default)]
+    pub handshake_peak_bytes: u64,
+    /// `video` only: live bytes while streaming (the higher of the mark and the phase's peak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming_bytes: Option<u64>,
+    /// Bytes the stack still held at the end (after rtcCleanup), all sites.
+    #[serde(default)]
+    pub leak_bytes: u64,
+    /// Live bytes by component over time (ms, bytes per `timeline_components`), for the SVG.
+    #[serde(skip)]
+    pub timeline: Vec<(u64, Vec<u64>)>,
+    #[serde(skip)]
+    pub timeline_components: Vec<String>,
     /// `analyze` only: what the device log itself said (heap snapshots, skipped lines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceLog>,
@@ -176,6 +190,10 @@ pub fn component_of_source_path(path: &str) -> Option<&'static str> {
         ("mbedtls/include/", "mbedtls"),
         ("components/mbedtls/", "mbedtls"),
         ("libdatachannel/src/", "libdatachannel"),
+        // The lab's staged copies (~/.cache/esp-dc/host/<policy>/stack-src, mbedtls-src).
+        ("/stack-src/src/", "libdatachannel"),
+        ("/stack-src/include/", "libdatachannel"),
+        ("/mbedtls-src/", "mbedtls"),
         ("libdatachannel/include/", "libdatachannel"),
         ("components/libdatachannel/", "libdatachannel"),
     ];

@@ -1,0 +1,578 @@
+// Lab scenario driver: one process per peer, driving libdatachannel through its C API (rtc.h).
+// Built -m32 so pointers and struct sizes match the MCU. The "device" role is the measured one
+// (the recorder is preloaded into it); the "remote" role is the unmeasured other peer.
+//
+// Signaling and sequencing are plain text lines on stdin/stdout, relayed between the two
+// processes by `cargo xtask lab`:
+//   SIG <conn> <offer|answer> <sdp with CR/LF escaped as \r \n>
+//   CTL <word> [<conn>]
+// Everything human-readable goes to stderr.
+//
+// Phases are marked with lab_phase(), looked up with dlsym so the driver runs without recorder.
+
+#include <rtc/rtc.h>
+
+#include <dlfcn.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+void phase(const char *name) {
+	using PhaseFn = void (*)(const char *);
+	static PhaseFn fn = reinterpret_cast<PhaseFn>(dlsym(RTLD_DEFAULT, "lab_phase"));
+	if (fn)
+		fn(name);
+	std::fprintf(stderr, "[phase] %s\n", name);
+}
+
+long env_long(const char *name, long fallback) {
+	const char *v = std::getenv(name);
+	return v && *v ? std::strtol(v, nullptr, 10) : fallback;
+}
+
+[[noreturn]] void die(const std::string &why) {
+	std::fprintf(stderr, "scenario: %s\n", why.c_str());
+	std::fflush(stderr);
+	std::_Exit(3);
+}
+
+// ---- line I/O with the relay ----
+
+std::mutex out_mutex;
+void send_line(const std::string &line) {
+	std::lock_guard<std::mutex> lock(out_mutex);
+	std::fwrite(line.data(), 1, line.size(), stdout);
+	std::fputc('\n', stdout);
+	std::fflush(stdout);
+}
+
+std::string escape(const std::string &sdp) {
+	std::string out;
+	for (char c : sdp) {
+		if (c == '\r')
+			out += "\\r";
+		else if (c == '\n')
+			out += "\\n";
+		else
+			out += c;
+	}
+	return out;
+}
+
+std::string unescape(const std::string &s) {
+	std::string out;
+	for (size_t i = 0; i < s.size(); ++i) {
+		if (s[i] == '\\' && i + 1 < s.size()) {
+			out += s[i + 1] == 'r' ? '\r' : '\n';
+			++i;
+		} else {
+			out += s[i];
+		}
+	}
+	return out;
+}
+
+struct Inbox {
+	std::mutex mutex;
+	std::condition_variable cv;
+	std::deque<std::string> lines;
+	bool closed = false;
+
+	void reader() {
+		std::string line;
+		while (std::getline(std::cin, line)) {
+			std::lock_guard<std::mutex> lock(mutex);
+			lines.push_back(line);
+			cv.notify_all();
+		}
+		std::lock_guard<std::mutex> lock(mutex);
+		closed = true;
+		cv.notify_all();
+	}
+
+	// Next line starting with `prefix` (others are kept for later waits).
+	std::string take(const std::string &prefix, std::chrono::seconds timeout = 60s) {
+		std::unique_lock<std::mutex> lock(mutex);
+		auto deadline = std::chrono::steady_clock::now() + timeout;
+		while (true) {
+			for (auto it = lines.begin(); it != lines.end(); ++it) {
+				if (it->compare(0, prefix.size(), prefix) == 0) {
+					std::string line = *it;
+					lines.erase(it);
+					return line;
+				}
+			}
+			if (closed)
+				die("peer went away while waiting for `" + prefix + "`");
+			if (cv.wait_until(lock, deadline) == std::cv_status::timeout)
+				die("timed out waiting for `" + prefix + "`");
+		}
+	}
+};
+Inbox inbox;
+
+// ---- connections ----
+
+struct Conn {
+	int index = 0;
+	int pc = -1;
+	int dc = -1;
+	int tr = -1;
+	std::mutex mutex;
+	std::condition_variable cv;
+	bool gathered = false;
+	bool connected = false;
+	bool failed = false;
+	bool channel_open = false;
+	bool track_open = false;
+	long echoes = 0;          // remote: messages echoed back and verified
+	long long media_bytes = 0; // remote: RTP bytes received
+	std::string last_echo;
+
+	template <class Pred> void wait(Pred pred, const char *what, std::chrono::seconds timeout = 30s) {
+		std::unique_lock<std::mutex> lock(mutex);
+		if (!cv.wait_for(lock, timeout, [&] { return pred() || failed; }))
+			die(std::string("timed out waiting for ") + what);
+		if (failed && !pred())
+			die(std::string("connection failed while waiting for ") + what);
+	}
+	void notify() { cv.notify_all(); }
+};
+
+std::map<int, std::unique_ptr<Conn>> conns;
+std::mutex conns_mutex;
+bool is_device = false;
+
+Conn *conn_of(int id) { return static_cast<Conn *>(rtcGetUserPointer(id)); }
+
+void on_state(int pc, rtcState state, void *) {
+	Conn *c = conn_of(pc);
+	std::lock_guard<std::mutex> lock(c->mutex);
+	if (state == RTC_CONNECTED)
+		c->connected = true;
+	if (state == RTC_FAILED)
+		c->failed = true;
+	c->notify();
+}
+
+void on_gathering(int pc, rtcGatheringState state, void *) {
+	Conn *c = conn_of(pc);
+	std::lock_guard<std::mutex> lock(c->mutex);
+	if (state == RTC_GATHERING_COMPLETE)
+		c->gathered = true;
+	c->notify();
+}
+
+void on_channel_open(int dc, void *) {
+	Conn *c = conn_of(dc);
+	std::lock_guard<std::mutex> lock(c->mutex);
+	c->channel_open = true;
+	c->notify();
+}
+
+void on_track_open(int tr, void *) {
+	Conn *c = conn_of(tr);
+	std::lock_guard<std::mutex> lock(c->mutex);
+	c->track_open = true;
+	c->notify();
+}
+
+// Device: echo every message back unchanged.
+void on_device_message(int dc, const char *data, int size, void *) {
+	if (rtcSendMessage(dc, data, size) < 0)
+		std::fprintf(stderr, "echo of %d bytes failed\n", size);
+}
+
+// Remote: remember the echo so the sender can verify it.
+void on_remote_message(int dc, const char *data, int size, void *) {
+	Conn *c = conn_of(dc);
+	std::lock_guard<std::mutex> lock(c->mutex);
+	c->last_echo.assign(data, size < 0 ? std::strlen(data) : size_t(size));
+	++c->echoes;
+	c->notify();
+}
+
+void on_remote_media(int tr, const char *, int size, void *) {
+	Conn *c = conn_of(tr);
+	std::lock_guard<std::mutex> lock(c->mutex);
+	c->media_bytes += size;
+}
+
+void on_data_channel(int pc, int dc, void *) {
+	Conn *c = conn_of(pc);
+	rtcSetUserPointer(dc, c);
+	{
+		std::lock_guard<std::mutex> lock(c->mutex);
+		c->dc = dc;
+	}
+	rtcSetMessageCallback(dc, is_device ? on_device_message : on_remote_message);
+	rtcSetOpenCallback(dc, on_channel_open);
+}
+
+void on_track(int pc, int tr, void *) {
+	Conn *c = conn_of(pc);
+	rtcSetUserPointer(tr, c);
+	{
+		std::lock_guard<std::mutex> lock(c->mutex);
+		c->tr = tr;
+	}
+	rtcSetMessageCallback(tr, on_remote_media);
+	rtcSetOpenCallback(tr, on_track_open);
+}
+
+Conn *new_conn(int index) {
+	rtcConfiguration config;
+	std::memset(&config, 0, sizeof(config));
+	config.bindAddress = "127.0.0.1";
+	config.maxMessageSize = int(env_long("LAB_MAX_MESSAGE_BYTES", 0));
+	auto conn = std::make_unique<Conn>();
+	conn->index = index;
+	conn->pc = rtcCreatePeerConnection(&config);
+	if (conn->pc < 0)
+		die("rtcCreatePeerConnection failed");
+	rtcSetUserPointer(conn->pc, conn.get());
+	rtcSetStateChangeCallback(conn->pc, on_state);
+	rtcSetGatheringStateChangeCallback(conn->pc, on_gathering);
+	rtcSetDataChannelCallback(conn->pc, on_data_channel);
+	rtcSetTrackCallback(conn->pc, on_track);
+	Conn *raw = conn.get();
+	std::lock_guard<std::mutex> lock(conns_mutex);
+	conns[index] = std::move(conn);
+	return raw;
+}
+
+void delete_conn(int index) {
+	std::unique_ptr<Conn> conn;
+	{
+		std::lock_guard<std::mutex> lock(conns_mutex);
+		conn = std::move(conns[index]);
+		conns.erase(index);
+	}
+	if (conn->dc >= 0)
+		rtcDeleteDataChannel(conn->dc);
+	if (conn->tr >= 0)
+		rtcDeleteTrack(conn->tr);
+	rtcDeletePeerConnection(conn->pc);
+}
+
+std::string local_description(Conn *c) {
+	c->wait([&] { return c->gathered; }, "ICE gathering");
+	std::vector<char> buffer(16384);
+	if (rtcGetLocalDescription(c->pc, buffer.data(), int(buffer.size())) < 0)
+		die("rtcGetLocalDescription failed");
+	return buffer.data();
+}
+
+void send_description(Conn *c, const char *type) {
+	send_line("SIG " + std::to_string(c->index) + " " + type + " " + escape(local_description(c)));
+}
+
+// Reads `SIG <index> <type> <sdp>` for this connection index.
+std::string take_description(int index, const char *type) {
+	std::string line = inbox.take("SIG " + std::to_string(index) + " " + type + " ");
+	return unescape(line.substr(line.find(type) + std::strlen(type) + 1));
+}
+
+// ---- data channel messages (remote side) ----
+
+// Deterministic mixed sizes from 1 byte to 64 KB: mostly small, some large, a few at the limit.
+size_t message_size(long i) {
+	static const size_t sizes[] = {1, 17, 100, 512, 1200, 4096, 16384, 65536, 333, 9000};
+	uint32_t x = uint32_t(i) * 2654435761u;
+	return sizes[i % 10] + (sizes[i % 10] >= 65536 ? 0 : x % 7);
+}
+
+std::string message_body(long i) {
+	std::string body(message_size(i), '\0');
+	for (size_t k = 0; k < body.size(); ++k)
+		body[k] = char('a' + (i + long(k)) % 26);
+	return body;
+}
+
+// Sends `count` messages one at a time and checks each echo. Returns bytes sent.
+long long exchange(Conn *c, long count) {
+	long long bytes = 0;
+	for (long i = 0; i < count; ++i) {
+		std::string body = message_body(i);
+		long before;
+		{
+			std::lock_guard<std::mutex> lock(c->mutex);
+			before = c->echoes;
+		}
+		if (rtcSendMessage(c->dc, body.data(), int(body.size())) < 0)
+			die("rtcSendMessage failed at message " + std::to_string(i));
+		c->wait([&] { return c->echoes > before; }, "an echo");
+		std::lock_guard<std::mutex> lock(c->mutex);
+		if (c->last_echo != body)
+			die("echo " + std::to_string(i) + " differs (" + std::to_string(c->last_echo.size()) +
+			    " bytes back for " + std::to_string(body.size()) + ")");
+		bytes += (long long)body.size();
+	}
+	return bytes;
+}
+
+// ---- one connection, both roles ----
+
+// Remote offers a data channel; the device answers. Returns when the channel is open.
+Conn *remote_connect_channel(int index) {
+	Conn *c = new_conn(index);
+	int dc = rtcCreateDataChannel(c->pc, "echo");
+	rtcSetUserPointer(dc, c);
+	c->dc = dc;
+	rtcSetMessageCallback(dc, on_remote_message);
+	rtcSetOpenCallback(dc, on_channel_open);
+	send_description(c, "offer");
+	rtcSetRemoteDescription(c->pc, take_description(index, "answer").c_str(), "answer");
+	c->wait([&] { return c->channel_open; }, "the data channel to open");
+	return c;
+}
+
+Conn *device_answer_channel(int index, const char *phase_prefix, bool first) {
+	std::string offer = take_description(index, "offer");
+	Conn *c = new_conn(index);
+	if (first)
+		phase("pc-created");
+	rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
+	send_description(c, "answer");
+	if (first)
+		phase("gathered");
+	c->wait([&] { return c->connected; }, "the connection");
+	if (phase_prefix)
+		phase((std::string(phase_prefix) + "connected").c_str());
+	else if (first)
+		phase("connected");
+	c->wait([&] { return c->channel_open; }, "the data channel");
+	return c;
+}
+
+void apply_runtime_knobs() {
+	rtcInitLogger(RTC_LOG_WARNING, nullptr);
+	rtcSctpSettings s;
+	std::memset(&s, 0, sizeof(s));
+	s.recvBufferSize = int(env_long("LAB_SCTP_RECV_BUFFER_BYTES", 0));
+	s.sendBufferSize = int(env_long("LAB_SCTP_SEND_BUFFER_BYTES", 0));
+	s.maxChunksOnQueue = int(env_long("LAB_SCTP_MAX_CHUNKS_ON_QUEUE", 0));
+	rtcSetSctpSettings(&s);
+}
+
+// ---- scenarios ----
+
+void datachannel(long messages) {
+	if (is_device) {
+		Conn *c = device_answer_channel(0, nullptr, true);
+		phase("channel-open");
+		inbox.take("CTL done");
+		(void)c;
+		delete_conn(0);
+		phase("closed");
+		send_line("CTL closed");
+	} else {
+		Conn *c = remote_connect_channel(0);
+		long long bytes = exchange(c, messages);
+		std::fprintf(stderr, "RESULT datachannel messages=%ld bytes=%lld\n", messages, bytes);
+		send_line("CTL done");
+		inbox.take("CTL closed");
+		delete_conn(0);
+	}
+}
+
+// Synthetic H.264 access units with long start codes: an IDR (with SPS and PPS) every second,
+// P slices between; payload bytes are never 0 so no start code is emulated. ~1 Mbit/s at 30 fps.
+std::string h264_frame(long n, long fps) {
+	auto nal = [](std::string &out, uint8_t header, size_t size, long seed) {
+		out.append("\x00\x00\x00\x01", 4);
+		out.push_back(char(header));
+		for (size_t k = 0; k < size; ++k)
+			out.push_back(char(1 + (seed * 31 + long(k)) % 255));
+	};
+	std::string frame;
+	if (n % fps == 0) {
+		nal(frame, 0x67, 12, n); // SPS
+		nal(frame, 0x68, 4, n);  // PPS
+		nal(frame, 0x65, 12000, n);
+	} else {
+		nal(frame, 0x41, 3900, n);
+	}
+	return frame;
+}
+
+void video(long seconds) {
+	const long fps = 30;
+	if (is_device) {
+		Conn *c = new_conn(0);
+		phase("pc-created");
+		rtcTrackInit init;
+		std::memset(&init, 0, sizeof(init));
+		init.direction = RTC_DIRECTION_SENDONLY;
+		init.codec = RTC_CODEC_H264;
+		init.payloadType = 96;
+		init.ssrc = 42;
+		init.mid = "video";
+		init.name = "video";
+		init.msid = "stream";
+		init.trackId = "video";
+		c->tr = rtcAddTrackEx(c->pc, &init);
+		rtcSetUserPointer(c->tr, c);
+		rtcSetOpenCallback(c->tr, on_track_open);
+		rtcPacketizerInit pkt;
+		std::memset(&pkt, 0, sizeof(pkt));
+		pkt.ssrc = 42;
+		pkt.cname = "video";
+		pkt.payloadType = 96;
+		pkt.clockRate = 90000;
+		pkt.nalSeparator = RTC_NAL_SEPARATOR_LONG_START_SEQUENCE;
+		rtcSetH264Packetizer(c->tr, &pkt);
+		rtcChainRtcpSrReporter(c->tr);
+		rtcChainRtcpNackResponder(c->tr, unsigned(env_long("LAB_NACK_MAX_PACKETS", 512)));
+		rtcSetLocalDescription(c->pc, "offer");
+		send_description(c, "offer");
+		phase("gathered");
+		rtcSetRemoteDescription(c->pc, take_description(0, "answer").c_str(), "answer");
+		c->wait([&] { return c->connected; }, "the connection");
+		phase("connected");
+		c->wait([&] { return c->track_open; }, "the track");
+		auto start = std::chrono::steady_clock::now();
+		long long sent = 0;
+		for (long n = 0; n < seconds * fps; ++n) {
+			std::this_thread::sleep_until(start + n * 1000ms / fps);
+			if (n == 2 * fps)
+				phase("streaming");
+			uint32_t ts = 0;
+			rtcTransformSecondsToTimestamp(c->tr, double(n) / fps, &ts);
+			rtcSetTrackRtpTimestamp(c->tr, ts);
+			std::string frame = h264_frame(n, fps);
+			if (rtcSendMessage(c->tr, frame.data(), int(frame.size())) < 0)
+				die("sending frame " + std::to_string(n) + " failed");
+			sent += (long long)frame.size();
+		}
+		std::fprintf(stderr, "RESULT video frames=%ld bytes=%lld\n", seconds * fps, sent);
+		send_line("CTL done");
+		inbox.take("CTL counted");
+		delete_conn(0);
+		phase("closed");
+		send_line("CTL closed");
+	} else {
+		std::string offer = take_description(0, "offer");
+		Conn *c = new_conn(0);
+		rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
+		send_description(c, "answer");
+		inbox.take("CTL done", std::chrono::seconds(seconds + 60));
+		std::this_thread::sleep_for(300ms); // the last packets are still in flight
+		long long bytes;
+		{
+			std::lock_guard<std::mutex> lock(c->mutex);
+			bytes = c->media_bytes;
+		}
+		std::fprintf(stderr, "RESULT video received_bytes=%lld\n", bytes);
+		send_line("CTL counted");
+		inbox.take("CTL closed");
+		delete_conn(0);
+		if (bytes == 0)
+			die("the remote received no media");
+	}
+}
+
+void cycle(long cycles, long messages) {
+	for (long n = 1; n <= cycles; ++n) {
+		std::string prefix = "cycle-" + std::to_string(n) + "-";
+		if (is_device) {
+			device_answer_channel(int(n), prefix.c_str(), n == 1);
+			inbox.take("CTL done");
+			delete_conn(int(n));
+			phase((prefix + "closed").c_str());
+			send_line("CTL closed");
+		} else {
+			Conn *c = remote_connect_channel(int(n));
+			exchange(c, messages);
+			send_line("CTL done");
+			inbox.take("CTL closed");
+			delete_conn(int(n));
+		}
+	}
+	if (!is_device)
+		std::fprintf(stderr, "RESULT cycle cycles=%ld\n", cycles);
+}
+
+void scale(long max_connections) {
+	for (long n = 1; n <= max_connections; ++n) {
+		bool mark = (n & (n - 1)) == 0; // 1, 2, 4
+		if (is_device) {
+			device_answer_channel(int(n), nullptr, n == 1);
+			inbox.take("CTL echoed " + std::to_string(n));
+			if (mark)
+				phase(("scale-" + std::to_string(n) + "-connected").c_str());
+			send_line("CTL marked " + std::to_string(n));
+		} else {
+			Conn *c = remote_connect_channel(int(n));
+			exchange(c, 3);
+			send_line("CTL echoed " + std::to_string(n));
+			inbox.take("CTL marked " + std::to_string(n));
+		}
+	}
+	if (is_device) {
+		inbox.take("CTL done");
+		for (long n = 1; n <= max_connections; ++n)
+			delete_conn(int(n));
+		phase("closed");
+		send_line("CTL closed");
+	} else {
+		send_line("CTL done");
+		inbox.take("CTL closed");
+		for (long n = 1; n <= max_connections; ++n)
+			delete_conn(int(n));
+		std::fprintf(stderr, "RESULT scale connections=%ld\n", max_connections);
+	}
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+	if (argc < 3) {
+		std::fprintf(stderr, "usage: scenario <device|remote> <datachannel|video|cycle|scale>\n");
+		return 2;
+	}
+	std::string role = argv[1], scenario = argv[2];
+	is_device = role == "device";
+	std::thread(&Inbox::reader, &inbox).detach();
+	if (is_device)
+		phase("start");
+	apply_runtime_knobs();
+
+	if (scenario == "datachannel")
+		datachannel(env_long("LAB_MESSAGES", 1000));
+	else if (scenario == "video")
+		video(env_long("LAB_VIDEO_SECONDS", 10));
+	else if (scenario == "cycle")
+		cycle(env_long("LAB_CYCLES", 10), env_long("LAB_CYCLE_MESSAGES", 10));
+	else if (scenario == "scale")
+		scale(4);
+	else
+		die("unknown scenario " + scenario);
+
+	rtcCleanup();
+	if (is_device)
+		phase("cleaned-up");
+	std::fflush(stdout);
+	std::fflush(stderr);
+	using FinishFn = void (*)();
+	if (auto finish = reinterpret_cast<FinishFn>(dlsym(RTLD_DEFAULT, "lab_finish")))
+		finish();
+	// The stdin reader thread may still be blocked; leave without running static destructors.
+	std::_Exit(0);
+}

@@ -1,9 +1,0 @@
-//! `cargo xtask lab` (being written).
-use crate::exit::Outcome;
-
-#[derive(clap::Args)]
-pub struct Args {}
-
-pub fn run(_args: Args) -> Outcome {
-    Err(crate::exit::bad_input("`lab` is not implemented yet"))
-}

@@ -1,0 +1,496 @@
+//! Accounting: replays the trace, attributes every block to a component, and gives live bytes,
+//! peaks and block counts per component and phase, the top call sites, leaks and threads.
+//!
+//! Attribution: a block allocated through the force-included redirect header carries its exact
+//! component id. Any other block (C++ new, libc-internal, untagged malloc) is attributed by its
+//! call stack: the innermost frame whose source path belongs to a component
+//! (`report::component_of_source_path`), else the innermost frame inside one of the stack's
+//! shared libraries. Blocks of the driver itself (`app`) and of the C/C++ runtime alone are shown
+//! but never counted as the stack's.
+//!
+//! A phase's figure is taken at the moment the driver marks it (`connected` = live bytes when the
+//! connection came up); its peak is the highest live total until the next mark.
+
+use super::host::HostBuild;
+use super::projection::{self, Block, Census};
+use super::trace::{self, Event};
+use crate::policy::{Policy, COMPONENTS};
+use crate::report::{self, ComponentReport, PhaseFigure, Report, Site, ThreadReport};
+use anyhow::Result;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Components counted as the stack's, in report order.
+pub fn stack_components() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = COMPONENTS.to_vec();
+    v.push("mbedtls");
+    v
+}
+
+/// Not the stack's: the lab driver (`app`) and allocations only the C/C++ runtime made (`runtime`).
+const UNCOUNTED: &[&str] = &["app", "runtime"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SiteKey {
+    component: usize,
+    file: String,
+    line: u32,
+    function: String,
+}
+
+/// What symbolizing one return address tells us.
+#[derive(Debug, Clone)]
+struct FrameInfo {
+    component: Option<&'static str>,
+    module_component: Option<&'static str>,
+    file: String,
+    line: u32,
+    function: String,
+    in_app: bool,
+    shared_ptr: bool,
+}
+
+struct Symbolizer {
+    modules: Vec<(u32, String)>,
+    loaders: HashMap<String, Option<addr2line::Loader>>,
+    cache: HashMap<u32, FrameInfo>,
+    app: String,
+}
+
+fn module_component(path: &str) -> Option<&'static str> {
+    let name = Path::new(path).file_name()?.to_string_lossy().to_string();
+    Some(match () {
+        _ if name.starts_with("libdatachannel.so") => "libdatachannel",
+        _ if name.starts_with("libjuice.so") => "libjuice",
+        _ if name.starts_with("libusrsctp.so") => "usrsctp",
+        _ if name.starts_with("libsrtp2.so") => "libsrtp",
+        _ if name.starts_with("libmbed") => "mbedtls",
+        _ if name.starts_with("libesp_dc_port_host") => "esp_dc_port",
+        _ => return None,
+    })
+}
+
+impl Symbolizer {
+    fn new(mut modules: Vec<(u32, String)>, app: String) -> Self {
+        modules.sort();
+        Symbolizer { modules, loaders: HashMap::new(), cache: HashMap::new(), app }
+    }
+
+    fn info(&mut self, pc: u32) -> FrameInfo {
+        if let Some(info) = self.cache.get(&pc) {
+            return info.clone();
+        }
+        let module = self.modules.iter().rev().find(|(base, _)| *base <= pc).cloned();
+        let mut info = FrameInfo { component: None, module_component: None, file: String::new(), line: 0, function: String::new(), in_app: false, shared_ptr: false };
+        if let Some((base, path)) = module {
+            let path = if path == "/proc/self/exe" { self.app.clone() } else { path };
+            info.module_component = module_component(&path);
+            info.in_app = path == self.app;
+            let loader = self.loaders.entry(path.clone()).or_insert_with(|| addr2line::Loader::new(&path).ok());
+            if let Some(loader) = loader {
+                // A return address points after the call; look up the call itself.
+                let probe = u64::from(pc.wrapping_sub(base).wrapping_sub(1));
+                if let Ok(mut frames) = loader.find_frames(probe) {
+                    // Inlined frames come innermost first: the first that maps to a component wins.
+                    while let Ok(Some(frame)) = frames.next() {
+                        let file = frame.location.as_ref().and_then(|l| l.file).unwrap_or("").to_string();
+                        let line = frame.location.as_ref().and_then(|l| l.line).unwrap_or(0);
+                        let function = frame.function.as_ref().and_then(|f| f.demangle().ok().map(|s| s.into_owned())).unwrap_or_default();
+                        if function.contains("_Sp_counted") || function.contains("__shared_count") {
+                            info.shared_ptr = true;
+                        }
+                        if info.component.is_none() {
+                            if let Some(c) = report::component_of_source_path(&file) {
+                                info.component = Some(c);
+                                info.file = short_path(&file);
+                                info.line = line;
+                                info.function = short_function(&function);
+                            } else if info.file.is_empty() {
+                                info.file = short_path(&file);
+                                info.line = line;
+                                info.function = short_function(&function);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.cache.insert(pc, info.clone());
+        info
+    }
+
+    /// Component and call site of a block from its frames.
+    fn attribute(&mut self, frames: &[u32]) -> (&'static str, String, u32, String, bool) {
+        let infos: Vec<FrameInfo> = frames.iter().map(|pc| self.info(*pc)).collect();
+        let shared_ptr = infos.iter().take(6).any(|i| i.shared_ptr);
+        if let Some(i) = infos.iter().find(|i| i.component.is_some()) {
+            return (i.component.unwrap(), i.file.clone(), i.line, i.function.clone(), shared_ptr);
+        }
+        if let Some(i) = infos.iter().find(|i| i.module_component.is_some()) {
+            return (i.module_component.unwrap(), i.file.clone(), i.line, i.function.clone(), shared_ptr);
+        }
+        if let Some(i) = infos.iter().find(|i| i.in_app) {
+            return ("app", i.file.clone(), i.line, i.function.clone(), shared_ptr);
+        }
+        let first = infos.first();
+        ("runtime", first.map(|i| i.file.clone()).unwrap_or_default(), first.map(|i| i.line).unwrap_or(0), first.map(|i| i.function.clone()).unwrap_or_default(), shared_ptr)
+    }
+}
+
+/// Upstream-relative paths read better: `deps/usrsctp/usrsctplib/netinet/sctp_pcb.c`.
+fn short_path(path: &str) -> String {
+    for marker in ["/stack-src/", "/mbedtls-src/", "/lab/"] {
+        if let Some(i) = path.find(marker) {
+            return path[i + marker.len()..].to_string();
+        }
+    }
+    path.to_string()
+}
+
+fn short_function(f: &str) -> String {
+    let f = f.split('(').next().unwrap_or(f);
+    if f.len() > 80 { format!("…{}", &f[f.len() - 79..]) } else { f.to_string() }
+}
+
+#[derive(Clone)]
+struct Live {
+    size: u64,
+    component: usize,
+    site: usize,
+    origin: u8,
+    caps: u32,
+    shared_ptr: bool,
+}
+
+#[derive(Clone, Default)]
+struct ThreadInfo {
+    component: String,
+    created_at: String,
+    requested: u64,
+    high_water: u64,
+    start_ns: u64,
+    end_ns: Option<u64>,
+}
+
+/// The phase figures and census of live objects at one mark.
+#[derive(Clone)]
+struct Mark {
+    name: String,
+    live: Vec<u64>,
+    blocks: Vec<u64>,
+    peak: Vec<u64>,
+    peak_total: u64,
+    census: Census,
+}
+
+pub fn build_report(trace_path: &Path, scenario: &str, policy: &Policy, build: &HostBuild) -> Result<Report> {
+    let trace = trace::read(trace_path)?;
+    account(&trace, scenario, policy, &build.driver.to_string_lossy())
+}
+
+/// The accounting itself, on a parsed trace (tests feed hand-made and fixture traces).
+pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: &str) -> Result<Report> {
+    let modules: Vec<(u32, String)> = trace
+        .records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Module { path, base } => Some((*base, path.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut sym = Symbolizer::new(modules, app_path.to_string());
+
+    let mut names: Vec<&'static str> = stack_components();
+    names.push("libstdc++");
+    names.extend(UNCOUNTED);
+    let index = |n: &str| names.iter().position(|c| *c == n).unwrap_or(names.len() - 1);
+    let counted: Vec<bool> = names.iter().map(|n| !UNCOUNTED.contains(n) && *n != "libstdc++").collect();
+    let n = names.len();
+
+    let mut sites: Vec<SiteKey> = Vec::new();
+    let mut site_index: HashMap<SiteKey, usize> = HashMap::new();
+    let mut live: HashMap<u32, Live> = HashMap::new();
+    let mut live_bytes = vec![0u64; n];
+    let mut live_blocks = vec![0u64; n];
+    let mut peak_in_phase = vec![0u64; n];
+    let mut peak_total_in_phase = 0u64;
+    let mut total = 0u64;
+    let mut global_peak = 0u64;
+    let mut global_peak_at = 0usize;
+    let mut marks: Vec<Mark> = Vec::new();
+    let mut threads: BTreeMap<u32, ThreadInfo> = BTreeMap::new();
+    let mut sync: HashMap<u32, bool> = HashMap::new(); // addr -> is mutex
+    let mut sockets: HashMap<u32, bool> = HashMap::new(); // fd -> is UDP
+    let mut timeline: Vec<(u64, Vec<u64>)> = Vec::new();
+    let mut last_sample = 0u64;
+    let mut in_phase: Option<usize> = None;
+
+    let census = |live: &HashMap<u32, Live>, threads: &BTreeMap<u32, ThreadInfo>, sync: &HashMap<u32, bool>, sockets: &HashMap<u32, bool>| -> Census {
+        Census {
+            blocks: live
+                .values()
+                .filter(|l| counted[l.component])
+                .map(|l| Block { component: names[l.component].to_string(), size: l.size, origin: l.origin, caps: l.caps, shared_ptr_control: l.shared_ptr })
+                .collect(),
+            threads: threads.values().filter(|t| t.end_ns.is_none() && t.component != "app").map(|t| (t.component.clone(), t.requested)).collect(),
+            mutexes: sync.values().filter(|m| **m).count() as u64,
+            condvars: sync.values().filter(|m| !**m).count() as u64,
+            udp_sockets: sockets.values().filter(|u| **u).count() as u64,
+        }
+    };
+
+    for (i, record) in trace.records.iter().enumerate() {
+        match &record.event {
+            Event::Alloc { addr, size, origin, component, caps, frames } => {
+                let (comp, file, line, function, shared_ptr) = if *component > 0 {
+                    let name = COMPONENTS.get(*component as usize - 1).copied().unwrap_or("runtime");
+                    let (_, file, line, function, sp) = sym.attribute(frames);
+                    (name, file, line, function, sp)
+                } else {
+                    sym.attribute(frames)
+                };
+                let ci = index(comp);
+                let key = SiteKey { component: ci, file, line, function };
+                let si = *site_index.entry(key.clone()).or_insert_with(|| {
+                    sites.push(key);
+                    sites.len() - 1
+                });
+                if let Some(old) = live.insert(*addr, Live { size: u64::from(*size), component: ci, site: si, origin: *origin, caps: *caps, shared_ptr }) {
+                    // The allocator handed out a live address again: the free was not seen.
+                    live_bytes[old.component] -= old.size;
+                    live_blocks[old.component] -= 1;
+                    if counted[old.component] {
+                        total -= old.size;
+                    }
+                }
+                live_bytes[ci] += u64::from(*size);
+                live_blocks[ci] += 1;
+                if counted[ci] {
+                    total += u64::from(*size);
+                }
+                peak_in_phase[ci] = peak_in_phase[ci].max(live_bytes[ci]);
+                if total > global_peak {
+                    global_peak = total;
+                    global_peak_at = i;
+                }
+                peak_total_in_phase = peak_total_in_phase.max(total);
+            }
+            Event::Free { addr } => {
+                if let Some(old) = live.remove(addr) {
+                    live_bytes[old.component] -= old.size;
+                    live_blocks[old.component] -= 1;
+                    if counted[old.component] {
+                        total -= old.size;
+                    }
+                }
+            }
+            Event::Phase { name } => {
+                if let Some(p) = in_phase {
+                    marks[p].peak = peak_in_phase.clone();
+                    marks[p].peak_total = peak_total_in_phase;
+                }
+                marks.push(Mark {
+                    name: name.clone(),
+                    live: live_bytes.clone(),
+                    blocks: live_blocks.clone(),
+                    peak: live_bytes.clone(),
+                    peak_total: total,
+                    census: census(&live, &threads, &sync, &sockets),
+                });
+                in_phase = Some(marks.len() - 1);
+                peak_in_phase = live_bytes.clone();
+                peak_total_in_phase = total;
+                timeline.push((record.time_ns / 1_000_000, live_bytes.clone()));
+            }
+            Event::ThreadCreate { requested, serial, frames } => {
+                let (comp, file, line, function, _) = sym.attribute(frames);
+                threads.insert(*serial, ThreadInfo {
+                    component: comp.to_string(),
+                    created_at: format!("{file}:{line} {function}"),
+                    requested: u64::from(if *requested == 0 { trace.default_stack_bytes } else { *requested }),
+                    high_water: 0,
+                    start_ns: record.time_ns,
+                    end_ns: None,
+                });
+            }
+            Event::ThreadEnd { high_water, serial } => {
+                if let Some(t) = threads.get_mut(serial) {
+                    t.high_water = u64::from(*high_water);
+                    t.end_ns = Some(record.time_ns);
+                }
+            }
+            Event::Mutex { addr, .. } => {
+                sync.insert(*addr, true);
+            }
+            Event::Cond { addr, .. } => {
+                sync.insert(*addr, false);
+            }
+            Event::SyncDestroy { addr } => {
+                sync.remove(addr);
+            }
+            Event::Socket { fd, kind, .. } => {
+                sockets.insert(*fd, *kind == 2 /* SOCK_DGRAM */);
+            }
+            Event::SocketClose { fd } => {
+                sockets.remove(fd);
+            }
+            Event::Module { .. } => {}
+        }
+        if record.time_ns / 1_000_000 >= last_sample + 50 {
+            last_sample = record.time_ns / 1_000_000;
+            timeline.push((last_sample, live_bytes.clone()));
+        }
+    }
+    if let Some(p) = in_phase {
+        marks[p].peak = peak_in_phase.clone();
+        marks[p].peak_total = peak_total_in_phase;
+    }
+
+    // Sites: bytes live at the global peak, by site (second pass up to the peak).
+    let mut at_peak: HashMap<usize, (u64, u64)> = HashMap::new();
+    {
+        let mut replay: HashMap<u32, (usize, u64)> = HashMap::new();
+        let mut site_of = sites.iter().enumerate().map(|(i, k)| (k.clone(), i)).collect::<HashMap<_, _>>();
+        let _ = &mut site_of;
+        let mut cursor = live_sites_replay(trace, &mut sym, &names, &site_index, global_peak_at);
+        std::mem::swap(&mut replay, &mut cursor);
+        for (_, (si, size)) in replay {
+            let e = at_peak.entry(si).or_default();
+            e.0 += size;
+            e.1 += 1;
+        }
+    }
+    let mut top: Vec<Site> = at_peak
+        .into_iter()
+        .filter(|(si, _)| counted[sites[*si].component])
+        .map(|(si, (bytes, count))| {
+            let k = &sites[si];
+            Site { component: names[k.component].to_string(), file: k.file.clone(), line: k.line, function: k.function.clone(), bytes, count }
+        })
+        .collect();
+    top.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.file.cmp(&b.file)).then(a.line.cmp(&b.line)));
+    top.truncate(20);
+
+    // Leaks: what the stack still holds at the end.
+    let mut leaks_by_site: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
+    for l in live.values().filter(|l| counted[l.component]) {
+        let e = leaks_by_site.entry(l.site).or_default();
+        e.0 += l.size;
+        e.1 += 1;
+    }
+    let mut leaks: Vec<Site> = leaks_by_site
+        .into_iter()
+        .map(|(si, (bytes, count))| {
+            let k = &sites[si];
+            Site { component: names[k.component].to_string(), file: k.file.clone(), line: k.line, function: k.function.clone(), bytes, count }
+        })
+        .collect();
+    leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+
+    let mark = |name: &str| marks.iter().find(|m| m.name == name);
+    let total_of = |m: &Mark| -> u64 { m.live.iter().zip(&counted).filter(|(_, c)| **c).map(|(v, _)| *v).sum() };
+    let connected_mark = mark("connected").or_else(|| mark("cycle-1-connected")).or_else(|| mark("scale-1-connected"));
+
+    let mut components = Vec::new();
+    for (ci, name) in names.iter().enumerate() {
+        let phases: Vec<PhaseFigure> = marks
+            .iter()
+            .map(|m| PhaseFigure { phase: m.name.clone(), live_bytes: m.live[ci], peak_bytes: m.peak[ci], blocks: m.blocks[ci] })
+            .collect();
+        let peak = marks.iter().map(|m| m.peak[ci]).max().unwrap_or(0);
+        if peak == 0 && !counted[ci] {
+            continue;
+        }
+        components.push(ComponentReport {
+            name: name.to_string(),
+            connected_bytes: connected_mark.map(|m| m.live[ci]).unwrap_or(0),
+            peak_bytes: peak,
+            phases,
+            ..Default::default()
+        });
+    }
+
+    let thread_list: Vec<ThreadReport> = threads
+        .values()
+        .filter(|t| t.component != "app")
+        .map(|t| ThreadReport {
+            component: t.component.clone(),
+            created_at: t.created_at.clone(),
+            requested_bytes: t.requested,
+            high_water_bytes: t.high_water,
+            lifetime_ms: t.end_ns.unwrap_or(trace.records.last().map(|r| r.time_ns).unwrap_or(0)).saturating_sub(t.start_ns) / 1_000_000,
+            ..Default::default()
+        })
+        .collect();
+
+    let handshake_peak = marks
+        .iter()
+        .filter(|m| matches!(m.name.as_str(), "pc-created" | "gathered" | "connected"))
+        .map(|m| m.peak_total)
+        .max()
+        .unwrap_or(0);
+
+    let leak_per_cycle = if scenario == "cycle" {
+        let closed: Vec<u64> = marks.iter().filter(|m| m.name.starts_with("cycle-") && m.name.ends_with("-closed")).map(total_of).collect();
+        // The first cycle also pays the global init that stays until rtcCleanup: measure from the second.
+        (closed.len() >= 3).then(|| closed[closed.len() - 1].saturating_sub(closed[1]) / (closed.len() as u64 - 2))
+    } else {
+        None
+    };
+    let per_extra = if scenario == "scale" {
+        match (mark("scale-1-connected"), mark("scale-4-connected")) {
+            (Some(a), Some(b)) => Some(total_of(b).saturating_sub(total_of(a)) / 3),
+            _ => None,
+        }
+    } else {
+        None
+    };
+
+    let projection_census = connected_mark.or_else(|| mark("streaming")).map(|m| m.census.clone()).unwrap_or_default();
+    let projection = projection::project(policy, &projection_census);
+
+    Ok(Report {
+        scenario: scenario.to_string(),
+        policy: policy.policy.name.clone(),
+        total_connected_bytes: connected_mark.map(total_of).unwrap_or(0),
+        total_peak_bytes: global_peak,
+        handshake_peak_bytes: handshake_peak,
+        init_bytes: mark("pc-created").map(total_of).unwrap_or(0),
+        streaming_bytes: mark("streaming").map(|m| m.peak_total.max(total_of(m))),
+        threads: thread_list.len() as u64,
+        leak_bytes_per_cycle: leak_per_cycle,
+        bytes_per_extra_connection: per_extra,
+        leak_bytes: leaks.iter().map(|l| l.bytes).sum(),
+        leaks,
+        sites: top,
+        total_stack_high_water_bytes: thread_list.iter().map(|t| t.high_water_bytes).sum(),
+        thread_list,
+        projection,
+        components,
+        timeline_components: names.iter().map(|s| s.to_string()).collect(),
+        timeline,
+        ..Default::default()
+    })
+}
+
+/// Live blocks (site, size) right after event `until`.
+fn live_sites_replay(trace: &trace::Trace, sym: &mut Symbolizer, names: &[&'static str], site_index: &HashMap<SiteKey, usize>, until: usize) -> HashMap<u32, (usize, u64)> {
+    let mut live: HashMap<u32, (usize, u64)> = HashMap::new();
+    for record in trace.records.iter().take(until + 1) {
+        match &record.event {
+            Event::Alloc { addr, size, component, frames, .. } => {
+                let (comp, file, line, function, _) = sym.attribute(frames);
+                let comp = if *component > 0 { COMPONENTS.get(*component as usize - 1).copied().unwrap_or(comp) } else { comp };
+                let ci = names.iter().position(|c| *c == comp).unwrap_or(names.len() - 1);
+                if let Some(si) = site_index.get(&SiteKey { component: ci, file, line, function }) {
+                    live.insert(*addr, (*si, u64::from(*size)));
+                }
+            }
+            Event::Free { addr } => {
+                live.remove(addr);
+            }
+            _ => {}
+        }
+    }
+    live
+}

@@ -1,0 +1,384 @@
+//! The host replica: the same upstream sources, patches, knobs and force-included redirect
+//! header as the ESP-IDF tree, built 32-bit (-m32) so pointers and struct sizes match the MCU.
+//! mbedTLS 3.6.5 is configured as ESP-IDF configures it for DTLS (DTLS-SRTP on, the policy's
+//! record buffer lengths); every dependency is its own shared library (BUILD_SHARED_DEPS_LIBS).
+//! Builds are cached under ~/.cache/esp-dc/host/<policy>-<hash>/ and reused while nothing changed.
+
+use crate::fsutil::{project_root, write_atomic};
+use crate::policy::{KnobEffect, Placement, Policy, KNOBS};
+use crate::upstream::{self, Tree};
+use anyhow::{bail, Context, Result};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+pub const TARGET: &str = "i686-unknown-linux-gnu";
+const HOST: &str = "x86_64-unknown-linux-gnu";
+
+/// What the lab runs: the built stack, our host port library, the recorder and the driver.
+#[derive(Debug, Clone)]
+pub struct HostBuild {
+    pub dir: PathBuf,
+    /// Directories holding the stack's shared libraries (for LD_LIBRARY_PATH).
+    pub lib_dirs: Vec<PathBuf>,
+    pub driver: PathBuf,
+    pub recorder: PathBuf,
+    pub port_host: PathBuf,
+    /// Component -> its built shared library.
+    pub libraries: BTreeMap<String, PathBuf>,
+}
+
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("ESP_DC_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/esp-dc"))
+}
+
+/// Component id as in components/esp_dc_port/include/esp_dc_port_alloc.h.
+pub fn component_id(component: &str) -> i32 {
+    crate::policy::COMPONENTS.iter().position(|c| *c == component).map(|i| i as i32 + 1).unwrap_or(0)
+}
+
+fn caps_of(placement: Placement) -> u32 {
+    // Bit values of ESP-IDF's esp_heap_caps.h (mirrored in esp_dc_port_alloc.h).
+    const MALLOC_CAP_8BIT: u32 = 1 << 2;
+    const MALLOC_CAP_SPIRAM: u32 = 1 << 10;
+    const MALLOC_CAP_INTERNAL: u32 = 1 << 11;
+    const MALLOC_CAP_DEFAULT: u32 = 1 << 12;
+    match placement {
+        Placement::Psram => MALLOC_CAP_SPIRAM,
+        Placement::Internal => MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT,
+        Placement::Default => MALLOC_CAP_DEFAULT,
+    }
+}
+
+/// CMake project names of the stack's subprojects, by policy component.
+const PROJECTS: &[(&str, &str)] =
+    &[("libdatachannel", "libdatachannel"), ("libjuice", "libjuice"), ("usrsctp", "usrsctplib"), ("libsrtp", "libsrtp2")];
+
+/// The mbedTLS settings ESP-IDF applies for WebRTC (components/mbedtls/port/include/mbedtls/esp_config.h
+/// with CONFIG_MBEDTLS_SSL_PROTO_DTLS and CONFIG_MBEDTLS_SSL_DTLS_SRTP), plus the policy's record lengths.
+fn mbedtls_config_lines(policy: &Policy) -> String {
+    format!(
+        "\n/* esp-libdatachannel lab: what ESP-IDF's esp_config.h enables for DTLS, and the policy's record buffers */\n\
+         #define MBEDTLS_SSL_DTLS_SRTP\n\
+         #undef MBEDTLS_SSL_IN_CONTENT_LEN\n#define MBEDTLS_SSL_IN_CONTENT_LEN {}\n\
+         #undef MBEDTLS_SSL_OUT_CONTENT_LEN\n#define MBEDTLS_SSL_OUT_CONTENT_LEN {}\n",
+        policy.mbedtls.ssl_in_content_len, policy.mbedtls.ssl_out_content_len
+    )
+}
+
+/// Compile flags for each component, from the policy: force-include, caps, id, definitions.
+fn component_flags(policy: &Policy, include_dir: &Path) -> BTreeMap<&'static str, (Vec<String>, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    for (component, project) in PROJECTS {
+        let spec = policy.component(component);
+        let mut c_only = Vec::new();
+        if !spec.force_include.is_empty() {
+            c_only.push(format!("-include{}", include_dir.join(&spec.force_include).display()));
+            c_only.push(format!("-DESP_DC_ALLOC_CAPS={}", caps_of(spec.placement)));
+            c_only.push(format!("-DESP_DC_COMPONENT_ID={}", component_id(component)));
+        }
+        let defs: Vec<String> = spec.definitions.iter().map(|(k, v)| format!("{k}={}", v.render())).collect();
+        out.insert(*project, (c_only, defs));
+    }
+    out
+}
+
+/// Knob definitions apply to every subproject: usrsctp's own_threads is read by libdatachannel,
+/// and the names are distinct, so one global list is both simplest and what the ESP-IDF tree does
+/// with PUBLIC definitions.
+fn knob_definitions(policy: &Policy) -> Vec<String> {
+    KNOBS
+        .iter()
+        .filter_map(|k| match k.effect {
+            KnobEffect::Define(name) if policy.knob_value(k) != k.stock => Some(format!("-D{name}={}", policy.knob_value(k))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hash_of(parts: &[&[u8]]) -> String {
+    let mut h = DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+fn cc_build() -> cc::Build {
+    let mut b = cc::Build::new();
+    b.target(TARGET).host(HOST).opt_level(2).debug(true).cargo_metadata(false).cargo_warnings(false).warnings(false);
+    b
+}
+
+/// Builds (or reuses) the replica for `policy`. Prints one line per step on stderr.
+pub fn build(policy: &Policy) -> Result<HostBuild> {
+    check_multilib()?;
+    let sources = upstream::locate()?;
+    let root = project_root();
+    let include_dir = root.join("components/esp_dc_port/include");
+    let recorder_dir = root.join("lab/recorder");
+
+    let stack = upstream::stage_stack(&sources, policy)?;
+    let flags = component_flags(policy, &include_dir);
+    let knobs = knob_definitions(policy);
+    let mbed_lines = mbedtls_config_lines(policy);
+    let mut key_parts: Vec<Vec<u8>> = vec![format!("{flags:?}{knobs:?}{mbed_lines}v3").into_bytes()];
+    for (rel, bytes) in &stack.files {
+        if rel.extension().is_some_and(|e| e == "patch") {
+            continue;
+        }
+        key_parts.push(rel.to_string_lossy().as_bytes().to_vec());
+        key_parts.push(bytes.clone());
+    }
+    for f in ["esp_dc_alloc_redirect.h", "esp_dc_port_alloc.h"] {
+        key_parts.push(std::fs::read(include_dir.join(f))?);
+    }
+    let refs: Vec<&[u8]> = key_parts.iter().map(|v| v.as_slice()).collect();
+    let key = hash_of(&refs);
+    let dir = cache_root().join("host").join(format!("{}-{key}", policy.policy.name));
+    std::fs::create_dir_all(&dir)?;
+
+    let port_host = build_port_host(&dir, &recorder_dir)?;
+    let recorder = build_recorder(&dir, &recorder_dir)?;
+
+    let mbed_prefix = dir.join("mbedtls-install");
+    if !dir.join("mbedtls.done").exists() {
+        eprintln!("lab: building mbedTLS 3.6.5 (-m32, DTLS-SRTP, records {}/{}) for `{}`", policy.mbedtls.ssl_in_content_len, policy.mbedtls.ssl_out_content_len, policy.policy.name);
+        let mut mbed = Tree::read(&sources.mbedtls)?;
+        mbed.files.retain(|rel, _| !rel.starts_with("tests") && !rel.starts_with("programs") && !rel.starts_with("docs"));
+        let config = PathBuf::from("include/mbedtls/mbedtls_config.h");
+        let mut text = String::from_utf8(mbed.files[&config].clone())?;
+        text.push_str(&mbed_lines);
+        mbed.files.insert(config, text.into_bytes());
+        // mbedTLS's CMakeLists refers to these directories unconditionally.
+        for d in ["tests/CMakeLists.txt", "programs/CMakeLists.txt"] {
+            mbed.files.insert(PathBuf::from(d), b"# not built by the lab\n".to_vec());
+        }
+        let src = dir.join("mbedtls-src");
+        mbed.write(&src)?;
+        cmake_build(&src, &dir.join("mbedtls-build"), &mbed_prefix, &[
+            ("USE_SHARED_MBEDTLS_LIBRARY", "ON"),
+            ("USE_STATIC_MBEDTLS_LIBRARY", "OFF"),
+            ("ENABLE_PROGRAMS", "OFF"),
+            ("ENABLE_TESTING", "OFF"),
+            ("GEN_FILES", "OFF"),
+        ], "", "")?;
+        write_atomic(&dir.join("mbedtls.done"), b"")?;
+    }
+
+    let stack_prefix = dir.join("stack-install");
+    if !dir.join("stack.done").exists() {
+        eprintln!("lab: building libdatachannel 0.23.2 + libjuice, usrsctp, libsrtp (-m32) for `{}`", policy.policy.name);
+        let src = dir.join("stack-src");
+        stack.write(&src)?;
+        let project_include = dir.join("esp_dc_component_flags.cmake");
+        write_atomic(&project_include, project_include_cmake(&flags).as_bytes())?;
+        let knob_flags = knobs.join(" ");
+        let link = format!(
+            "-Wl,--no-as-needed -L{} -lesp_dc_port_host -Wl,-rpath,{}",
+            port_host.parent().unwrap().display(),
+            port_host.parent().unwrap().display()
+        );
+        cmake_build(&src, &dir.join("stack-build"), &stack_prefix, &[
+            ("USE_MBEDTLS", "ON"),
+            ("MbedTLS_ROOT", mbed_prefix.to_str().unwrap()),
+            ("CMAKE_PREFIX_PATH", mbed_prefix.to_str().unwrap()),
+            ("BUILD_SHARED_DEPS_LIBS", "ON"),
+            // The scenarios need no WebSocket; ESP builds drop it too (RTC_ENABLE_WEBSOCKET=0).
+            ("NO_WEBSOCKET", "ON"),
+            ("NO_EXAMPLES", "ON"),
+            ("NO_TESTS", "ON"),
+            ("CMAKE_PROJECT_INCLUDE", project_include.to_str().unwrap()),
+            ("CMAKE_SHARED_LINKER_FLAGS", &link),
+            ("CMAKE_INSTALL_RPATH", &format!("{}/lib;{}/lib", stack_prefix.display(), mbed_prefix.display())),
+        ], &knob_flags, &knob_flags)?;
+        write_atomic(&dir.join("stack.done"), b"")?;
+    }
+
+    let build_dir = dir.join("stack-build");
+    let mut libraries = BTreeMap::new();
+    let find = |dir: &Path, prefix: &str| -> Option<PathBuf> {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_type().is_file() && e.file_name().to_string_lossy().starts_with(prefix) && e.file_name().to_string_lossy().contains(".so"))
+            .map(|e| e.into_path())
+    };
+    for (component, prefix) in [("libdatachannel", "libdatachannel.so"), ("libjuice", "libjuice.so"), ("usrsctp", "libusrsctp.so"), ("libsrtp", "libsrtp2.so")] {
+        let lib = find(&build_dir, prefix).with_context(|| format!("the host build has no {prefix} under {}", build_dir.display()))?;
+        libraries.insert(component.to_string(), lib);
+    }
+    if let Some(lib) = find(&mbed_prefix.join("lib"), "libmbedtls.so") {
+        libraries.insert("mbedtls".into(), lib);
+    }
+    libraries.insert("esp_dc_port".into(), port_host.clone());
+    let mut lib_dirs: Vec<PathBuf> = libraries.values().filter_map(|p| p.parent().map(Path::to_path_buf)).collect();
+    lib_dirs.push(mbed_prefix.join("lib"));
+    lib_dirs.sort();
+    lib_dirs.dedup();
+
+    let driver = build_driver(&dir, &sources.libdatachannel, &libraries["libdatachannel"])?;
+    Ok(HostBuild { dir, lib_dirs, driver, recorder, port_host, libraries })
+}
+
+/// Component -> built 32-bit shared library, for `size-check --host`.
+pub fn component_libraries(policy: &Policy) -> Result<BTreeMap<String, PathBuf>> {
+    Ok(build(policy)?.libraries)
+}
+
+fn project_include_cmake(flags: &BTreeMap<&'static str, (Vec<String>, Vec<String>)>) -> String {
+    let mut s = String::from(
+        "# Generated by `cargo xtask lab`: included after every project() of the stack\n\
+         # (CMAKE_PROJECT_INCLUDE) to give each component the policy's flags, as the ESP-IDF\n\
+         # component tree does with target_compile_options.\n",
+    );
+    for (project, (c_only, defs)) in flags {
+        s.push_str(&format!("if(PROJECT_NAME STREQUAL \"{project}\")\n"));
+        for f in c_only {
+            s.push_str(&format!("  add_compile_options($<$<COMPILE_LANGUAGE:C>:{f}>)\n"));
+        }
+        for d in defs {
+            s.push_str(&format!("  add_compile_definitions({d})\n"));
+        }
+        s.push_str("endif()\n");
+    }
+    s
+}
+
+fn cmake_build(src: &Path, build: &Path, prefix: &Path, defines: &[(&str, &str)], c_flags: &str, cxx_flags: &str) -> Result<()> {
+    let mut cfg = cmake::Config::new(src);
+    cfg.generator("Ninja")
+        .out_dir(build)
+        .target(TARGET)
+        .host(HOST)
+        .profile("RelWithDebInfo")
+        .init_c_cfg(cc_build())
+        .init_cxx_cfg(cc_build())
+        .cflag("-fasynchronous-unwind-tables")
+        .cxxflag("-fasynchronous-unwind-tables")
+        .define("CMAKE_INSTALL_PREFIX", prefix)
+        .define("CMAKE_INSTALL_LIBDIR", "lib")
+        .very_verbose(false);
+    for f in c_flags.split_whitespace() {
+        cfg.cflag(f);
+    }
+    for f in cxx_flags.split_whitespace() {
+        cfg.cxxflag(f);
+    }
+    for (k, v) in defines {
+        cfg.define(k, v);
+    }
+    // The cmake and cc crates are made for build scripts and read cargo's build-script
+    // environment; give them the one a build script for i686 Linux would see.
+    for (k, v) in [
+        ("NUM_JOBS", "2"),
+        ("TARGET", TARGET),
+        ("HOST", HOST),
+        ("OPT_LEVEL", "2"),
+        ("DEBUG", "true"),
+        ("PROFILE", "release"),
+        ("CARGO_CFG_TARGET_OS", "linux"),
+        ("CARGO_CFG_TARGET_ARCH", "x86"),
+        ("CARGO_CFG_TARGET_ENV", "gnu"),
+        ("CARGO_CFG_TARGET_VENDOR", "unknown"),
+        ("CARGO_CFG_TARGET_POINTER_WIDTH", "32"),
+        ("CARGO_CFG_TARGET_ENDIAN", "little"),
+        ("CARGO_CFG_TARGET_FEATURE", ""),
+        ("CARGO_ENCODED_RUSTFLAGS", ""),
+    ] {
+        std::env::set_var(k, v);
+    }
+    // The cmake crate speaks to cargo on stdout; keep our stdout for reports.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.build()));
+    match result {
+        Ok(_) => Ok(()),
+        Err(_) => bail!("the host build of {} failed (output above); build dir {}", src.display(), build.display()),
+    }
+}
+
+fn build_port_host(dir: &Path, recorder_dir: &Path) -> Result<PathBuf> {
+    let out = dir.join("port-host");
+    let lib = out.join("libesp_dc_port_host.so");
+    if lib.exists() {
+        return Ok(lib);
+    }
+    std::fs::create_dir_all(&out)?;
+    let compiler = cc_build().get_compiler();
+    let status = compiler
+        .to_command()
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(recorder_dir.join("port_host.c"))
+        .status()?;
+    if !status.success() {
+        bail!("building libesp_dc_port_host.so failed");
+    }
+    Ok(lib)
+}
+
+/// liblabrec.so, rebuilt when its sources change.
+pub fn build_recorder(dir: &Path, recorder_dir: &Path) -> Result<PathBuf> {
+    let src = std::fs::read(recorder_dir.join("recorder.cpp"))?;
+    let hdr = std::fs::read(recorder_dir.join("lab_trace.h"))?;
+    let out = dir.join(format!("recorder-{}", hash_of(&[&src, &hdr])));
+    let lib = out.join("liblabrec.so");
+    if lib.exists() {
+        return Ok(lib);
+    }
+    std::fs::create_dir_all(&out)?;
+    let compiler = cc_build().cpp(true).get_compiler();
+    let status = compiler
+        .to_command()
+        .args(["-std=c++17", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(recorder_dir.join("recorder.cpp"))
+        .arg(format!("-I{}", recorder_dir.display()))
+        .args(["-ldl", "-lpthread"])
+        .status()?;
+    if !status.success() {
+        bail!("building liblabrec.so failed");
+    }
+    Ok(lib)
+}
+
+fn build_driver(dir: &Path, libdatachannel_src: &Path, libdatachannel: &Path) -> Result<PathBuf> {
+    let src = project_root().join("lab/driver/scenario.cpp");
+    let text = std::fs::read(&src)?;
+    let out = dir.join(format!("driver-{}", hash_of(&[&text])));
+    let exe = out.join("scenario");
+    if exe.exists() {
+        return Ok(exe);
+    }
+    std::fs::create_dir_all(&out)?;
+    let libdir = libdatachannel.parent().unwrap();
+    let compiler = cc_build().cpp(true).get_compiler();
+    let status = compiler
+        .to_command()
+        .args(["-std=c++17", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg(format!("-I{}", libdatachannel_src.join("include").display()))
+        .arg(format!("-L{}", libdir.display()))
+        .arg(format!("-Wl,-rpath,{}", libdir.display()))
+        .args(["-ldatachannel", "-ldl", "-lpthread"])
+        .status()?;
+    if !status.success() {
+        bail!("building the scenario driver failed");
+    }
+    Ok(exe)
+}
+
+fn check_multilib() -> Result<()> {
+    if !Path::new("/usr/lib/gcc/x86_64-linux-gnu").exists() || !Path::new("/usr/include/x86_64-linux-gnu").exists() {
+        return Ok(());
+    }
+    if !Path::new("/usr/lib32").exists() && !Path::new("/usr/lib/i386-linux-gnu").exists() {
+        return Err(crate::exit::bad_input(
+            "the 32-bit host replica needs g++-multilib: run `bash scripts/setup.sh` (or `apt-get install g++-multilib`)",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! `cargo xtask lab`: a host replica of the ESP32 stack that accounts for every byte by
+//! component and phase, projects it onto the ESP32's heaps and holds the dynamic budgets.
+//!
+//! host (build the replica) -> run (device + remote processes) -> trace (recorder output)
+//! -> account (component x phase) -> projection (ESP32 heaps) -> render (tables, SVG, JSON, budgets)
+
+pub mod account;
+pub mod host;
+pub mod projection;
+pub mod render;
+pub mod run;
+pub mod trace;
+
+use crate::exit::{self, Outcome};
+use crate::fsutil::{project_root, write_atomic};
+use crate::policy::Policy;
+use crate::report::Report;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale"];
+
+/// Run the host replica and account for every byte, stock and lean side by side.
+///
+/// Each scenario runs the measured "device" peer in its own 32-bit process, with the recorder
+/// preloaded, against an unmeasured "remote" peer process over loopback. The report gives live
+/// bytes per component and phase, peaks, the top call sites, threads and their stack high-water
+/// marks, and a projection onto the ESP32's internal RAM and PSRAM. Exit 1 when a policy's
+/// dynamic budget is exceeded (the message names component and phase).
+///
+/// Examples:
+///   cargo xtask lab                                  # stock and lean, every scenario
+///   cargo xtask lab --policy lean --scenario datachannel --json out.json
+///   cargo xtask lab --quick                          # short runs (CI smoke)
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Policies to measure (name under policies/ or a path); repeat for side by side.
+    #[arg(long = "policy", default_values = ["stock", "lean"])]
+    policies: Vec<String>,
+    /// Scenarios to run; repeat for several.
+    #[arg(long = "scenario", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS), default_values = SCENARIOS)]
+    scenarios: Vec<String>,
+    /// Write every report as JSON to this file (an array, one entry per policy and scenario).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Directory for the SVG timelines and raw traces.
+    #[arg(long, default_value = "lab-out")]
+    out: PathBuf,
+    /// Messages echoed in `datachannel`.
+    #[arg(long, default_value_t = 1000)]
+    messages: u32,
+    /// Seconds of video in `video`.
+    #[arg(long, default_value_t = 10)]
+    video_seconds: u32,
+    /// Short runs: 50 messages, 4 s of video, 4 cycles (for CI).
+    #[arg(long)]
+    quick: bool,
+    /// Do not check the dynamic budgets.
+    #[arg(long)]
+    no_budgets: bool,
+}
+
+pub fn run(args: Args) -> Outcome {
+    let mut policies = Vec::new();
+    for name in &args.policies {
+        policies.push(Policy::load(&Policy::path_for(name))?);
+    }
+    let settings = run::Settings {
+        messages: if args.quick { 50 } else { args.messages },
+        video_seconds: if args.quick { 4 } else { args.video_seconds },
+        cycles: if args.quick { 4 } else { 10 },
+    };
+    let out = if args.out.is_absolute() { args.out.clone() } else { project_root().join(&args.out) };
+    std::fs::create_dir_all(&out)?;
+    let mut reports: Vec<Report> = Vec::new();
+    for policy in &policies {
+        let build = host::build(policy)?;
+        for scenario in &args.scenarios {
+            eprintln!("lab: {} / {scenario}", policy.policy.name);
+            let trace = run::run_scenario(&build, policy, scenario, &settings, &out)?;
+            let report = account::build_report(&trace, scenario, policy, &build)?;
+            render::write_svg(&report, &out.join(format!("{}-{scenario}.svg", policy.policy.name)))?;
+            reports.push(report);
+        }
+    }
+    if policies.len() > 1 {
+        render::print_side_by_side(&reports);
+    } else {
+        for r in &reports {
+            render::print_report(r);
+        }
+    }
+    if let Some(path) = &args.json {
+        write_atomic(path, serde_json::to_string_pretty(&reports)?.as_bytes())?;
+    }
+    if args.no_budgets {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let breaches = render::check_budgets(&policies, &reports);
+    if breaches.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for b in &breaches {
+            eprintln!("budget: {b}");
+        }
+        Err(exit::verdict(format!("{} dynamic budget(s) exceeded", breaches.len())))
+    }
+}

@@ -1,0 +1,189 @@
+//! Human tables, the side-by-side comparison, the SVG timeline and the dynamic budget check.
+
+use crate::fsutil::write_atomic;
+use crate::policy::Policy;
+use crate::report::Report;
+use anyhow::Result;
+use std::path::Path;
+
+fn kb(bytes: u64) -> String {
+    format!("{:.1} KB", bytes as f64 / 1024.0)
+}
+
+pub fn print_report(r: &Report) {
+    println!("== {} / {}", r.policy, r.scenario);
+    let phases: Vec<String> = r.components.first().map(|c| c.phases.iter().map(|p| p.phase.clone()).collect()).unwrap_or_default();
+    print!("{:<16}", "component");
+    for p in &phases {
+        print!(" {:>14}", p);
+    }
+    println!(" {:>12}", "peak");
+    for c in &r.components {
+        print!("{:<16}", c.name);
+        for p in &c.phases {
+            print!(" {:>14}", format!("{}/{}", p.live_bytes, p.blocks));
+        }
+        println!(" {:>12}", c.peak_bytes);
+    }
+    println!("(live bytes/blocks at each phase mark)");
+    println!(
+        "init {}  connected {}  handshake peak {}  peak {}  threads {}  stack high-water {}  leaked {}",
+        kb(r.init_bytes),
+        kb(r.total_connected_bytes),
+        kb(r.handshake_peak_bytes),
+        kb(r.total_peak_bytes),
+        r.threads,
+        kb(r.total_stack_high_water_bytes),
+        kb(r.leak_bytes)
+    );
+    println!("top call sites at the peak:");
+    for s in r.sites.iter().take(20) {
+        println!("  {:>9} B {:>6}x  {:<14} {}:{} {}", s.bytes, s.count, s.component, s.file, s.line, s.function);
+    }
+    println!("threads:");
+    for t in &r.thread_list {
+        println!("  {:<14} requested {:>7} B  high-water {:>7} B  {:>6} ms  {}", t.component, t.requested_bytes, t.high_water_bytes, t.lifetime_ms, t.created_at);
+    }
+    println!("ESP32 projection: internal {}  PSRAM {}", kb(r.projection.internal_bytes), kb(r.projection.psram_bytes));
+    for l in &r.projection.lines {
+        println!("  {:>9} int {:>9} psram  {}  [{}]", l.internal_bytes, l.psram_bytes, l.what, l.source);
+    }
+    if !r.leaks.is_empty() {
+        println!("still held at the end:");
+        for s in r.leaks.iter().take(10) {
+            println!("  {:>9} B {:>6}x  {:<14} {}:{} {}", s.bytes, s.count, s.component, s.file, s.line, s.function);
+        }
+    }
+    println!();
+}
+
+/// One row per measure, one column per policy, for each scenario.
+pub fn print_side_by_side(reports: &[Report]) {
+    let mut scenarios: Vec<&str> = reports.iter().map(|r| r.scenario.as_str()).collect();
+    scenarios.dedup();
+    let mut policies: Vec<&str> = reports.iter().map(|r| r.policy.as_str()).collect();
+    policies.sort();
+    policies.dedup();
+    policies.sort_by_key(|p| if *p == "stock" { 0 } else { 1 });
+    for scenario in scenarios {
+        let cols: Vec<&Report> = policies.iter().filter_map(|p| reports.iter().find(|r| r.scenario == scenario && r.policy == *p)).collect();
+        println!("== {scenario}");
+        print!("{:<36}", "measure");
+        for r in &cols {
+            print!(" {:>12}", r.policy);
+        }
+        println!();
+        let row = |label: &str, f: &dyn Fn(&Report) -> Option<u64>| {
+            print!("{label:<36}");
+            for r in &cols {
+                print!(" {:>12}", f(r).map(|v| v.to_string()).unwrap_or_else(|| "-".into()));
+            }
+            println!();
+        };
+        row("first PeerConnection (init) B", &|r| Some(r.init_bytes));
+        row("connected B", &|r| Some(r.total_connected_bytes));
+        row("handshake peak B", &|r| Some(r.handshake_peak_bytes));
+        row("peak B", &|r| Some(r.total_peak_bytes));
+        if scenario == "video" {
+            row("streaming B", &|r| r.streaming_bytes);
+        }
+        let mut names: Vec<String> = cols.iter().flat_map(|r| r.components.iter().map(|c| c.name.clone())).collect();
+        names.dedup();
+        let mut seen = std::collections::BTreeSet::new();
+        for name in names {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            row(&format!("  {name} connected B"), &|r| r.components.iter().find(|c| c.name == name).map(|c| c.connected_bytes));
+        }
+        row("threads", &|r| Some(r.threads));
+        row("stack high-water sum B", &|r| Some(r.total_stack_high_water_bytes));
+        row("still held after cleanup B", &|r| Some(r.leak_bytes));
+        if scenario == "cycle" {
+            row("held per connect/disconnect cycle B", &|r| r.leak_bytes_per_cycle);
+        }
+        if scenario == "scale" {
+            row("bytes per extra connection", &|r| r.bytes_per_extra_connection);
+        }
+        row("ESP32 internal RAM (projected) B", &|r| Some(r.projection.internal_bytes));
+        row("ESP32 PSRAM (projected) B", &|r| Some(r.projection.psram_bytes));
+        println!();
+    }
+}
+
+/// A stacked area chart of live bytes by component over time, with the phase marks.
+pub fn write_svg(r: &Report, path: &Path) -> Result<()> {
+    const W: f64 = 900.0;
+    const H: f64 = 360.0;
+    const COLORS: &[&str] = &["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+    let t_max = r.timeline.last().map(|(t, _)| *t).unwrap_or(1).max(1) as f64;
+    let counted: Vec<usize> = r
+        .timeline_components
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !matches!(n.as_str(), "app" | "runtime" | "libstdc++"))
+        .map(|(i, _)| i)
+        .collect();
+    let y_max = r.timeline.iter().map(|(_, v)| counted.iter().map(|i| v[*i]).sum::<u64>()).max().unwrap_or(1).max(1) as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<text x=\"10\" y=\"16\">{} / {}: live bytes by component (peak {:.1} KB)</text>\n",
+        W + 160.0,
+        H + 40.0,
+        r.policy,
+        r.scenario,
+        y_max / 1024.0
+    );
+    let x = |t: u64| 40.0 + (t as f64 / t_max) * W;
+    let y = |b: u64| 20.0 + H - (b as f64 / y_max) * H;
+    let mut lower = vec![0u64; r.timeline.len()];
+    for (k, ci) in counted.iter().enumerate() {
+        let upper: Vec<u64> = r.timeline.iter().zip(&lower).map(|((_, v), lo)| lo + v[*ci]).collect();
+        if upper.iter().zip(&lower).all(|(u, l)| u == l) {
+            continue;
+        }
+        let mut points: Vec<String> = r.timeline.iter().zip(&upper).map(|((t, _), u)| format!("{:.1},{:.1}", x(*t), y(*u))).collect();
+        points.extend(r.timeline.iter().zip(&lower).rev().map(|((t, _), l)| format!("{:.1},{:.1}", x(*t), y(*l))));
+        let color = COLORS[k % COLORS.len()];
+        svg.push_str(&format!("<polygon fill=\"{color}\" opacity=\"0.85\" points=\"{}\"/>\n", points.join(" ")));
+        svg.push_str(&format!("<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{}</text>\n", W + 50.0, 30.0 + 16.0 * k as f64, W + 64.0, 39.0 + 16.0 * k as f64, r.timeline_components[*ci]));
+        lower = upper;
+    }
+    for c in r.components.iter().take(1) {
+        let _ = c;
+    }
+    svg.push_str(&format!("<line x1=\"40\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n</svg>\n", 20.0 + H, 40.0 + W, 20.0 + H));
+    write_atomic(path, svg.as_bytes())?;
+    Ok(())
+}
+
+/// Every dynamic budget of each report's policy that the report exceeds, naming component and phase.
+pub fn check_budgets(policies: &[Policy], reports: &[Report]) -> Vec<String> {
+    let mut breaches = Vec::new();
+    for r in reports {
+        let Some(policy) = policies.iter().find(|p| p.policy.name == r.policy) else { continue };
+        let b = &policy.budgets.dynamic;
+        let mut check = |what: &str, phase: &str, value: Option<u64>, budget: Option<u64>| {
+            if let (Some(v), Some(limit)) = (value, budget) {
+                if v > limit {
+                    breaches.push(format!("{} / {}: {what} at phase `{phase}` is {v} B, budget {limit} B", r.policy, r.scenario));
+                }
+            }
+        };
+        let dc = r.scenario == "datachannel";
+        check("first PeerConnection (stack total)", "pc-created", dc.then_some(r.init_bytes), b.init_bytes);
+        check("connected (stack total)", "connected", dc.then_some(r.total_connected_bytes), b.connected_bytes);
+        check("handshake peak (stack total)", "pc-created..connected", dc.then_some(r.handshake_peak_bytes), b.peak_bytes);
+        check("streaming (stack total)", "streaming", r.streaming_bytes, b.video_steady_bytes);
+        check("threads", "whole scenario", Some(r.threads), b.threads);
+        check("held per cycle", "cycle-N-closed", r.leak_bytes_per_cycle, b.leak_bytes_per_cycle);
+        check("projected internal RAM", "connected", dc.then_some(r.projection.internal_bytes), b.internal_bytes_per_connection);
+        check("stack high-water sum", "whole scenario", Some(r.total_stack_high_water_bytes), b.stack_high_water_bytes);
+        for (name, cb) in &b.components {
+            if let Some(c) = r.components.iter().find(|c| &c.name == name) {
+                check(&format!("{name} connected"), "connected", dc.then_some(c.connected_bytes), cb.connected_bytes);
+                check(&format!("{name} peak"), "whole scenario", dc.then_some(c.peak_bytes), cb.peak_bytes);
+            }
+        }
+    }
+    breaches
+}

@@ -1,0 +1,113 @@
+//! Runs one scenario: the measured device process (recorder preloaded) and the unmeasured remote
+//! process, their signaling lines relayed between them, their stderr kept as logs.
+
+use super::host::HostBuild;
+use crate::policy::{knob, Policy};
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub messages: u32,
+    pub video_seconds: u32,
+    pub cycles: u32,
+}
+
+/// Environment both peers get: the policy's runtime knobs (what esp_dc_port_init applies on the device).
+pub fn knob_env(policy: &Policy) -> Vec<(String, String)> {
+    let value = |c: &str, n: &str| policy.knob_value(knob(c, n).expect("catalogued knob")).to_string();
+    vec![
+        ("LAB_SCTP_RECV_BUFFER_BYTES".into(), value("libdatachannel", "sctp_recv_buffer_bytes")),
+        ("LAB_SCTP_SEND_BUFFER_BYTES".into(), value("libdatachannel", "sctp_send_buffer_bytes")),
+        ("LAB_SCTP_MAX_CHUNKS_ON_QUEUE".into(), value("libdatachannel", "sctp_max_chunks_on_queue")),
+        ("LAB_MAX_MESSAGE_BYTES".into(), value("libdatachannel", "max_message_bytes")),
+        ("LAB_NACK_MAX_PACKETS".into(), value("libdatachannel", "nack_max_packets")),
+        ("LAB_DEFAULT_STACK_BYTES".into(), policy.pthread.default_stack_bytes.to_string()),
+    ]
+}
+
+fn spawn(build: &HostBuild, role: &str, scenario: &str, env: &[(String, String)], log: &Path, preload: Option<(&Path, &Path)>) -> Result<Child> {
+    let mut cmd = Command::new(&build.driver);
+    cmd.arg(role).arg(scenario);
+    let lib_path = std::env::join_paths(&build.lib_dirs)?;
+    cmd.env("LD_LIBRARY_PATH", lib_path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some((recorder, trace)) = preload {
+        cmd.env("LD_PRELOAD", recorder).env("LAB_TRACE", trace);
+    }
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(std::fs::File::create(log)?);
+    cmd.spawn().with_context(|| format!("starting {}", build.driver.display()))
+}
+
+/// Copies lines from one peer's stdout to the other's stdin until the source closes.
+fn relay(from: impl std::io::Read + Send + 'static, mut to: impl Write + Send + 'static) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if writeln!(to, "{line}").and_then(|_| to.flush()).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Runs `scenario` and returns the device's trace file.
+pub fn run_scenario(build: &HostBuild, policy: &Policy, scenario: &str, settings: &Settings, out: &Path) -> Result<PathBuf> {
+    let stem = format!("{}-{scenario}", policy.policy.name);
+    let trace = out.join(format!("{stem}.trace"));
+    let _ = std::fs::remove_file(&trace);
+    let device_log = out.join(format!("{stem}.device.log"));
+    let remote_log = out.join(format!("{stem}.remote.log"));
+    let mut env = knob_env(policy);
+    env.push(("LAB_MESSAGES".into(), settings.messages.to_string()));
+    env.push(("LAB_VIDEO_SECONDS".into(), settings.video_seconds.to_string()));
+    env.push(("LAB_CYCLES".into(), settings.cycles.to_string()));
+
+    let mut remote = spawn(build, "remote", scenario, &env, &remote_log, None)?;
+    let mut device = spawn(build, "device", scenario, &env, &device_log, Some((&build.recorder, &trace)))?;
+    let a = relay(remote.stdout.take().unwrap(), device.stdin.take().unwrap());
+    let b = relay(device.stdout.take().unwrap(), remote.stdin.take().unwrap());
+
+    let deadline = Instant::now() + Duration::from_secs(120 + settings.video_seconds as u64);
+    let mut statuses = [None, None];
+    while statuses.iter().any(Option::is_none) {
+        for (i, child) in [&mut device, &mut remote].into_iter().enumerate() {
+            if statuses[i].is_none() {
+                statuses[i] = child.try_wait()?;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = device.kill();
+            let _ = remote.kill();
+            bail!("scenario `{scenario}` ({}) timed out; logs: {} {}", policy.policy.name, device_log.display(), remote_log.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = (a.join(), b.join());
+    let [device_status, remote_status] = statuses.map(Option::unwrap);
+    if !device_status.success() || !remote_status.success() {
+        bail!(
+            "scenario `{scenario}` ({}) failed: device {device_status}, remote {remote_status}\n--- device log ({}):\n{}\n--- remote log ({}):\n{}",
+            policy.policy.name,
+            device_log.display(),
+            tail(&device_log),
+            remote_log.display(),
+            tail(&remote_log)
+        );
+    }
+    if !trace.exists() {
+        bail!("the device wrote no trace at {} (was the recorder preloaded?)", trace.display());
+    }
+    Ok(trace)
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}

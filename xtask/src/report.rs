@@ -20,8 +20,11 @@ pub struct Report {
     pub total_peak_bytes: u64,
     /// Live bytes after the first PeerConnection was created (global init included).
     pub init_bytes: u64,
-    /// Threads the stack created.
+    /// Most stack threads alive at the same time (each costs a stack and a TCB on the ESP32).
     pub threads: u64,
+    /// Threads the stack created over the whole scenario, short-lived ones included.
+    #[serde(default)]
+    pub threads_created: u64,
     /// `cycle` only: bytes still held per connect/disconnect cycle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leak_bytes_per_cycle: Option<u64>,

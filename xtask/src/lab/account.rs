@@ -457,7 +457,8 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
         handshake_peak_bytes: handshake_peak,
         init_bytes: mark("pc-created").map(total_of).unwrap_or(0),
         streaming_bytes: mark("streaming").map(|m| m.peak_total.max(total_of(m))),
-        threads: thread_list.len() as u64,
+        threads: max_concurrent_threads(&threads),
+        threads_created: thread_list.len() as u64,
         leak_bytes_per_cycle: leak_per_cycle,
         bytes_per_extra_connection: per_extra,
         leak_bytes: leaks.iter().map(|l| l.bytes).sum(),
@@ -471,6 +472,23 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
         timeline,
         ..Default::default()
     })
+}
+
+/// Most stack threads alive at once: what stacks and TCBs cost at the worst moment. (libdatachannel's
+/// short-lived cleanup thread runs after the others are joined.)
+fn max_concurrent_threads(threads: &BTreeMap<u32, ThreadInfo>) -> u64 {
+    let mut edges: Vec<(u64, i64)> = Vec::new();
+    for t in threads.values().filter(|t| t.component != "app") {
+        edges.push((t.start_ns, 1));
+        edges.push((t.end_ns.unwrap_or(u64::MAX), -1));
+    }
+    edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut max) = (0i64, 0i64);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    max as u64
 }
 
 /// Live blocks (site, size) right after event `until`.

@@ -107,7 +107,7 @@ fn hash_of(parts: &[&[u8]]) -> String {
     format!("{:016x}", h.finish())
 }
 
-fn cc_build() -> cc::Build {
+pub fn cc_build() -> cc::Build {
     let mut b = cc::Build::new();
     b.target(TARGET).host(HOST).opt_level(2).debug(true).cargo_metadata(false).cargo_warnings(false).warnings(false);
     b

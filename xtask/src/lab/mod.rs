@@ -11,6 +11,9 @@ pub mod render;
 pub mod run;
 pub mod trace;
 
+#[cfg(test)]
+mod tests;
+
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
 use crate::policy::Policy;

@@ -96,7 +96,8 @@ pub fn print_side_by_side(reports: &[Report]) {
             }
             row(&format!("  {name} connected B"), &|r| r.components.iter().find(|c| c.name == name).map(|c| c.connected_bytes));
         }
-        row("threads", &|r| Some(r.threads));
+        row("threads alive at once", &|r| Some(r.threads));
+        row("threads created", &|r| Some(r.threads_created));
         row("stack high-water sum B", &|r| Some(r.total_stack_high_water_bytes));
         row("still held after cleanup B", &|r| Some(r.leak_bytes));
         if scenario == "cycle" {

@@ -1,0 +1,96 @@
+//! The instrument on fixtures with known allocations: exact bytes per component and phase, leaks,
+//! and a thread with a known stack use. Needs g++-multilib (scripts/setup.sh installs it).
+
+use super::account::account;
+use super::host::{build_recorder, cc_build};
+use super::trace;
+use crate::fsutil::project_root;
+use crate::policy::Policy;
+use crate::report::Report;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn compile(cpp: bool, args: &[&str], out: &Path) {
+    let compiler = cc_build().cpp(cpp).get_compiler();
+    let status = compiler.to_command().args(args).arg("-o").arg(out).status().expect("a C compiler (run scripts/setup.sh)");
+    assert!(status.success(), "compiling {}", out.display());
+}
+
+/// Builds the fixture, runs it with the recorder preloaded and accounts its trace.
+fn fixture_report() -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fixtures = project_root().join("lab/fixtures/recorder");
+    let include = project_root().join("components/esp_dc_port/include");
+    let f = |p: &str| fixtures.join(p).to_string_lossy().into_owned();
+    compile(false, &["-g", "-O1", "-shared", "-fPIC", &format!("-include{}", include.join("esp_dc_alloc_redirect.h").display()), &format!("-I{}", include.display()), "-DESP_DC_ALLOC_CAPS=1024", "-DESP_DC_COMPONENT_ID=3", &f("tagged.c")], &d.join("libtagged.so"));
+    compile(true, &["-g", "-O1", "-shared", "-fPIC", &f("deps/libjuice/juice_like.cpp"), "-lpthread"], &d.join("libjuicelike.so"));
+    let exe = d.join("fixture");
+    compile(false, &["-g", &f("main.c"), &format!("-L{}", d.display()), "-ltagged", "-ljuicelike", "-ldl", &format!("-Wl,-rpath,{}", d.display())], &exe);
+    let recorder = build_recorder(d, &project_root().join("lab/recorder")).unwrap();
+    let trace_path = d.join("fixture.trace");
+    let status = Command::new(&exe).env("LD_PRELOAD", &recorder).env("LAB_TRACE", &trace_path).env("LAB_DEFAULT_STACK_BYTES", "4096").status().unwrap();
+    assert!(status.success());
+    let trace = trace::read(&trace_path).unwrap();
+    let policy = Policy::load(&Policy::path_for("lean")).unwrap();
+    account(&trace, "fixture", &policy, &exe.to_string_lossy()).unwrap()
+}
+
+fn phase(r: &Report, component: &str, phase: &str) -> (u64, u64) {
+    let c = r.components.iter().find(|c| c.name == component).unwrap_or_else(|| panic!("no {component} in {:?}", r.components.iter().map(|c| &c.name).collect::<Vec<_>>()));
+    let p = c.phases.iter().find(|p| p.phase == phase).unwrap();
+    (p.live_bytes, p.blocks)
+}
+
+#[test]
+fn fixture_bytes_are_attributed_exactly_by_component_and_phase() {
+    let r = fixture_report();
+    // Tagged through the redirect header as component 3 (usrsctp): malloc(1000) + calloc(4, 6).
+    assert_eq!(phase(&r, "usrsctp", "start"), (0, 0));
+    assert_eq!(phase(&r, "usrsctp", "pc-created"), (1024, 2));
+    // C++ in deps/libjuice/: new char[300], new vector (12 bytes on 32-bit) and its 50 ints.
+    assert_eq!(phase(&r, "libjuice", "pc-created"), (0, 0));
+    assert_eq!(phase(&r, "libjuice", "connected"), (512, 3));
+    assert_eq!(phase(&r, "usrsctp", "closed"), (0, 0));
+    assert_eq!(phase(&r, "libjuice", "closed"), (0, 0));
+    assert_eq!(r.total_connected_bytes, 1024 + 512);
+    assert_eq!(r.init_bytes, 1024);
+    let peak = r.components.iter().find(|c| c.name == "usrsctp").unwrap().peak_bytes;
+    assert_eq!(peak, 1024);
+}
+
+#[test]
+fn fixture_leak_is_found_with_its_site() {
+    let r = fixture_report();
+    assert_eq!(r.leak_bytes, 77);
+    assert_eq!(r.leaks.len(), 1);
+    assert_eq!(r.leaks[0].component, "libjuice");
+    assert!(r.leaks[0].file.ends_with("deps/libjuice/juice_like.cpp"), "{:?}", r.leaks[0]);
+    assert_eq!(phase(&r, "libjuice", "cleaned-up"), (77, 1));
+}
+
+#[test]
+fn fixture_thread_stack_high_water_is_exact() {
+    let r = fixture_report();
+    let t: Vec<_> = r.thread_list.iter().filter(|t| t.component == "libjuice").collect();
+    assert_eq!(t.len(), 1, "{:?}", r.thread_list);
+    assert_eq!(t[0].requested_bytes, 65536);
+    // 20000 bytes written by the routine, plus its own frame and the trampoline's call: a few dozen bytes.
+    assert!(t[0].high_water_bytes >= 20000 && t[0].high_water_bytes <= 20000 + 256, "high-water {}", t[0].high_water_bytes);
+    assert_eq!(r.total_stack_high_water_bytes, t[0].high_water_bytes);
+}
+
+#[test]
+fn trace_from_a_truncated_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("t.trace");
+    let mut bytes = Vec::new();
+    for w in [trace::ffi::LAB_TRACE_MAGIC, 4, 0, 0] {
+        bytes.extend_from_slice(&w.to_le_bytes());
+    }
+    bytes.extend_from_slice(&[1, 0, 3, 0xff]); // an ALLOC event header promising 3 frames, cut short
+    bytes.extend_from_slice(&[0; 28]);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = trace::read(&path).unwrap_err().to_string();
+    assert!(err.contains("truncated"), "{err}");
+}

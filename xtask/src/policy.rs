@@ -705,7 +705,9 @@ mod tests {
 
     #[test]
     fn knob_out_of_range_and_missing_patch() {
-        let text = shipped("lean").replacen("max_candidates = 20", "max_candidates = 0", 1);
+        let lean = shipped("lean");
+        let line = lean.lines().find(|l| l.starts_with("max_candidates =")).expect("lean sets max_candidates");
+        let text = lean.replacen(line, "max_candidates = 0", 1);
         assert!(parse_err(&text).contains("0 is out of range 2..=64"));
         let text = shipped("lean").replacen("[components.plog]\n", "[components.plog]\npatches = [\"nope.patch\"]\n", 1);
         let err = parse_err(&text);

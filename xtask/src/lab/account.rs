@@ -464,7 +464,7 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
         leak_bytes: leaks.iter().map(|l| l.bytes).sum(),
         leaks,
         sites: top,
-        total_stack_high_water_bytes: thread_list.iter().map(|t| t.high_water_bytes).sum(),
+        total_stack_high_water_bytes: max_concurrent_high_water(&threads),
         thread_list,
         projection,
         components,
@@ -481,6 +481,23 @@ fn max_concurrent_threads(threads: &BTreeMap<u32, ThreadInfo>) -> u64 {
     for t in threads.values().filter(|t| t.component != "app") {
         edges.push((t.start_ns, 1));
         edges.push((t.end_ns.unwrap_or(u64::MAX), -1));
+    }
+    edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut max) = (0i64, 0i64);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    max as u64
+}
+
+/// The most stack the threads alive at the same moment ever needed together (sum of their
+/// high-water marks): what their stacks must hold at once, however many come and go over cycles.
+fn max_concurrent_high_water(threads: &BTreeMap<u32, ThreadInfo>) -> u64 {
+    let mut edges: Vec<(u64, i64)> = Vec::new();
+    for t in threads.values().filter(|t| t.component != "app") {
+        edges.push((t.start_ns, t.high_water as i64));
+        edges.push((t.end_ns.unwrap_or(u64::MAX), -(t.high_water as i64)));
     }
     edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     let (mut now, mut max) = (0i64, 0i64);

@@ -113,8 +113,25 @@ pub fn cc_build() -> cc::Build {
     b
 }
 
-/// Builds (or reuses) the replica for `policy`. Prints one line per step on stderr.
+/// Builds (or reuses) the replica for `policy`. The build runs in a child `cargo xtask lab
+/// --build-only` whose stdout goes to our stderr: the cmake and cc crates speak to cargo on
+/// stdout, and the lab's stdout is for its report.
 pub fn build(policy: &Policy) -> Result<HostBuild> {
+    if std::env::var_os("ESP_DC_LAB_BUILDING").is_none() {
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(["lab", "--build-only", "--policy"])
+            .arg(&policy.path)
+            .env("ESP_DC_LAB_BUILDING", "1")
+            .stdout(std::io::stderr())
+            .status()?;
+        if !status.success() {
+            return Err(crate::exit::bad_input(format!("the host build for `{}` failed (output above)", policy.policy.name)));
+        }
+    }
+    build_here(policy)
+}
+
+fn build_here(policy: &Policy) -> Result<HostBuild> {
     check_multilib()?;
     let sources = upstream::locate()?;
     let root = project_root();

@@ -62,12 +62,21 @@ pub struct Args {
     /// Do not check the dynamic budgets.
     #[arg(long)]
     no_budgets: bool,
+    /// Only build the host replica of each policy (what `lab` runs in a child process).
+    #[arg(long, hide = true)]
+    build_only: bool,
 }
 
 pub fn run(args: Args) -> Outcome {
     let mut policies = Vec::new();
     for name in &args.policies {
         policies.push(Policy::load(&Policy::path_for(name))?);
+    }
+    if args.build_only {
+        for policy in &policies {
+            host::build(policy)?;
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let settings = run::Settings {
         messages: if args.quick { 50 } else { args.messages },

@@ -59,8 +59,12 @@ pub fn print_report(r: &Report) {
 
 /// One row per measure, one column per policy, for each scenario.
 pub fn print_side_by_side(reports: &[Report]) {
-    let mut scenarios: Vec<&str> = reports.iter().map(|r| r.scenario.as_str()).collect();
-    scenarios.dedup();
+    let mut scenarios: Vec<&str> = Vec::new();
+    for r in reports {
+        if !scenarios.contains(&r.scenario.as_str()) {
+            scenarios.push(&r.scenario);
+        }
+    }
     let mut policies: Vec<&str> = reports.iter().map(|r| r.policy.as_str()).collect();
     policies.sort();
     policies.dedup();
@@ -82,7 +86,9 @@ pub fn print_side_by_side(reports: &[Report]) {
         };
         row("first PeerConnection (init) B", &|r| Some(r.init_bytes));
         row("connected B", &|r| Some(r.total_connected_bytes));
-        row("handshake peak B", &|r| Some(r.handshake_peak_bytes));
+        if scenario != "video" {
+            row("handshake peak B", &|r| Some(r.handshake_peak_bytes));
+        }
         row("peak B", &|r| Some(r.total_peak_bytes));
         if scenario == "video" {
             row("streaming B", &|r| r.streaming_bytes);
@@ -98,7 +104,7 @@ pub fn print_side_by_side(reports: &[Report]) {
         }
         row("threads alive at once", &|r| Some(r.threads));
         row("threads created", &|r| Some(r.threads_created));
-        row("stack high-water sum B", &|r| Some(r.total_stack_high_water_bytes));
+        row("stack high-water, threads alive at once B", &|r| Some(r.total_stack_high_water_bytes));
         row("still held after cleanup B", &|r| Some(r.leak_bytes));
         if scenario == "cycle" {
             row("held per connect/disconnect cycle B", &|r| r.leak_bytes_per_cycle);

@@ -441,6 +441,33 @@ pub const KNOBS: &[KnobSpec] = &[
         effect: KnobEffect::Define("ICE_MAX_CANDIDATES_COUNT"),
         help: "Candidates per ICE description (ICE_MAX_CANDIDATES_COUNT); sizes the agent's candidate arrays.",
     },
+    KnobSpec {
+        component: "libjuice",
+        name: "max_turn_servers",
+        stock: 2,
+        min: 0,
+        max: 8,
+        effect: KnobEffect::Define("ICE_MAX_TURN_SERVERS_COUNT"),
+        help: "TURN servers per agent (MAX_RELAY_ENTRIES_COUNT). Each one multiplies the candidate-pair and STUN-entry arrays inside juice_agent_t; 0 means no relay candidates at all.",
+    },
+    KnobSpec {
+        component: "libjuice",
+        name: "agent_buffer_bytes",
+        stock: 4096,
+        min: 512,
+        max: 65536,
+        effect: KnobEffect::Define("JUICE_ESP_AGENT_BUFFER_SIZE"),
+        help: "Stack buffer the ICE agent writes STUN messages and candidate lines into (agent.c BUFFER_SIZE). A STUN binding request is under 200 bytes; the buffer sits on the connection thread's stack.",
+    },
+    KnobSpec {
+        component: "libjuice",
+        name: "recv_buffer_bytes",
+        stock: 4096,
+        min: 1500,
+        max: 65536,
+        effect: KnobEffect::Define("JUICE_ESP_RECV_BUFFER_SIZE"),
+        help: "Stack buffer the connection thread receives each UDP datagram into (conn_*.c BUFFER_SIZE). Must hold the largest datagram a peer sends: WebRTC peers keep DTLS and SRTP packets under the path MTU, 1500 bytes on Ethernet and Wi-Fi.",
+    },
 ];
 
 pub fn knob(component: &str, name: &str) -> Option<&'static KnobSpec> {

@@ -18,8 +18,13 @@ pub struct Report {
     pub total_connected_bytes: u64,
     /// Highest live bytes at any moment of the scenario.
     pub total_peak_bytes: u64,
-    /// Live bytes after the first PeerConnection was created (global init included).
+    /// Bytes the first PeerConnection added to what was live at `start`: the global init
+    /// (usrsctp, thread pool, certificate) plus the PeerConnection itself.
     pub init_bytes: u64,
+    /// Heap the stack holds at `start`, before any call into it: C++ static constructors run
+    /// at load (on the ESP32, at boot). Counted in every later phase total.
+    #[serde(default)]
+    pub load_bytes: u64,
     /// Most stack threads alive at the same time (each costs a stack and a TCB on the ESP32).
     pub threads: u64,
     /// Threads the stack created over the whole scenario, short-lived ones included.
@@ -45,9 +50,13 @@ pub struct Report {
     /// Highest live total from the first PeerConnection until the connection is up.
     #[serde(default)]
     pub handshake_peak_bytes: u64,
-    /// `video` only: live bytes while streaming (the higher of the mark and the phase's peak).
+    /// `video` only: live bytes at the `streaming` mark, after the whole stream was sent
+    /// (between frames: what the stream keeps, e.g. the NACK responder's packets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub streaming_bytes: Option<u64>,
+    /// `video` only: highest live bytes while streaming (a key frame in flight through the packetizer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming_peak_bytes: Option<u64>,
     /// Bytes the stack still held at the end (after rtcCleanup), all sites.
     #[serde(default)]
     pub leak_bytes: u64,

@@ -432,8 +432,18 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
 
     let leak_per_cycle = if scenario == "cycle" {
         let closed: Vec<u64> = marks.iter().filter(|m| m.name.starts_with("cycle-") && m.name.ends_with("-closed")).map(total_of).collect();
-        // The first cycle also pays the global init that stays until rtcCleanup: measure from the second.
-        (closed.len() >= 3).then(|| closed[closed.len() - 1].saturating_sub(closed[1]) / (closed.len() as u64 - 2))
+        // The first cycle also pays the global init that stays until rtcCleanup: measure from the
+        // second. At each `closed` mark usrsctp may still be tearing the association down (a few KB,
+        // more or less by timing), which only ever adds bytes: so compare the lowest total of the
+        // early cycles with the lowest of the late ones. A real leak of L bytes per cycle puts
+        // those minima at the first cycle of each half, `half` cycles apart.
+        (closed.len() >= 5).then(|| {
+            let settled = &closed[1..];
+            let half = settled.len() / 2;
+            let early = settled[..half].iter().min().unwrap();
+            let late = settled[half..].iter().min().unwrap();
+            late.saturating_sub(*early) / half as u64
+        })
     } else {
         None
     };
@@ -455,8 +465,10 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
         total_connected_bytes: connected_mark.map(total_of).unwrap_or(0),
         total_peak_bytes: global_peak,
         handshake_peak_bytes: handshake_peak,
-        init_bytes: mark("pc-created").map(total_of).unwrap_or(0),
-        streaming_bytes: mark("streaming").map(|m| m.peak_total.max(total_of(m))),
+        init_bytes: mark("pc-created").map(total_of).unwrap_or(0).saturating_sub(mark("start").map(total_of).unwrap_or(0)),
+        load_bytes: mark("start").map(total_of).unwrap_or(0),
+        streaming_bytes: mark("streaming").map(total_of),
+        streaming_peak_bytes: mark("streaming").map(|m| m.peak_total.max(total_of(m))),
         threads: max_concurrent_threads(&threads),
         threads_created: thread_list.len() as u64,
         leak_bytes_per_cycle: leak_per_cycle,

@@ -442,6 +442,15 @@ pub const KNOBS: &[KnobSpec] = &[
         help: "Candidates per ICE description (ICE_MAX_CANDIDATES_COUNT); sizes the agent's candidate arrays.",
     },
     KnobSpec {
+        component: "libdatachannel",
+        name: "dtls_recv_buffer_bytes",
+        stock: 4096,
+        min: 512,
+        max: 16384,
+        effect: KnobEffect::Define("RTC_ESP_DTLS_RECV_BUFFER_BYTES"),
+        help: "Stack buffer DtlsTransport::doRecv reads decrypted records into, on the thread pool's stack (patch). Must be at least mbedtls.ssl_in_content_len: a record is never split. After the handshake upstream also takes this size + 1 as the DTLS MTU.",
+    },
+    KnobSpec {
         component: "libjuice",
         name: "max_turn_servers",
         stock: 2,
@@ -449,6 +458,15 @@ pub const KNOBS: &[KnobSpec] = &[
         max: 8,
         effect: KnobEffect::Define("ICE_MAX_TURN_SERVERS_COUNT"),
         help: "TURN servers per agent (MAX_RELAY_ENTRIES_COUNT). Each one multiplies the candidate-pair and STUN-entry arrays inside juice_agent_t; 0 means no relay candidates at all.",
+    },
+    KnobSpec {
+        component: "libjuice",
+        name: "stun_max_peer_addresses",
+        stock: 8,
+        min: 1,
+        max: 8,
+        effect: KnobEffect::Define("JUICE_ESP_STUN_MAX_PEER_ADDRESSES"),
+        help: "XOR-PEER-ADDRESS slots in stun_message_t (STUN_MAX_PEER_ADDRESSES, patch). The ICE agent writes one peer per TURN request and reads at most this many; every stun_message_t sits on the connection thread's stack.",
     },
     KnobSpec {
         component: "libjuice",
@@ -591,6 +609,15 @@ impl Policy {
         }
         if self.mbedtls.ssl_out_content_len < 512 || self.mbedtls.ssl_out_content_len > 16384 {
             problems.push(("mbedtls.ssl_out_content_len".into(), "must be within 512..=16384 (MBEDTLS_SSL_OUT_CONTENT_LEN)".into()));
+        }
+        // A DTLS read buffer smaller than a record would split an SCTP packet in two.
+        if let Some(buffer) = self.components.get("libdatachannel").and_then(|c| c.knobs.get("dtls_recv_buffer_bytes")) {
+            if *buffer < i64::from(self.mbedtls.ssl_in_content_len) {
+                problems.push((
+                    "components.libdatachannel.knobs.dtls_recv_buffer_bytes".into(),
+                    format!("{buffer} is below mbedtls.ssl_in_content_len ({}): a record would not fit", self.mbedtls.ssl_in_content_len),
+                ));
+            }
         }
         if self.pthread.default_stack_bytes < 2048 {
             problems.push(("pthread.default_stack_bytes".into(), "below 2048 bytes no ESP-IDF pthread can start".into()));
@@ -756,5 +783,28 @@ mod tests {
         assert_eq!(stock.knob_value(spec), 1024);
         assert!(lean.knob_value(spec) < 1024);
         assert_eq!(spec.kconfig_symbol(), "ESP_DC_LIBDATACHANNEL_SCTP_MAX_STREAMS");
+    }
+
+    /// docs/policy.md's knob table lists every knob with lean's and stock's values as shipped.
+    #[test]
+    fn knob_table_in_docs_follows_the_policies() {
+        let doc = std::fs::read_to_string(crate::fsutil::project_root().join("docs/policy.md")).unwrap();
+        let stock = Policy::load(&Policy::path_for("stock")).unwrap();
+        let lean = Policy::load(&Policy::path_for("lean")).unwrap();
+        for spec in KNOBS {
+            let key = format!("| `{}.{}` |", spec.component, spec.name);
+            let row = doc.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("docs/policy.md has no row {key}"));
+            let cells: Vec<&str> = row.trim_end_matches('|').rsplitn(3, '|').map(str::trim).collect();
+            assert_eq!(cells[1], lean.knob_value(spec).to_string(), "{key} lean");
+            assert_eq!(cells[0], stock.knob_value(spec).to_string(), "{key} stock");
+        }
+    }
+
+    #[test]
+    fn dtls_read_buffer_must_hold_a_record() {
+        let text = shipped("lean").replacen("[components.libdatachannel.knobs]\n", "[components.libdatachannel.knobs]\ndtls_recv_buffer_bytes = 1024\n", 1);
+        let text = text.lines().filter(|l| !l.starts_with("dtls_recv_buffer_bytes = 2048")).collect::<Vec<_>>().join("\n");
+        let err = parse_err(&text);
+        assert!(err.contains("components.libdatachannel.knobs.dtls_recv_buffer_bytes: 1024 is below mbedtls.ssl_in_content_len (2048)"), "{err}");
     }
 }

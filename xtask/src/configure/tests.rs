@@ -197,7 +197,8 @@ fn every_knob_reaches_kconfig_sdkconfig_and_cmake() {
     let lean = Policy::load(&Policy::path_for("lean")).unwrap();
     for spec in KNOBS {
         let current = lean.knob_value(spec);
-        let new = if current == spec.min { spec.max } else { spec.min };
+        // The DTLS read buffer may not go below mbedtls.ssl_in_content_len (policy check): go up.
+        let new = if current == spec.min || spec.name == "dtls_recv_buffer_bytes" { spec.max } else { spec.min };
         let plan = plan_of(&set_knob(&lean_text, spec.component, spec.name, new));
         let symbol = spec.kconfig_symbol();
         assert!(defaults(&plan).contains(&format!("\nCONFIG_{symbol}={new}\n")), "{symbol} not in sdkconfig.defaults");
@@ -235,8 +236,8 @@ fn every_policy_field_has_an_effect() {
         ("memory.always_internal_bytes", with(&lean, "always_internal_bytes = 512", "always_internal_bytes = 1024"), sd, "CONFIG_SPIRAM_MALLOC_ALWAYSINTERNAL=1024"),
         ("memory.reserve_internal_bytes", with(&lean, "reserve_internal_bytes = 32768", "reserve_internal_bytes = 65536"), sd, "CONFIG_SPIRAM_MALLOC_RESERVE_INTERNAL=65536"),
         ("mbedtls.allocator", with(&lean, "allocator = \"external\"", "allocator = \"custom\""), sd, "CONFIG_MBEDTLS_CUSTOM_MEM_ALLOC=y"),
-        ("mbedtls.ssl_in_content_len", with(&lean, "ssl_in_content_len = 2048", "ssl_in_content_len = 8192"), sd, "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=8192"),
-        ("mbedtls.ssl_out_content_len", with(&lean, "ssl_out_content_len = 2048", "ssl_out_content_len = 4096"), sd, "CONFIG_MBEDTLS_SSL_OUT_CONTENT_LEN=4096"),
+        ("mbedtls.ssl_in_content_len", with(&with(&lean, "ssl_in_content_len = 2048", "ssl_in_content_len = 8192"), "dtls_recv_buffer_bytes = 2048", "dtls_recv_buffer_bytes = 8192"), sd, "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=8192"),
+        ("mbedtls.ssl_out_content_len", with(&lean, "ssl_out_content_len = 1536", "ssl_out_content_len = 4096"), sd, "CONFIG_MBEDTLS_SSL_OUT_CONTENT_LEN=4096"),
         ("mbedtls.dynamic_buffer", with(&lean, "dynamic_buffer = false", "dynamic_buffer = true"), sd, "CONFIG_MBEDTLS_DYNAMIC_BUFFER=y"),
         ("pthread.default_stack_bytes", with(&lean, "default_stack_bytes = 8192", "default_stack_bytes = 6144"), sd, "CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT=6144"),
         ("pthread.stack_placement (no threads entry)", with(&with(&lean, "threads = { stack_bytes = 18432, placement = \"psram\" }\n", ""), "stack_placement = \"psram\"", "stack_placement = \"default\""), sd, "# CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY is not set"),

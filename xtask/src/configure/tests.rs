@@ -229,8 +229,8 @@ fn every_policy_field_has_an_effect() {
         ("components.libjuice.force_include", with(&lean, "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"", "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"\""), "libjuice/CMakeLists.txt", "# force_include: none"),
         ("components.usrsctp.definitions", with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\ndefinitions = { SCTP_DEBUG_LEVEL = 3, NAME = \"x\" }\n"), "usrsctp/CMakeLists.txt", "\"SCTP_DEBUG_LEVEL=3\""),
         ("components.libdatachannel.patches", with(&lean, "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\"]\n", ""), STAMP, "patches = [\"libjuice/knobs.patch\"]"),
-        ("components.libdatachannel.threads.stack_bytes", with(&lean, "stack_bytes = 18432", "stack_bytes = 12288"), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES=12288"),
-        ("pthread.stack_placement + threads.placement", with(&with(&lean, "stack_placement = \"psram\"", "stack_placement = \"internal\""), "stack_bytes = 18432, placement = \"psram\"", "stack_bytes = 18432, placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_INTERNAL=y\n"),
+        ("components.libdatachannel.threads.stack_bytes", with(&lean, "stack_bytes = 15360", "stack_bytes = 12288"), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES=12288"),
+        ("pthread.stack_placement + threads.placement", with(&with(&lean, "stack_placement = \"psram\"", "stack_placement = \"internal\""), "stack_bytes = 15360, placement = \"psram\"", "stack_bytes = 15360, placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_INTERNAL=y\n"),
         ("memory.spiram", with(&lean.replace("\"psram\"", "\"internal\""), "spiram = true", "spiram = false"), sd, "# CONFIG_SPIRAM is not set"),
         ("memory.spiram_malloc", with(&lean, "spiram_malloc = \"malloc\"", "spiram_malloc = \"caps-only\""), sd, "CONFIG_SPIRAM_USE_CAPS_ALLOC=y"),
         ("memory.always_internal_bytes", with(&lean, "always_internal_bytes = 512", "always_internal_bytes = 1024"), sd, "CONFIG_SPIRAM_MALLOC_ALWAYSINTERNAL=1024"),
@@ -240,7 +240,7 @@ fn every_policy_field_has_an_effect() {
         ("mbedtls.ssl_out_content_len", with(&lean, "ssl_out_content_len = 1536", "ssl_out_content_len = 4096"), sd, "CONFIG_MBEDTLS_SSL_OUT_CONTENT_LEN=4096"),
         ("mbedtls.dynamic_buffer", with(&lean, "dynamic_buffer = false", "dynamic_buffer = true"), sd, "CONFIG_MBEDTLS_DYNAMIC_BUFFER=y"),
         ("pthread.default_stack_bytes", with(&lean, "default_stack_bytes = 8192", "default_stack_bytes = 6144"), sd, "CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT=6144"),
-        ("pthread.stack_placement (no threads entry)", with(&with(&lean, "threads = { stack_bytes = 18432, placement = \"psram\" }\n", ""), "stack_placement = \"psram\"", "stack_placement = \"default\""), sd, "# CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY is not set"),
+        ("pthread.stack_placement (no threads entry)", with(&with(&lean, "threads = { stack_bytes = 15360, placement = \"psram\" }\n", ""), "stack_placement = \"psram\"", "stack_placement = \"default\""), sd, "# CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY is not set"),
         ("cxx.new_placement", with(&lean, "new_placement = \"psram\"", "new_placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_NEW_PLACEMENT_INTERNAL=y"),
         ("cxx.emergency_pool_bytes", with(&lean, "emergency_pool_bytes = 0", "emergency_pool_bytes = 1024"), sd, "CONFIG_COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE=1024"),
         ("cxx.shared_ptr_lock_policy (CMake)", with(&lean, "shared_ptr_lock_policy = \"atomic\"", "shared_ptr_lock_policy = \"mutex\""), "libdatachannel/CMakeLists.txt", "target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)"),
@@ -338,7 +338,7 @@ fn bad_inputs_exit_2_with_file_line_key_and_write_nothing() {
     let bad_placement = with(&lean, "[components.libsrtp]\nplacement = \"psram\"", "[components.libsrtp]\nplacement = \"flash\"");
     let bad_patch = with(&lean, "[components.plog]\n", "[components.plog]\npatches = [\"libdatachannel/knobs.patch\"]\n");
     let stray_threads = with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\nthreads = { stack_bytes = 4096, placement = \"psram\" }\n");
-    let split_threads = with(&lean, "stack_bytes = 18432, placement = \"psram\"", "stack_bytes = 18432, placement = \"internal\"");
+    let split_threads = with(&lean, "stack_bytes = 15360, placement = \"psram\"", "stack_bytes = 15360, placement = \"internal\"");
     let cases = [
         (&syntax, line_of(&syntax, "= = 2048"), "ssl_in_content_len: TOML syntax error"),
         (&unknown_component, line_of(&unknown_component, "[components.libfoo]"), "components.libfoo: unknown component `libfoo`"),

@@ -9,6 +9,7 @@ pub mod host;
 pub mod projection;
 pub mod render;
 pub mod run;
+pub mod savings;
 pub mod trace;
 
 #[cfg(test)]
@@ -35,6 +36,7 @@ pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale"];
 ///   cargo xtask lab                                  # stock and lean, every scenario
 ///   cargo xtask lab --policy lean --scenario datachannel --json out.json
 ///   cargo xtask lab --quick                          # short runs (CI smoke)
+///   cargo xtask lab --policy lean --knob-savings     # what each lever saves (one build per lever)
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -47,6 +49,13 @@ pub struct Args {
     /// Write every report as JSON to this file (an array, one entry per policy and scenario).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also write the stock-vs-lean tables as Markdown to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Replace the generated blocks of README.md (`<!-- lab:begin -->` ... `<!-- lab:end -->`,
+    /// `targets`, and with --knob-savings `savings`) with this run's Markdown tables.
+    #[arg(long)]
+    update_readme: bool,
     /// Directory for the SVG timelines and raw traces.
     #[arg(long, default_value = "lab-out")]
     out: PathBuf,
@@ -62,6 +71,11 @@ pub struct Args {
     /// Do not check the dynamic budgets.
     #[arg(long)]
     no_budgets: bool,
+    /// Instead of the scenarios: measure each policy once as it is and once per lever (knob,
+    /// mbedTLS record length, fix patch) put back to upstream's value, and print what each saves.
+    /// Uses the short runs of --quick; one host build per compile-time lever (about a minute each).
+    #[arg(long)]
+    knob_savings: bool,
     /// Only build the host replica of each policy (what `lab` runs in a child process).
     #[arg(long, hide = true)]
     build_only: bool,
@@ -85,6 +99,22 @@ pub fn run(args: Args) -> Outcome {
     };
     let out = if args.out.is_absolute() { args.out.clone() } else { project_root().join(&args.out) };
     std::fs::create_dir_all(&out)?;
+    if args.knob_savings {
+        let quick = run::Settings { messages: 50, video_seconds: 4, cycles: 4 };
+        let mut all = Vec::new();
+        for policy in policies.iter().filter(|p| p.policy.name != "stock") {
+            let savings = savings::knob_savings(policy, &quick, &out.join(format!("savings-{}", policy.policy.name)))?;
+            savings::print_savings(&policy.policy.name, &savings);
+            if args.update_readme && policy.policy.name == "lean" {
+                update_readme("savings", &savings::savings_markdown(&savings))?;
+            }
+            all.push(serde_json::json!({ "policy": policy.policy.name, "levers": savings }));
+        }
+        if let Some(path) = &args.json {
+            write_atomic(path, serde_json::to_string_pretty(&all)?.as_bytes())?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut reports: Vec<Report> = Vec::new();
     for policy in &policies {
         let build = host::build(policy)?;
@@ -106,6 +136,16 @@ pub fn run(args: Args) -> Outcome {
     }
     if let Some(path) = &args.json {
         write_atomic(path, serde_json::to_string_pretty(&reports)?.as_bytes())?;
+    }
+    let markdown = render::markdown_side_by_side(&reports);
+    if let Some(path) = &args.markdown {
+        write_atomic(path, markdown.as_bytes())?;
+    }
+    if args.update_readme {
+        update_readme("lab", &markdown)?;
+        if policies.iter().any(|p| p.policy.name == "lean") {
+            update_readme("targets", &render::targets_markdown(&reports, "lean"))?;
+        }
     }
     if args.no_budgets {
         return Ok(ExitCode::SUCCESS);
@@ -132,4 +172,17 @@ fn settle_cycle_leaks(reports: &mut [Report], cycles: u32) {
             r.leak_bytes_per_cycle = Some(r.leak_bytes.saturating_sub(*one) / u64::from(cycles.max(2) - 1));
         }
     }
+}
+
+/// Replaces the README block between `<!-- NAME:begin -->` and `<!-- NAME:end -->`.
+fn update_readme(name: &str, markdown: &str) -> anyhow::Result<()> {
+    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
+    let path = project_root().join("README.md");
+    let text = std::fs::read_to_string(&path)?;
+    let (Some(b), Some(e)) = (text.find(&begin), text.find(&end)) else {
+        return Err(exit::bad_input(format!("{}: no `{begin}` ... `{end}` block to replace", path.display())));
+    };
+    let updated = format!("{}{begin}\n{}\n{}", &text[..b], markdown.trim(), &text[e..]);
+    write_atomic(&path, updated.as_bytes())?;
+    Ok(())
 }

@@ -58,8 +58,14 @@ pub fn print_report(r: &Report) {
     println!();
 }
 
-/// One row per measure, one column per policy, for each scenario.
-pub fn print_side_by_side(reports: &[Report]) {
+/// One table per scenario: one row per measure, one column per policy (stock first).
+pub struct Table {
+    pub scenario: String,
+    pub policies: Vec<String>,
+    pub rows: Vec<(String, Vec<Option<u64>>)>,
+}
+
+pub fn side_by_side(reports: &[Report]) -> Vec<Table> {
     let mut scenarios: Vec<&str> = Vec::new();
     for r in reports {
         if !scenarios.contains(&r.scenario.as_str()) {
@@ -70,21 +76,11 @@ pub fn print_side_by_side(reports: &[Report]) {
     policies.sort();
     policies.dedup();
     policies.sort_by_key(|p| if *p == "stock" { 0 } else { 1 });
+    let mut tables = Vec::new();
     for scenario in scenarios {
         let cols: Vec<&Report> = policies.iter().filter_map(|p| reports.iter().find(|r| r.scenario == scenario && r.policy == *p)).collect();
-        println!("== {scenario}");
-        print!("{:<36}", "measure");
-        for r in &cols {
-            print!(" {:>12}", r.policy);
-        }
-        println!();
-        let row = |label: &str, f: &dyn Fn(&Report) -> Option<u64>| {
-            print!("{label:<36}");
-            for r in &cols {
-                print!(" {:>12}", f(r).map(|v| v.to_string()).unwrap_or_else(|| "-".into()));
-            }
-            println!();
-        };
+        let mut rows: Vec<(String, Vec<Option<u64>>)> = Vec::new();
+        let mut row = |label: &str, f: &dyn Fn(&Report) -> Option<u64>| rows.push((label.to_string(), cols.iter().map(|r| f(r)).collect()));
         row("held at load (static constructors) B", &|r| Some(r.load_bytes));
         row("first PeerConnection (init) B", &|r| Some(r.init_bytes));
         row("connected B", &|r| Some(r.total_connected_bytes));
@@ -96,14 +92,11 @@ pub fn print_side_by_side(reports: &[Report]) {
             row("streaming, live after the stream B", &|r| r.streaming_bytes);
             row("streaming, peak (frame in flight) B", &|r| r.streaming_peak_bytes);
         }
-        let mut names: Vec<String> = cols.iter().flat_map(|r| r.components.iter().map(|c| c.name.clone())).collect();
-        names.dedup();
         let mut seen = std::collections::BTreeSet::new();
-        for name in names {
-            if !seen.insert(name.clone()) {
-                continue;
+        for name in cols.iter().flat_map(|r| r.components.iter().map(|c| c.name.clone())) {
+            if seen.insert(name.clone()) {
+                row(&format!("  {name} connected B"), &|r| r.components.iter().find(|c| c.name == name).map(|c| c.connected_bytes));
             }
-            row(&format!("  {name} connected B"), &|r| r.components.iter().find(|c| c.name == name).map(|c| c.connected_bytes));
         }
         row("threads alive at once", &|r| Some(r.threads));
         row("threads created", &|r| Some(r.threads_created));
@@ -118,8 +111,75 @@ pub fn print_side_by_side(reports: &[Report]) {
         }
         row("ESP32 internal RAM (projected) B", &|r| Some(r.projection.internal_bytes));
         row("ESP32 PSRAM (projected) B", &|r| Some(r.projection.psram_bytes));
+        tables.push(Table { scenario: scenario.to_string(), policies: cols.iter().map(|r| r.policy.clone()).collect(), rows });
+    }
+    tables
+}
+
+fn cell(v: &Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+pub fn print_side_by_side(reports: &[Report]) {
+    for t in side_by_side(reports) {
+        println!("== {}", t.scenario);
+        print!("{:<44}", "measure");
+        for p in &t.policies {
+            print!(" {p:>12}");
+        }
+        println!();
+        for (label, values) in &t.rows {
+            print!("{label:<44}");
+            for v in values {
+                print!(" {:>12}", cell(v));
+            }
+            println!();
+        }
         println!();
     }
+}
+
+/// The same tables in Markdown, for the README (`--markdown`).
+pub fn markdown_side_by_side(reports: &[Report]) -> String {
+    let mut md = String::new();
+    for t in side_by_side(reports) {
+        md.push_str(&format!("\n**{}**\n\n| measure | {} |\n|---|{}\n", t.scenario, t.policies.join(" | "), "---:|".repeat(t.policies.len())));
+        for (label, values) in &t.rows {
+            let label = if label.starts_with("  ") { format!("&nbsp;&nbsp;{}", label.trim_start()) } else { label.clone() };
+            md.push_str(&format!("| {} | {} |\n", label, values.iter().map(cell).collect::<Vec<_>>().join(" | ")));
+        }
+    }
+    md
+}
+
+/// The lean-policy targets (issues 5 and 9): label, scenario, measure, target.
+const TARGETS: &[(&str, &str, fn(&Report) -> Option<u64>, u64)] = &[
+    ("first PeerConnection (global init) B", "datachannel", |r| Some(r.init_bytes), 8 * 1024),
+    ("one data-channel connection, connected B", "datachannel", |r| Some(r.total_connected_bytes), 48 * 1024),
+    ("peak during the handshake B", "datachannel", |r| Some(r.handshake_peak_bytes), 64 * 1024),
+    ("video 1 Mbit/s, live after 10 s B", "video", |r| r.streaming_bytes, 96 * 1024),
+    ("threads (data channel)", "datachannel", |r| Some(r.threads), 3),
+    ("threads (video)", "video", |r| Some(r.threads), 3),
+    ("bytes held per connect/disconnect cycle", "cycle", |r| r.leak_bytes_per_cycle, 0),
+    ("projected internal RAM per connection B", "datachannel", |r| Some(r.projection.internal_bytes), 4 * 1024),
+    ("stack high-water sum (data channel) B", "datachannel", |r| Some(r.total_stack_high_water_bytes), 24 * 1024),
+    ("stack high-water sum (video) B", "video", |r| Some(r.total_stack_high_water_bytes), 24 * 1024),
+];
+
+/// Stock, the policy under test and the target, per target measure, as Markdown.
+pub fn targets_markdown(reports: &[Report], policy: &str) -> String {
+    let mut md = format!("| measure | stock | {policy} | target | met |\n|---|---:|---:|---:|:-:|\n");
+    for (label, scenario, measure, target) in TARGETS {
+        let value = |p: &str| reports.iter().find(|r| r.policy == p && r.scenario == *scenario).and_then(measure);
+        let lean = value(policy);
+        let met = match lean {
+            Some(v) if v <= *target => "yes",
+            Some(_) => "**no**",
+            None => "-",
+        };
+        md.push_str(&format!("| {label} | {} | {} | {target} | {met} |\n", cell(&value("stock")), cell(&lean)));
+    }
+    md
 }
 
 /// A stacked area chart of live bytes by component over time, with the phase marks.
@@ -209,4 +269,35 @@ pub fn check_budgets(policies: &[Policy], reports: &[Report]) -> Vec<String> {
         }
     }
     breaches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(policy: &str, scenario: &str, init: u64, connected: u64) -> Report {
+        Report { policy: policy.into(), scenario: scenario.into(), init_bytes: init, total_connected_bytes: connected, ..Default::default() }
+    }
+
+    #[test]
+    fn targets_table_says_which_target_is_met() {
+        let reports = [report("stock", "datachannel", 80_000, 250_000), report("lean", "datachannel", 8192, 49_153)];
+        let md = targets_markdown(&reports, "lean");
+        assert!(md.contains("| first PeerConnection (global init) B | 80000 | 8192 | 8192 | yes |"), "{md}");
+        assert!(md.contains("| one data-channel connection, connected B | 250000 | 49153 | 49152 | **no** |"), "{md}");
+        assert!(md.contains("| video 1 Mbit/s, live after 10 s B | - | - | 98304 | - |"), "{md}");
+    }
+
+    #[test]
+    fn side_by_side_puts_stock_first_and_one_row_per_component() {
+        let mut lean = report("lean", "datachannel", 1, 2);
+        lean.components.push(crate::report::ComponentReport { name: "usrsctp".into(), connected_bytes: 7, ..Default::default() });
+        let stock = report("stock", "datachannel", 3, 4);
+        let tables = side_by_side(&[lean, stock]);
+        assert_eq!(tables[0].policies, ["stock", "lean"]);
+        let row = tables[0].rows.iter().find(|(l, _)| l.trim() == "usrsctp connected B").unwrap();
+        assert_eq!(row.1, [None, Some(7)]);
+        let md = markdown_side_by_side(&[report("stock", "video", 3, 4)]);
+        assert!(md.contains("| connected B | 4 |"), "{md}");
+    }
 }

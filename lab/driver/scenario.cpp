@@ -41,6 +41,14 @@ void phase(const char *name) {
 	std::fprintf(stderr, "[phase] %s\n", name);
 }
 
+// Marks a phase once background work the last call started has finished, so the figure does
+// not depend on thread timing: rtcCreatePeerConnection generates the DTLS certificate on the
+// thread pool, and rtcCleanup's detached "RTC cleanup" thread frees its state after it returns.
+void settled_phase(const char *name) {
+	std::this_thread::sleep_for(200ms);
+	phase(name);
+}
+
 long env_long(const char *name, long fallback) {
 	const char *v = std::getenv(name);
 	return v && *v ? std::strtol(v, nullptr, 10) : fallback;
@@ -347,7 +355,7 @@ Conn *device_answer_channel(int index, const char *phase_prefix, bool first) {
 	std::string offer = take_description(index, "offer");
 	Conn *c = new_conn(index);
 	if (first)
-		phase("pc-created");
+		settled_phase("pc-created");
 	rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
 	send_description(c, "answer");
 	if (first)
@@ -416,7 +424,7 @@ void video(long seconds) {
 	const long fps = 30;
 	if (is_device) {
 		Conn *c = new_conn(0);
-		phase("pc-created");
+		settled_phase("pc-created");
 		rtcTrackInit init;
 		std::memset(&init, 0, sizeof(init));
 		init.direction = RTC_DIRECTION_SENDONLY;
@@ -567,7 +575,7 @@ int main(int argc, char **argv) {
 
 	rtcCleanup();
 	if (is_device)
-		phase("cleaned-up");
+		settled_phase("cleaned-up");
 	std::fflush(stdout);
 	std::fflush(stderr);
 	using FinishFn = void (*)();

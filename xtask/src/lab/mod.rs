@@ -143,6 +143,9 @@ pub fn run(args: Args) -> Outcome {
     }
     if args.update_readme {
         update_readme("lab", &markdown)?;
+        if args.scenarios.iter().any(|s| s == "datachannel") {
+            update_readme("threads", &render::threads_markdown(&reports, "datachannel"))?;
+        }
         if policies.iter().any(|p| p.policy.name == "lean") {
             update_readme("targets", &render::targets_markdown(&reports, "lean"))?;
         }

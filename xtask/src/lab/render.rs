@@ -182,6 +182,28 @@ pub fn targets_markdown(reports: &[Report], policy: &str) -> String {
     md
 }
 
+/// Every thread of each policy's `scenario` run: who created it, what it gets, what it uses.
+pub fn threads_markdown(reports: &[Report], scenario: &str) -> String {
+    let mut md = String::from("| policy | component | created at | stack it gets B | high-water B | lifetime ms |\n|---|---|---|---:|---:|---:|\n");
+    for r in side_by_side_order(reports).into_iter().filter(|r| r.scenario == scenario) {
+        for t in &r.thread_list {
+            let short = if t.high_water_bytes > t.requested_bytes { " **(too small)**" } else { "" };
+            md.push_str(&format!(
+                "| {} | {} | `{}` | {}{short} | {} | {} |\n",
+                r.policy, t.component, t.created_at, t.requested_bytes, t.high_water_bytes, t.lifetime_ms
+            ));
+        }
+        md.push_str(&format!("| {} | **sum, threads alive at once** | | | **{}** | |\n", r.policy, r.total_stack_high_water_bytes));
+    }
+    md
+}
+
+fn side_by_side_order(reports: &[Report]) -> Vec<&Report> {
+    let mut v: Vec<&Report> = reports.iter().collect();
+    v.sort_by_key(|r| if r.policy == "stock" { 0 } else { 1 });
+    v
+}
+
 /// A stacked area chart of live bytes by component over time, with the phase marks.
 pub fn write_svg(r: &Report, path: &Path) -> Result<()> {
     const W: f64 = 900.0;

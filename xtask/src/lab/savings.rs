@@ -146,38 +146,33 @@ pub fn knob_savings(policy: &Policy, settings: &run::Settings, out: &Path) -> Re
     Ok(savings)
 }
 
+fn cells(s: &Saving) -> [String; 8] {
+    [
+        s.lever.clone(),
+        s.policy_value.clone(),
+        s.upstream_value.clone(),
+        s.connected_bytes.to_string(),
+        s.handshake_peak_bytes.to_string(),
+        s.stack_high_water_bytes.to_string(),
+        s.threads.to_string(),
+        s.video_live_bytes.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+    ]
+}
+
 pub fn print_savings(policy: &str, savings: &[Saving]) {
     println!("== what each lever of `{policy}` saves (bytes; that lever alone put back to upstream's value)");
-    println!("{:<52} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>10}", "lever", "policy", "upstream", "connected", "handshake", "stacks", "threads", "video live");
-    for s in savings {
-        println!(
-            "{:<52} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>10}",
-            s.lever,
-            s.policy_value,
-            s.upstream_value,
-            s.connected_bytes,
-            s.handshake_peak_bytes,
-            s.stack_high_water_bytes,
-            s.threads,
-            s.video_live_bytes.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
-        );
+    let header = ["lever", "policy", "upstream", "connected", "handshake", "stacks", "threads", "video live"].map(String::from);
+    for c in std::iter::once(header).chain(savings.iter().map(cells)) {
+        println!("{:<52} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>10}", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
     }
 }
 
 pub fn savings_markdown(savings: &[Saving]) -> String {
     let mut md = String::from("| lever | lean | upstream | connected B | handshake peak B | stacks B | threads | video live B |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in savings {
-        md.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} | {} | {} |\n",
-            s.lever,
-            s.policy_value,
-            s.upstream_value,
-            s.connected_bytes,
-            s.handshake_peak_bytes,
-            s.stack_high_water_bytes,
-            s.threads,
-            s.video_live_bytes.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
-        ));
+        let mut c = cells(s);
+        c[0] = format!("`{}`", c[0]);
+        md.push_str(&format!("| {} |\n", c.join(" | ")));
     }
     md
 }

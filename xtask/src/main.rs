@@ -36,9 +36,9 @@ enum Command {
     Build(idf::BuildArgs),
     /// Hold static RAM and flash budgets per component (idf.py size-components or host build).
     SizeCheck(size::Args),
-    /// Run the host replica: every allocation by component and phase, projected onto ESP32 heaps.
+    // About and examples come from `lab::Args`'s doc comment.
     Lab(lab::Args),
-    /// Turn an `idf.py monitor` log (memory tracker + heap_trace_dump) into the lab's report.
+    // About and examples come from `analyze::Args`'s doc comment.
     Analyze(analyze::Args),
     /// List every allocation and thread site in the stack and whether the policy covers it.
     Audit(audit::Args),

@@ -1,9 +1,253 @@
-//! `cargo xtask build` (being written).
-use crate::exit::Outcome;
+//! `cargo xtask build`: the real ESP-IDF build of an example, with the component tree and
+//! sdkconfig.defaults the policy gives. ESP-IDF is found, never installed: without it the
+//! command says how to get it and exits 2.
 
+use crate::configure;
+use crate::exit::{self, Outcome};
+use crate::fsutil::project_root;
+use crate::policy::Policy;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub const TARGETS: &[&str] = &["esp32", "esp32s3", "esp32p4", "esp32c6", "linux"];
+pub const EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender"];
+
+/// Build an example application with ESP-IDF's idf.py for a chip.
+///
+/// Finds ESP-IDF (--idf, else $IDF_PATH, else idf.py on PATH), checks it is 5.x, runs
+/// `cargo xtask configure` when the component tree is missing or differs from the policy, then
+/// runs idf.py with the project's sdkconfig.defaults followed by the example's own. Each target
+/// builds in its own directory, build/<example>-<target>, and `set-target` runs only when that
+/// directory is new or was configured for another chip. Every command is echoed before it runs.
+///
+/// Examples:
+///   cargo xtask build --target esp32s3
+///   cargo xtask build --target esp32p4 --example h264_sender -- flash monitor
+///   cargo xtask build --target linux --idf ~/esp/esp-idf
+///
+/// Exit codes: 0 built, 2 ESP-IDF missing or not 5.x, bad policy, or idf.py failed.
 #[derive(clap::Args)]
-pub struct BuildArgs {}
+#[command(verbatim_doc_comment)]
+pub struct BuildArgs {
+    /// Chip to build for.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(TARGETS))]
+    pub target: String,
+    /// Example under examples/.
+    #[arg(long, default_value = "datachannel_echo", value_parser = clap::builder::PossibleValuesParser::new(EXAMPLES))]
+    pub example: String,
+    /// ESP-IDF directory (default: $IDF_PATH, else the one whose tools/idf.py is on PATH).
+    #[arg(long)]
+    pub idf: Option<PathBuf>,
+    /// Policy the component tree must follow.
+    #[arg(long, default_value = "lean")]
+    pub policy: String,
+    /// Extra idf.py arguments, after `--` (e.g. `-- flash monitor`).
+    #[arg(last = true)]
+    pub idf_args: Vec<String>,
+}
 
-pub fn build(_args: BuildArgs) -> Outcome {
-    Err(crate::exit::bad_input("`build` is not implemented yet"))
+/// An ESP-IDF checkout that can build: where it is and its version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idf {
+    pub path: PathBuf,
+    pub idf_py: PathBuf,
+    pub version: (u32, u32),
+}
+
+const INSTALL_HINT: &str = "\
+  ESP-IDF 5.x is needed (5.5 is what this project is measured with). Install it once:
+    git clone -b v5.5 --recursive https://github.com/espressif/esp-idf.git ~/esp/esp-idf
+    ~/esp/esp-idf/install.sh esp32s3,esp32p4
+  then, in each shell:  . ~/esp/esp-idf/export.sh
+  or point this command at it: --idf ~/esp/esp-idf
+  (https://docs.espressif.com/projects/esp-idf/en/v5.5/esp32s3/get-started/)";
+
+/// Finds ESP-IDF from `--idf`, `IDF_PATH` or `idf.py` on `PATH`, in that order.
+pub fn locate(explicit: Option<&Path>, idf_path_env: Option<&str>, path_env: Option<&str>) -> Result<Idf> {
+    let (root, from) = if let Some(p) = explicit {
+        (p.to_path_buf(), "--idf")
+    } else if let Some(p) = idf_path_env.filter(|p| !p.is_empty()) {
+        (PathBuf::from(p), "IDF_PATH")
+    } else if let Some(tools) = path_env.and_then(|p| std::env::split_paths(p).find(|d| d.join("idf.py").is_file())) {
+        (tools.parent().map(Path::to_path_buf).unwrap_or(tools), "idf.py on PATH")
+    } else {
+        return Err(exit::bad_input(format!("ESP-IDF not found: no --idf, IDF_PATH is not set and idf.py is not on PATH.\n{INSTALL_HINT}")));
+    };
+    let idf_py = root.join("tools/idf.py");
+    if !idf_py.is_file() {
+        return Err(exit::bad_input(format!("{} (from {from}) is not an ESP-IDF checkout: no tools/idf.py.\n{INSTALL_HINT}", root.display())));
+    }
+    let version = read_version(&root)?;
+    if version.0 != 5 {
+        return Err(exit::bad_input(format!(
+            "{} is ESP-IDF {}.{}; this project needs 5.x (its mbedTLS 3.x and heap_caps API).\n{INSTALL_HINT}",
+            root.display(),
+            version.0,
+            version.1
+        )));
+    }
+    Ok(Idf { path: root, idf_py, version })
+}
+
+/// The version ESP-IDF declares in components/esp_common/include/esp_idf_version.h.
+fn read_version(root: &Path) -> Result<(u32, u32)> {
+    let header = root.join("components/esp_common/include/esp_idf_version.h");
+    let text = std::fs::read_to_string(&header)
+        .map_err(|e| exit::bad_input(format!("{}: cannot read the ESP-IDF version: {e}\n{INSTALL_HINT}", header.display())))?;
+    let number = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("#define ").and_then(|r| r.strip_prefix(name)).and_then(|v| v.trim().parse::<u32>().ok()))
+            .ok_or_else(|| exit::bad_input(format!("{}: no `#define {name}`", header.display())))
+    };
+    Ok((number("ESP_IDF_VERSION_MAJOR")?, number("ESP_IDF_VERSION_MINOR")?))
+}
+
+/// The idf.py command lines for one build, as argument lists (idf.py itself first).
+/// `set_target` is false when the build directory is already configured for `target`.
+pub fn build_commands(idf: &Idf, root: &Path, example: &str, target: &str, set_target: bool, extra: &[String]) -> Vec<Vec<String>> {
+    let build_dir = build_dir(root, example, target);
+    let defaults = format!("{};{}", root.join("sdkconfig.defaults").display(), root.join("examples").join(example).join("sdkconfig.defaults").display());
+    let common = vec![
+        idf.idf_py.display().to_string(),
+        "-C".into(),
+        root.join("examples").join(example).display().to_string(),
+        "-B".into(),
+        build_dir.display().to_string(),
+        "-D".into(),
+        format!("SDKCONFIG={}", build_dir.join("sdkconfig").display()),
+        "-D".into(),
+        format!("SDKCONFIG_DEFAULTS={defaults}"),
+    ];
+    let mut commands = Vec::new();
+    if set_target {
+        let mut c = common.clone();
+        c.extend(["set-target".to_string(), target.to_string()]);
+        commands.push(c);
+    }
+    let mut c = common;
+    c.push("build".into());
+    c.extend(extra.iter().cloned());
+    commands.push(c);
+    commands
+}
+
+pub fn build_dir(root: &Path, example: &str, target: &str) -> PathBuf {
+    root.join("build").join(format!("{example}-{target}"))
+}
+
+/// Whether the build directory's sdkconfig was made for `target` (then set-target is skipped).
+fn configured_for(build_dir: &Path, target: &str) -> bool {
+    std::fs::read_to_string(build_dir.join("sdkconfig")).is_ok_and(|t| t.lines().any(|l| l == format!("CONFIG_IDF_TARGET=\"{target}\"")))
+}
+
+/// Configures the component tree when it is missing or differs from the policy.
+pub fn ensure_configured(root: &Path, policy_path: &Path) -> Result<()> {
+    let plan = configure::plan(root, policy_path)?;
+    if configure::drift(&plan, root)?.is_empty() {
+        return Ok(());
+    }
+    eprintln!("build: the component tree differs from {}; running configure", policy_path.display());
+    let code = configure::configure_into(root, policy_path, false, false)?;
+    if code != ExitCode::SUCCESS {
+        return Err(exit::bad_input("configure did not finish; see above"));
+    }
+    Ok(())
+}
+
+pub fn build(args: BuildArgs) -> Outcome {
+    let idf = locate(args.idf.as_deref(), std::env::var("IDF_PATH").ok().as_deref(), std::env::var("PATH").ok().as_deref())?;
+    eprintln!("build: ESP-IDF {}.{} at {}", idf.version.0, idf.version.1, idf.path.display());
+    let root = project_root();
+    let policy_path = Policy::path_for(&args.policy);
+    Policy::load(&policy_path)?;
+    ensure_configured(&root, &policy_path)?;
+    let set_target = !configured_for(&build_dir(&root, &args.example, &args.target), &args.target);
+    let sh = xshell::Shell::new()?;
+    sh.set_var("IDF_PATH", &idf.path);
+    for command in build_commands(&idf, &root, &args.example, &args.target, set_target, &args.idf_args) {
+        let (program, rest) = command.split_first().expect("idf.py first");
+        // xshell echoes the command line on stderr before running it.
+        xshell::cmd!(sh, "{program} {rest...}")
+            .run()
+            .map_err(|e| exit::bad_input(format!("idf.py failed: {e}\n  hint: run `. {}/export.sh` in this shell first so idf.py finds its Python environment and toolchain", idf.path.display())))?;
+    }
+    eprintln!("build: {}", build_dir(&root, &args.example, &args.target).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_idf(major: u32, minor: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tools")).unwrap();
+        std::fs::write(dir.path().join("tools/idf.py"), "#!/usr/bin/env python\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("components/esp_common/include")).unwrap();
+        std::fs::write(
+            dir.path().join("components/esp_common/include/esp_idf_version.h"),
+            format!("#pragma once\n#define ESP_IDF_VERSION_MAJOR   {major}\n#define ESP_IDF_VERSION_MINOR   {minor}\n#define ESP_IDF_VERSION_PATCH   0\n"),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn message(err: anyhow::Error) -> (u8, String) {
+        let f = err.downcast_ref::<exit::Failure>().expect("a Failure with an exit code");
+        (f.code, f.message.clone())
+    }
+
+    #[test]
+    fn missing_esp_idf_exits_2_and_says_how_to_get_it() {
+        let empty = tempfile::tempdir().unwrap();
+        let (code, msg) = message(locate(None, None, Some(&empty.path().display().to_string())).unwrap_err());
+        assert_eq!(code, 2);
+        assert!(msg.starts_with("ESP-IDF not found: no --idf, IDF_PATH is not set and idf.py is not on PATH."), "{msg}");
+        assert!(msg.contains("install.sh") && msg.contains("export.sh") && msg.contains("--idf"), "{msg}");
+        let (code, msg) = message(locate(None, Some("/nonexistent/esp-idf"), None).unwrap_err());
+        assert_eq!(code, 2);
+        assert!(msg.contains("/nonexistent/esp-idf (from IDF_PATH) is not an ESP-IDF checkout"), "{msg}");
+    }
+
+    #[test]
+    fn finds_esp_idf_by_flag_env_or_path_and_checks_the_version() {
+        let idf = fake_idf(5, 5);
+        let found = locate(Some(idf.path()), Some("/elsewhere"), None).unwrap();
+        assert_eq!((found.path.as_path(), found.version), (idf.path(), (5, 5)));
+        let found = locate(None, Some(&idf.path().display().to_string()), None).unwrap();
+        assert_eq!(found.idf_py, idf.path().join("tools/idf.py"));
+        let path = std::env::join_paths(["/usr/bin".into(), idf.path().join("tools")]).unwrap();
+        let found = locate(None, None, Some(path.to_str().unwrap())).unwrap();
+        assert_eq!(found.path, idf.path());
+        let old = fake_idf(4, 4);
+        let (code, msg) = message(locate(Some(old.path()), None, None).unwrap_err());
+        assert_eq!(code, 2);
+        assert!(msg.contains("is ESP-IDF 4.4; this project needs 5.x"), "{msg}");
+    }
+
+    #[test]
+    fn build_composes_set_target_then_build_for_each_target() {
+        let idf = Idf { path: "/idf".into(), idf_py: "/idf/tools/idf.py".into(), version: (5, 5) };
+        let root = Path::new("/p");
+        for target in TARGETS {
+            let lines: Vec<String> = build_commands(&idf, root, "datachannel_echo", target, true, &[]).iter().map(|c| c.join(" ")).collect();
+            let common = format!(
+                "/idf/tools/idf.py -C /p/examples/datachannel_echo -B /p/build/datachannel_echo-{target} -D SDKCONFIG=/p/build/datachannel_echo-{target}/sdkconfig -D SDKCONFIG_DEFAULTS=/p/sdkconfig.defaults;/p/examples/datachannel_echo/sdkconfig.defaults"
+            );
+            assert_eq!(lines, vec![format!("{common} set-target {target}"), format!("{common} build")]);
+        }
+        let again = build_commands(&idf, root, "h264_sender", "esp32p4", false, &["flash".into(), "monitor".into()]);
+        assert_eq!(again.len(), 1, "an already configured build directory skips set-target");
+        assert_eq!(again[0][again[0].len() - 3..], ["build", "flash", "monitor"]);
+    }
+
+    #[test]
+    fn set_target_is_skipped_only_for_the_same_chip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!configured_for(dir.path(), "esp32s3"));
+        std::fs::write(dir.path().join("sdkconfig"), "CONFIG_IDF_TARGET=\"esp32s3\"\n").unwrap();
+        assert!(configured_for(dir.path(), "esp32s3"));
+        assert!(!configured_for(dir.path(), "esp32p4"));
+    }
 }

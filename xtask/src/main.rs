@@ -32,7 +32,7 @@ struct Cli {
 enum Command {
     /// Lay out the ESP-IDF component tree and sdkconfig.defaults from a policy.
     Configure(configure::Args),
-    /// Build the example application with ESP-IDF's idf.py for a chip.
+    // About and examples come from `idf::BuildArgs`'s doc comment.
     Build(idf::BuildArgs),
     /// Hold static RAM and flash budgets per component (idf.py size-components or host build).
     SizeCheck(size::Args),

@@ -170,7 +170,7 @@ pub fn build(args: BuildArgs) -> Outcome {
         // xshell echoes the command line on stderr before running it.
         xshell::cmd!(sh, "{program} {rest...}")
             .run()
-            .map_err(|e| exit::bad_input(format!("idf.py failed: {e}\n  hint: run `. {}/export.sh` in this shell first so idf.py finds its Python environment and toolchain", idf.path.display())))?;
+            .map_err(|e| exit::verdict(format!("idf.py failed: {e}\n  hint: run `. {}/export.sh` in this shell first so idf.py finds its Python environment and toolchain", idf.path.display())))?;
     }
     eprintln!("build: {}", build_dir(&root, &args.example, &args.target).display());
     Ok(ExitCode::SUCCESS)

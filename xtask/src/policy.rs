@@ -229,6 +229,11 @@ pub struct StaticBudget {
     pub iram_bytes: Option<u64>,
     /// Flash: .text + .rodata.
     pub flash_bytes: Option<u64>,
+    /// `size-check --host`: .data + .bss of the component's 32-bit host library.
+    pub host_dram_bytes: Option<u64>,
+    /// `size-check --host`: .text + .rodata of the host library (x86 code: a regression
+    /// guard, not a device figure).
+    pub host_flash_bytes: Option<u64>,
 }
 
 /// Dynamic budgets, measured by the host lab. A missing figure is not checked.

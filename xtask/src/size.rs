@@ -1,9 +1,301 @@
-//! `cargo xtask size` (being written).
-use crate::exit::Outcome;
+//! `cargo xtask size-check`: static RAM and flash per component against the policy's
+//! `[budgets.static.<component>]`, from ESP-IDF's size report, a linker map, or the lab's
+//! 32-bit host build of the same component tree.
 
+use crate::exit::{self, Outcome};
+use crate::fsutil::{project_root, write_atomic};
+use crate::idf;
+use crate::policy::{Policy, StaticBudget};
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Hold static RAM and flash budgets per component.
+///
+/// Reads per-component sizes from one of:
+///   (default)    `idf.py size-components --format json2` of the build that `cargo xtask build`
+///                made for --target and --example (build/<example>-<target>/);
+///   --from FILE  that JSON saved earlier, or the build's GNU linker map (<app>.map);
+///   --host       the lab's 32-bit host build of the same sources and knobs (no ESP-IDF needed).
+/// and compares each component's internal RAM (DIRAM/DRAM .data + .bss), IRAM and flash
+/// (.text + .rodata) with `[budgets.static.<component>]` of the policy (device) or its `host_*`
+/// figures (--host). mbedTLS counts libmbedtls, libmbedcrypto and libmbedx509 together.
+///
+/// Examples:
+///   cargo xtask build --target esp32s3 && cargo xtask size-check --target esp32s3
+///   cargo xtask size-check --from build/datachannel_echo-esp32s3/datachannel_echo.map
+///   cargo xtask size-check --host --json size.json
+///
+/// Exit codes: 0 every budget holds, 1 a budget is exceeded or a budgeted component is missing
+/// from the input (each is listed), 2 the input cannot be read (file and reason named).
 #[derive(clap::Args)]
-pub struct Args {}
-
-pub fn run(_args: Args) -> Outcome {
-    Err(crate::exit::bad_input("`size` is not implemented yet"))
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// A saved `size-components --format json2` report or a linker map.
+    #[arg(long, conflicts_with = "host")]
+    from: Option<PathBuf>,
+    /// Measure the lab's 32-bit host build instead of an ESP-IDF build.
+    #[arg(long)]
+    host: bool,
+    /// Policy whose budgets hold (and, with --host, whose build is measured).
+    #[arg(long, default_value = "lean")]
+    policy: String,
+    /// Chip of the ESP-IDF build to read (without --from/--host).
+    #[arg(long, default_value = "esp32s3", value_parser = clap::builder::PossibleValuesParser::new(idf::TARGETS))]
+    target: String,
+    /// Example whose build to read (without --from/--host).
+    #[arg(long, default_value = "datachannel_echo", value_parser = clap::builder::PossibleValuesParser::new(idf::EXAMPLES))]
+    example: String,
+    /// ESP-IDF directory (default: $IDF_PATH, else the one whose idf.py is on PATH).
+    #[arg(long)]
+    idf: Option<PathBuf>,
+    /// Also write the table as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
+
+/// Static sizes of one component, in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Sizes {
+    /// Internal data RAM: .data + .bss in DRAM/DIRAM.
+    pub dram_bytes: u64,
+    pub iram_bytes: u64,
+    /// .text + .rodata in flash.
+    pub flash_bytes: u64,
+}
+
+/// What a size-components archive name stands for among the policy's components.
+pub fn component_of_archive(archive: &str) -> Option<&'static str> {
+    let file = archive.rsplit('/').next().unwrap_or(archive);
+    let stem = file.strip_prefix("lib")?.strip_suffix(".a")?;
+    match stem {
+        // ESP-IDF names a component's archive lib<directory>.a: components/libdatachannel -> liblibdatachannel.a.
+        "libdatachannel" | "datachannel" => Some("libdatachannel"),
+        "libjuice" | "juice" => Some("libjuice"),
+        "usrsctp" => Some("usrsctp"),
+        "libsrtp" | "srtp2" => Some("libsrtp"),
+        "plog" => Some("plog"),
+        "esp_dc_port" => Some("esp_dc_port"),
+        "mbedtls" | "mbedtls_2" | "mbedcrypto" | "mbedx509" | "p256m" | "everest" => Some("mbedtls"),
+        _ => None,
+    }
+}
+
+/// Which budget a section counts against, by its output section name.
+fn classify(section: &str) -> Option<fn(&mut Sizes) -> &mut u64> {
+    if section.contains("iram") {
+        Some(|s| &mut s.iram_bytes)
+    } else if section.contains("dram") && (section.ends_with(".data") || section.ends_with(".bss")) {
+        Some(|s| &mut s.dram_bytes)
+    } else if section.contains(".flash.") && !section.contains("appdesc") {
+        Some(|s| &mut s.flash_bytes)
+    } else {
+        None
+    }
+}
+
+/// Parses `idf.py size-components --format json2` (esp-idf-size's archive summary:
+/// `esp_idf_size/memorymap.py` get_archives_summary, shape shown in `esp_idf_size/docs/readme.md`).
+pub fn parse_json2(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let archives = value.as_object().ok_or("expected an object of archives (size-components --format json2)")?;
+    let mut out: BTreeMap<String, Sizes> = BTreeMap::new();
+    for (archive, info) in archives {
+        let memory_types = info.get("memory_types").and_then(|m| m.as_object()).ok_or_else(|| format!("{archive}: no `memory_types` object"))?;
+        let Some(component) = component_of_archive(archive) else { continue };
+        let sizes = out.entry(component.to_string()).or_default();
+        for (mem_type, mt) in memory_types {
+            let sections = mt.get("sections").and_then(|s| s.as_object()).ok_or_else(|| format!("{archive}: {mem_type}: no `sections` object"))?;
+            for (section, s) in sections {
+                let size = s.get("size").and_then(|v| v.as_u64()).ok_or_else(|| format!("{archive}: {mem_type}: {section}: no integer `size`"))?;
+                if let Some(field) = classify(section) {
+                    *field(sizes) += size;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a GNU ld map: input sections under each output section, summed by archive.
+pub fn parse_map(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
+    let mut out: BTreeMap<String, Sizes> = BTreeMap::new();
+    let start = text.find("Linker script and memory map").ok_or("not a GNU linker map: no `Linker script and memory map`")?;
+    let mut output_section = String::new();
+    let mut pending: Option<String> = None; // an input section name whose address/size/file are on the next line
+    for line in text[start..].lines() {
+        if line.starts_with('.') {
+            output_section = line.split_whitespace().next().unwrap_or("").to_string();
+            pending = None;
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let rest: &[&str] = if let Some(name) = pending.take() {
+            let _ = name;
+            &fields
+        } else if line.starts_with(' ') && !line.starts_with("  ") && fields.first().is_some_and(|f| f.starts_with('.') || f.starts_with("COMMON")) {
+            if fields.len() == 1 {
+                pending = Some(fields[0].to_string());
+                continue;
+            }
+            &fields[1..]
+        } else {
+            continue;
+        };
+        // `0xADDRESS 0xSIZE archive(object)`
+        let [address, size, file, ..] = rest else { continue };
+        if !address.starts_with("0x") {
+            continue;
+        }
+        let size = u64::from_str_radix(size.trim_start_matches("0x"), 16).map_err(|_| format!("bad size `{size}` in `{}`", line.trim()))?;
+        let archive = file.split('(').next().unwrap_or(file);
+        let (Some(component), Some(field)) = (component_of_archive(archive), classify(&output_section)) else { continue };
+        *field(out.entry(component.to_string()).or_default()) += size;
+    }
+    Ok(out)
+}
+
+/// Reads a saved size report: JSON if it starts with `{`, else a linker map.
+pub fn read_report(path: &Path) -> Result<BTreeMap<String, Sizes>> {
+    let text = std::fs::read_to_string(path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
+    let parsed = if text.trim_start().starts_with('{') { parse_json2(&text) } else { parse_map(&text) };
+    parsed.map_err(|e| exit::bad_input(format!("{}: {e}", path.display())))
+}
+
+/// Static sizes of the host build's shared libraries: .data/.bss (and TLS) as DRAM, .text/.rodata
+/// as flash. `.data.rel.ro` (vtables and relocated constants of position-independent code) is
+/// left out: on the device those are .rodata in flash.
+pub fn host_sizes(libraries: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, Sizes>> {
+    use object::{Object, ObjectSection};
+    let mut out = BTreeMap::new();
+    for (component, path) in libraries {
+        let bytes = std::fs::read(path).map_err(|e| exit::bad_input(format!("{}: {e}", path.display())))?;
+        let file = object::File::parse(&*bytes).map_err(|e| exit::bad_input(format!("{}: {e}", path.display())))?;
+        let mut s = Sizes::default();
+        for section in file.sections() {
+            match section.name().unwrap_or("") {
+                ".data" | ".bss" | ".tdata" | ".tbss" => s.dram_bytes += section.size(),
+                ".text" | ".rodata" => s.flash_bytes += section.size(),
+                _ => {}
+            }
+        }
+        out.insert(component.clone(), s);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Line {
+    pub component: String,
+    pub measure: String,
+    pub used: Option<u64>,
+    pub budget: u64,
+    /// budget - used (negative: over budget).
+    pub margin: Option<i64>,
+    pub verdict: String,
+}
+
+/// Every budgeted (component, measure) with its verdict: `within`, `breach` or `missing`.
+pub fn check(budgets: &BTreeMap<String, StaticBudget>, sizes: &BTreeMap<String, Sizes>, host: bool) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for (component, b) in budgets {
+        let measures: [(&str, Option<u64>, fn(&Sizes) -> u64); 3] = if host {
+            [("host dram", b.host_dram_bytes, |s| s.dram_bytes), ("host flash", b.host_flash_bytes, |s| s.flash_bytes), ("", None, |_| 0)]
+        } else {
+            [("dram", b.dram_bytes, |s| s.dram_bytes), ("iram", b.iram_bytes, |s| s.iram_bytes), ("flash", b.flash_bytes, |s| s.flash_bytes)]
+        };
+        for (measure, budget, get) in measures {
+            let Some(budget) = budget else { continue };
+            let used = sizes.get(component).map(get);
+            let verdict = match used {
+                None => "missing",
+                Some(u) if u > budget => "breach",
+                Some(_) => "within",
+            };
+            lines.push(Line {
+                component: component.clone(),
+                measure: measure.to_string(),
+                used,
+                budget,
+                margin: used.map(|u| budget as i64 - u as i64),
+                verdict: verdict.to_string(),
+            });
+        }
+    }
+    lines
+}
+
+fn print_table(sizes: &BTreeMap<String, Sizes>, lines: &[Line], source: &str) {
+    println!("static sizes ({source})");
+    println!("{:<16} {:>10} {:>10} {:>10}", "component", "dram B", "iram B", "flash B");
+    for (component, s) in sizes {
+        println!("{:<16} {:>10} {:>10} {:>10}", component, s.dram_bytes, s.iram_bytes, s.flash_bytes);
+    }
+    if lines.is_empty() {
+        return;
+    }
+    println!();
+    println!("static budgets");
+    println!("{:<16} {:<11} {:>10} {:>10} {:>10}  verdict", "component", "measure", "used B", "budget B", "margin B");
+    for l in lines {
+        let used = l.used.map(|u| u.to_string()).unwrap_or_else(|| "-".into());
+        let margin = l.margin.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
+        println!("{:<16} {:<11} {:>10} {:>10} {:>10}  {}", l.component, l.measure, used, l.budget, margin, l.verdict);
+    }
+}
+
+pub fn run(args: Args) -> Outcome {
+    let policy = Policy::load(&Policy::path_for(&args.policy))?;
+    let (sizes, source) = if args.host {
+        let libraries = crate::lab::host::component_libraries(&policy)?;
+        (host_sizes(&libraries)?, format!("host build of `{}`", policy.policy.name))
+    } else if let Some(from) = &args.from {
+        (read_report(from)?, from.display().to_string())
+    } else {
+        let idf = idf::locate(args.idf.as_deref(), std::env::var("IDF_PATH").ok().as_deref(), std::env::var("PATH").ok().as_deref())?;
+        let root = project_root();
+        let build_dir = idf::build_dir(&root, &args.example, &args.target);
+        if !build_dir.join("project_description.json").is_file() {
+            return Err(exit::bad_input(format!(
+                "{}: no ESP-IDF build here; run `cargo xtask build --target {} --example {}` first",
+                build_dir.display(),
+                args.target,
+                args.example
+            )));
+        }
+        let sh = xshell::Shell::new()?;
+        sh.set_var("IDF_PATH", &idf.path);
+        let idf_py = idf.idf_py.display().to_string();
+        let example_dir = root.join("examples").join(&args.example);
+        let report = build_dir.join("size-components.json");
+        let text = xshell::cmd!(sh, "{idf_py} -C {example_dir} -B {build_dir} size-components --format json2")
+            .read()
+            .map_err(|e| exit::bad_input(format!("idf.py size-components failed: {e}")))?;
+        write_atomic(&report, text.as_bytes())?;
+        (read_report(&report)?, report.display().to_string())
+    };
+    let lines = check(&policy.budgets.static_, &sizes, args.host);
+    print_table(&sizes, &lines, &source);
+    if let Some(path) = &args.json {
+        write_atomic(path, serde_json::to_string_pretty(&serde_json::json!({ "source": source, "policy": policy.policy.name, "sizes": sizes, "budgets": lines }))?.as_bytes())?;
+    }
+    let failed: Vec<&Line> = lines.iter().filter(|l| l.verdict != "within").collect();
+    if lines.is_empty() {
+        eprintln!("size-check: the policy `{}` sets no {}static budget", policy.policy.name, if args.host { "host " } else { "" });
+    }
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for l in &failed {
+        match l.verdict.as_str() {
+            "missing" => eprintln!("size-check: {} is budgeted ({}) but not in {source}", l.component, l.measure),
+            _ => eprintln!("size-check: {} {} is {} B, budget {} B", l.component, l.measure, l.used.unwrap_or(0), l.budget),
+        }
+    }
+    Err(exit::verdict(format!("{} static budget(s) not held", failed.len())))
+}
+
+#[cfg(test)]
+mod tests;

@@ -19,12 +19,10 @@ const HOST: &str = "x86_64-unknown-linux-gnu";
 /// What the lab runs: the built stack, our host port library, the recorder and the driver.
 #[derive(Debug, Clone)]
 pub struct HostBuild {
-    pub dir: PathBuf,
     /// Directories holding the stack's shared libraries (for LD_LIBRARY_PATH).
     pub lib_dirs: Vec<PathBuf>,
     pub driver: PathBuf,
     pub recorder: PathBuf,
-    pub port_host: PathBuf,
     /// Component -> its built shared library.
     pub libraries: BTreeMap<String, PathBuf>,
 }
@@ -238,7 +236,7 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
     lib_dirs.dedup();
 
     let driver = build_driver(&dir, &sources.libdatachannel, &libraries["libdatachannel"])?;
-    Ok(HostBuild { dir, lib_dirs, driver, recorder, port_host, libraries })
+    Ok(HostBuild { lib_dirs, driver, recorder, libraries })
 }
 
 /// Component -> built 32-bit shared library, for `size-check --host`.

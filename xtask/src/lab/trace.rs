@@ -33,8 +33,6 @@ pub struct Record {
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
     pub default_stack_bytes: u32,
-    /// The recorder ran out of log space: figures after that point are missing.
-    pub truncated: bool,
     pub records: Vec<Record>,
 }
 
@@ -64,7 +62,7 @@ pub fn parse(bytes: &[u8]) -> Result<Trace> {
     if header.pointer_bytes != 4 {
         bail!("the trace comes from a {}-bit process; the lab replica is 32-bit", header.pointer_bytes * 8);
     }
-    let mut trace = Trace { default_stack_bytes: header.default_stack_bytes, truncated: header.reserved != 0, records: Vec::new() };
+    let mut trace = Trace { default_stack_bytes: header.default_stack_bytes, records: Vec::new() };
     let mut at = header_len;
     let words = |from: usize, n: usize| -> Vec<u32> {
         (0..n).map(|i| u32::from_le_bytes(bytes[from + 4 * i..from + 4 * i + 4].try_into().unwrap())).collect()

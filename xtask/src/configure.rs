@@ -170,7 +170,6 @@ pub fn port_patches(component: &str) -> Result<Vec<(String, String)>> {
 }
 
 /// What `components/.esp_dc_policy` says: the policy the tree was last configured with.
-#[allow(dead_code)] // the interface for `build`, `size-check` and `lab`; only tests call it yet
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stamp {
     pub policy: String,
@@ -183,7 +182,6 @@ pub struct Stamp {
 /// Reads the stamp under `root` (the project root); None when the tree was never configured.
 /// `build`, `size-check` and `lab` compare `hash` with `policy_hash` of their own policy to
 /// refuse measuring a tree configured from another one.
-#[allow(dead_code)]
 pub fn read_stamp(root: &Path) -> Result<Option<Stamp>> {
     let path = root.join(STAMP);
     let text = match std::fs::read_to_string(&path) {

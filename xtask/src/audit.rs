@@ -425,8 +425,13 @@ pub fn statics(libraries: &BTreeMap<String, PathBuf>, threshold: u64) -> Result<
             }
             let Some(section) = sym.section_index().and_then(|i| file.section_by_index(i).ok()) else { continue };
             let name = section.name().unwrap_or("");
-            if [".data", ".bss", ".tdata", ".tbss"].iter().any(|s| name == *s || name.starts_with(&format!("{s}."))) {
-                out.push(StaticObject { component: component.clone(), symbol: sym.name().unwrap_or("?").to_string(), bytes: sym.size(), section: name.to_string() });
+            // `.data.rel.ro` is constant data a shared library must relocate; linked statically
+            // for the device it stays in flash.
+            let ram = [".data", ".bss", ".tdata", ".tbss"].iter().any(|s| name == *s || name.starts_with(&format!("{s}.")));
+            if ram && !name.starts_with(".data.rel.ro") {
+                let raw = sym.name().unwrap_or("?");
+                let symbol = addr2line::demangle_auto(raw.into(), None).into_owned();
+                out.push(StaticObject { component: component.clone(), symbol, bytes: sym.size(), section: name.to_string() });
             }
         }
     }

@@ -456,6 +456,15 @@ pub const KNOBS: &[KnobSpec] = &[
         help: "Stack buffer DtlsTransport::doRecv reads decrypted records into, on the thread pool's stack (patch). Must be at least mbedtls.ssl_in_content_len: a record is never split. After the handshake upstream also takes this size + 1 as the DTLS MTU.",
     },
     KnobSpec {
+        component: "libdatachannel",
+        name: "small_random_engine",
+        stock: 0,
+        min: 0,
+        max: 1,
+        effect: KnobEffect::Define("RTC_ESP_SMALL_RANDOM_ENGINE"),
+        help: "1: libdatachannel's thread_local random engine (RTP initial sequence number and timestamp, SDP session id, ICE server shuffle) is std::minstd_rand, 4 bytes, seeded as before, instead of std::mt19937's 2.5 KB (patch). ESP-IDF reserves a program's thread_local storage on the stack of every FreeRTOS task, so the 2.5 KB is paid once per task in the system, system tasks included.",
+    },
+    KnobSpec {
         component: "libjuice",
         name: "max_turn_servers",
         stock: 2,

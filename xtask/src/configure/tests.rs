@@ -657,3 +657,13 @@ fn mutex_lock_policy_finds_esp_dc_port_without_the_redirect() {
     assert!(!cmake.contains("esp_dc_alloc_redirect.h"));
     assert_eq!(cmake.matches("idf_component_get_property(").count(), 1);
 }
+
+/// The committed sdkconfig.defaults carries the default (lean) policy's current block: a user
+/// who builds without running configure first gets what the policy says.
+#[test]
+fn committed_sdkconfig_defaults_follows_the_lean_policy() {
+    let root = crate::fsutil::project_root();
+    let plan = plan(&root, &Policy::path_for("lean")).unwrap();
+    let committed = std::fs::read_to_string(root.join("sdkconfig.defaults")).unwrap();
+    assert_eq!(committed, defaults(&plan), "run `cargo xtask configure` and commit sdkconfig.defaults");
+}

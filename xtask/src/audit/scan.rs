@@ -165,14 +165,7 @@ fn lex(src: &str, lang: Lang, defines: &Defines) -> Vec<Tok> {
             continue;
         }
         if c == '/' && chars.get(i + 1) == Some(&'*') {
-            i += 2;
-            while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
-                if chars[i] == '\n' {
-                    line += 1;
-                }
-                i += 1;
-            }
-            i += 2;
+            i = skip_block_comment(&chars, i, &mut line);
             continue;
         }
         if c == '#' && line_start {
@@ -193,14 +186,7 @@ fn lex(src: &str, lang: Lang, defines: &Defines) -> Vec<Tok> {
                     break;
                 }
                 if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    i += 2;
-                    while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
-                        if chars[i] == '\n' {
-                            line += 1;
-                        }
-                        i += 1;
-                    }
-                    i += 2;
+                    i = skip_block_comment(&chars, i, &mut line);
                     text.push(' ');
                     continue;
                 }
@@ -272,6 +258,18 @@ fn lex(src: &str, lang: Lang, defines: &Defines) -> Vec<Tok> {
         }
     }
     toks
+}
+
+/// Index after the `/* … */` starting at `at`, counting the lines it spans.
+fn skip_block_comment(chars: &[char], at: usize, line: &mut u32) -> usize {
+    let mut i = at + 2;
+    while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+        if chars[i] == '\n' {
+            *line += 1;
+        }
+        i += 1;
+    }
+    i + 2
 }
 
 fn directive(text: &str, lang: Lang, defines: &Defines, conds: &mut Vec<Cond>) {
@@ -375,28 +373,26 @@ impl<'a> Expr<'a> {
     }
 
     fn or(&mut self) -> Option<Option<bool>> {
-        let mut v = self.and()?;
-        while self.peek() == Some("||") {
-            self.at += 1;
-            let r = self.and()?;
-            v = match (v, r) {
-                (Some(true), _) | (_, Some(true)) => Some(true),
-                (Some(false), Some(false)) => Some(false),
-                _ => None,
-            };
-        }
-        Some(v)
+        self.chain("||", Self::and)
     }
 
     fn and(&mut self) -> Option<Option<bool>> {
-        let mut v = self.unary()?;
-        while self.peek() == Some("&&") {
+        self.chain("&&", Self::unary)
+    }
+
+    /// `a op b op …` in three-valued logic: `true` decides `||`, `false` decides `&&`.
+    fn chain(&mut self, op: &str, operand: fn(&mut Self) -> Option<Option<bool>>) -> Option<Option<bool>> {
+        let decides = op == "||";
+        let mut v = operand(self)?;
+        while self.peek() == Some(op) {
             self.at += 1;
-            let r = self.unary()?;
-            v = match (v, r) {
-                (Some(false), _) | (_, Some(false)) => Some(false),
-                (Some(true), Some(true)) => Some(true),
-                _ => None,
+            let r = operand(self)?;
+            v = if v == Some(decides) || r == Some(decides) {
+                Some(decides)
+            } else if v.is_some() && r.is_some() {
+                Some(!decides)
+            } else {
+                None
             };
         }
         Some(v)

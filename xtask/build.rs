@@ -2,7 +2,10 @@
 //! side the same layouts as the 32-bit recorder that writes it (clang targets i686).
 
 fn main() {
-    let header = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/recorder/lab_trace.h");
+    // Read at run time, not with env!(): the build script binary is cached under
+    // $ESP_DC_CACHE and may have been compiled for a clone at another path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let header = std::path::Path::new(&manifest_dir).join("../lab/recorder/lab_trace.h");
     println!("cargo:rerun-if-changed={}", header.display());
     let bindings = bindgen::Builder::default()
         .header(header.to_string_lossy())

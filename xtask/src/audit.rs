@@ -278,10 +278,8 @@ fn mbedtls(policy: &Policy) -> (bool, String) {
     }
 }
 
-/// The stack size every pthread of the stack inherits (esp_dc_port_init's esp_pthread_cfg_t).
 fn inherited_stack(policy: &Policy) -> String {
-    let bytes = policy.components.get("libdatachannel").and_then(|c| c.threads.as_ref()).map(|t| t.stack_bytes).unwrap_or(policy.pthread.default_stack_bytes);
-    format!("inherited {bytes}")
+    format!("inherited {}", policy.thread_stack_bytes())
 }
 
 /// Scans every component of the tree under `root` (a project root).
@@ -425,10 +423,7 @@ pub fn statics(libraries: &BTreeMap<String, PathBuf>, threshold: u64) -> Result<
             }
             let Some(section) = sym.section_index().and_then(|i| file.section_by_index(i).ok()) else { continue };
             let name = section.name().unwrap_or("");
-            // `.data.rel.ro` is constant data a shared library must relocate; linked statically
-            // for the device it stays in flash.
-            let ram = [".data", ".bss", ".tdata", ".tbss"].iter().any(|s| name == *s || name.starts_with(&format!("{s}.")));
-            if ram && !name.starts_with(".data.rel.ro") {
+            if crate::size::is_host_ram_section(name) {
                 let raw = sym.name().unwrap_or("?");
                 let symbol = addr2line::demangle_auto(raw.into(), None).into_owned();
                 out.push(StaticObject { component: component.clone(), symbol, bytes: sym.size(), section: name.to_string() });

@@ -135,7 +135,7 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
 fn warnings(policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
     let ldc = policy.component("libdatachannel");
-    let stack = ldc.threads.as_ref().map(|t| t.stack_bytes).unwrap_or(policy.pthread.default_stack_bytes);
+    let stack = policy.thread_stack_bytes();
     let chunk = crate::policy::knob("libdatachannel", "sctp_recv_chunk_bytes").map(|k| policy.knob_value(k)).unwrap_or(65536);
     let patched = ldc.patches.iter().any(|p| p == "libdatachannel/knobs.patch");
     if (chunk == 65536 || !patched) && stack < 65536 + 8192 {

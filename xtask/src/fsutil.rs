@@ -22,6 +22,13 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<bool> {
 }
 
 /// The workspace root (where the top-level Cargo.toml lives), whatever the current directory.
+///
+/// `cargo run` and `cargo test` set CARGO_MANIFEST_DIR at run time; that value wins over the
+/// compile-time one because the binary is cached under $ESP_DC_CACHE and may have been built
+/// for a clone at another path.
 pub fn project_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    manifest_dir.parent().expect("xtask lives one level below the root").to_path_buf()
 }

@@ -666,6 +666,13 @@ impl Policy {
         &self.components[name]
     }
 
+    /// The stack every thread of the stack gets on the device: esp_dc_port_init() sets
+    /// libdatachannel's `threads.stack_bytes` in the one esp_pthread_cfg_t they all inherit;
+    /// without it, the pthread default.
+    pub fn thread_stack_bytes(&self) -> u32 {
+        self.components.get("libdatachannel").and_then(|c| c.threads.as_ref()).map(|t| t.stack_bytes).unwrap_or(self.pthread.default_stack_bytes)
+    }
+
     /// A knob's value under this policy (upstream's value when the policy leaves it unset).
     pub fn knob_value(&self, spec: &KnobSpec) -> i64 {
         self.components

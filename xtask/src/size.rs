@@ -124,20 +124,19 @@ pub fn parse_map(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
     let mut out: BTreeMap<String, Sizes> = BTreeMap::new();
     let start = text.find("Linker script and memory map").ok_or("not a GNU linker map: no `Linker script and memory map`")?;
     let mut output_section = String::new();
-    let mut pending: Option<String> = None; // an input section name whose address/size/file are on the next line
+    let mut continued = false; // the input section's name stood alone; address, size and file follow
     for line in text[start..].lines() {
         if line.starts_with('.') {
             output_section = line.split_whitespace().next().unwrap_or("").to_string();
-            pending = None;
+            continued = false;
             continue;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let rest: &[&str] = if let Some(name) = pending.take() {
-            let _ = name;
+        let rest: &[&str] = if std::mem::take(&mut continued) {
             &fields
         } else if line.starts_with(' ') && !line.starts_with("  ") && fields.first().is_some_and(|f| f.starts_with('.') || f.starts_with("COMMON")) {
             if fields.len() == 1 {
-                pending = Some(fields[0].to_string());
+                continued = true;
                 continue;
             }
             &fields[1..]
@@ -164,6 +163,12 @@ pub fn read_report(path: &Path) -> Result<BTreeMap<String, Sizes>> {
     parsed.map_err(|e| exit::bad_input(format!("{}: {e}", path.display())))
 }
 
+/// Sections of a host library that are RAM on the device. `.data.rel.ro` is not: it is constant
+/// data a shared library must relocate, and linked statically for the device it stays in flash.
+pub fn is_host_ram_section(name: &str) -> bool {
+    matches!(name, ".data" | ".bss" | ".tdata" | ".tbss")
+}
+
 /// Static sizes of the host build's shared libraries: .data/.bss (and TLS) as DRAM, .text/.rodata
 /// as flash. `.data.rel.ro` (vtables and relocated constants of position-independent code) is
 /// left out: on the device those are .rodata in flash.
@@ -176,7 +181,7 @@ pub fn host_sizes(libraries: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<Stri
         let mut s = Sizes::default();
         for section in file.sections() {
             match section.name().unwrap_or("") {
-                ".data" | ".bss" | ".tdata" | ".tbss" => s.dram_bytes += section.size(),
+                name if is_host_ram_section(name) => s.dram_bytes += section.size(),
                 ".text" | ".rodata" => s.flash_bytes += section.size(),
                 _ => {}
             }

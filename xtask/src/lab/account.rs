@@ -348,17 +348,10 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
 
     // Sites: bytes live at the global peak, by site (second pass up to the peak).
     let mut at_peak: HashMap<usize, (u64, u64)> = HashMap::new();
-    {
-        let mut replay: HashMap<u32, (usize, u64)> = HashMap::new();
-        let mut site_of = sites.iter().enumerate().map(|(i, k)| (k.clone(), i)).collect::<HashMap<_, _>>();
-        let _ = &mut site_of;
-        let mut cursor = live_sites_replay(trace, &mut sym, &names, &site_index, global_peak_at);
-        std::mem::swap(&mut replay, &mut cursor);
-        for (_, (si, size)) in replay {
-            let e = at_peak.entry(si).or_default();
-            e.0 += size;
-            e.1 += 1;
-        }
+    for (si, size) in live_sites_replay(trace, &mut sym, &names, &site_index, global_peak_at).into_values() {
+        let e = at_peak.entry(si).or_default();
+        e.0 += size;
+        e.1 += 1;
     }
     let mut top: Vec<Site> = at_peak
         .into_iter()
@@ -490,27 +483,22 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
 /// Most stack threads alive at once: what stacks and TCBs cost at the worst moment. (libdatachannel's
 /// short-lived cleanup thread runs after the others are joined.)
 fn max_concurrent_threads(threads: &BTreeMap<u32, ThreadInfo>) -> u64 {
-    let mut edges: Vec<(u64, i64)> = Vec::new();
-    for t in threads.values().filter(|t| t.component != "app") {
-        edges.push((t.start_ns, 1));
-        edges.push((t.end_ns.unwrap_or(u64::MAX), -1));
-    }
-    edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-    let (mut now, mut max) = (0i64, 0i64);
-    for (_, d) in edges {
-        now += d;
-        max = max.max(now);
-    }
-    max as u64
+    max_concurrent(threads, |_| 1)
 }
 
 /// The most stack the threads alive at the same moment ever needed together (sum of their
 /// high-water marks): what their stacks must hold at once, however many come and go over cycles.
 fn max_concurrent_high_water(threads: &BTreeMap<u32, ThreadInfo>) -> u64 {
+    max_concurrent(threads, |t| t.high_water as i64)
+}
+
+/// The largest sum of `weight` over the stack's threads alive at the same moment. A thread that
+/// ends when another starts is not counted with it.
+fn max_concurrent(threads: &BTreeMap<u32, ThreadInfo>, weight: fn(&ThreadInfo) -> i64) -> u64 {
     let mut edges: Vec<(u64, i64)> = Vec::new();
     for t in threads.values().filter(|t| t.component != "app") {
-        edges.push((t.start_ns, t.high_water as i64));
-        edges.push((t.end_ns.unwrap_or(u64::MAX), -(t.high_water as i64)));
+        edges.push((t.start_ns, weight(t)));
+        edges.push((t.end_ns.unwrap_or(u64::MAX), -weight(t)));
     }
     edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     let (mut now, mut max) = (0i64, 0i64);

@@ -75,7 +75,7 @@ pub fn side_by_side(reports: &[Report]) -> Vec<Table> {
     let mut policies: Vec<&str> = reports.iter().map(|r| r.policy.as_str()).collect();
     policies.sort();
     policies.dedup();
-    policies.sort_by_key(|p| if *p == "stock" { 0 } else { 1 });
+    policies.sort_by_key(|p| stock_first(p));
     let mut tables = Vec::new();
     for scenario in scenarios {
         let cols: Vec<&Report> = policies.iter().filter_map(|p| reports.iter().find(|r| r.scenario == scenario && r.policy == *p)).collect();
@@ -200,8 +200,13 @@ pub fn threads_markdown(reports: &[Report], scenario: &str) -> String {
 
 fn side_by_side_order(reports: &[Report]) -> Vec<&Report> {
     let mut v: Vec<&Report> = reports.iter().collect();
-    v.sort_by_key(|r| if r.policy == "stock" { 0 } else { 1 });
+    v.sort_by_key(|r| stock_first(&r.policy));
     v
+}
+
+/// Sort key: stock, the reference, before the policies measured against it.
+fn stock_first(policy: &str) -> u8 {
+    u8::from(policy != "stock")
 }
 
 /// A stacked area chart of live bytes by component over time, with the phase marks.

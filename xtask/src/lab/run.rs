@@ -25,15 +25,8 @@ pub fn knob_env(policy: &Policy) -> Vec<(String, String)> {
         ("LAB_SCTP_MAX_CHUNKS_ON_QUEUE".into(), value("libdatachannel", "sctp_max_chunks_on_queue")),
         ("LAB_MAX_MESSAGE_BYTES".into(), value("libdatachannel", "max_message_bytes")),
         ("LAB_NACK_MAX_PACKETS".into(), value("libdatachannel", "nack_max_packets")),
-        // On the device esp_dc_port_init() gives every thread the stack starts (pool, usrsctp,
-        // libjuice: inherit_cfg) libdatachannel's `threads.stack_bytes`; without it, the pthread default.
-        ("LAB_DEFAULT_STACK_BYTES".into(), thread_stack_bytes(policy).to_string()),
+        ("LAB_DEFAULT_STACK_BYTES".into(), policy.thread_stack_bytes().to_string()),
     ]
-}
-
-/// The stack size a thread gets on the device when its creator does not set one.
-pub fn thread_stack_bytes(policy: &Policy) -> u32 {
-    policy.components.get("libdatachannel").and_then(|c| c.threads.as_ref()).map(|t| t.stack_bytes).unwrap_or(policy.pthread.default_stack_bytes)
 }
 
 fn spawn(build: &HostBuild, role: &str, scenario: &str, env: &[(String, String)], log: &Path, preload: Option<(&Path, &Path)>) -> Result<Child> {

@@ -70,8 +70,7 @@ fn levers(policy: &Policy) -> Vec<Lever> {
                 video: false,
                 revert: Box::new(move |doc| {
                     doc["mbedtls"][field] = value(i64::from(upstream));
-                    // The DTLS read buffer must hold a whole record (policy check).
-                    if field == "ssl_in_content_len" && doc["components"]["libdatachannel"]["knobs"].get("dtls_recv_buffer_bytes").is_some() {
+                    if paired {
                         doc["components"]["libdatachannel"]["knobs"]["dtls_recv_buffer_bytes"] = value(i64::from(upstream));
                     }
                 }),

@@ -414,10 +414,10 @@ pub const KNOBS: &[KnobSpec] = &[
         component: "usrsctp",
         name: "tcb_hash_size",
         stock: 1024,
-        min: 16,
+        min: 1,
         max: 65536,
         effect: KnobEffect::Define("SCTP_TCBHASHSIZE"),
-        help: "Buckets of usrsctp's association hash table (SCTP_TCBHASHSIZE), allocated at usrsctp_init.",
+        help: "usrsctp's hash table size (SCTP_TCBHASHSIZE, the sctp_hashtblsize sysctl), allocated at usrsctp_init: the association table gets 31 times this many buckets (rounded down to a power of two), the endpoint tables this many. A handful of associations needs no more than a few dozen buckets.",
     },
     KnobSpec {
         component: "usrsctp",
@@ -481,6 +481,33 @@ pub const KNOBS: &[KnobSpec] = &[
         max: 8,
         effect: KnobEffect::Define("JUICE_ESP_STUN_MAX_PEER_ADDRESSES"),
         help: "XOR-PEER-ADDRESS slots in stun_message_t (STUN_MAX_PEER_ADDRESSES, patch). The ICE agent writes one peer per TURN request and reads at most this many; every stun_message_t sits on the connection thread's stack.",
+    },
+    KnobSpec {
+        component: "libjuice",
+        name: "stun_max_username_bytes",
+        stock: 513,
+        min: 64,
+        max: 513,
+        effect: KnobEffect::Define("JUICE_ESP_STUN_MAX_USERNAME_BYTES"),
+        help: "Longest STUN USERNAME (and password) libjuice accepts (STUN_MAX_USERNAME_LEN - 1, patch). Sizes stun_message_t, which the connection thread keeps on its stack, and a copy in the binding-request check. ICE usernames are remote:local ufrag (browsers use 4 to 32 characters each); a longer one is rejected, so it must also hold the TURN username.",
+    },
+    KnobSpec {
+        component: "libjuice",
+        name: "stun_max_realm_bytes",
+        stock: 763,
+        min: 64,
+        max: 763,
+        effect: KnobEffect::Define("JUICE_ESP_STUN_MAX_REALM_BYTES"),
+        help: "Longest STUN REALM libjuice accepts (STUN_MAX_REALM_LEN - 1, patch). Only TURN servers send one; RFC 8489 limits it to 127 characters, 763 bytes only if every character is multi-byte UTF-8. Sizes every stun_message_t on the connection thread's stack.",
+    },
+    KnobSpec {
+        component: "libjuice",
+        name: "stun_max_nonce_bytes",
+        stock: 763,
+        min: 64,
+        max: 763,
+        effect: KnobEffect::Define("JUICE_ESP_STUN_MAX_NONCE_BYTES"),
+        help: "Longest STUN NONCE libjuice accepts (STUN_MAX_NONCE_LEN - 1, patch). Only TURN servers send one; RFC 8489 limits it to 127 characters (coturn's are 16 to 32). Sizes every stun_message_t on the connection thread's stack.",
     },
     KnobSpec {
         component: "libjuice",
@@ -824,8 +851,8 @@ mod tests {
     #[test]
     fn dtls_read_buffer_must_hold_a_record() {
         let text = shipped("lean").replacen("[components.libdatachannel.knobs]\n", "[components.libdatachannel.knobs]\ndtls_recv_buffer_bytes = 1024\n", 1);
-        let text = text.lines().filter(|l| !l.starts_with("dtls_recv_buffer_bytes = 2048")).collect::<Vec<_>>().join("\n");
+        let text = text.lines().filter(|l| !l.starts_with("dtls_recv_buffer_bytes = 1536")).collect::<Vec<_>>().join("\n");
         let err = parse_err(&text);
-        assert!(err.contains("components.libdatachannel.knobs.dtls_recv_buffer_bytes: 1024 is below mbedtls.ssl_in_content_len (2048)"), "{err}");
+        assert!(err.contains("components.libdatachannel.knobs.dtls_recv_buffer_bytes: 1024 is below mbedtls.ssl_in_content_len (1536)"), "{err}");
     }
 }

@@ -42,6 +42,9 @@ pub struct Report {
     /// Largest allocation sites (by bytes live at their peak or total bytes allocated).
     #[serde(default)]
     pub sites: Vec<Site>,
+    /// Bytes live at the connected mark, by call site, largest first.
+    #[serde(default)]
+    pub connected_sites: Vec<Site>,
     /// Every thread the stack created.
     #[serde(default)]
     pub thread_list: Vec<ThreadReport>,
@@ -141,7 +144,7 @@ pub struct Site {
     pub file: String,
     pub line: u32,
     pub function: String,
-    /// Bytes: live at peak for `sites`, still held for `leaks`.
+    /// Bytes: live at peak for `sites`, at the connected mark for `connected_sites`, still held for `leaks`.
     pub bytes: u64,
     pub count: u64,
 }

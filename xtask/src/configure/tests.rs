@@ -228,7 +228,7 @@ fn every_policy_field_has_an_effect() {
         ("components.esp_dc_port.placement", with(&lean, "[components.esp_dc_port]\nplacement = \"psram\"", "[components.esp_dc_port]\nplacement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_OWN_PLACEMENT_INTERNAL=y"),
         ("components.libjuice.force_include", with(&lean, "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"", "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"\""), "libjuice/CMakeLists.txt", "# force_include: none"),
         ("components.usrsctp.definitions", with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\ndefinitions = { SCTP_DEBUG_LEVEL = 3, NAME = \"x\" }\n"), "usrsctp/CMakeLists.txt", "\"SCTP_DEBUG_LEVEL=3\""),
-        ("components.libdatachannel.patches", with(&lean, "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\"]\n", ""), STAMP, "patches = [\"libjuice/knobs.patch\"]"),
+        ("components.libdatachannel.patches", with(&lean, "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\", \"libdatachannel/lazy-log-counters.patch\"]\n", ""), STAMP, "patches = [\"libjuice/knobs.patch\"]"),
         ("components.libdatachannel.threads.stack_bytes", with(&lean, "stack_bytes = 15360", "stack_bytes = 12288"), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES=12288"),
         ("pthread.stack_placement + threads.placement", with(&with(&lean, "stack_placement = \"psram\"", "stack_placement = \"internal\""), "stack_bytes = 15360, placement = \"psram\"", "stack_bytes = 15360, placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_INTERNAL=y\n"),
         ("memory.spiram", with(&lean.replace("\"psram\"", "\"internal\""), "spiram = true", "spiram = false"), sd, "# CONFIG_SPIRAM is not set"),
@@ -236,7 +236,7 @@ fn every_policy_field_has_an_effect() {
         ("memory.always_internal_bytes", with(&lean, "always_internal_bytes = 512", "always_internal_bytes = 1024"), sd, "CONFIG_SPIRAM_MALLOC_ALWAYSINTERNAL=1024"),
         ("memory.reserve_internal_bytes", with(&lean, "reserve_internal_bytes = 32768", "reserve_internal_bytes = 65536"), sd, "CONFIG_SPIRAM_MALLOC_RESERVE_INTERNAL=65536"),
         ("mbedtls.allocator", with(&lean, "allocator = \"external\"", "allocator = \"custom\""), sd, "CONFIG_MBEDTLS_CUSTOM_MEM_ALLOC=y"),
-        ("mbedtls.ssl_in_content_len", with(&with(&lean, "ssl_in_content_len = 2048", "ssl_in_content_len = 8192"), "dtls_recv_buffer_bytes = 2048", "dtls_recv_buffer_bytes = 8192"), sd, "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=8192"),
+        ("mbedtls.ssl_in_content_len", with(&with(&lean, "ssl_in_content_len = 1536", "ssl_in_content_len = 8192"), "dtls_recv_buffer_bytes = 1536", "dtls_recv_buffer_bytes = 8192"), sd, "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=8192"),
         ("mbedtls.ssl_out_content_len", with(&lean, "ssl_out_content_len = 1536", "ssl_out_content_len = 4096"), sd, "CONFIG_MBEDTLS_SSL_OUT_CONTENT_LEN=4096"),
         ("mbedtls.dynamic_buffer", with(&lean, "dynamic_buffer = false", "dynamic_buffer = true"), sd, "CONFIG_MBEDTLS_DYNAMIC_BUFFER=y"),
         ("pthread.default_stack_bytes", with(&lean, "default_stack_bytes = 8192", "default_stack_bytes = 6144"), sd, "CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT=6144"),
@@ -265,7 +265,7 @@ fn every_policy_field_has_an_effect() {
     }
 
     // The patch list also changes the code: without the patch the knob is not compiled in.
-    let unpatched = plan_of(&with(&lean, "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\"]\n", ""));
+    let unpatched = plan_of(&with(&lean, "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\", \"libdatachannel/lazy-log-counters.patch\"]\n", ""));
     let internals = |p: &Plan| String::from_utf8(p.components["libdatachannel"].files[Path::new("upstream/src/impl/internals.hpp")].clone()).unwrap();
     assert!(internals(&base).contains("RTC_ESP_SCTP_MAX_STREAMS") && !internals(&unpatched).contains("RTC_ESP_SCTP_MAX_STREAMS"));
 
@@ -285,7 +285,7 @@ fn configure_is_idempotent_and_check_detects_drift() {
     let lean_policy = Policy::load(&lean).unwrap();
     assert_eq!(stamp.policy, "lean");
     assert_eq!(stamp.path, "policies/lean.toml");
-    assert_eq!(stamp.patches, vec!["libdatachannel/knobs.patch".to_string(), "libdatachannel/inline-constants.patch".to_string(), "libjuice/knobs.patch".to_string()]);
+    assert_eq!(stamp.patches, vec!["libdatachannel/knobs.patch".to_string(), "libdatachannel/inline-constants.patch".to_string(), "libdatachannel/lazy-log-counters.patch".to_string(), "libjuice/knobs.patch".to_string()]);
     assert_eq!(stamp.hash, policy_hash(&lean_policy, &shipped("lean")).unwrap());
     let stock_policy = Policy::load(&Policy::path_for("stock")).unwrap();
     assert_ne!(stamp.hash, policy_hash(&stock_policy, &shipped("stock")).unwrap());
@@ -332,7 +332,7 @@ fn bad_inputs_exit_2_with_file_line_key_and_write_nothing() {
     let lean = shipped("lean");
     let line_of = |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
 
-    let syntax = with(&lean, "ssl_in_content_len = 2048", "ssl_in_content_len = = 2048");
+    let syntax = with(&lean, "ssl_in_content_len = 1536", "ssl_in_content_len = = 1536");
     let unknown_component = lean.clone() + "\n[components.libfoo]\nplacement = \"psram\"\n";
     let unknown_key = with(&lean, "[components.libsrtp]\n", "[components.libsrtp]\nplacment = \"psram\"\n");
     let bad_placement = with(&lean, "[components.libsrtp]\nplacement = \"psram\"", "[components.libsrtp]\nplacement = \"flash\"");
@@ -340,7 +340,7 @@ fn bad_inputs_exit_2_with_file_line_key_and_write_nothing() {
     let stray_threads = with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\nthreads = { stack_bytes = 4096, placement = \"psram\" }\n");
     let split_threads = with(&lean, "stack_bytes = 15360, placement = \"psram\"", "stack_bytes = 15360, placement = \"internal\"");
     let cases = [
-        (&syntax, line_of(&syntax, "= = 2048"), "ssl_in_content_len: TOML syntax error"),
+        (&syntax, line_of(&syntax, "= = 1536"), "ssl_in_content_len: TOML syntax error"),
         (&unknown_component, line_of(&unknown_component, "[components.libfoo]"), "components.libfoo: unknown component `libfoo`"),
         (&unknown_key, line_of(&unknown_key, "placment"), "components.libsrtp.placment: unknown field `placment`"),
         (&bad_placement, line_of(&bad_placement, "\"flash\""), "components.libsrtp.placement: unknown variant `flash`"),
@@ -373,7 +373,7 @@ fn sdkconfig_defaults_keeps_user_lines_and_swaps_the_block() {
     configure_into(scratch.root(), &Policy::path_for("lean"), false, true).unwrap();
     let mut text = std::fs::read_to_string(scratch.root().join("sdkconfig.defaults")).unwrap();
     assert!(text.starts_with(user_before), "{text}");
-    assert!(text.contains(BLOCK_BEGIN) && text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=2048"));
+    assert!(text.contains(BLOCK_BEGIN) && text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536"));
     text.push_str("CONFIG_LOG_DEFAULT_LEVEL_WARN=y\n");
     std::fs::write(scratch.root().join("sdkconfig.defaults"), &text).unwrap();
 
@@ -382,7 +382,7 @@ fn sdkconfig_defaults_keeps_user_lines_and_swaps_the_block() {
     assert!(text.starts_with(user_before), "{text}");
     assert!(text.ends_with(&format!("{BLOCK_END}\nCONFIG_LOG_DEFAULT_LEVEL_WARN=y\n")), "{text}");
     assert_eq!(text.matches(BLOCK_BEGIN).count(), 1);
-    assert!(text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384") && !text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=2048"));
+    assert!(text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384") && !text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536"));
 
     // A half block is refused, naming the line, and nothing changes.
     let broken = format!("CONFIG_A=y\n{BLOCK_BEGIN}\nCONFIG_B=y\n");
@@ -507,7 +507,7 @@ fn a_stack_resident_64k_receive_buffer_with_small_stacks_is_warned_about() {
     assert!(fixed.warnings.is_empty(), "lean must not warn: {:?}", fixed.warnings);
     let warned = plan_of(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 65536));
     assert!(warned.warnings.iter().any(|w| w.contains("64 KB receive buffer")), "{:?}", warned.warnings);
-    let unpatched = plan_of(&with(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096), "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\"]\n", ""));
+    let unpatched = plan_of(&with(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096), "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\", \"libdatachannel/lazy-log-counters.patch\"]\n", ""));
     assert!(unpatched.warnings.iter().any(|w| w.contains("knobs.patch not applied")));
 }
 
@@ -564,6 +564,7 @@ fn knobs_at_stock_values_preprocess_to_upstream_code() {
         ("g++", "src/impl/init.cpp"),
         ("g++", "src/impl/datachannel.cpp"),
         ("gcc", "deps/libjuice/src/agent.c"),
+        ("gcc", "deps/libjuice/src/stun.c"),
     ] {
         let a = preprocess(&patched, compiler, file, &defines);
         let b = preprocess(&pristine, compiler, file, &defines);

@@ -219,13 +219,21 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
     let mut global_peak_at = 0usize;
     let mut marks: Vec<Mark> = Vec::new();
     let mut threads: BTreeMap<u32, ThreadInfo> = BTreeMap::new();
-    let mut sync: HashMap<u32, bool> = HashMap::new(); // addr -> is mutex
+    let mut sync: HashMap<u32, (bool, &'static str)> = HashMap::new(); // addr -> (is mutex, component)
     let mut sockets: HashMap<u32, bool> = HashMap::new(); // fd -> is UDP
     let mut timeline: Vec<(u64, Vec<u64>)> = Vec::new();
     let mut last_sample = 0u64;
     let mut in_phase: Option<usize> = None;
+    // Bytes and blocks by site at the connected mark: what a connection holds, line by line.
+    let mut at_connected: HashMap<usize, (u64, u64)> = HashMap::new();
 
-    let census = |live: &HashMap<u32, Live>, threads: &BTreeMap<u32, ThreadInfo>, sync: &HashMap<u32, bool>, sockets: &HashMap<u32, bool>| -> Census {
+    let census = |live: &HashMap<u32, Live>, threads: &BTreeMap<u32, ThreadInfo>, sync: &HashMap<u32, (bool, &'static str)>, sockets: &HashMap<u32, bool>| -> Census {
+        // The driver's own locks are the application's, not the stack's (as its threads are).
+        let stack_sync = || sync.values().filter(|(_, component)| *component != "app");
+        let mut mutex_owners: BTreeMap<String, u64> = BTreeMap::new();
+        for (_, component) in stack_sync().filter(|(is_mutex, _)| *is_mutex) {
+            *mutex_owners.entry(component.to_string()).or_default() += 1;
+        }
         Census {
             blocks: live
                 .values()
@@ -233,8 +241,9 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
                 .map(|l| Block { component: names[l.component].to_string(), size: l.size, origin: l.origin, caps: l.caps, shared_ptr_control: l.shared_ptr })
                 .collect(),
             threads: threads.values().filter(|t| t.end_ns.is_none() && t.component != "app").map(|t| (t.component.clone(), t.requested)).collect(),
-            mutexes: sync.values().filter(|m| **m).count() as u64,
-            condvars: sync.values().filter(|m| !**m).count() as u64,
+            mutexes: stack_sync().filter(|(is_mutex, _)| *is_mutex).count() as u64,
+            mutex_owners,
+            condvars: stack_sync().filter(|(is_mutex, _)| !*is_mutex).count() as u64,
             udp_sockets: sockets.values().filter(|u| **u).count() as u64,
         }
     };
@@ -285,6 +294,13 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
                 }
             }
             Event::Phase { name } => {
+                if CONNECTED_MARKS.contains(&name.as_str()) && !marks.iter().any(|m| CONNECTED_MARKS.contains(&m.name.as_str())) {
+                    for l in live.values() {
+                        let e = at_connected.entry(l.site).or_default();
+                        e.0 += l.size;
+                        e.1 += 1;
+                    }
+                }
                 if let Some(p) = in_phase {
                     marks[p].peak = peak_in_phase.clone();
                     marks[p].peak_total = peak_total_in_phase;
@@ -319,11 +335,11 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
                     t.end_ns = Some(record.time_ns);
                 }
             }
-            Event::Mutex { addr, .. } => {
-                sync.insert(*addr, true);
+            Event::Mutex { addr, frames } => {
+                sync.insert(*addr, (true, sym.attribute(frames).0));
             }
-            Event::Cond { addr, .. } => {
-                sync.insert(*addr, false);
+            Event::Cond { addr, frames } => {
+                sync.insert(*addr, (false, sym.attribute(frames).0));
             }
             Event::SyncDestroy { addr } => {
                 sync.remove(addr);
@@ -353,37 +369,34 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
         e.0 += size;
         e.1 += 1;
     }
-    let mut top: Vec<Site> = at_peak
-        .into_iter()
-        .filter(|(si, _)| counted[sites[*si].component])
-        .map(|(si, (bytes, count))| {
-            let k = &sites[si];
-            Site { component: names[k.component].to_string(), file: k.file.clone(), line: k.line, function: k.function.clone(), bytes, count }
-        })
-        .collect();
-    top.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.file.cmp(&b.file)).then(a.line.cmp(&b.line)));
-    // Every site: the table shows the first 20, `audit` ranks by all of them.
-    top.retain(|s| s.bytes > 0);
+    // Every counted site with bytes, largest first: tables show the first few, `audit` ranks by all.
+    let ranked = |by_site: HashMap<usize, (u64, u64)>| -> Vec<Site> {
+        let mut list: Vec<Site> = by_site
+            .into_iter()
+            .filter(|(si, (bytes, _))| counted[sites[*si].component] && *bytes > 0)
+            .map(|(si, (bytes, count))| {
+                let k = &sites[si];
+                Site { component: names[k.component].to_string(), file: k.file.clone(), line: k.line, function: k.function.clone(), bytes, count }
+            })
+            .collect();
+        list.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.file.cmp(&b.file)).then(a.line.cmp(&b.line)));
+        list
+    };
+    let top = ranked(at_peak);
+    let connected_sites = ranked(at_connected);
 
     // Leaks: what the stack still holds at the end.
-    let mut leaks_by_site: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
-    for l in live.values().filter(|l| counted[l.component]) {
+    let mut leaks_by_site: HashMap<usize, (u64, u64)> = HashMap::new();
+    for l in live.values() {
         let e = leaks_by_site.entry(l.site).or_default();
         e.0 += l.size;
         e.1 += 1;
     }
-    let mut leaks: Vec<Site> = leaks_by_site
-        .into_iter()
-        .map(|(si, (bytes, count))| {
-            let k = &sites[si];
-            Site { component: names[k.component].to_string(), file: k.file.clone(), line: k.line, function: k.function.clone(), bytes, count }
-        })
-        .collect();
-    leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    let leaks = ranked(leaks_by_site);
 
     let mark = |name: &str| marks.iter().find(|m| m.name == name);
     let total_of = |m: &Mark| -> u64 { m.live.iter().zip(&counted).filter(|(_, c)| **c).map(|(v, _)| *v).sum() };
-    let connected_mark = mark("connected").or_else(|| mark("cycle-1-connected")).or_else(|| mark("scale-1-connected"));
+    let connected_mark = marks.iter().find(|m| CONNECTED_MARKS.contains(&m.name.as_str()));
 
     let mut components = Vec::new();
     for (ci, name) in names.iter().enumerate() {
@@ -470,6 +483,7 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
         leak_bytes: leaks.iter().map(|l| l.bytes).sum(),
         leaks,
         sites: top,
+        connected_sites,
         total_stack_high_water_bytes: max_concurrent_high_water(&threads),
         thread_list,
         projection,
@@ -508,6 +522,9 @@ fn max_concurrent(threads: &BTreeMap<u32, ThreadInfo>, weight: fn(&ThreadInfo) -
     }
     max as u64
 }
+
+/// The mark where a scenario's first connection is up (one per scenario).
+const CONNECTED_MARKS: &[&str] = &["connected", "cycle-1-connected", "scale-1-connected"];
 
 /// Live blocks (site, size) right after event `until`.
 fn live_sites_replay(trace: &trace::Trace, sym: &mut Symbolizer, names: &[&'static str], site_index: &HashMap<SiteKey, usize>, until: usize) -> HashMap<u32, (usize, u64)> {

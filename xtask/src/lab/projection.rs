@@ -57,6 +57,8 @@ pub struct Census {
     pub blocks: Vec<Block>,
     pub threads: Vec<(String, u64)>,
     pub mutexes: u64,
+    /// Mutexes by the component whose code first used them.
+    pub mutex_owners: std::collections::BTreeMap<String, u64>,
     pub condvars: u64,
     pub udp_sockets: u64,
 }
@@ -151,7 +153,9 @@ pub fn project(policy: &Policy, census: &Census) -> Projection {
     add(format!("{tasks} pthread stack(s) (esp_pthread_cfg_t)"), stack_heap, stacks, "components/pthread/pthread.c (stack_alloc_caps)");
 
     let sem = tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE);
-    add(format!("{} pthread mutex(es): esp_pthread_mutex_t + FreeRTOS mutex", census.mutexes), Heap::Internal, census.mutexes * sem, "components/pthread/pthread.c; FreeRTOS.h StaticQueue_t");
+    let owners: Vec<String> = census.mutex_owners.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let owners = if owners.is_empty() { String::new() } else { format!(" ({})", owners.join(", ")) };
+    add(format!("{} pthread mutex(es){owners}: esp_pthread_mutex_t + FreeRTOS mutex", census.mutexes), Heap::Internal, census.mutexes * sem, "components/pthread/pthread.c; FreeRTOS.h StaticQueue_t");
     add(format!("{} condition variable(s)", census.condvars), Heap::Internal, census.condvars * tlsf_cost(PTHREAD_COND), "components/pthread/pthread_cond_var.c");
     let lwip = tlsf_cost(LWIP_NETCONN) + tlsf_cost(LWIP_UDP_PCB) + tlsf_cost(LWIP_SOCK) + tlsf_cost(LWIP_UDP_RECVMBOX);
     add(format!("{} UDP socket(s): netconn, udp_pcb, lwip_sock, recvmbox", census.udp_sockets), Heap::Internal, census.udp_sockets * lwip, "components/lwip/lwip/src/include/lwip/{api,udp}.h; sockets.c; port/freertos/sys_arch.c");

@@ -41,6 +41,12 @@ pub fn print_report(r: &Report) {
     for s in r.sites.iter().take(20) {
         println!("  {:>9} B {:>6}x  {:<14} {}:{} {}", s.bytes, s.count, s.component, s.file, s.line, s.function);
     }
+    if !r.connected_sites.is_empty() {
+        println!("top call sites when connected:");
+        for s in r.connected_sites.iter().take(15) {
+            println!("  {:>9} B {:>6}x  {:<14} {}:{} {}", s.bytes, s.count, s.component, s.file, s.line, s.function);
+        }
+    }
     println!("threads:");
     for t in &r.thread_list {
         println!("  {:<14} requested {:>7} B  high-water {:>7} B  {:>6} ms  {}", t.component, t.requested_bytes, t.high_water_bytes, t.lifetime_ms, t.created_at);

@@ -628,9 +628,17 @@ std::vector<std::string> h264_file_frames(const char *path) {
 	return frames;
 }
 
+std::string attribute(const std::string &sdp, const char *name) {
+	size_t at = sdp.find(name);
+	if (at == std::string::npos)
+		return "";
+	size_t end = sdp.find_first_of("\r\n", at);
+	return sdp.substr(at + std::strlen(name), end - at - std::strlen(name));
+}
+
 // The offer's H.264 payload type a constrained-baseline encoder fits: packetization-mode=1 and a
 // 42xxxx profile preferred, else the first H.264 one; -1 when the offer has no H.264 at all.
-int offered_h264_payload_type(const std::string &sdp, std::string &mid) {
+int offered_h264_payload_type(const std::string &sdp, std::string &mid, std::string &fmtp) {
 	int best = -1, any = -1;
 	bool in_video = false;
 	size_t pos = 0;
@@ -654,10 +662,14 @@ int offered_h264_payload_type(const std::string &sdp, std::string &mid) {
 		    sdp.find("a=rtpmap:" + std::to_string(pt) + " H264/90000") != std::string::npos)
 			best = pt;
 	}
-	return best >= 0 ? best : any;
+	int pt = best >= 0 ? best : any;
+	// The answer repeats the offer's parameters: a peer that finds none assumes packetization-mode 0.
+	if (pt >= 0)
+		fmtp = attribute(sdp, ("a=fmtp:" + std::to_string(pt) + " ").c_str());
+	return pt;
 }
 
-int add_h264_sender(Conn *c, int payload_type, const char *mid) {
+int add_h264_sender(Conn *c, int payload_type, const char *mid, const std::string &fmtp) {
 	rtcTrackInit init;
 	std::memset(&init, 0, sizeof(init));
 	init.direction = RTC_DIRECTION_SENDONLY;
@@ -668,6 +680,7 @@ int add_h264_sender(Conn *c, int payload_type, const char *mid) {
 	init.name = "video";
 	init.msid = "stream";
 	init.trackId = "video";
+	init.profile = fmtp.c_str();
 	int tr = rtcAddTrackEx(c->pc, &init);
 	if (tr < 0)
 		die("rtcAddTrackEx failed");
@@ -685,13 +698,6 @@ int add_h264_sender(Conn *c, int payload_type, const char *mid) {
 	return tr;
 }
 
-std::string attribute(const std::string &sdp, const char *name) {
-	size_t at = sdp.find(name);
-	if (at == std::string::npos)
-		return "";
-	size_t end = sdp.find_first_of("\r\n", at);
-	return sdp.substr(at + std::strlen(name), end - at - std::strlen(name));
-}
 
 void interop() {
 	if (!is_device)
@@ -727,7 +733,7 @@ void interop() {
 		std::memset(&unordered, 0, sizeof(unordered));
 		unordered.reliability.unordered = true;
 		watch_interop_channel(c, rtcCreateDataChannelEx(c->pc, "unordered", &unordered));
-		c->tr = add_h264_sender(c, 96, "video");
+		c->tr = add_h264_sender(c, 96, "video", "profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1");
 		rtcSetLocalDescription(c->pc, "offer");
 		send_description(c, "offer");
 		phase("gathered");
@@ -736,10 +742,10 @@ void interop() {
 	} else {
 		std::string offer = take_description(0, "offer");
 		rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
-		std::string mid;
-		int pt = offered_h264_payload_type(offer, mid);
+		std::string mid, fmtp;
+		int pt = offered_h264_payload_type(offer, mid, fmtp);
 		if (pt >= 0)
-			c->tr = add_h264_sender(c, pt, mid.c_str());
+			c->tr = add_h264_sender(c, pt, mid.c_str(), fmtp.empty() ? "packetization-mode=1" : fmtp);
 		else
 			std::fprintf(stderr, "interop: the offer has no H.264 video; no track sent\n");
 		rtcSetLocalDescription(c->pc, "answer");

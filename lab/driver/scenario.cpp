@@ -733,7 +733,8 @@ void interop() {
 		std::memset(&unordered, 0, sizeof(unordered));
 		unordered.reliability.unordered = true;
 		watch_interop_channel(c, rtcCreateDataChannelEx(c->pc, "unordered", &unordered));
-		c->tr = add_h264_sender(c, 96, "video", "profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1");
+		if (env_long("LAB_INTEROP_VIDEO", 1))
+			c->tr = add_h264_sender(c, 96, "video", "profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1");
 		rtcSetLocalDescription(c->pc, "offer");
 		send_description(c, "offer");
 		phase("gathered");

@@ -139,7 +139,8 @@ async def run(args) -> int:
     if args.offer == "remote":
         channels.append(pc.createDataChannel("ordered"))
         channels.append(pc.createDataChannel("unordered", ordered=False))
-        pc.addTransceiver("video", direction="recvonly")
+        if args.video:
+            pc.addTransceiver("video", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
         send_line("SIG 0 offer " + escape(pc.localDescription.sdp))
         answer = await inbox.take("SIG 0 answer ")
@@ -163,7 +164,7 @@ async def run(args) -> int:
     for channel in channels:
         verified += await exchange(channel, args.messages)
     # The device streams 30 fps; give the decoder time for a few key frames after the exchange.
-    for _ in range(100):
+    for _ in range(100 if args.video else 0):
         if counts["decoded"] >= args.frames:
             break
         await asyncio.sleep(0.1)
@@ -187,6 +188,7 @@ def main() -> int:
     parser.add_argument("--offer", choices=["device", "remote"], required=True)
     parser.add_argument("--messages", type=int, default=20, help="messages per channel")
     parser.add_argument("--frames", type=int, default=30, help="decoded frames to wait for (10 s at most)")
+    parser.add_argument("--no-video", dest="video", action="store_false", help="data channels only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("aioice").setLevel(logging.WARNING)

@@ -67,6 +67,19 @@ fn serve(server: Arc<tiny_http::Server>, page: String, for_page: mpsc::Receiver<
     }
 }
 
+/// mDNS names off: host candidates on 127.0.0.1 as plain addresses. Post-quantum DTLS off unless
+/// asked for: Chromium 156's ML-KEM key share makes its ClientHello span two DTLS records, and
+/// mbedTLS 3.6's DTLS server refuses a fragmented ClientHello ("ClientHello fragmentation not
+/// supported", MBEDTLS_ERR_SSL_FEATURE_UNAVAILABLE), so a device that offers (and so is the DTLS
+/// server) cannot connect to Chromium as shipped. `--chromium-pqc` shows that failure.
+fn disabled_features(pqc: bool) -> &'static str {
+    if pqc {
+        "--disable-features=WebRtcHideLocalIpsWithMdns"
+    } else {
+        "--disable-features=WebRtcHideLocalIpsWithMdns,WebRtcPqcForDtls"
+    }
+}
+
 pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> Result<Remote> {
     let page = std::fs::read_to_string(project_root().join("lab/interop/chromium_peer.html")).context("reading lab/interop/chromium_peer.html")?;
     let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("starting the page's HTTP server: {e}"))?);
@@ -95,13 +108,12 @@ pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> R
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            // Host candidates on 127.0.0.1, as plain addresses rather than mDNS names.
             "--allow-loopback-in-peer-connection",
-            "--disable-features=WebRtcHideLocalIpsWithMdns",
             "--autoplay-policy=no-user-gesture-required",
             "--enable-logging=stderr",
             "--v=0",
         ])
+        .arg(disabled_features(settings.chromium_pqc))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(&url)
         .stdin(Stdio::null())

@@ -1,0 +1,63 @@
+//! The interop matrix on the real stack: needs Chromium and the aiortc venv (scripts/setup.sh)
+//! and builds the host replica of both policies (cached under ~/.cache/esp-dc).
+
+use super::*;
+
+fn fields(line: &str) -> BTreeMap<String, String> {
+    result_fields(&[line.to_string()])
+}
+
+#[test]
+fn result_lines_are_read_by_key() {
+    let f = fields("RESULT messages=40 expected=40 frames_received=31 frames_decoded=30 channels=ordered,unordered");
+    assert_eq!(number(&f, "messages"), Some(40));
+    assert_eq!(number(&f, "frames_decoded"), Some(30));
+    assert_eq!(f["channels"], "ordered,unordered");
+    assert!(fields("interop: not a result line messages=3").is_empty());
+}
+
+#[test]
+fn a_failed_case_says_fail_and_names_itself() {
+    let r = CaseResult { case: case_name("chromium", "lean", "device"), messages_expected: 40, ..Default::default() };
+    let line = case_line(&r);
+    assert!(line.starts_with("chromium-lean-device-offers"), "{line}");
+    assert!(line.contains(" FAIL "), "{line}");
+}
+
+/// Every case of the matrix, both policies: each must pass with every echo verified, video
+/// received, the DTLS role the offer direction implies, and the device's memory accounted.
+#[test]
+fn matrix_passes_for_lean_and_stock_against_chromium_and_aiortc() {
+    std::env::set_var("ESP_DC_LAB_BUILDING", "1"); // build in this process: the test binary is not xtask
+    let peers: Vec<String> = PEERS.iter().map(|p| p.to_string()).collect();
+    let pre = Prerequisites::find(&peers).unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium and aiortc)"));
+    // Kept after the run: a failing case's logs of both peers are where the message says.
+    let out = project_root().join("lab-out/interop-test");
+    let settings = Settings { messages: 10, frames: 10, video: true, chromium_pqc: false, out };
+    let mut results = Vec::new();
+    for name in ["lean", "stock"] {
+        let policy = Policy::load(&Policy::path_for(name)).unwrap();
+        let build = host::build(&policy).unwrap();
+        for peer in PEERS {
+            for offer in OFFERERS {
+                let r = run_case(&pre, &build, &policy, peer, offer, &settings).unwrap();
+                eprintln!("{}", case_line(&r));
+                results.push(r);
+            }
+        }
+    }
+    for r in &results {
+        assert!(r.passed, "{}\n{}: {}\nlogs: {}", case_line(r), r.case, r.failure, r.log_dir.display());
+        assert_eq!(r.messages_verified, 20, "{}", r.case);
+        assert!(r.frames_received > 0 && r.frames_sent >= r.frames_received, "{}", case_line(r));
+        let expected_role = if r.offer == "device" { "server" } else { "client" };
+        assert_eq!(r.device_dtls_role, expected_role, "{}", r.case);
+        assert!(r.connected_bytes > 0 && r.peak_bytes >= r.connected_bytes, "{}", case_line(r));
+        assert!(r.threads > 0 && r.stack_high_water_bytes > 0, "{}", case_line(r));
+    }
+    // Lean must stay lean against real peers, not only against itself.
+    for lean in results.iter().filter(|r| r.policy == "lean") {
+        let stock = results.iter().find(|s| s.policy == "stock" && s.peer == lean.peer && s.offer == lean.offer).unwrap();
+        assert!(lean.connected_bytes * 2 < stock.connected_bytes, "{} vs {}", case_line(lean), case_line(stock));
+    }
+}

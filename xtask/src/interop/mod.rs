@@ -437,7 +437,7 @@ pub fn case_line(r: &CaseResult) -> String {
 fn print_failure(r: &CaseResult) {
     println!("  {}: {}", r.case, r.failure);
     println!("  logs of both peers kept in {}", r.log_dir.display());
-    for name in ["device.log", "remote.log", "browser.log", "page.log"] {
+    for name in ["device.log", "signaling.log", "remote.log", "browser.log", "page.log"] {
         let path = r.log_dir.join(name);
         if let Ok(text) = std::fs::read_to_string(&path) {
             let lines: Vec<&str> = text.lines().collect();

@@ -309,7 +309,7 @@ pub fn run_case(pre: &Prerequisites, build: &host::HostBuild, policy: &Policy, p
     let to_remote = remote.to_remote.clone();
     let device_out = device.stdout.take().unwrap();
     let device_signaling = signaling.clone();
-    std::thread::spawn(move || {
+    let device_relay = std::thread::spawn(move || {
         for line in BufReader::new(device_out).lines().map_while(Result::ok) {
             let _ = writeln!(device_signaling.lock().unwrap(), "device> {}", line.replace("\\r\\n", "\n        "));
             if to_remote.send(line).is_err() {
@@ -365,6 +365,8 @@ pub fn run_case(pre: &Prerequisites, build: &host::HostBuild, policy: &Policy, p
         let _ = device.kill();
         let _ = device.wait();
     }
+    // The device has exited: its last lines (the stack's own errors) reach signaling.log before we read.
+    let _ = device_relay.join();
 
     let device_text = std::fs::read_to_string(&device_log).unwrap_or_default();
     let device_lines: Vec<String> = device_text.lines().map(str::to_string).collect();

@@ -157,6 +157,11 @@ pub struct Prerequisites {
 impl Prerequisites {
     pub fn find(peers: &[String]) -> Result<Prerequisites> {
         let venv = std::env::var_os("ESP_DC_INTEROP_VENV").map(PathBuf::from).unwrap_or_else(|| host::cache_root().join("interop-venv"));
+        let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        Self::find_in(&venv, &chromium, peers)
+    }
+
+    pub fn find_in(venv: &Path, chromium: &Path, peers: &[String]) -> Result<Prerequisites> {
         let python = venv.join("bin/python");
         let has_aiortc = Command::new(&python).args(["-c", "import aiortc, av"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
         if !has_aiortc {
@@ -166,11 +171,10 @@ impl Prerequisites {
             )));
         }
         let chromium = if peers.iter().any(|p| p == "chromium") {
-            let path = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-            if !path.exists() {
-                return Err(exit::bad_input(format!("no Chromium at {} (Debian package `chromium`); run `bash scripts/setup.sh` or set CHROMIUM", path.display())));
+            if !chromium.exists() {
+                return Err(exit::bad_input(format!("no Chromium at {} (Debian package `chromium`); run `bash scripts/setup.sh` or set CHROMIUM", chromium.display())));
             }
-            Some(path)
+            Some(chromium.to_path_buf())
         } else {
             None
         };

@@ -24,6 +24,19 @@ fn a_failed_case_says_fail_and_names_itself() {
     assert!(line.contains(" FAIL "), "{line}");
 }
 
+#[test]
+fn missing_venv_or_chromium_exits_2_and_says_to_run_setup() {
+    let nowhere = tempfile::tempdir().unwrap();
+    let code = |e: anyhow::Error| (e.downcast_ref::<crate::exit::Failure>().map(|f| f.code), e.to_string());
+    let (exit_code, message) = code(Prerequisites::find_in(&nowhere.path().join("venv"), Path::new("/usr/bin/chromium"), &["aiortc".into()]).err().unwrap());
+    assert_eq!(exit_code, Some(2), "{message}");
+    assert!(message.contains("scripts/setup.sh"), "{message}");
+    let venv = std::env::var_os("ESP_DC_INTEROP_VENV").map(PathBuf::from).unwrap_or_else(|| host::cache_root().join("interop-venv"));
+    let (exit_code, message) = code(Prerequisites::find_in(&venv, &nowhere.path().join("chromium"), &["chromium".into()]).err().unwrap());
+    assert_eq!(exit_code, Some(2), "{message}");
+    assert!(message.contains("no Chromium") && message.contains("scripts/setup.sh"), "{message}");
+}
+
 /// Every case of the matrix, both policies: each must pass with every echo verified, video
 /// received, the DTLS role the offer direction implies, and the device's memory accounted.
 #[test]
@@ -50,6 +63,8 @@ fn matrix_passes_for_lean_and_stock_against_chromium_and_aiortc() {
         assert!(r.passed, "{}\n{}: {}\nlogs: {}", case_line(r), r.case, r.failure, r.log_dir.display());
         assert_eq!(r.messages_verified, 20, "{}", r.case);
         assert!(r.frames_received > 0 && r.frames_sent >= r.frames_received, "{}", case_line(r));
+        // Both remotes decode H.264 here (Debian's Chromium and PyAV's FFmpeg): a clip they cannot decode fails.
+        assert!(r.frames_decoded.unwrap_or(0) > 0, "{}", case_line(r));
         let expected_role = if r.offer == "device" { "server" } else { "client" };
         assert_eq!(r.device_dtls_role, expected_role, "{}", r.case);
         assert!(r.connected_bytes > 0 && r.peak_bytes >= r.connected_bytes, "{}", case_line(r));

@@ -41,11 +41,11 @@ pub const OFFERERS: &[&str] = &["device", "remote"];
 /// Exit 0: every case passed; 1: a case failed; 2: missing prerequisites (run scripts/setup.sh).
 ///
 /// Examples:
-///   cargo xtask interop                                    # the whole matrix: 2 peers x 2 policies x 2 offerers
-///   cargo xtask interop --peer chromium --policy lean      # Chromium only, lean only, both directions
+///   cargo xtask interop                                # all 8 cases (peer x policy x offerer)
+///   cargo xtask interop --peer chromium --policy lean  # Chromium, lean, both directions
 ///   cargo xtask interop --peer aiortc --offer remote --json interop.json
-///   cargo xtask interop --peer chromium --no-video         # data channels only
-///   cargo xtask interop --peer chromium --offer device --chromium-pqc   # the known failure, see README
+///   cargo xtask interop --peer chromium --no-video     # data channels only
+///   cargo xtask interop --offer device --chromium-pqc  # the known failure (README)
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -260,7 +260,7 @@ fn spawn_device(build: &host::HostBuild, policy: &Policy, offer: &str, settings:
     cmd.spawn().with_context(|| format!("starting {}", build.driver.display()))
 }
 
-/// `key=value` pairs of the last `RESULT` line carrying `key`-ish fields, from text.
+/// The `key=value` words of every `RESULT` line; a later line's value wins.
 fn result_fields(lines: &[String]) -> BTreeMap<String, String> {
     let mut fields = BTreeMap::new();
     for line in lines.iter().filter(|l| l.starts_with("RESULT ")) {

@@ -105,6 +105,7 @@ pub struct CaseResult {
     pub log_dir: PathBuf,
 }
 
+#[derive(Clone)]
 pub struct Settings {
     pub messages: u32,
     pub frames: u32,

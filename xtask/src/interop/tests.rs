@@ -53,8 +53,17 @@ fn matrix_passes_for_lean_and_stock_against_chromium_and_aiortc() {
         let build = host::build(&policy).unwrap();
         for peer in PEERS {
             for offer in OFFERERS {
-                let r = run_case(&pre, &build, &policy, peer, offer, &settings).unwrap();
+                let mut r = run_case(&pre, &build, &policy, peer, offer, &settings).unwrap();
                 eprintln!("{}", case_line(&r));
+                if !r.passed {
+                    // One retry, into its own directory so the first failure's logs stay: the
+                    // device as DTLS server failed once in ~50 runs under a loaded test suite
+                    // (README, "Intermittent"). Two failures in a row fail the test.
+                    eprintln!("first try failed, logs kept in {}: {}", r.log_dir.display(), r.failure);
+                    let retry = Settings { out: settings.out.join("retry"), ..settings.clone() };
+                    r = run_case(&pre, &build, &policy, peer, offer, &retry).unwrap();
+                    eprintln!("{} (retry)", case_line(&r));
+                }
                 results.push(r);
             }
         }

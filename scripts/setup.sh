@@ -8,8 +8,9 @@ export ESP_DC_CACHE
 mkdir -p "$ESP_DC_CACHE"
 
 # Debian packages: cmake+ninja build the host replica, g++-multilib makes it 32-bit like the MCU,
-# libclang-dev serves bindgen, python3-venv holds Espressif's kconfgen for the Kconfig tests.
-debian_packages=(cmake ninja-build g++-multilib libclang-dev python3-venv binutils)
+# libclang-dev serves bindgen, python3-venv holds Espressif's kconfgen for the Kconfig tests,
+# chromium is the browser `cargo xtask interop` tests the device against.
+debian_packages=(cmake ninja-build g++-multilib libclang-dev python3-venv binutils chromium)
 missing=()
 for p in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +32,16 @@ if [ ! -x "$ESP_DC_VENV/bin/kconfgen" ] && ! "$ESP_DC_VENV/bin/python" -m kconfg
 fi
 export ESP_DC_VENV
 export PATH="$ESP_DC_VENV/bin:$PATH"
+
+# aiortc (an independent WebRTC stack, the interop remote) and PyAV, whose bundled libx264
+# encodes the H.264 clip the interop device sends; pinned so results stay comparable.
+ESP_DC_INTEROP_VENV="$ESP_DC_CACHE/interop-venv"
+if ! "$ESP_DC_INTEROP_VENV/bin/python" -c "import aiortc, av" >/dev/null 2>&1; then
+  echo "setup: installing aiortc into $ESP_DC_INTEROP_VENV" >&2
+  python3 -m venv "$ESP_DC_INTEROP_VENV"
+  "$ESP_DC_INTEROP_VENV/bin/pip" install -q "aiortc==1.16.0" "av==18.1.0"
+fi
+export ESP_DC_INTEROP_VENV
 
 # Builds (cargo and the host replica) are cached outside the repo.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ESP_DC_CACHE/target}"

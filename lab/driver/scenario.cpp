@@ -548,11 +548,276 @@ void scale(long max_connections) {
 	}
 }
 
+// ---- interop: the device against an independent WebRTC peer (Chromium, aiortc) ----
+//
+// The remote is not this driver but anything that speaks the same SIG/CTL lines. Whoever offers
+// creates an ordered and an unordered channel; the device echoes every message on both, so data
+// flows both ways and the remote verifies it. The device sends H.264 on one video m-line until
+// the remote says `CTL done`. LAB_INTEROP_OFFER=device|remote picks the offerer; the answerer's
+// a=setup decides the DTLS role, so the two directions exercise both roles.
+
+struct InteropState {
+	std::mutex mutex;
+	std::vector<int> channels;
+	std::atomic<long> echoed{0};
+};
+InteropState interop_state;
+
+void on_interop_message(int dc, const char *data, int size, void *) {
+	if (rtcSendMessage(dc, data, size) < 0)
+		std::fprintf(stderr, "echo of %d bytes failed\n", size);
+	else
+		++interop_state.echoed;
+}
+
+void watch_interop_channel(Conn *c, int dc) {
+	rtcSetUserPointer(dc, c);
+	rtcSetMessageCallback(dc, on_interop_message);
+	std::lock_guard<std::mutex> lock(interop_state.mutex);
+	interop_state.channels.push_back(dc);
+}
+
+void on_interop_channel(int pc, int dc, void *) { watch_interop_channel(conn_of(pc), dc); }
+
+// Annex-B access units from LAB_H264_FILE (a real clip a remote can decode), split where a new
+// picture starts: at an AUD or SPS, or at a slice whose first_mb_in_slice is 0 (ue(v) 0 is a
+// single 1 bit) after the current unit already holds a slice.
+std::vector<std::string> h264_file_frames(const char *path) {
+	FILE *f = std::fopen(path, "rb");
+	if (!f)
+		die(std::string("cannot read LAB_H264_FILE ") + path);
+	std::string data;
+	char buf[65536];
+	size_t n;
+	while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0)
+		data.append(buf, n);
+	std::fclose(f);
+	std::vector<size_t> starts; // offset of each NAL's start code
+	for (size_t i = 0; i + 3 < data.size(); ++i) {
+		if (data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1) {
+			starts.push_back(i > 0 && data[i - 1] == 0 ? i - 1 : i);
+			i += 2;
+		}
+	}
+	std::vector<std::string> frames;
+	std::string current;
+	bool has_slice = false;
+	for (size_t k = 0; k < starts.size(); ++k) {
+		size_t begin = starts[k], end = k + 1 < starts.size() ? starts[k + 1] : data.size();
+		size_t header = data.find('\x01', begin) + 1;
+		if (header >= end)
+			continue;
+		int type = data[header] & 0x1f;
+		bool slice = type == 1 || type == 5;
+		bool first_mb_zero = slice && header + 1 < end && (uint8_t(data[header + 1]) & 0x80);
+		if (has_slice && (type == 9 || type == 7 || first_mb_zero)) {
+			frames.push_back(current);
+			current.clear();
+			has_slice = false;
+		}
+		std::string nal = data.substr(begin, end - begin);
+		if (nal.compare(0, 4, std::string("\x00\x00\x00\x01", 4)) != 0)
+			nal.insert(0, 1, '\0'); // one separator for the packetizer: the long start code
+		current += nal;
+		has_slice = has_slice || slice;
+	}
+	if (has_slice)
+		frames.push_back(current);
+	if (frames.empty())
+		die(std::string("no H.264 access units in ") + path);
+	return frames;
+}
+
+std::string attribute(const std::string &sdp, const char *name) {
+	size_t at = sdp.find(name);
+	if (at == std::string::npos)
+		return "";
+	size_t end = sdp.find_first_of("\r\n", at);
+	return sdp.substr(at + std::strlen(name), end - at - std::strlen(name));
+}
+
+// The offer's H.264 payload type a constrained-baseline encoder fits: packetization-mode=1 and a
+// 42xxxx profile preferred, else the first H.264 one; -1 when the offer has no H.264 at all.
+int offered_h264_payload_type(const std::string &sdp, std::string &mid, std::string &fmtp) {
+	int best = -1, any = -1;
+	bool in_video = false;
+	size_t pos = 0;
+	while (pos < sdp.size()) {
+		size_t eol = sdp.find('\n', pos);
+		std::string line = sdp.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+		pos = eol == std::string::npos ? sdp.size() : eol + 1;
+		if (!line.empty() && line.back() == '\r')
+			line.pop_back();
+		if (line.compare(0, 2, "m=") == 0)
+			in_video = line.compare(0, 8, "m=video ") == 0 && mid.empty();
+		if (!in_video)
+			continue;
+		if (line.compare(0, 6, "a=mid:") == 0)
+			mid = line.substr(6);
+		int pt = -1;
+		if (std::sscanf(line.c_str(), "a=rtpmap:%d H264/90000", &pt) == 1 && line.find("H264/90000") != std::string::npos && any < 0)
+			any = pt;
+		if (std::sscanf(line.c_str(), "a=fmtp:%d ", &pt) == 1 && best < 0 &&
+		    line.find("packetization-mode=1") != std::string::npos && line.find("profile-level-id=42") != std::string::npos &&
+		    sdp.find("a=rtpmap:" + std::to_string(pt) + " H264/90000") != std::string::npos)
+			best = pt;
+	}
+	int pt = best >= 0 ? best : any;
+	// The answer repeats the offer's parameters: a peer that finds none assumes packetization-mode 0.
+	if (pt >= 0)
+		fmtp = attribute(sdp, ("a=fmtp:" + std::to_string(pt) + " ").c_str());
+	return pt;
+}
+
+int add_h264_sender(Conn *c, int payload_type, const char *mid, const std::string &fmtp) {
+	rtcTrackInit init;
+	std::memset(&init, 0, sizeof(init));
+	init.direction = RTC_DIRECTION_SENDONLY;
+	init.codec = RTC_CODEC_H264;
+	init.payloadType = payload_type;
+	init.ssrc = 42;
+	init.mid = mid;
+	init.name = "video";
+	init.msid = "stream";
+	init.trackId = "video";
+	init.profile = fmtp.c_str();
+	int tr = rtcAddTrackEx(c->pc, &init);
+	if (tr < 0)
+		die("rtcAddTrackEx failed");
+	rtcSetUserPointer(tr, c);
+	rtcPacketizerInit pkt;
+	std::memset(&pkt, 0, sizeof(pkt));
+	pkt.ssrc = 42;
+	pkt.cname = "video";
+	pkt.payloadType = uint8_t(payload_type);
+	pkt.clockRate = 90000;
+	pkt.nalSeparator = RTC_NAL_SEPARATOR_LONG_START_SEQUENCE;
+	rtcSetH264Packetizer(tr, &pkt);
+	rtcChainRtcpSrReporter(tr);
+	rtcChainRtcpNackResponder(tr, unsigned(env_long("LAB_NACK_MAX_PACKETS", 512)));
+	return tr;
+}
+
+
+void interop() {
+	if (!is_device)
+		die("interop has no remote role in this driver: the remote is Chromium or aiortc (cargo xtask interop)");
+	std::string offerer = std::getenv("LAB_INTEROP_OFFER") ? std::getenv("LAB_INTEROP_OFFER") : "device";
+	if (offerer != "device" && offerer != "remote")
+		die("LAB_INTEROP_OFFER must be device or remote");
+	std::vector<std::string> clip;
+	if (const char *path = std::getenv("LAB_H264_FILE"); path && *path)
+		clip = h264_file_frames(path);
+
+	rtcConfiguration config;
+	std::memset(&config, 0, sizeof(config));
+	config.bindAddress = "127.0.0.1";
+	config.maxMessageSize = int(env_long("LAB_MAX_MESSAGE_BYTES", 0));
+	// Off so that the answer is made after the device put its H.264 sender on the offered m-line.
+	config.disableAutoNegotiation = true;
+	auto owned = std::make_unique<Conn>();
+	Conn *c = owned.get();
+	c->pc = rtcCreatePeerConnection(&config);
+	if (c->pc < 0)
+		die("rtcCreatePeerConnection failed");
+	rtcSetUserPointer(c->pc, c);
+	rtcSetStateChangeCallback(c->pc, on_state);
+	rtcSetGatheringStateChangeCallback(c->pc, on_gathering);
+	rtcSetDataChannelCallback(c->pc, on_interop_channel);
+	settled_phase("pc-created");
+
+	std::string answer;
+	if (offerer == "device") {
+		watch_interop_channel(c, rtcCreateDataChannel(c->pc, "ordered"));
+		rtcDataChannelInit unordered;
+		std::memset(&unordered, 0, sizeof(unordered));
+		unordered.reliability.unordered = true;
+		watch_interop_channel(c, rtcCreateDataChannelEx(c->pc, "unordered", &unordered));
+		if (env_long("LAB_INTEROP_VIDEO", 1))
+			c->tr = add_h264_sender(c, 96, "video", "profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1");
+		rtcSetLocalDescription(c->pc, "offer");
+		send_description(c, "offer");
+		phase("gathered");
+		answer = take_description(0, "answer");
+		rtcSetRemoteDescription(c->pc, answer.c_str(), "answer");
+	} else {
+		std::string offer = take_description(0, "offer");
+		rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
+		std::string mid, fmtp;
+		int pt = offered_h264_payload_type(offer, mid, fmtp);
+		if (pt >= 0)
+			c->tr = add_h264_sender(c, pt, mid.c_str(), fmtp.empty() ? "packetization-mode=1" : fmtp);
+		else
+			std::fprintf(stderr, "interop: the offer has no H.264 video; no track sent\n");
+		rtcSetLocalDescription(c->pc, "answer");
+		answer = local_description(c);
+		send_line("SIG 0 answer " + escape(answer));
+		phase("gathered");
+	}
+	std::string setup = attribute(answer, "a=setup:");
+	std::string role = offerer == "device" ? (setup == "active" ? "server" : "client") : (setup == "active" ? "client" : "server");
+	std::fprintf(stderr, "RESULT interop offer=%s answer_setup=%s dtls_role=%s\n", offerer.c_str(), setup.c_str(), role.c_str());
+
+	c->wait([&] { return c->connected; }, "the connection");
+	phase("connected");
+	auto deadline = std::chrono::steady_clock::now() + 30s;
+	auto all_open = [&] {
+		std::lock_guard<std::mutex> lock(interop_state.mutex);
+		bool open = interop_state.channels.size() >= 2;
+		for (int dc : interop_state.channels)
+			open = open && rtcIsOpen(dc);
+		return open && (c->tr < 0 || rtcIsOpen(c->tr));
+	};
+	while (!all_open()) {
+		if (std::chrono::steady_clock::now() > deadline)
+			die("timed out waiting for both data channels and the track to open");
+		std::this_thread::sleep_for(20ms);
+	}
+	phase("channel-open");
+	send_line("CTL open");
+
+	std::atomic<bool> stop{false};
+	std::atomic<long> frames_sent{0};
+	std::thread sender([&] {
+		if (c->tr < 0)
+			return;
+		const long fps = 30;
+		auto start = std::chrono::steady_clock::now();
+		for (long n = 0; !stop; ++n) {
+			std::this_thread::sleep_until(start + n * 1000ms / fps);
+			uint32_t ts = 0;
+			rtcTransformSecondsToTimestamp(c->tr, double(n) / fps, &ts);
+			rtcSetTrackRtpTimestamp(c->tr, ts);
+			std::string frame = clip.empty() ? h264_frame(n, fps) : clip[size_t(n) % clip.size()];
+			if (rtcSendMessage(c->tr, frame.data(), int(frame.size())) < 0)
+				std::fprintf(stderr, "sending frame %ld failed\n", n);
+			else
+				++frames_sent;
+		}
+	});
+	inbox.take("CTL done", 120s);
+	stop = true;
+	sender.join();
+	phase("streaming");
+	std::fprintf(stderr, "RESULT interop echoed=%ld frames_sent=%ld\n", interop_state.echoed.load(), frames_sent.load());
+	{
+		std::lock_guard<std::mutex> lock(interop_state.mutex);
+		for (int dc : interop_state.channels)
+			rtcDeleteDataChannel(dc);
+		interop_state.channels.clear();
+	}
+	if (c->tr >= 0)
+		rtcDeleteTrack(c->tr);
+	rtcDeletePeerConnection(c->pc);
+	phase("closed");
+	send_line("CTL closed");
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
 	if (argc < 3) {
-		std::fprintf(stderr, "usage: scenario <device|remote> <datachannel|video|cycle|scale>\n");
+		std::fprintf(stderr, "usage: scenario <device|remote> <datachannel|video|cycle|scale|interop>\n");
 		return 2;
 	}
 	std::string role = argv[1], scenario = argv[2];
@@ -570,6 +835,8 @@ int main(int argc, char **argv) {
 		cycle(env_long("LAB_CYCLES", 10), env_long("LAB_CYCLE_MESSAGES", 10));
 	else if (scenario == "scale")
 		scale(4);
+	else if (scenario == "interop")
+		interop();
 	else
 		die("unknown scenario " + scenario);
 

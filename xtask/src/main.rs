@@ -7,6 +7,7 @@ mod configure;
 mod exit;
 mod fsutil;
 mod idf;
+mod interop;
 mod lab;
 mod policy;
 mod report;
@@ -40,6 +41,8 @@ enum Command {
     Lab(lab::Args),
     // About and examples come from `analyze::Args`'s doc comment.
     Analyze(analyze::Args),
+    // About and examples come from `interop::Args`'s doc comment.
+    Interop(interop::Args),
     /// List every allocation and thread site in the stack and whether the policy covers it.
     Audit(audit::Args),
 }
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::SizeCheck(args) => size::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::Interop(args) => interop::run(args),
         Command::Audit(args) => audit::run(args),
     };
     exit::report(result)

@@ -1,0 +1,457 @@
+//! `cargo xtask interop`: the lab's measured device peer (lean or stock) against independent
+//! WebRTC implementations on loopback, one line per case with pass/FAIL and the device's memory.
+//!
+//! The device is the lab's driver (`scenario device interop`, recorder preloaded); the remote is
+//! aiortc (lab/interop/aiortc_peer.py) or headless Chromium running lab/interop/chromium_peer.html.
+//! Both speak the driver's SIG/CTL lines: aiortc on stdin/stdout, Chromium through the tiny HTTP
+//! bridge in `chromium.rs`. Remotes report their verdict on a `RESULT key=value ...` line that the
+//! runner keeps for itself instead of relaying.
+
+mod chromium;
+#[cfg(test)]
+mod tests;
+
+use crate::exit::{self, Outcome};
+use crate::fsutil::{project_root, write_atomic};
+use crate::lab::{account, host, run::knob_env};
+use crate::policy::Policy;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const PEERS: &[&str] = &["chromium", "aiortc"];
+pub const OFFERERS: &[&str] = &["device", "remote"];
+
+/// Run the device peer (lean and stock) against Chromium and aiortc on loopback.
+///
+/// Every case connects the measured device (the lab's 32-bit replica, recorder preloaded) to an
+/// independent WebRTC implementation: the remote sends messages of 1 B to 64 KB on an ordered and
+/// an unordered data channel and checks each echo; the device sends an H.264 clip and the remote
+/// counts the frames it receives and decodes. The offerer alternates, so the device is DTLS
+/// client (it answers) and DTLS server (it offers; both remotes answer `a=setup:active`).
+/// One line per case: pass/FAIL, device DTLS role, messages verified, frames, and the device's
+/// live bytes when connected, its peak, threads and stack high-water sum (from the recorder).
+/// A failing case keeps both peers' logs in <out>/<case>/ and prints their tails.
+///
+/// Exit 0: every case passed; 1: a case failed; 2: missing prerequisites (run scripts/setup.sh).
+///
+/// Examples:
+///   cargo xtask interop                                # all 8 cases (peer x policy x offerer)
+///   cargo xtask interop --peer chromium --policy lean  # Chromium, lean, both directions
+///   cargo xtask interop --peer aiortc --offer remote --json interop.json
+///   cargo xtask interop --peer chromium --no-video     # data channels only
+///   cargo xtask interop --offer device --chromium-pqc  # the known failure (README)
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Remote implementations to test against; repeat for several.
+    #[arg(long = "peer", value_parser = clap::builder::PossibleValuesParser::new(PEERS), default_values = PEERS)]
+    peers: Vec<String>,
+    /// Policies the device is built with (name under policies/ or a path); repeat for several.
+    #[arg(long = "policy", default_values = ["lean", "stock"])]
+    policies: Vec<String>,
+    /// Who makes the offer; repeat for both (the default).
+    #[arg(long = "offer", value_parser = clap::builder::PossibleValuesParser::new(OFFERERS), default_values = OFFERERS)]
+    offerers: Vec<String>,
+    /// Messages per data channel (two channels per case).
+    #[arg(long, default_value_t = 20)]
+    messages: u32,
+    /// Decoded frames the remote waits for (10 s at most) before it ends the case.
+    #[arg(long, default_value_t = 30)]
+    frames: u32,
+    /// Data channels only: the remote neither offers nor accepts video.
+    #[arg(long)]
+    no_video: bool,
+    /// Leave Chromium's post-quantum DTLS key exchange on, as Chromium 156 ships. Its ClientHello
+    /// then spans two DTLS records, which mbedTLS's DTLS server refuses: the device-offers cases
+    /// (device = DTLS server) fail. Off by default so the matrix tests everything else.
+    #[arg(long)]
+    chromium_pqc: bool,
+    /// Write every case as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Directory for each case's logs and trace.
+    #[arg(long, default_value = "lab-out/interop")]
+    out: PathBuf,
+}
+
+/// What one case showed. Field names are part of the `--json` interface.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CaseResult {
+    pub case: String,
+    pub peer: String,
+    pub policy: String,
+    pub offer: String,
+    pub passed: bool,
+    /// Why it failed, empty when it passed.
+    pub failure: String,
+    /// `client` or `server`, from the answer's `a=setup:`.
+    pub device_dtls_role: String,
+    pub messages_verified: u64,
+    pub messages_expected: u64,
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    /// `None` when the remote cannot tell (no H.264 decoder).
+    pub frames_decoded: Option<u64>,
+    pub connected_bytes: u64,
+    pub peak_bytes: u64,
+    pub threads: u64,
+    pub stack_high_water_bytes: u64,
+    pub log_dir: PathBuf,
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub messages: u32,
+    pub frames: u32,
+    pub video: bool,
+    pub chromium_pqc: bool,
+    pub out: PathBuf,
+}
+
+pub fn run(args: Args) -> Outcome {
+    let mut policies = Vec::new();
+    for name in &args.policies {
+        policies.push(Policy::load(&Policy::path_for(name))?);
+    }
+    let prerequisites = Prerequisites::find(&args.peers)?;
+    let out = if args.out.is_absolute() { args.out.clone() } else { project_root().join(&args.out) };
+    let settings = Settings { messages: args.messages, frames: args.frames, video: !args.no_video, chromium_pqc: args.chromium_pqc, out };
+    let mut results = Vec::new();
+    for policy in &policies {
+        let build = host::build(policy)?;
+        for peer in &args.peers {
+            for offer in &args.offerers {
+                let result = run_case(&prerequisites, &build, policy, peer, offer, &settings)?;
+                println!("{}", case_line(&result));
+                if !result.passed {
+                    print_failure(&result);
+                }
+                results.push(result);
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        write_atomic(path, serde_json::to_string_pretty(&results)?.as_bytes())?;
+    }
+    let failed: Vec<&str> = results.iter().filter(|r| !r.passed).map(|r| r.case.as_str()).collect();
+    println!("{} passed, {} failed", results.len() - failed.len(), failed.len());
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(exit::verdict(format!("interop case(s) failed: {}", failed.join(", "))))
+    }
+}
+
+/// The remotes' tools, found once; a missing one is exit 2 with what to run.
+pub struct Prerequisites {
+    pub python: Option<PathBuf>,
+    pub chromium: Option<PathBuf>,
+    pub clip: PathBuf,
+}
+
+impl Prerequisites {
+    pub fn find(peers: &[String]) -> Result<Prerequisites> {
+        let venv = std::env::var_os("ESP_DC_INTEROP_VENV").map(PathBuf::from).unwrap_or_else(|| host::cache_root().join("interop-venv"));
+        let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        Self::find_in(&venv, &chromium, peers)
+    }
+
+    pub fn find_in(venv: &Path, chromium: &Path, peers: &[String]) -> Result<Prerequisites> {
+        let python = venv.join("bin/python");
+        let has_aiortc = Command::new(&python).args(["-c", "import aiortc, av"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        if !has_aiortc {
+            return Err(exit::bad_input(format!(
+                "no aiortc/PyAV venv at {} (it runs the aiortc peer and encodes the H.264 clip); run `bash scripts/setup.sh` or `source scripts/setup.sh`",
+                venv.display()
+            )));
+        }
+        let chromium = if peers.iter().any(|p| p == "chromium") {
+            if !chromium.exists() {
+                return Err(exit::bad_input(format!("no Chromium at {} (Debian package `chromium`); run `bash scripts/setup.sh` or set CHROMIUM", chromium.display())));
+            }
+            Some(chromium.to_path_buf())
+        } else {
+            None
+        };
+        let clip = h264_clip(&python)?;
+        Ok(Prerequisites { python: Some(python), chromium, clip })
+    }
+}
+
+/// The real H.264 clip the device sends, encoded once and cached beside the host builds.
+fn h264_clip(python: &Path) -> Result<PathBuf> {
+    let script = project_root().join("lab/interop/make_clip.py");
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::fs::read(&script)?.hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
+    let clip = host::cache_root().join(format!("interop/clip-{digest}.h264"));
+    if clip.exists() {
+        return Ok(clip);
+    }
+    std::fs::create_dir_all(clip.parent().unwrap())?;
+    let partial = clip.with_extension("partial");
+    let status = Command::new(python).arg(&script).arg(&partial).status()?;
+    if !status.success() {
+        return Err(exit::bad_input(format!("encoding the H.264 clip with {} failed (output above)", script.display())));
+    }
+    std::fs::rename(&partial, &clip)?;
+    Ok(clip)
+}
+
+pub fn case_name(peer: &str, policy: &str, offer: &str) -> String {
+    format!("{peer}-{policy}-{offer}-offers")
+}
+
+/// A remote peer: lines for it go into `to_remote`, its lines come out of `from_remote`.
+pub struct Remote {
+    pub to_remote: mpsc::Sender<String>,
+    pub from_remote: mpsc::Receiver<String>,
+    pub process: Child,
+    /// Keeps the HTTP bridge alive for Chromium.
+    pub _bridge: Option<chromium::Bridge>,
+    pub _profile: Option<tempfile::TempDir>,
+}
+
+fn spawn_aiortc(python: &Path, offer: &str, settings: &Settings, log: &Path) -> Result<Remote> {
+    let mut cmd = Command::new(python);
+    cmd.arg(project_root().join("lab/interop/aiortc_peer.py"))
+        .args(["--offer", offer, "--messages", &settings.messages.to_string(), "--frames", &settings.frames.to_string()]);
+    if !settings.video {
+        cmd.arg("--no-video");
+    }
+    let mut process = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(std::fs::File::create(log)?).spawn().context("starting the aiortc peer")?;
+    let (to_remote, inbox) = mpsc::channel::<String>();
+    let mut stdin = process.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        for line in inbox {
+            if writeln!(stdin, "{line}").and_then(|_| stdin.flush()).is_err() {
+                break;
+            }
+        }
+    });
+    let (outbox, from_remote) = mpsc::channel();
+    let stdout = process.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if outbox.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Remote { to_remote, from_remote, process, _bridge: None, _profile: None })
+}
+
+fn spawn_device(build: &host::HostBuild, policy: &Policy, offer: &str, settings: &Settings, clip: &Path, log: &Path, trace: &Path) -> Result<Child> {
+    let mut cmd = Command::new(&build.driver);
+    cmd.args(["device", "interop"]).env("LD_LIBRARY_PATH", std::env::join_paths(&build.lib_dirs)?);
+    for (k, v) in knob_env(policy) {
+        cmd.env(k, v);
+    }
+    cmd.env("LAB_INTEROP_OFFER", offer).env("LAB_INTEROP_VIDEO", u8::from(settings.video).to_string()).env("LAB_H264_FILE", clip).env("LD_PRELOAD", &build.recorder).env("LAB_TRACE", trace);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(std::fs::File::create(log)?);
+    cmd.spawn().with_context(|| format!("starting {}", build.driver.display()))
+}
+
+/// The `key=value` words of every `RESULT` line; a later line's value wins.
+fn result_fields(lines: &[String]) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    for line in lines.iter().filter(|l| l.starts_with("RESULT ")) {
+        for word in line.split_whitespace().skip(1) {
+            if let Some((k, v)) = word.split_once('=') {
+                fields.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    fields
+}
+
+fn number(fields: &BTreeMap<String, String>, key: &str) -> Option<u64> {
+    fields.get(key).and_then(|v| v.parse().ok())
+}
+
+pub fn run_case(pre: &Prerequisites, build: &host::HostBuild, policy: &Policy, peer: &str, offer: &str, settings: &Settings) -> Result<CaseResult> {
+    let case = case_name(peer, &policy.policy.name, offer);
+    let dir = settings.out.join(&case);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("interop: {case}");
+    let device_log = dir.join("device.log");
+    let trace = dir.join("device.trace");
+    let mut result = CaseResult {
+        case: case.clone(),
+        peer: peer.into(),
+        policy: policy.policy.name.clone(),
+        offer: offer.into(),
+        messages_expected: u64::from(settings.messages) * 2,
+        log_dir: dir.clone(),
+        ..Default::default()
+    };
+    let remote = match peer {
+        "aiortc" => spawn_aiortc(pre.python.as_ref().unwrap(), offer, settings, &dir.join("remote.log")),
+        _ => chromium::spawn(pre.chromium.as_ref().unwrap(), offer, settings, &dir),
+    };
+    let mut remote = match remote {
+        Ok(r) => r,
+        Err(e) => {
+            result.failure = format!("the {peer} peer did not start: {e:#}");
+            return Ok(result);
+        }
+    };
+    let mut device = spawn_device(build, policy, offer, settings, &pre.clip, &device_log, &trace)?;
+
+    // Device lines go to the remote as they come; the remote's go to the device, except RESULT.
+    // Every relayed line is kept in signaling.log: a failed handshake is read from the SDPs.
+    let signaling = std::sync::Arc::new(std::sync::Mutex::new(std::fs::File::create(dir.join("signaling.log"))?));
+    let to_remote = remote.to_remote.clone();
+    let device_out = device.stdout.take().unwrap();
+    let device_signaling = signaling.clone();
+    let device_relay = std::thread::spawn(move || {
+        for line in BufReader::new(device_out).lines().map_while(Result::ok) {
+            let _ = writeln!(device_signaling.lock().unwrap(), "device> {}", line.replace("\\r\\n", "\n        "));
+            if to_remote.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut device_in = device.stdin.take().unwrap();
+    let mut remote_results = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut device_status = None;
+    let mut remote_done = false;
+    while Instant::now() < deadline {
+        match remote.from_remote.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) if line.starts_with("RESULT ") => remote_results.push(line),
+            Ok(line) => {
+                let _ = writeln!(signaling.lock().unwrap(), "remote> {}", line.replace("\\r\\n", "\n        "));
+                let _ = writeln!(device_in, "{line}").and_then(|_| device_in.flush());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => remote_done = true,
+        }
+        if device_status.is_none() {
+            device_status = device.try_wait()?;
+        }
+        if !remote_done {
+            remote_done = remote.process.try_wait()?.is_some();
+        }
+        // Chromium never exits by itself: the case is over once the device is and the page reported.
+        let remote_finished = remote_done || (peer == "chromium" && !remote_results.is_empty());
+        if device_status.is_some() && remote_finished {
+            break;
+        }
+    }
+    // Give aiortc its moment to close after `CTL closed`; Chromium is stopped here.
+    let remote_status = if peer == "aiortc" {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(s) = remote.process.try_wait()? {
+                break Some(s);
+            }
+            if Instant::now() > until {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    } else {
+        None
+    };
+    let _ = remote.process.kill();
+    let _ = remote.process.wait();
+    if device_status.is_none() {
+        let _ = device.kill();
+        let _ = device.wait();
+    }
+    // The device has exited: its last lines (the stack's own errors) reach signaling.log before we read.
+    let _ = device_relay.join();
+
+    let device_text = std::fs::read_to_string(&device_log).unwrap_or_default();
+    let device_lines: Vec<String> = device_text.lines().map(str::to_string).collect();
+    let device_fields = result_fields(&device_lines);
+    let remote_fields = result_fields(&remote_results);
+    result.device_dtls_role = device_fields.get("dtls_role").cloned().unwrap_or_default();
+    result.frames_sent = number(&device_fields, "frames_sent").unwrap_or(0);
+    result.messages_verified = number(&remote_fields, "messages").unwrap_or(0);
+    result.frames_received = number(&remote_fields, "frames_received").unwrap_or(0);
+    result.frames_decoded = number(&remote_fields, "frames_decoded");
+    std::fs::write(dir.join("remote-result.txt"), remote_results.join("\n") + "\n")?;
+
+    let mut failures = Vec::new();
+    match device_status {
+        None => failures.push("timed out (90 s)".to_string()),
+        Some(s) if !s.success() => failures.push(format!("device exited {s}")),
+        _ => {}
+    }
+    if peer == "aiortc" && !remote_status.is_some_and(|s| s.success()) {
+        failures.push(format!("aiortc exited {}", remote_status.map(|s| s.to_string()).unwrap_or_else(|| "late (killed)".into())));
+    }
+    if let Some(error) = remote_fields.get("error") {
+        failures.push(format!("remote: {error}"));
+    }
+    if remote_results.is_empty() {
+        failures.push("the remote reported no result".into());
+    } else if result.messages_verified != result.messages_expected {
+        failures.push(format!("{} of {} echoes verified", result.messages_verified, result.messages_expected));
+    }
+    if settings.video && result.frames_received == 0 {
+        failures.push("no video frame received".into());
+    }
+    if trace.exists() && device_status.is_some_and(|s| s.success()) {
+        match account::build_report(&trace, "interop", policy, build) {
+            Ok(report) => {
+                result.connected_bytes = report.total_connected_bytes;
+                result.peak_bytes = report.total_peak_bytes;
+                result.threads = report.threads;
+                result.stack_high_water_bytes = report.total_stack_high_water_bytes;
+            }
+            Err(e) => failures.push(format!("the device trace did not account: {e:#}")),
+        }
+    } else if failures.is_empty() {
+        failures.push("the device wrote no trace".into());
+    }
+    result.passed = failures.is_empty();
+    result.failure = failures.join("; ");
+    Ok(result)
+}
+
+pub fn case_line(r: &CaseResult) -> String {
+    let decoded = r.frames_decoded.map(|d| d.to_string()).unwrap_or_else(|| "n/a".into());
+    format!(
+        "{:<32} {:<4}  dtls {:<6}  messages {:>2}/{:<2}  frames sent {:>3} received {:>3} decoded {:>3}  connected {:>6} B  peak {:>6} B  threads {}  stacks {:>6} B",
+        r.case,
+        if r.passed { "pass" } else { "FAIL" },
+        if r.device_dtls_role.is_empty() { "?" } else { &r.device_dtls_role },
+        r.messages_verified,
+        r.messages_expected,
+        r.frames_sent,
+        r.frames_received,
+        decoded,
+        r.connected_bytes,
+        r.peak_bytes,
+        r.threads,
+        r.stack_high_water_bytes
+    )
+}
+
+fn print_failure(r: &CaseResult) {
+    println!("  {}: {}", r.case, r.failure);
+    println!("  logs of both peers kept in {}", r.log_dir.display());
+    for name in ["device.log", "signaling.log", "remote.log", "browser.log", "page.log"] {
+        let path = r.log_dir.join(name);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let lines: Vec<&str> = text.lines().collect();
+            println!("  --- {} (last lines)", path.display());
+            for line in &lines[lines.len().saturating_sub(12)..] {
+                println!("  | {line}");
+            }
+        }
+    }
+}

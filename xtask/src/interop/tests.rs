@@ -1,0 +1,109 @@
+//! The interop matrix on the real stack: needs Chromium and the aiortc venv (scripts/setup.sh)
+//! and builds the host replica of both policies (cached under ~/.cache/esp-dc).
+
+use super::*;
+
+fn fields(line: &str) -> BTreeMap<String, String> {
+    result_fields(&[line.to_string()])
+}
+
+#[test]
+fn result_lines_are_read_by_key() {
+    let f = fields("RESULT messages=40 expected=40 frames_received=31 frames_decoded=30 channels=ordered,unordered");
+    assert_eq!(number(&f, "messages"), Some(40));
+    assert_eq!(number(&f, "frames_decoded"), Some(30));
+    assert_eq!(f["channels"], "ordered,unordered");
+    assert!(fields("interop: not a result line messages=3").is_empty());
+}
+
+#[test]
+fn a_failed_case_says_fail_and_names_itself() {
+    let r = CaseResult { case: case_name("chromium", "lean", "device"), messages_expected: 40, ..Default::default() };
+    let line = case_line(&r);
+    assert!(line.starts_with("chromium-lean-device-offers"), "{line}");
+    assert!(line.contains(" FAIL "), "{line}");
+}
+
+#[test]
+fn missing_venv_or_chromium_exits_2_and_says_to_run_setup() {
+    let nowhere = tempfile::tempdir().unwrap();
+    let code = |e: anyhow::Error| (e.downcast_ref::<crate::exit::Failure>().map(|f| f.code), e.to_string());
+    let (exit_code, message) = code(Prerequisites::find_in(&nowhere.path().join("venv"), Path::new("/usr/bin/chromium"), &["aiortc".into()]).err().unwrap());
+    assert_eq!(exit_code, Some(2), "{message}");
+    assert!(message.contains("scripts/setup.sh"), "{message}");
+    let venv = std::env::var_os("ESP_DC_INTEROP_VENV").map(PathBuf::from).unwrap_or_else(|| host::cache_root().join("interop-venv"));
+    let (exit_code, message) = code(Prerequisites::find_in(&venv, &nowhere.path().join("chromium"), &["chromium".into()]).err().unwrap());
+    assert_eq!(exit_code, Some(2), "{message}");
+    assert!(message.contains("no Chromium") && message.contains("scripts/setup.sh"), "{message}");
+}
+
+/// Every case of the matrix, both policies: each must pass with every echo verified, video
+/// received, the DTLS role the offer direction implies, and the device's memory accounted.
+#[test]
+fn matrix_passes_for_lean_and_stock_against_chromium_and_aiortc() {
+    std::env::set_var("ESP_DC_LAB_BUILDING", "1"); // build in this process: the test binary is not xtask
+    let peers: Vec<String> = PEERS.iter().map(|p| p.to_string()).collect();
+    let pre = Prerequisites::find(&peers).unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium and aiortc)"));
+    // Kept after the run: a failing case's logs of both peers are where the message says.
+    let out = project_root().join("lab-out/interop-test");
+    let settings = Settings { messages: 10, frames: 10, video: true, chromium_pqc: false, out };
+    let mut results = Vec::new();
+    for name in ["lean", "stock"] {
+        let policy = Policy::load(&Policy::path_for(name)).unwrap();
+        let build = host::build(&policy).unwrap();
+        for peer in PEERS {
+            for offer in OFFERERS {
+                let mut r = run_case(&pre, &build, &policy, peer, offer, &settings).unwrap();
+                eprintln!("{}", case_line(&r));
+                if !r.passed {
+                    // One retry, into its own directory so the first failure's logs stay: the
+                    // device as DTLS server failed once in ~50 runs under a loaded test suite
+                    // (README, "Intermittent"). Two failures in a row fail the test.
+                    eprintln!("first try failed, logs kept in {}: {}", r.log_dir.display(), r.failure);
+                    let retry = Settings { out: settings.out.join("retry"), ..settings.clone() };
+                    r = run_case(&pre, &build, &policy, peer, offer, &retry).unwrap();
+                    eprintln!("{} (retry)", case_line(&r));
+                }
+                results.push(r);
+            }
+        }
+    }
+    for r in &results {
+        assert!(r.passed, "{}\n{}: {}\nlogs: {}", case_line(r), r.case, r.failure, r.log_dir.display());
+        assert_eq!(r.messages_verified, 20, "{}", r.case);
+        assert!(r.frames_received > 0 && r.frames_sent >= r.frames_received, "{}", case_line(r));
+        // Both remotes decode H.264 here (Debian's Chromium and PyAV's FFmpeg): a clip they cannot decode fails.
+        assert!(r.frames_decoded.unwrap_or(0) > 0, "{}", case_line(r));
+        let expected_role = if r.offer == "device" { "server" } else { "client" };
+        assert_eq!(r.device_dtls_role, expected_role, "{}", r.case);
+        assert!(r.connected_bytes > 0 && r.peak_bytes >= r.connected_bytes, "{}", case_line(r));
+        assert!(r.threads > 0 && r.stack_high_water_bytes > 0, "{}", case_line(r));
+    }
+    // Lean must stay lean against real peers, not only against itself.
+    for lean in results.iter().filter(|r| r.policy == "lean") {
+        let stock = results.iter().find(|s| s.policy == "stock" && s.peer == lean.peer && s.offer == lean.offer).unwrap();
+        assert!(lean.connected_bytes * 2 < stock.connected_bytes, "{} vs {}", case_line(lean), case_line(stock));
+    }
+}
+
+/// The known incompatibility (README, "Known failure"): Chromium as shipped, device offering, so
+/// the device is the DTLS server and refuses Chromium's fragmented post-quantum ClientHello. The
+/// runner must say FAIL, name the case and keep both peers' logs. When this starts passing,
+/// mbedTLS or Chromium changed: drop `--chromium-pqc`'s default-off and update the README.
+#[test]
+fn chromium_post_quantum_dtls_against_the_device_as_server_fails_and_keeps_both_logs() {
+    std::env::set_var("ESP_DC_LAB_BUILDING", "1");
+    let pre = Prerequisites::find(&["chromium".to_string()]).unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium)"));
+    let out = project_root().join("lab-out/interop-test-pqc");
+    let settings = Settings { messages: 2, frames: 1, video: false, chromium_pqc: true, out };
+    let policy = Policy::load(&Policy::path_for("lean")).unwrap();
+    let build = host::build(&policy).unwrap();
+    let r = run_case(&pre, &build, &policy, "chromium", "device", &settings).unwrap();
+    assert!(!r.passed, "{}", case_line(&r));
+    assert!(case_line(&r).starts_with("chromium-lean-device-offers") && case_line(&r).contains(" FAIL "), "{}", case_line(&r));
+    for log in ["device.log", "signaling.log", "browser.log", "page.log"] {
+        assert!(r.log_dir.join(log).metadata().is_ok_and(|m| m.len() > 0), "{log} missing or empty in {}", r.log_dir.display());
+    }
+    let signaling = std::fs::read_to_string(r.log_dir.join("signaling.log")).unwrap();
+    assert!(signaling.contains("DTLS handshake failed"), "the device's DTLS error is not in {}", r.log_dir.display());
+}

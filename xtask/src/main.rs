@@ -3,6 +3,7 @@
 
 mod analyze;
 mod audit;
+mod bench;
 mod configure;
 mod exit;
 mod fsutil;
@@ -43,6 +44,8 @@ enum Command {
     Analyze(analyze::Args),
     // About and examples come from `interop::Args`'s doc comment.
     Interop(interop::Args),
+    // About and examples come from `bench::Args`'s doc comment.
+    Bench(bench::Args),
     /// List every allocation and thread site in the stack and whether the policy covers it.
     Audit(audit::Args),
 }
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Interop(args) => interop::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Audit(args) => audit::run(args),
     };
     exit::report(result)

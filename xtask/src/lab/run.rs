@@ -61,19 +61,30 @@ pub fn run_scenario(build: &HostBuild, policy: &Policy, scenario: &str, settings
     let stem = format!("{}-{scenario}", policy.policy.name);
     let trace = out.join(format!("{stem}.trace"));
     let _ = std::fs::remove_file(&trace);
-    let device_log = out.join(format!("{stem}.device.log"));
-    let remote_log = out.join(format!("{stem}.remote.log"));
     let mut env = knob_env(policy);
     env.push(("LAB_MESSAGES".into(), settings.messages.to_string()));
     env.push(("LAB_VIDEO_SECONDS".into(), settings.video_seconds.to_string()));
     env.push(("LAB_CYCLES".into(), settings.cycles.to_string()));
+    let timeout = Duration::from_secs(120 + settings.video_seconds as u64);
+    run_peers(build, policy, scenario, &env, &out.join(&stem), Some(&trace), timeout)?;
+    if !trace.exists() {
+        bail!("the device wrote no trace at {} (was the recorder preloaded?)", trace.display());
+    }
+    Ok(trace)
+}
 
-    let mut remote = spawn(build, "remote", scenario, &env, &remote_log, None)?;
-    let mut device = spawn(build, "device", scenario, &env, &device_log, Some((&build.recorder, &trace)))?;
+/// Runs the device and remote peers of `scenario` to the end, their signaling relayed, and
+/// returns their logs (`<stem>.device.log`, `<stem>.remote.log`). With `trace`, the recorder is
+/// preloaded into the device and writes there.
+pub fn run_peers(build: &HostBuild, policy: &Policy, scenario: &str, env: &[(String, String)], stem: &Path, trace: Option<&Path>, timeout: Duration) -> Result<(PathBuf, PathBuf)> {
+    let device_log = stem.with_extension("device.log");
+    let remote_log = stem.with_extension("remote.log");
+    let mut remote = spawn(build, "remote", scenario, env, &remote_log, None)?;
+    let mut device = spawn(build, "device", scenario, env, &device_log, trace.map(|t| (build.recorder.as_path(), t)))?;
     let a = relay(remote.stdout.take().unwrap(), device.stdin.take().unwrap());
     let b = relay(device.stdout.take().unwrap(), remote.stdin.take().unwrap());
 
-    let deadline = Instant::now() + Duration::from_secs(120 + settings.video_seconds as u64);
+    let deadline = Instant::now() + timeout;
     let mut statuses = [None, None];
     while statuses.iter().any(Option::is_none) {
         for (i, child) in [&mut device, &mut remote].into_iter().enumerate() {
@@ -100,10 +111,7 @@ pub fn run_scenario(build: &HostBuild, policy: &Policy, scenario: &str, settings
             tail(&remote_log)
         );
     }
-    if !trace.exists() {
-        bail!("the device wrote no trace at {} (was the recorder preloaded?)", trace.display());
-    }
-    Ok(trace)
+    Ok((device_log, remote_log))
 }
 
 fn tail(path: &Path) -> String {

@@ -420,34 +420,67 @@ std::string h264_frame(long n, long fps) {
 	return frame;
 }
 
+// The device's H.264 sender: a sendonly track (SSRC 42) on `payload_type` and `mid` with the
+// packetizer, SR reporter and NACK responder chained, as an ESP32 camera would set it up. An
+// empty `fmtp` keeps libdatachannel's default profile (constrained baseline, packetization-mode 1).
+int add_h264_sender(Conn *c, int payload_type, const char *mid, const std::string &fmtp) {
+	rtcTrackInit init;
+	std::memset(&init, 0, sizeof(init));
+	init.direction = RTC_DIRECTION_SENDONLY;
+	init.codec = RTC_CODEC_H264;
+	init.payloadType = payload_type;
+	init.ssrc = 42;
+	init.mid = mid;
+	init.name = "video";
+	init.msid = "stream";
+	init.trackId = "video";
+	init.profile = fmtp.empty() ? nullptr : fmtp.c_str(); // nullptr: upstream's default profile
+	int tr = rtcAddTrackEx(c->pc, &init);
+	if (tr < 0)
+		die("rtcAddTrackEx failed");
+	rtcSetUserPointer(tr, c);
+	rtcPacketizerInit pkt;
+	std::memset(&pkt, 0, sizeof(pkt));
+	pkt.ssrc = 42;
+	pkt.cname = "video";
+	pkt.payloadType = uint8_t(payload_type);
+	pkt.clockRate = 90000;
+	pkt.nalSeparator = RTC_NAL_SEPARATOR_LONG_START_SEQUENCE;
+	rtcSetH264Packetizer(tr, &pkt);
+	rtcChainRtcpSrReporter(tr);
+	rtcChainRtcpNackResponder(tr, unsigned(env_long("LAB_NACK_MAX_PACKETS", 512)));
+	return tr;
+}
+
+// The remote side of a device-offered video: answers, counts RTP bytes until the device's
+// `CTL done` (waiting at most `timeout_seconds`), reports them and closes with the device.
+void remote_receive_video(const char *scenario, long timeout_seconds) {
+	std::string offer = take_description(0, "offer");
+	Conn *c = new_conn(0);
+	rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
+	send_description(c, "answer");
+	inbox.take("CTL done", std::chrono::seconds(timeout_seconds));
+	std::this_thread::sleep_for(300ms); // the last packets are still in flight
+	long long bytes;
+	{
+		std::lock_guard<std::mutex> lock(c->mutex);
+		bytes = c->media_bytes;
+	}
+	std::fprintf(stderr, "RESULT %s received_bytes=%lld\n", scenario, bytes);
+	send_line("CTL counted");
+	inbox.take("CTL closed");
+	delete_conn(0);
+	if (bytes == 0)
+		die("the remote received no media");
+}
+
 void video(long seconds) {
 	const long fps = 30;
 	if (is_device) {
 		Conn *c = new_conn(0);
 		settled_phase("pc-created");
-		rtcTrackInit init;
-		std::memset(&init, 0, sizeof(init));
-		init.direction = RTC_DIRECTION_SENDONLY;
-		init.codec = RTC_CODEC_H264;
-		init.payloadType = 96;
-		init.ssrc = 42;
-		init.mid = "video";
-		init.name = "video";
-		init.msid = "stream";
-		init.trackId = "video";
-		c->tr = rtcAddTrackEx(c->pc, &init);
-		rtcSetUserPointer(c->tr, c);
+		c->tr = add_h264_sender(c, 96, "video", "");
 		rtcSetOpenCallback(c->tr, on_track_open);
-		rtcPacketizerInit pkt;
-		std::memset(&pkt, 0, sizeof(pkt));
-		pkt.ssrc = 42;
-		pkt.cname = "video";
-		pkt.payloadType = 96;
-		pkt.clockRate = 90000;
-		pkt.nalSeparator = RTC_NAL_SEPARATOR_LONG_START_SEQUENCE;
-		rtcSetH264Packetizer(c->tr, &pkt);
-		rtcChainRtcpSrReporter(c->tr);
-		rtcChainRtcpNackResponder(c->tr, unsigned(env_long("LAB_NACK_MAX_PACKETS", 512)));
 		rtcSetLocalDescription(c->pc, "offer");
 		send_description(c, "offer");
 		phase("gathered");
@@ -476,23 +509,7 @@ void video(long seconds) {
 		phase("closed");
 		send_line("CTL closed");
 	} else {
-		std::string offer = take_description(0, "offer");
-		Conn *c = new_conn(0);
-		rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
-		send_description(c, "answer");
-		inbox.take("CTL done", std::chrono::seconds(seconds + 60));
-		std::this_thread::sleep_for(300ms); // the last packets are still in flight
-		long long bytes;
-		{
-			std::lock_guard<std::mutex> lock(c->mutex);
-			bytes = c->media_bytes;
-		}
-		std::fprintf(stderr, "RESULT video received_bytes=%lld\n", bytes);
-		send_line("CTL counted");
-		inbox.take("CTL closed");
-		delete_conn(0);
-		if (bytes == 0)
-			die("the remote received no media");
+		remote_receive_video("video", seconds + 60);
 	}
 }
 
@@ -669,34 +686,6 @@ int offered_h264_payload_type(const std::string &sdp, std::string &mid, std::str
 	return pt;
 }
 
-int add_h264_sender(Conn *c, int payload_type, const char *mid, const std::string &fmtp) {
-	rtcTrackInit init;
-	std::memset(&init, 0, sizeof(init));
-	init.direction = RTC_DIRECTION_SENDONLY;
-	init.codec = RTC_CODEC_H264;
-	init.payloadType = payload_type;
-	init.ssrc = 42;
-	init.mid = mid;
-	init.name = "video";
-	init.msid = "stream";
-	init.trackId = "video";
-	init.profile = fmtp.c_str();
-	int tr = rtcAddTrackEx(c->pc, &init);
-	if (tr < 0)
-		die("rtcAddTrackEx failed");
-	rtcSetUserPointer(tr, c);
-	rtcPacketizerInit pkt;
-	std::memset(&pkt, 0, sizeof(pkt));
-	pkt.ssrc = 42;
-	pkt.cname = "video";
-	pkt.payloadType = uint8_t(payload_type);
-	pkt.clockRate = 90000;
-	pkt.nalSeparator = RTC_NAL_SEPARATOR_LONG_START_SEQUENCE;
-	rtcSetH264Packetizer(tr, &pkt);
-	rtcChainRtcpSrReporter(tr);
-	rtcChainRtcpNackResponder(tr, unsigned(env_long("LAB_NACK_MAX_PACKETS", 512)));
-	return tr;
-}
 
 
 void interop() {
@@ -952,29 +941,8 @@ void videorate() {
 	const long fps = 30;
 	if (is_device) {
 		Conn *c = new_conn(0);
-		rtcTrackInit init;
-		std::memset(&init, 0, sizeof(init));
-		init.direction = RTC_DIRECTION_SENDONLY;
-		init.codec = RTC_CODEC_H264;
-		init.payloadType = 96;
-		init.ssrc = 42;
-		init.mid = "video";
-		init.name = "video";
-		init.msid = "stream";
-		init.trackId = "video";
-		c->tr = rtcAddTrackEx(c->pc, &init);
-		rtcSetUserPointer(c->tr, c);
+		c->tr = add_h264_sender(c, 96, "video", "");
 		rtcSetOpenCallback(c->tr, on_track_open);
-		rtcPacketizerInit pkt;
-		std::memset(&pkt, 0, sizeof(pkt));
-		pkt.ssrc = 42;
-		pkt.cname = "video";
-		pkt.payloadType = 96;
-		pkt.clockRate = 90000;
-		pkt.nalSeparator = RTC_NAL_SEPARATOR_LONG_START_SEQUENCE;
-		rtcSetH264Packetizer(c->tr, &pkt);
-		rtcChainRtcpSrReporter(c->tr);
-		rtcChainRtcpNackResponder(c->tr, unsigned(env_long("LAB_NACK_MAX_PACKETS", 512)));
 		rtcSetLocalDescription(c->pc, "offer");
 		send_description(c, "offer");
 		rtcSetRemoteDescription(c->pc, take_description(0, "answer").c_str(), "answer");
@@ -1000,23 +968,7 @@ void videorate() {
 		delete_conn(0);
 		send_line("CTL closed");
 	} else {
-		std::string offer = take_description(0, "offer");
-		Conn *c = new_conn(0);
-		rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
-		send_description(c, "answer");
-		inbox.take("CTL done", std::chrono::seconds(180));
-		std::this_thread::sleep_for(300ms); // the last packets are still in flight
-		long long bytes;
-		{
-			std::lock_guard<std::mutex> lock(c->mutex);
-			bytes = c->media_bytes;
-		}
-		std::fprintf(stderr, "RESULT videorate received_bytes=%lld\n", bytes);
-		send_line("CTL counted");
-		inbox.take("CTL closed");
-		delete_conn(0);
-		if (bytes == 0)
-			die("the remote received no media");
+		remote_receive_video("videorate", 180);
 	}
 }
 

@@ -162,8 +162,8 @@ pub fn result_line(log: &Path, kind: &str) -> Result<BTreeMap<String, String>> {
 
 pub fn parse_result(text: &str, kind: &str) -> Option<BTreeMap<String, String>> {
     let prefix = format!("RESULT {kind} ");
-    let line = text.lines().find(|l| l.starts_with(&prefix))?;
-    Some(line[prefix.len()..].split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    let lines = || text.lines().filter(|l| l.starts_with(&prefix));
+    lines().next().is_some().then(|| peers::result_fields(lines()))
 }
 
 fn field<T: std::str::FromStr>(fields: &BTreeMap<String, String>, key: &str, log: &Path) -> Result<T> {

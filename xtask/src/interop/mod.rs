@@ -13,7 +13,7 @@ mod tests;
 
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
-use crate::lab::{account, host, run::knob_env};
+use crate::lab::{account, host, run as peers};
 use crate::policy::Policy;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -187,12 +187,7 @@ impl Prerequisites {
 /// The real H.264 clip the device sends, encoded once and cached beside the host builds.
 fn h264_clip(python: &Path) -> Result<PathBuf> {
     let script = project_root().join("lab/interop/make_clip.py");
-    let digest = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::fs::read(&script)?.hash(&mut h);
-        format!("{:016x}", h.finish())
-    };
+    let digest = host::hash_of(&[&std::fs::read(&script)?]);
     let clip = host::cache_root().join(format!("interop/clip-{digest}.h264"));
     if clip.exists() {
         return Ok(clip);
@@ -251,27 +246,11 @@ fn spawn_aiortc(python: &Path, offer: &str, settings: &Settings, log: &Path) -> 
 }
 
 fn spawn_device(build: &host::HostBuild, policy: &Policy, offer: &str, settings: &Settings, clip: &Path, log: &Path, trace: &Path) -> Result<Child> {
-    let mut cmd = Command::new(&build.driver);
-    cmd.args(["device", "interop"]).env("LD_LIBRARY_PATH", std::env::join_paths(&build.lib_dirs)?);
-    for (k, v) in knob_env(policy) {
-        cmd.env(k, v);
-    }
-    cmd.env("LAB_INTEROP_OFFER", offer).env("LAB_INTEROP_VIDEO", u8::from(settings.video).to_string()).env("LAB_H264_FILE", clip).env("LD_PRELOAD", &build.recorder).env("LAB_TRACE", trace);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(std::fs::File::create(log)?);
-    cmd.spawn().with_context(|| format!("starting {}", build.driver.display()))
-}
-
-/// The `key=value` words of every `RESULT` line; a later line's value wins.
-fn result_fields(lines: &[String]) -> BTreeMap<String, String> {
-    let mut fields = BTreeMap::new();
-    for line in lines.iter().filter(|l| l.starts_with("RESULT ")) {
-        for word in line.split_whitespace().skip(1) {
-            if let Some((k, v)) = word.split_once('=') {
-                fields.insert(k.to_string(), v.to_string());
-            }
-        }
-    }
-    fields
+    let mut env = peers::knob_env(policy);
+    env.push(("LAB_INTEROP_OFFER".into(), offer.into()));
+    env.push(("LAB_INTEROP_VIDEO".into(), u8::from(settings.video).to_string()));
+    env.push(("LAB_H264_FILE".into(), clip.display().to_string()));
+    peers::spawn(build, "device", "interop", &env, log, Some((&build.recorder, trace)))
 }
 
 fn number(fields: &BTreeMap<String, String>, key: &str) -> Option<u64> {
@@ -374,9 +353,8 @@ pub fn run_case(pre: &Prerequisites, build: &host::HostBuild, policy: &Policy, p
     let _ = device_relay.join();
 
     let device_text = std::fs::read_to_string(&device_log).unwrap_or_default();
-    let device_lines: Vec<String> = device_text.lines().map(str::to_string).collect();
-    let device_fields = result_fields(&device_lines);
-    let remote_fields = result_fields(&remote_results);
+    let device_fields = peers::result_fields(device_text.lines());
+    let remote_fields = peers::result_fields(remote_results.iter().map(String::as_str));
     result.device_dtls_role = device_fields.get("dtls_role").cloned().unwrap_or_default();
     result.frames_sent = number(&device_fields, "frames_sent").unwrap_or(0);
     result.messages_verified = number(&remote_fields, "messages").unwrap_or(0);

@@ -4,7 +4,7 @@
 use super::*;
 
 fn fields(line: &str) -> BTreeMap<String, String> {
-    result_fields(&[line.to_string()])
+    peers::result_fields([line])
 }
 
 #[test]

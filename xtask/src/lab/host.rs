@@ -97,7 +97,8 @@ fn knob_definitions(policy: &Policy) -> Vec<String> {
         .collect()
 }
 
-fn hash_of(parts: &[&[u8]]) -> String {
+/// A short content key for cached build products.
+pub fn hash_of(parts: &[&[u8]]) -> String {
     let mut h = DefaultHasher::new();
     for p in parts {
         p.hash(&mut h);

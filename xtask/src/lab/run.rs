@@ -4,6 +4,7 @@
 use super::host::HostBuild;
 use crate::policy::{knob, Policy};
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,7 +30,9 @@ pub fn knob_env(policy: &Policy) -> Vec<(String, String)> {
     ]
 }
 
-fn spawn(build: &HostBuild, role: &str, scenario: &str, env: &[(String, String)], log: &Path, preload: Option<(&Path, &Path)>) -> Result<Child> {
+/// Starts one peer of `scenario` with the stack's libraries, `env`, stderr to `log` and stdin and
+/// stdout piped for signaling; with `preload` = (recorder, trace), the recorder writes the trace.
+pub fn spawn(build: &HostBuild, role: &str, scenario: &str, env: &[(String, String)], log: &Path, preload: Option<(&Path, &Path)>) -> Result<Child> {
     let mut cmd = Command::new(&build.driver);
     cmd.arg(role).arg(scenario);
     let lib_path = std::env::join_paths(&build.lib_dirs)?;
@@ -112,6 +115,20 @@ pub fn run_peers(build: &HostBuild, policy: &Policy, scenario: &str, env: &[(Str
         );
     }
     Ok((device_log, remote_log))
+}
+
+/// The `key=value` words of a peer's `RESULT <kind> ...` lines (driver, aiortc, the Chromium
+/// page), merged in order: a later value wins. Words without `=` (the kind) are skipped.
+pub fn result_fields<'a>(lines: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    for line in lines.into_iter().filter(|l| l.starts_with("RESULT ")) {
+        for word in line.split_whitespace().skip(1) {
+            if let Some((k, v)) = word.split_once('=') {
+                fields.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    fields
 }
 
 fn tail(path: &Path) -> String {

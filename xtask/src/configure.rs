@@ -93,10 +93,7 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
             let line = key_line(&policy_text, component, "patches");
             exit::bad_input(format!("{shown_policy}:{line}: components.{component}.patches: {e}"))
         })?;
-        let mut staged = staged.expect("generated components have upstream sources");
-        for (name, text) in port_patches(component)? {
-            staged.apply_patch(&name, &text, Path::new(""))?;
-        }
+        let staged = staged.expect("generated components have upstream sources");
         let mut tree = Tree::default();
         for (rel, bytes) in staged.files {
             let first = rel.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or("");
@@ -147,28 +144,6 @@ fn warnings(policy: &Policy) -> Vec<String> {
     out
 }
 
-/// ESP-IDF port patches (`patches/esp-idf/<component>/*.patch`, in name order): what every
-/// policy needs to build on ESP-IDF at all, each change guarded by `ESP_PLATFORM` so the host
-/// replica's code is untouched. They are mechanism, like templates/, so no policy lists them and
-/// `upstream::stage_stack` (the lab's host tree) does not apply them.
-pub fn port_patches(component: &str) -> Result<Vec<(String, String)>> {
-    let dir = project_root().join("patches/esp-idf").join(component);
-    let mut out = Vec::new();
-    if !dir.is_dir() {
-        return Ok(out);
-    }
-    let mut names: Vec<_> = std::fs::read_dir(&dir)?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().to_string()))
-        .collect::<std::io::Result<_>>()?;
-    names.retain(|n| n.ends_with(".patch"));
-    names.sort();
-    for name in names {
-        let rel = format!("esp-idf/{component}/{name}");
-        out.push((rel.clone(), upstream::read_patch(&rel)?));
-    }
-    Ok(out)
-}
-
 /// What `components/.esp_dc_policy` says: the policy the tree was last configured with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stamp {
@@ -214,7 +189,7 @@ pub fn policy_hash(policy: &Policy, policy_text: &str) -> Result<String> {
         for patch in &policy.component(component).patches {
             parts.push(upstream::read_patch(patch)?.into_bytes());
         }
-        for (_, text) in port_patches(component)? {
+        for (_, text) in upstream::port_patches(component)? {
             parts.push(text.into_bytes());
         }
     }

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub const TARGETS: &[&str] = &["esp32", "esp32s3", "esp32p4", "esp32c6", "linux"];
+/// Targets ESP-IDF 5.5 marks as preview (tools/idf_py_actions/constants.py PREVIEW_TARGETS).
+const PREVIEW_TARGETS: &[&str] = &["linux"];
 pub const EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender"];
 
 /// Build an example application with ESP-IDF's idf.py for a chip.
@@ -122,6 +124,10 @@ pub fn build_commands(idf: &Idf, root: &Path, example: &str, target: &str, set_t
     let mut commands = Vec::new();
     if set_target {
         let mut c = common.clone();
+        // ESP-IDF 5.5 lists `linux` among its preview targets: set-target refuses it without --preview.
+        if PREVIEW_TARGETS.contains(&target) {
+            c.insert(1, "--preview".into());
+        }
         c.extend(["set-target".to_string(), target.to_string()]);
         commands.push(c);
     }

@@ -173,7 +173,7 @@ pub struct Pthread {
     /// CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT: stack of a pthread that asks for none.
     pub default_stack_bytes: u32,
     /// Where pthread stacks go (esp_pthread_cfg_t.stack_alloc_caps); `psram` also sets
-    /// CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY.
+    /// CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM.
     pub stack_placement: Placement,
     /// Margin over the lab's measured high-water mark that stack sizes must keep, in percent.
     pub stack_margin_percent: u32,

@@ -192,6 +192,9 @@ pub fn stage_stack(sources: &Sources, policy: &Policy) -> Result<Tree> {
             let text = read_patch(patch)?;
             tree.apply_patch(patch, &text, &prefix)?;
         }
+        for (name, text) in port_patches(component)? {
+            tree.apply_patch(&name, &text, &prefix)?;
+        }
     }
     Ok(tree)
 }
@@ -208,7 +211,34 @@ pub fn stage_component(sources: &Sources, policy: &Policy, component: &str) -> R
         let text = read_patch(patch)?;
         tree.apply_patch(patch, &text, Path::new(""))?;
     }
+    for (name, text) in port_patches(component)? {
+        tree.apply_patch(&name, &text, Path::new(""))?;
+    }
     Ok(Some(tree))
+}
+
+/// ESP-IDF port patches (`patches/esp-idf/<component>/*.patch`, in name order): what every
+/// policy needs to build against ESP-IDF at all. They are mechanism, like templates/, so no
+/// policy lists them, and both the component tree and the lab's host tree get them, after the
+/// policy's own patches: the lab compiles what idf.py compiles. A change that only makes sense
+/// on a chip (the hardware RNG) is guarded by `ESP_PLATFORM`, which the host replica lacks; one
+/// that follows ESP-IDF's mbedTLS configuration (MBEDTLS_DEPRECATED_REMOVED) applies on both.
+pub fn port_patches(component: &str) -> Result<Vec<(String, String)>> {
+    let dir = project_root().join("patches/esp-idf").join(component);
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().to_string()))
+        .collect::<std::io::Result<_>>()?;
+    names.retain(|n| n.ends_with(".patch"));
+    names.sort();
+    for name in names {
+        let rel = format!("esp-idf/{component}/{name}");
+        out.push((rel.clone(), read_patch(&rel)?));
+    }
+    Ok(out)
 }
 
 pub fn read_patch(name: &str) -> Result<String> {

@@ -8,15 +8,18 @@
 
 #include "dc_console_signaling.h"
 #include "esp_dc_port.h"
-#include "esp_event.h"
 #include "esp_heap_caps.h"
 #include "esp_log.h"
-#include "esp_netif.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
+#include "rtc/rtc.h"
+#include "sdkconfig.h"
+#if !CONFIG_IDF_TARGET_LINUX
+#include "esp_event.h"
+#include "esp_netif.h"
 #include "nvs_flash.h"
 #include "protocol_examples_common.h"
-#include "rtc/rtc.h"
+#endif
 
 static const char *TAG = "dc_echo";
 
@@ -45,21 +48,23 @@ static void on_state(int pc, rtcState state, void *ptr)
 
 void app_main(void)
 {
+#if !CONFIG_IDF_TARGET_LINUX /* the linux target runs on the host's network */
     ESP_ERROR_CHECK(nvs_flash_init());
     ESP_ERROR_CHECK(esp_netif_init());
     ESP_ERROR_CHECK(esp_event_loop_create_default());
     ESP_ERROR_CHECK(example_connect());
+#endif
 
     /* Before the first PeerConnection: SCTP buffers and thread stacks from the policy. */
     ESP_ERROR_CHECK(esp_dc_port_init());
     rtcInitLogger(RTC_LOG_WARNING, NULL);
 
-    const char *ice_servers[] = {"stun:stun.l.google.com:19302"};
     rtcConfiguration config;
     memset(&config, 0, sizeof(config));
-    config.iceServers = ice_servers;
-    config.iceServersCount = 1;
+    dc_console_signaling_configure(&config); /* STUN server and bind address from menuconfig */
     config.maxMessageSize = ESP_DC_MAX_MESSAGE_SIZE;
+    /* One offer, made by dc_console_signaling_exchange() once the channel (and track) exist. */
+    config.disableAutoNegotiation = true;
 
     int pc = rtcCreatePeerConnection(&config);
     if (pc < 0) {

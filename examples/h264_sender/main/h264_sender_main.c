@@ -8,23 +8,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dc_console_signaling.h"
 #include "esp_dc_port.h"
-#include "esp_event.h"
 #include "esp_heap_caps.h"
 #include "esp_log.h"
-#include "esp_netif.h"
 #include "esp_random.h"
-#include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
 #include "h264_testsrc.h"
+#include "rtc/rtc.h"
+#include "sdkconfig.h"
+#if !CONFIG_IDF_TARGET_LINUX
+#include "esp_event.h"
+#include "esp_netif.h"
 #include "nvs_flash.h"
 #include "protocol_examples_common.h"
-#include "rtc/rtc.h"
+#endif
 
 static const char *TAG = "h264_sender";
+
+/* Microseconds on a monotonic clock. newlib on the chips and glibc on the linux target both have
+ * CLOCK_MONOTONIC (esp_timer is header-only on the linux target). */
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 #define FPS 5
 #define PAYLOAD_TYPE 96
@@ -50,7 +62,7 @@ static void stream(int track)
         ESP_LOGE(TAG, "no memory for a %u-byte frame", (unsigned)capacity);
         return;
     }
-    int64_t start_us = esp_timer_get_time();
+    int64_t start_us = now_us();
     uint32_t start_timestamp = 0;
     rtcGetCurrentTrackTimestamp(track, &start_timestamp);
     for (uint32_t n = 0;; ++n) {
@@ -60,7 +72,7 @@ static void stream(int track)
         }
         size_t size = h264_testsrc_frame(n, frame, capacity);
         uint32_t elapsed = 0;
-        rtcTransformSecondsToTimestamp(track, (double)(esp_timer_get_time() - start_us) / 1e6, &elapsed);
+        rtcTransformSecondsToTimestamp(track, (double)(now_us() - start_us) / 1e6, &elapsed);
         rtcSetTrackRtpTimestamp(track, start_timestamp + elapsed);
         if (rtcSendMessage(track, (const char *)frame, (int)size) < 0) {
             ESP_LOGW(TAG, "frame %u not sent", (unsigned)n);
@@ -75,20 +87,22 @@ static void stream(int track)
 
 void app_main(void)
 {
+#if !CONFIG_IDF_TARGET_LINUX /* the linux target runs on the host's network */
     ESP_ERROR_CHECK(nvs_flash_init());
     ESP_ERROR_CHECK(esp_netif_init());
     ESP_ERROR_CHECK(esp_event_loop_create_default());
     ESP_ERROR_CHECK(example_connect());
+#endif
 
     ESP_ERROR_CHECK(esp_dc_port_init());
     rtcInitLogger(RTC_LOG_WARNING, NULL);
 
-    const char *ice_servers[] = {"stun:stun.l.google.com:19302"};
     rtcConfiguration config;
     memset(&config, 0, sizeof(config));
-    config.iceServers = ice_servers;
-    config.iceServersCount = 1;
+    dc_console_signaling_configure(&config); /* STUN server and bind address from menuconfig */
     config.maxMessageSize = ESP_DC_MAX_MESSAGE_SIZE;
+    /* One offer, made by dc_console_signaling_exchange() once the channel (and track) exist. */
+    config.disableAutoNegotiation = true;
 
     int pc = rtcCreatePeerConnection(&config);
     if (pc < 0) {

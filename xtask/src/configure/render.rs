@@ -359,7 +359,7 @@ pub fn sdkconfig_lines(policy: &Policy) -> Vec<String> {
     let thread_stack = threads.map(|t| t.stack_bytes).unwrap_or(p.pthread.default_stack_bytes);
     if p.memory.spiram {
         l.push(yes(
-            "SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY",
+            "FREERTOS_TASK_CREATE_ALLOW_EXT_MEM",
             p.pthread.stack_placement == Placement::Psram,
         ));
     }

@@ -240,7 +240,7 @@ fn every_policy_field_has_an_effect() {
         ("mbedtls.ssl_out_content_len", with(&lean, "ssl_out_content_len = 1536", "ssl_out_content_len = 4096"), sd, "CONFIG_MBEDTLS_SSL_OUT_CONTENT_LEN=4096"),
         ("mbedtls.dynamic_buffer", with(&lean, "dynamic_buffer = false", "dynamic_buffer = true"), sd, "CONFIG_MBEDTLS_DYNAMIC_BUFFER=y"),
         ("pthread.default_stack_bytes", with(&lean, "default_stack_bytes = 8192", "default_stack_bytes = 6144"), sd, "CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT=6144"),
-        ("pthread.stack_placement (no threads entry)", with(&with(&lean, "threads = { stack_bytes = 15360, placement = \"psram\" }\n", ""), "stack_placement = \"psram\"", "stack_placement = \"default\""), sd, "# CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY is not set"),
+        ("pthread.stack_placement (no threads entry)", with(&with(&lean, "threads = { stack_bytes = 15360, placement = \"psram\" }\n", ""), "stack_placement = \"psram\"", "stack_placement = \"default\""), sd, "# CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM is not set"),
         ("cxx.new_placement", with(&lean, "new_placement = \"psram\"", "new_placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_NEW_PLACEMENT_INTERNAL=y"),
         ("cxx.emergency_pool_bytes", with(&lean, "emergency_pool_bytes = 0", "emergency_pool_bytes = 1024"), sd, "CONFIG_COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE=1024"),
         ("cxx.shared_ptr_lock_policy (CMake)", with(&lean, "shared_ptr_lock_policy = \"atomic\"", "shared_ptr_lock_policy = \"mutex\""), "libdatachannel/CMakeLists.txt", "target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)"),

@@ -65,6 +65,17 @@ const INSTALL_HINT: &str = "\
   or point this command at it: --idf ~/esp/esp-idf
   (https://docs.espressif.com/projects/esp-idf/en/v5.5/esp32s3/get-started/)";
 
+/// The ESP-IDF tree tests build against: `IDF_PATH` when set, else the v5.5.1 tree trimmed for the
+/// linux target that CI keeps beside every clone (`../shared/esp-idf-v5.5.1/esp-idf`). None when
+/// neither exists; tests that need it then report themselves skipped by name.
+pub fn tree_for_tests() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("IDF_PATH").filter(|p| !p.is_empty()).map(PathBuf::from),
+        project_root().parent().map(|p| p.join("shared/esp-idf-v5.5.1/esp-idf")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.join("tools/idf.py").is_file())
+}
+
 /// Finds ESP-IDF from `--idf`, `IDF_PATH` or `idf.py` on `PATH`, in that order.
 pub fn locate(explicit: Option<&Path>, idf_path_env: Option<&str>, path_env: Option<&str>) -> Result<Idf> {
     let (root, from) = if let Some(p) = explicit {

@@ -11,6 +11,7 @@ mod render;
 
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
+use crate::kconfig_keys;
 use crate::policy::Policy;
 use crate::upstream::{self, Tree};
 use anyhow::{Context, Result};
@@ -117,6 +118,17 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(exit::bad_input(format!("{}: cannot read: {e}", defaults_path.display()))),
     };
+    // Every key of the block must be a Kconfig symbol under its current name (kconfgen drops
+    // the rest silently); `kconfig_keys` says what is checked against what.
+    let rendered_kconfigs = components.values().filter_map(|t| t.files.get(Path::new("Kconfig")));
+    let mut ours = kconfig_keys::project_symbols(&project_root(), GENERATED)?;
+    ours.extend(rendered_kconfigs.flat_map(|k| kconfig_keys::kconfig_symbols(&String::from_utf8_lossy(k))));
+    let mut known = kconfig_keys::Known::new(ours);
+    if let Some(idf) = kconfig_keys::idf_tree_from_env().filter(|_| !policy.sdkconfig_extra.is_empty()) {
+        known = known.with_tree(&kconfig_keys::scan_tree(&idf)?);
+    }
+    let key_warnings =
+        render::check_sdkconfig_keys(&render::policy_lines(&policy), &policy.sdkconfig_extra, &known, &policy_text, &shown_policy)?;
     let lines = render::sdkconfig_lines(&policy);
     let merged = render::merge_sdkconfig_defaults(&existing, &lines, "sdkconfig.defaults")?;
     files.insert(PathBuf::from("sdkconfig.defaults"), merged.into_bytes());
@@ -124,7 +136,7 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     let stamp = render::stamp(&policy, &shown_policy, &policy_hash(&policy, &policy_text)?, &patches_by_component);
     files.insert(PathBuf::from(STAMP), stamp.into_bytes());
 
-    Ok(Plan { policy_name: policy.policy.name.clone(), components, files, warnings: warnings(&policy) })
+    Ok(Plan { policy_name: policy.policy.name.clone(), components, files, warnings: [warnings(&policy), key_warnings].concat() })
 }
 
 /// SctpTransport::doRecv keeps a 64 KB buffer on the processor thread's stack unless the knob

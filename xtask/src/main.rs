@@ -9,6 +9,7 @@ mod exit;
 mod fsutil;
 mod idf;
 mod interop;
+mod kconfig_keys;
 mod lab;
 mod policy;
 mod report;

@@ -3,6 +3,7 @@
 //! and the stamp. Nothing here touches the tree; `configure` decides what to write.
 
 use crate::exit;
+use crate::kconfig_keys::{Known, Verdict};
 use crate::policy::{KnobEffect, MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc, COMPONENTS, KNOBS};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -316,9 +317,23 @@ fn placement_choice(prefix: &str, placement: Placement) -> String {
     format!("CONFIG_{prefix}_{chosen}=y")
 }
 
-/// The lines between the markers in sdkconfig.defaults. ESP-IDF symbol names are those of
-/// ESP-IDF 5.5's Kconfig files; ESP_DC_PORT_* are esp_dc_port's own (components/esp_dc_port/Kconfig).
+/// The lines between the markers in sdkconfig.defaults: what the policy's fields render, then
+/// `[sdkconfig_extra]` verbatim. `check_sdkconfig_keys` holds every key to a Kconfig symbol.
 pub fn sdkconfig_lines(policy: &Policy) -> Vec<String> {
+    let mut l = policy_lines(policy);
+    if !policy.sdkconfig_extra.is_empty() {
+        l.push("# [sdkconfig_extra]".into());
+        for (key, value) in &policy.sdkconfig_extra {
+            l.push(format!("{key}={value}"));
+        }
+    }
+    l
+}
+
+/// The rendered part of the block. ESP-IDF symbols must be in xtask/src/kconfig_keys.txt (the
+/// names of ESP-IDF 5.5's Kconfig files, not old names from an sdkconfig.rename); ESP_DC_PORT_*
+/// are esp_dc_port's own (components/esp_dc_port/Kconfig), knob symbols those of `kconfig`.
+pub fn policy_lines(policy: &Policy) -> Vec<String> {
     let mut l = Vec::new();
     let p = policy;
     l.push(format!("# Policy `{}`: {}", p.policy.name, p.policy.description));
@@ -390,14 +405,77 @@ pub fn sdkconfig_lines(policy: &Policy) -> Vec<String> {
     for knob in KNOBS {
         l.push(format!("CONFIG_{}={}", knob.kconfig_symbol(), policy.knob_value(knob)));
     }
+    l
+}
 
-    if !p.sdkconfig_extra.is_empty() {
-        l.push("# [sdkconfig_extra]".into());
-        for (key, value) in &p.sdkconfig_extra {
-            l.push(format!("{key}={value}"));
+/// The key a line of the block sets: `CONFIG_X=...` or `# CONFIG_X is not set`; None for comments.
+pub fn line_key(line: &str) -> Option<&str> {
+    if let Some(rest) = line.strip_prefix("# ") {
+        return rest.strip_suffix(" is not set").filter(|k| k.starts_with("CONFIG_"));
+    }
+    if line.starts_with('#') {
+        return None;
+    }
+    line.split_once('=').map(|(key, _)| key.trim())
+}
+
+/// Checks every key of the policy block before anything is written (kconfgen would drop an
+/// unknown key and silently remap an old one). `rendered` are `policy_lines`: a bad key there is
+/// a bug of this file, reported against it. `extra` keys are the user's: the error names the
+/// policy file and line. What passes where is `kconfig_keys`'s doc. Returns warnings for extra
+/// keys that could not be checked (no ESP-IDF tree).
+pub fn check_sdkconfig_keys(
+    rendered: &[String],
+    extra: &BTreeMap<String, String>,
+    known: &Known,
+    policy_text: &str,
+    shown_policy: &str,
+) -> Result<Vec<String>> {
+    let mut errors = Vec::new();
+    for key in rendered.iter().filter_map(|l| line_key(l)) {
+        match known.check(key) {
+            Ok(Verdict::Listed | Verdict::Ours) => {}
+            Ok(_) => errors.push(format!(
+                "xtask/src/configure/render.rs: {key}: rendered, but neither in xtask/src/kconfig_keys.txt nor declared by our Kconfig files; add it to the list with the ESP-IDF 5.5 Kconfig file that declares it, or fix the name"
+            )),
+            Err(what) => errors.push(format!("xtask/src/configure/render.rs: {key}: {what}")),
         }
     }
-    l
+    let mut warnings = Vec::new();
+    let unchecked: Vec<&str> = extra
+        .keys()
+        .filter_map(|key| match known.check(key) {
+            Ok(Verdict::Unchecked) => Some(Ok(key.as_str())),
+            Ok(_) => None,
+            Err(what) => Some(Err(format!("{shown_policy}:{}: sdkconfig_extra.{key}: {what}", extra_key_line(policy_text, key)))),
+        })
+        .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
+        .collect();
+    if !errors.is_empty() {
+        return Err(exit::bad_input(errors.join("\n")));
+    }
+    if !unchecked.is_empty() {
+        warnings.push(format!(
+            "sdkconfig_extra: {} not checked against ESP-IDF's Kconfig files (no ESP-IDF tree: set IDF_PATH); kconfgen ignores a misspelt key silently, so check the build log for `unknown kconfig symbol`",
+            unchecked.join(", ")
+        ));
+    }
+    Ok(warnings)
+}
+
+/// Line of `key` in the policy's `[sdkconfig_extra]` table (any TOML spelling of it), else of
+/// the table, else 1: errors point where the user has to edit.
+fn extra_key_line(text: &str, key: &str) -> usize {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let Ok(doc) = toml_edit::Document::parse(text.to_string()) else { return 1 };
+    let Some((table_key, table)) = doc.as_table().get_key_value("sdkconfig_extra") else { return 1 };
+    table
+        .as_table_like()
+        .and_then(|t| t.get_key_value(key))
+        .and_then(|(k, v)| k.span().or_else(|| v.span()))
+        .or_else(|| table_key.span().or_else(|| table.span()))
+        .map(|s| line_of(s.start))
+        .unwrap_or(1)
 }
 
 /// sdkconfig.defaults with the policy block replaced (or appended); every other line is kept.

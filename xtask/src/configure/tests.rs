@@ -1,5 +1,6 @@
 use super::*;
 use crate::exit::Failure;
+use crate::kconfig_keys;
 use crate::policy::{knob, KNOBS};
 use std::process::ExitCode;
 
@@ -667,4 +668,94 @@ fn committed_sdkconfig_defaults_follows_the_lean_policy() {
     let plan = plan(&root, &Policy::path_for("lean")).unwrap();
     let committed = std::fs::read_to_string(root.join("sdkconfig.defaults")).unwrap();
     assert_eq!(committed, defaults(&plan), "run `cargo xtask configure` and commit sdkconfig.defaults");
+}
+
+/// The shipped policies' blocks pass the key check (every key listed or ours) with no warning
+/// about unchecked keys, and the block carries no old name of an ESP-IDF rename.
+#[test]
+fn shipped_policies_write_only_known_kconfig_keys() {
+    for name in ["lean", "stock"] {
+        let plan = plan_of(&shipped(name));
+        assert!(plan.warnings.iter().all(|w| !w.starts_with("sdkconfig_extra")), "{name}: {:?}", plan.warnings);
+        let text = defaults(&plan);
+        let keys: Vec<&str> = text.lines().filter_map(render::line_key).collect();
+        assert!(keys.len() > 20, "{name}: {keys:?}");
+        assert!(keys.contains(&"CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM") || name == "stock" || !text.contains("CONFIG_SPIRAM=y"), "{name}");
+        assert!(!text.contains("SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY"), "{name}");
+    }
+}
+
+/// kconfgen maps CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY silently through freertos's
+/// sdkconfig.rename: re-adding it through sdkconfig_extra fails with the new name, as does an
+/// unknown or malformed key, naming the policy line; nothing is written.
+#[test]
+fn sdkconfig_extra_old_unknown_or_malformed_keys_exit_2_with_file_line_key() {
+    let scratch = Scratch::new();
+    configure_into(scratch.root(), &Policy::path_for("lean"), false, true).unwrap();
+    let before = scratch.snapshot();
+    let lean = shipped("lean");
+    let line_of = |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let extra = |lines: &str| with(&lean, "[sdkconfig_extra]\n", &format!("[sdkconfig_extra]\n{lines}"));
+
+    let renamed = extra("CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY = \"y\"\n");
+    let lower = extra("CONFIG_lwip_max_sockets = \"8\"\n");
+    let cases = [
+        (&renamed, "CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY", "an old name: ESP-IDF 5.5 renamed it to CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM (components/freertos/sdkconfig.rename)"),
+        (&lower, "CONFIG_lwip_max_sockets", "not an ESP-IDF symbol: they are upper case (did you mean `CONFIG_LWIP_MAX_SOCKETS`?)"),
+    ];
+    for (text, key, expected) in cases {
+        let path = scratch.policy(text);
+        let err = configure_into(scratch.root(), &path, false, true).unwrap_err();
+        let message = err.to_string();
+        assert_eq!(exit_code_of(&err), 2, "{message}");
+        let line = line_of(text, &format!("{key} ="));
+        assert!(message.starts_with(&format!("{}:{line}: sdkconfig_extra.{key}: {expected}", path.display())), "line {line}:\n{message}");
+        assert_eq!(scratch.snapshot(), before, "a failed run wrote something: {message}");
+    }
+
+    // Our own symbols pass; an ESP-IDF key outside the list is accepted with a warning unless an
+    // ESP-IDF tree is at hand (IDF_PATH), where it must exist.
+    let ours = extra("CONFIG_ESP_DC_PORT_SHIM_RANDOM = \"y\"\nCONFIG_ESP_MEMTRACK_ENABLE = \"y\"\nCONFIG_LWIP_MAX_SOCKETS = \"16\"\n");
+    match plan(scratch.root(), &scratch.policy(&ours)) {
+        Ok(p) => {
+            let text = defaults(&p);
+            assert!(text.contains("CONFIG_ESP_DC_PORT_SHIM_RANDOM=y\n") && text.contains("CONFIG_LWIP_MAX_SOCKETS=16\n"), "{text}");
+            if kconfig_keys::idf_tree_from_env().is_none() {
+                assert!(p.warnings.iter().any(|w| w.starts_with("sdkconfig_extra: CONFIG_LWIP_MAX_SOCKETS not checked")), "{:?}", p.warnings);
+            }
+        }
+        Err(e) => panic!("our keys and an ESP-IDF option were refused: {e}"),
+    }
+}
+
+/// With an ESP-IDF tree, a key no Kconfig file declares is refused naming the tree; the same
+/// check on keys `render` writes blames render.rs and asks for the list or the right name.
+#[test]
+fn unknown_keys_are_refused_against_an_esp_idf_tree_and_in_rendered_lines() {
+    let known = kconfig_keys::Known::new(["ESP_DC_PORT_THREAD_STACK_BYTES".to_string()]);
+    let extra = BTreeMap::new();
+    for (line, expected) in [
+        ("CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY=y", "write `CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM` instead"),
+        ("# CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY is not set", "write `CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM` instead"),
+        ("CONFIG_LWIP_MAX_SOCKETS=16", "rendered, but neither in xtask/src/kconfig_keys.txt"),
+    ] {
+        let err = render::check_sdkconfig_keys(&[line.to_string()], &extra, &known, "", "p.toml").unwrap_err();
+        assert_eq!(exit_code_of(&err), 2);
+        assert!(err.to_string().starts_with("xtask/src/configure/render.rs: CONFIG_") && err.to_string().contains(expected), "{err}");
+    }
+    let ok = ["# [memory]".to_string(), "CONFIG_SPIRAM_USE_MALLOC=y".into(), "CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES=15360".into()];
+    assert!(render::check_sdkconfig_keys(&ok, &extra, &known, "", "p.toml").unwrap().is_empty());
+
+    let Some(root) = crate::idf::tree_for_tests() else {
+        println!("skipped: unknown_keys_are_refused_against_an_esp_idf_tree_and_in_rendered_lines: no ESP-IDF tree (IDF_PATH or ../shared/esp-idf-v5.5.1/esp-idf)");
+        return;
+    };
+    let known = known.with_tree(&kconfig_keys::scan_tree(&root).unwrap());
+    let text = "[policy]\nname = \"x\"\n\n[sdkconfig_extra]\nCONFIG_LWIP_MAX_SOCKETS = \"16\"\n\"CONFIG_LWIP_MAX_SOCKET\" = \"16\"\n";
+    let extra: BTreeMap<String, String> =
+        [("CONFIG_LWIP_MAX_SOCKETS", "16"), ("CONFIG_LWIP_MAX_SOCKET", "16")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let err = render::check_sdkconfig_keys(&[], &extra, &known, text, "policies/x.toml").unwrap_err();
+    let message = err.to_string();
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.starts_with(&format!("policies/x.toml:6: sdkconfig_extra.CONFIG_LWIP_MAX_SOCKET: unknown kconfig symbol: no Kconfig file under {}", root.display())), "{message}");
 }

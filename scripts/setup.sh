@@ -9,8 +9,9 @@ mkdir -p "$ESP_DC_CACHE"
 
 # Debian packages: cmake+ninja build the host replica, g++-multilib makes it 32-bit like the MCU,
 # libclang-dev serves bindgen, python3-venv holds Espressif's kconfgen for the Kconfig tests,
-# chromium is the browser `cargo xtask interop` tests the device against.
-debian_packages=(cmake ninja-build g++-multilib libclang-dev python3-venv binutils chromium)
+# chromium is the browser `cargo xtask interop` tests the device against, libbsd-dev gives
+# ESP-IDF's linux target <sys/queue.h>.
+debian_packages=(cmake ninja-build g++-multilib libclang-dev python3-venv binutils chromium libbsd-dev)
 missing=()
 for p in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,6 +43,28 @@ if ! "$ESP_DC_INTEROP_VENV/bin/python" -c "import aiortc, av" >/dev/null 2>&1; t
   "$ESP_DC_INTEROP_VENV/bin/pip" install -q "aiortc==1.16.0" "av==18.1.0"
 fi
 export ESP_DC_INTEROP_VENV
+
+# ESP-IDF for the end-to-end test and `cargo xtask build`: an ESP-IDF you exported yourself
+# (IDF_PATH set) is used as it is. Otherwise the v5.5.1 tree trimmed for the linux target that CI
+# keeps beside every clone (../shared/esp-idf-v5.5.1/esp-idf, read-only) gets a Python venv of
+# its own here, as its README says. esp-idf-size stays on 1.x: ESP-IDF 5.5's size-components
+# --format json2 needs its `ng` module, which 2.x no longer has.
+ESP_DC_SHARED_IDF="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/../shared/esp-idf-v5.5.1/esp-idf"
+if [ -z "${IDF_PATH:-}" ] && [ -f "$ESP_DC_SHARED_IDF/tools/idf.py" ]; then
+  export IDF_PATH="$(cd "$ESP_DC_SHARED_IDF" && pwd)"
+  export IDF_PYTHON_ENV_PATH="$ESP_DC_CACHE/idf-venv"
+  export IDF_TOOLS_PATH="$ESP_DC_CACHE/idf-tools"
+  export IDF_COMPONENT_MANAGER=0 IDF_SKIP_CHECK_SUBMODULES=1
+  if ! "$IDF_PYTHON_ENV_PATH/bin/python" -c "import esp_idf_size.ng, kconfgen, click" >/dev/null 2>&1; then
+    echo "setup: installing ESP-IDF's Python requirements into $IDF_PYTHON_ENV_PATH" >&2
+    python3 -m venv "$IDF_PYTHON_ENV_PATH"
+    echo "esp-idf-size>=1.6,<2" > "$ESP_DC_CACHE/idf-constraints.txt"
+    "$IDF_PYTHON_ENV_PATH/bin/pip" install -q -r "$IDF_PATH/tools/requirements/requirements.core.txt" -c "$ESP_DC_CACHE/idf-constraints.txt"
+  fi
+  # idf.py checks that a constraints file for its version exists; the venv above is pinned already.
+  mkdir -p "$IDF_TOOLS_PATH" && touch "$IDF_TOOLS_PATH/espidf.constraints.v5.5.txt"
+  export PATH="$IDF_PYTHON_ENV_PATH/bin:$IDF_PATH/tools:$PATH"
+fi
 
 # Builds (cargo and the host replica) are cached outside the repo.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ESP_DC_CACHE/target}"

@@ -4,7 +4,7 @@
 
 use crate::configure;
 use crate::exit::{self, Outcome};
-use crate::fsutil::project_root;
+use crate::fsutil::{project_root, write_atomic};
 use crate::policy::Policy;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -19,16 +19,23 @@ pub const EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender"];
 ///
 /// Finds ESP-IDF (--idf, else $IDF_PATH, else idf.py on PATH), checks it is 5.x, runs
 /// `cargo xtask configure` when the component tree is missing or differs from the policy, then
-/// runs idf.py with the project's sdkconfig.defaults followed by the example's own. Each target
-/// builds in its own directory, build/<example>-<target>, and `set-target` runs only when that
-/// directory is new or was configured for another chip. Every command is echoed before it runs.
+/// runs idf.py with the project's sdkconfig.defaults followed by the example's own. Each
+/// example, target and policy builds in its own directory, build/<example>-<target>-<policy>,
+/// and `set-target` runs only when that directory is new or was configured for another chip.
+/// When sdkconfig.defaults changed since a directory was configured (a policy edit), its
+/// sdkconfig is kept as sdkconfig.before-policy-change and made anew, so the policy reaches the
+/// build. Every command is echoed before it runs.
+///
+/// The `linux` target (ESP-IDF's host build, a preview target) runs the examples as host
+/// programs with stdin/stdout as the console: that is what the ESP-IDF end-to-end test drives.
 ///
 /// Examples:
 ///   cargo xtask build --target esp32s3
 ///   cargo xtask build --target esp32p4 --example h264_sender -- flash monitor
-///   cargo xtask build --target linux --idf ~/esp/esp-idf
+///   cargo xtask build --target linux --policy stock --idf ~/esp/esp-idf
 ///
-/// Exit codes: 0 built, 2 ESP-IDF missing or not 5.x, bad policy, or idf.py failed.
+/// Exit codes: 0 built, 1 idf.py failed (its output is above),
+/// 2 ESP-IDF missing or not 5.x, or a bad policy.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct BuildArgs {
@@ -118,9 +125,8 @@ fn read_version(root: &Path) -> Result<(u32, u32)> {
 
 /// The idf.py command lines for one build, as argument lists (idf.py itself first).
 /// `set_target` is false when the build directory is already configured for `target`.
-pub fn build_commands(idf: &Idf, root: &Path, example: &str, target: &str, set_target: bool, extra: &[String]) -> Vec<Vec<String>> {
-    let build_dir = build_dir(root, example, target);
-    let defaults = format!("{};{}", root.join("sdkconfig.defaults").display(), root.join("examples").join(example).join("sdkconfig.defaults").display());
+pub fn build_commands(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: &Path, set_target: bool, extra: &[String]) -> Vec<Vec<String>> {
+    let defaults = defaults_files(root, example).iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(";");
     let common = vec![
         idf.idf_py.display().to_string(),
         "-C".into(),
@@ -149,13 +155,50 @@ pub fn build_commands(idf: &Idf, root: &Path, example: &str, target: &str, set_t
     commands
 }
 
-pub fn build_dir(root: &Path, example: &str, target: &str) -> PathBuf {
-    root.join("build").join(format!("{example}-{target}"))
+/// The sdkconfig.defaults files of a build, in the order idf.py reads them (later ones win).
+fn defaults_files(root: &Path, example: &str) -> [PathBuf; 2] {
+    [root.join("sdkconfig.defaults"), root.join("examples").join(example).join("sdkconfig.defaults")]
+}
+
+/// Each example, chip and policy builds in its own directory: SDKCONFIG_DEFAULTS only fills the
+/// options a sdkconfig lacks, so a directory shared by two policies would keep the first one's.
+pub fn build_dir(root: &Path, example: &str, target: &str, policy: &str) -> PathBuf {
+    root.join("build").join(format!("{example}-{target}-{policy}"))
 }
 
 /// Whether the build directory's sdkconfig was made for `target` (then set-target is skipped).
 fn configured_for(build_dir: &Path, target: &str) -> bool {
     std::fs::read_to_string(build_dir.join("sdkconfig")).is_ok_and(|t| t.lines().any(|l| l == format!("CONFIG_IDF_TARGET=\"{target}\"")))
+}
+
+/// What a build directory's sdkconfig was last made from (the defaults files' text), so that a
+/// changed policy block reaches an existing build.
+const DEFAULTS_SEEN: &str = "esp_dc_sdkconfig.defaults";
+/// Where a sdkconfig made from older defaults is kept (menuconfig changes made there survive in it).
+pub const STALE_SDKCONFIG: &str = "sdkconfig.before-policy-change";
+
+/// Makes sure the build's sdkconfig follows the defaults files as they are now. kconfgen only
+/// applies a default to an option the sdkconfig lacks, so when the policy block changed (a knob,
+/// a record length) the old sdkconfig would silently win: it is moved aside and made anew.
+/// Returns true when it was moved.
+pub fn refresh_sdkconfig(root: &Path, example: &str, build_dir: &Path) -> Result<bool> {
+    let mut seen = String::new();
+    for file in defaults_files(root, example) {
+        let text = std::fs::read_to_string(&file).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", file.display())))?;
+        seen.push_str(&format!("# {}\n{text}\n", file.display()));
+    }
+    let sdkconfig = build_dir.join("sdkconfig");
+    let stamp = build_dir.join(DEFAULTS_SEEN);
+    let moved = sdkconfig.exists() && std::fs::read_to_string(&stamp).ok().as_deref() != Some(seen.as_str());
+    if moved {
+        std::fs::rename(&sdkconfig, build_dir.join(STALE_SDKCONFIG))?;
+        eprintln!(
+            "build: sdkconfig.defaults changed since {} was configured; its sdkconfig is now {STALE_SDKCONFIG} and a new one is made from the defaults",
+            build_dir.display()
+        );
+    }
+    write_atomic(&stamp, seen.as_bytes())?;
+    Ok(moved)
 }
 
 /// Configures the component tree when it is missing or differs from the policy.
@@ -172,26 +215,42 @@ pub fn ensure_configured(root: &Path, policy_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One idf.py build of `example` in `root` (a project laid out like this one: examples/,
+/// components/, sdkconfig.defaults) into `build_dir`. Every command is echoed before it runs.
+pub fn build_in(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: &Path, extra: &[String]) -> Result<()> {
+    std::fs::create_dir_all(build_dir)?;
+    refresh_sdkconfig(root, example, build_dir)?;
+    let set_target = !configured_for(build_dir, target);
+    let sh = xshell::Shell::new()?;
+    sh.set_var("IDF_PATH", &idf.path);
+    for command in build_commands(idf, root, example, target, build_dir, set_target, extra) {
+        let (program, rest) = command.split_first().expect("idf.py first");
+        // xshell echoes the command line on stderr before running it.
+        xshell::cmd!(sh, "{program} {rest...}").run().map_err(|e| {
+            exit::verdict(format!(
+                "idf.py failed: {e}\n  hint: its output is above; if it could not start, run `. {}/export.sh` in this shell first so idf.py finds its Python environment",
+                idf.path.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 pub fn build(args: BuildArgs) -> Outcome {
     let idf = locate(args.idf.as_deref(), std::env::var("IDF_PATH").ok().as_deref(), std::env::var("PATH").ok().as_deref())?;
     eprintln!("build: ESP-IDF {}.{} at {}", idf.version.0, idf.version.1, idf.path.display());
     let root = project_root();
     let policy_path = Policy::path_for(&args.policy);
-    Policy::load(&policy_path)?;
+    let policy = Policy::load(&policy_path)?;
     ensure_configured(&root, &policy_path)?;
-    let set_target = !configured_for(&build_dir(&root, &args.example, &args.target), &args.target);
-    let sh = xshell::Shell::new()?;
-    sh.set_var("IDF_PATH", &idf.path);
-    for command in build_commands(&idf, &root, &args.example, &args.target, set_target, &args.idf_args) {
-        let (program, rest) = command.split_first().expect("idf.py first");
-        // xshell echoes the command line on stderr before running it.
-        xshell::cmd!(sh, "{program} {rest...}")
-            .run()
-            .map_err(|e| exit::verdict(format!("idf.py failed: {e}\n  hint: run `. {}/export.sh` in this shell first so idf.py finds its Python environment and toolchain", idf.path.display())))?;
-    }
-    eprintln!("build: {}", build_dir(&root, &args.example, &args.target).display());
+    let dir = build_dir(&root, &args.example, &args.target, &policy.policy.name);
+    build_in(&idf, &root, &args.example, &args.target, &dir, &args.idf_args)?;
+    eprintln!("build: {}", dir.display());
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod e2e;
 
 #[cfg(test)]
 mod tests {
@@ -248,15 +307,45 @@ mod tests {
         let idf = Idf { path: "/idf".into(), idf_py: "/idf/tools/idf.py".into(), version: (5, 5) };
         let root = Path::new("/p");
         for target in TARGETS {
-            let lines: Vec<String> = build_commands(&idf, root, "datachannel_echo", target, true, &[]).iter().map(|c| c.join(" ")).collect();
-            let common = format!(
-                "/idf/tools/idf.py -C /p/examples/datachannel_echo -B /p/build/datachannel_echo-{target} -D SDKCONFIG=/p/build/datachannel_echo-{target}/sdkconfig -D SDKCONFIG_DEFAULTS=/p/sdkconfig.defaults;/p/examples/datachannel_echo/sdkconfig.defaults"
+            let dir = build_dir(root, "datachannel_echo", target, "lean");
+            let lines: Vec<String> = build_commands(&idf, root, "datachannel_echo", target, &dir, true, &[]).iter().map(|c| c.join(" ")).collect();
+            let args = format!(
+                "-C /p/examples/datachannel_echo -B /p/build/datachannel_echo-{target}-lean -D SDKCONFIG=/p/build/datachannel_echo-{target}-lean/sdkconfig -D SDKCONFIG_DEFAULTS=/p/sdkconfig.defaults;/p/examples/datachannel_echo/sdkconfig.defaults"
             );
-            assert_eq!(lines, vec![format!("{common} set-target {target}"), format!("{common} build")]);
+            let preview = if *target == "linux" { " --preview" } else { "" };
+            assert_eq!(lines, vec![format!("/idf/tools/idf.py{preview} {args} set-target {target}"), format!("/idf/tools/idf.py {args} build")]);
         }
-        let again = build_commands(&idf, root, "h264_sender", "esp32p4", false, &["flash".into(), "monitor".into()]);
+        let dir = build_dir(root, "h264_sender", "esp32p4", "lean");
+        let again = build_commands(&idf, root, "h264_sender", "esp32p4", &dir, false, &["flash".into(), "monitor".into()]);
         assert_eq!(again.len(), 1, "an already configured build directory skips set-target");
         assert_eq!(again[0][again[0].len() - 3..], ["build", "flash", "monitor"]);
+    }
+
+    /// Switching policy must reach the build: each policy has its own build directory (so its own
+    /// sdkconfig), and a directory whose defaults changed gets a new sdkconfig.
+    #[test]
+    fn stock_after_lean_builds_with_stock_values() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("examples/datachannel_echo")).unwrap();
+        std::fs::write(r.join("examples/datachannel_echo/sdkconfig.defaults"), "CONFIG_FREERTOS_HZ=1000\n").unwrap();
+        assert_ne!(build_dir(r, "datachannel_echo", "linux", "lean"), build_dir(r, "datachannel_echo", "linux", "stock"));
+
+        let dir = build_dir(r, "datachannel_echo", "linux", "lean");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(r.join("sdkconfig.defaults"), "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536\n").unwrap();
+        assert!(!refresh_sdkconfig(r, "datachannel_echo", &dir).unwrap(), "a new directory has nothing to move");
+        // idf.py made the sdkconfig from lean's defaults.
+        std::fs::write(dir.join("sdkconfig"), "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536\n").unwrap();
+        assert!(!refresh_sdkconfig(r, "datachannel_echo", &dir).unwrap(), "unchanged defaults keep the sdkconfig");
+        assert!(dir.join("sdkconfig").exists());
+
+        // The same directory configured again from stock's defaults: lean's sdkconfig must not win.
+        std::fs::write(r.join("sdkconfig.defaults"), "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384\n").unwrap();
+        assert!(refresh_sdkconfig(r, "datachannel_echo", &dir).unwrap());
+        assert!(!dir.join("sdkconfig").exists(), "idf.py makes a new sdkconfig from the defaults");
+        let kept = std::fs::read_to_string(dir.join(STALE_SDKCONFIG)).unwrap();
+        assert!(kept.contains("=1536"), "{kept}");
     }
 
     #[test]

@@ -16,7 +16,8 @@ use std::process::ExitCode;
 ///
 /// Reads per-component sizes from one of:
 ///   (default)    `idf.py size-components --format json2` of the build that `cargo xtask build`
-///                made for --target and --example (build/<example>-<target>/);
+///                made for --target, --example and --policy (build/<example>-<target>-<policy>/);
+///                not for --target linux, a host program with no device memory map (exit 2);
 ///   --from FILE  that JSON saved earlier, or the build's GNU linker map (<app>.map);
 ///   --host       the lab's 32-bit host build of the same sources and knobs (no ESP-IDF needed).
 /// and compares each component's internal RAM (DIRAM/DRAM .data + .bss), IRAM and flash
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 ///
 /// Examples:
 ///   cargo xtask build --target esp32s3 && cargo xtask size-check --target esp32s3
-///   cargo xtask size-check --from build/datachannel_echo-esp32s3/datachannel_echo.map
+///   cargo xtask size-check --from build/datachannel_echo-esp32s3-lean/datachannel_echo.map
 ///   cargo xtask size-check --host --json size.json
 ///
 /// Exit codes: 0 every budget holds, 1 a budget is exceeded or a budgeted component is missing
@@ -125,9 +126,11 @@ pub fn parse_map(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
     let start = text.find("Linker script and memory map").ok_or("not a GNU linker map: no `Linker script and memory map`")?;
     let mut output_section = String::new();
     let mut continued = false; // the input section's name stood alone; address, size and file follow
+    let mut device_regions = false;
     for line in text[start..].lines() {
         if line.starts_with('.') {
             output_section = line.split_whitespace().next().unwrap_or("").to_string();
+            device_regions |= classify(&output_section).is_some();
             continued = false;
             continue;
         }
@@ -152,6 +155,10 @@ pub fn parse_map(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
         let archive = file.split('(').next().unwrap_or(file);
         let (Some(component), Some(field)) = (component_of_archive(archive), classify(&output_section)) else { continue };
         *field(out.entry(component.to_string()).or_default()) += size;
+    }
+    if !device_regions {
+        // A linux-target build's map has .text/.data/.bss only: every budget would read "missing".
+        return Err("no ESP32 memory regions in this map (no .dram0.*, .iram0.* or .flash.* sections): it is not a chip build; a linux-target build runs on the host and has no device memory map. Size a chip build, or use --host for the lab's 32-bit figures".into());
     }
     Ok(out)
 }
@@ -259,9 +266,15 @@ pub fn run(args: Args) -> Outcome {
     } else if let Some(from) = &args.from {
         (read_report(from)?, from.display().to_string())
     } else {
+        if args.target == "linux" {
+            return Err(exit::bad_input(format!(
+                "size-check: the linux target has no device memory map: its build is a host program (no DRAM, IRAM or flash regions), so there are no static sizes to hold against the budgets. Build and size a chip instead (`cargo xtask build --target esp32s3`, then `cargo xtask size-check --target esp32s3`), or measure the lab's 32-bit build of the same sources with `cargo xtask size-check --host --policy {}`",
+                policy.policy.name
+            )));
+        }
         let idf = idf::locate(args.idf.as_deref(), std::env::var("IDF_PATH").ok().as_deref(), std::env::var("PATH").ok().as_deref())?;
         let root = project_root();
-        let build_dir = idf::build_dir(&root, &args.example, &args.target);
+        let build_dir = idf::build_dir(&root, &args.example, &args.target, &policy.policy.name);
         if !build_dir.join("project_description.json").is_file() {
             return Err(exit::bad_input(format!(
                 "{}: no ESP-IDF build here; run `cargo xtask build --target {} --example {}` first",

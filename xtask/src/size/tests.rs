@@ -83,3 +83,23 @@ fn host_budgets_hold_for_lean_and_a_lowered_budget_breaks() {
     let line = lines.iter().find(|l| l.component == "usrsctp" && l.measure == "host dram").unwrap();
     assert_eq!((line.verdict.as_str(), line.margin), ("breach", Some(-1)));
 }
+
+/// A linux-target build is a host program: its map has no ESP32 memory regions, which must be
+/// said plainly rather than reported as every budget "missing".
+#[test]
+fn a_linux_target_map_is_refused_as_having_no_device_memory() {
+    let linux_map = "Memory Configuration\n\nLinker script and memory map\n\n.text           0x0000000000401000    0x9a2f1\n .text          0x0000000000401000     0x1234 esp-idf/libdatachannel/liblibdatachannel.a(peerconnection.cpp.o)\n.data           0x00000000004a0000      0x400\n .data          0x00000000004a0000       0x40 esp-idf/libjuice/liblibjuice.a(agent.c.o)\n.bss            0x00000000004a0400      0x900\n";
+    let err = parse_map(linux_map).unwrap_err();
+    assert!(err.contains("no device memory map") && err.contains("--host"), "{err}");
+    // The chip map beside it still reads.
+    assert!(read_report(&fixture("app.map")).is_ok());
+}
+
+#[test]
+fn size_check_for_the_linux_target_exits_2_and_says_why() {
+    let args = Args { from: None, host: false, policy: "lean".into(), target: "linux".into(), example: "datachannel_echo".into(), idf: None, json: None };
+    let err = run(args).unwrap_err();
+    let failure = err.downcast_ref::<crate::exit::Failure>().expect("an exit code");
+    assert_eq!(failure.code, 2);
+    assert!(failure.message.contains("the linux target has no device memory map"), "{}", failure.message);
+}

@@ -1,0 +1,111 @@
+//! The ESP-IDF end-to-end test: both examples built by real ESP-IDF (its `linux` target, the one
+//! whose toolchain is this machine's gcc) under lean and stock, each run 10 times against aiortc
+//! over loopback with console signaling, as `idf.py monitor` would carry it.
+//!
+//! ESP-IDF comes from `IDF_PATH`, else `../shared/esp-idf-v5.5.1/esp-idf` (what CI has beside every
+//! clone; `scripts/setup.sh` gives it a Python venv). Without either the test says
+//! `skipped: idf_e2e…` on the terminal and returns. Each policy's project copy and builds live in
+//! `$ESP_DC_CACHE/idf-e2e/<policy>/`, so a second run rebuilds only what changed; the device logs
+//! of every run are kept in `lab-out/idf-e2e/`.
+
+use super::*;
+use crate::lab::host::cache_root;
+use crate::upstream::Tree;
+use std::io::Write;
+
+const RUNS: usize = 10;
+
+/// Lines the test must show even when it passes (libtest captures only the print macros).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// What an application that takes this project's tree has: the examples, our port component and
+/// (from configure) the generated components and sdkconfig.defaults. Unchanged files are not
+/// touched, so the builds stay incremental.
+fn stage_project(root: &Path) -> Result<()> {
+    let repo = project_root();
+    Tree::read(&repo.join("examples"))?.write(&root.join("examples"))?;
+    Tree::read(&repo.join("components/esp_dc_port"))?.write(&root.join("components/esp_dc_port"))?;
+    Ok(())
+}
+
+fn interop_python() -> PathBuf {
+    let venv = std::env::var_os("ESP_DC_INTEROP_VENV").map(PathBuf::from).unwrap_or_else(|| cache_root().join("interop-venv"));
+    let python = venv.join("bin/python");
+    assert!(python.is_file(), "no aiortc venv at {}: run `source scripts/setup.sh`", venv.display());
+    python
+}
+
+/// One run of the example against aiortc: Ok(RESULT line) when every check passed.
+fn run_once(python: &Path, elf: &Path, example: &str, log: &Path) -> std::result::Result<String, String> {
+    let script = project_root().join("lab/interop/idf_example_peer.py");
+    // The peer bounds each step (30 s); `timeout` bounds the whole run should the peer hang.
+    let out = std::process::Command::new("timeout")
+        .arg("180")
+        .arg(python)
+        .arg(&script)
+        .arg("--elf")
+        .arg(elf)
+        .args(["--example", example, "--device-log"])
+        .arg(log)
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = stdout.lines().find(|l| l.starts_with("RESULT ")).unwrap_or("no RESULT line").to_string();
+    if out.status.success() && result.ends_with(" ok=1") {
+        Ok(result)
+    } else {
+        Err(format!("{result} (exit {:?}); peer: {}", out.status.code(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")))
+    }
+}
+
+#[test]
+fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
+    let Some(idf_root) = tree_for_tests() else {
+        say("skipped: idf::e2e::idf_e2e_examples_build_for_linux_and_connect_to_aiortc: no ESP-IDF tree (set IDF_PATH, or keep ../shared/esp-idf-v5.5.1/esp-idf beside the clone)");
+        return;
+    };
+    let idf = locate(Some(&idf_root), None, None).unwrap();
+    let python = interop_python();
+    let logs = project_root().join("lab-out/idf-e2e");
+    std::fs::create_dir_all(&logs).unwrap();
+    say(&format!("idf-e2e: ESP-IDF {}.{} at {}", idf.version.0, idf.version.1, idf.path.display()));
+    let mut failures = Vec::new();
+    for policy_name in ["lean", "stock"] {
+        let policy_path = Policy::path_for(policy_name);
+        let policy = Policy::load(&policy_path).unwrap();
+        let root = cache_root().join("idf-e2e").join(policy_name);
+        stage_project(&root).unwrap();
+        let code = configure::configure_into(&root, &policy_path, false, false).unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+        for example in EXAMPLES {
+            let dir = build_dir(&root, example, "linux", policy_name);
+            let started = std::time::Instant::now();
+            if let Err(e) = build_in(&idf, &root, example, "linux", &dir, &[]) {
+                panic!("idf.py build of {example} ({policy_name}) failed: {e:#} (output above; build directory {})", dir.display());
+            }
+            let built = started.elapsed();
+            // The policy reached the build: its record length is in the sdkconfig idf.py used.
+            let sdkconfig = std::fs::read_to_string(dir.join("sdkconfig")).unwrap();
+            let expected = format!("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN={}", policy.mbedtls.ssl_in_content_len);
+            assert!(sdkconfig.lines().any(|l| l == expected), "{}: {expected} missing", dir.join("sdkconfig").display());
+            let elf = dir.join(format!("{example}.elf"));
+            let mut passed = 0;
+            let started = std::time::Instant::now();
+            for run in 1..=RUNS {
+                let log = logs.join(format!("{policy_name}-{example}-{run}.log"));
+                match run_once(&python, &elf, example, &log) {
+                    Ok(_) => passed += 1,
+                    Err(why) => failures.push(format!("{policy_name} {example} run {run}: {why}; device log {}", log.display())),
+                }
+            }
+            say(&format!(
+                "idf-e2e: {policy_name:<5} {example:<16} built in {:>4.0} s, {passed}/{RUNS} runs passed in {:.0} s",
+                built.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} run(s) failed:\n{}", failures.len(), failures.join("\n"));
+}

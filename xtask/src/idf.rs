@@ -23,8 +23,8 @@ pub const EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender"];
 /// example, target and policy builds in its own directory, build/<example>-<target>-<policy>,
 /// and `set-target` runs only when that directory is new or was configured for another chip.
 /// When sdkconfig.defaults changed since a directory was configured (a policy edit), its
-/// sdkconfig is kept as sdkconfig.before-policy-change and made anew, so the policy reaches the
-/// build. Every command is echoed before it runs.
+/// sdkconfig is kept beside it as <dir>.sdkconfig-before-policy-change and set-target makes a
+/// new one, so the policy reaches the build. Every command is echoed before it runs.
 ///
 /// The `linux` target (ESP-IDF's host build, a preview target) runs the examples as host
 /// programs with stdin/stdout as the console: that is what the ESP-IDF end-to-end test drives.
@@ -174,30 +174,36 @@ fn configured_for(build_dir: &Path, target: &str) -> bool {
 /// What a build directory's sdkconfig was last made from (the defaults files' text), so that a
 /// changed policy block reaches an existing build.
 const DEFAULTS_SEEN: &str = "esp_dc_sdkconfig.defaults";
-/// Where a sdkconfig made from older defaults is kept (menuconfig changes made there survive in it).
-pub const STALE_SDKCONFIG: &str = "sdkconfig.before-policy-change";
 
-/// Makes sure the build's sdkconfig follows the defaults files as they are now. kconfgen only
-/// applies a default to an option the sdkconfig lacks, so when the policy block changed (a knob,
-/// a record length) the old sdkconfig would silently win: it is moved aside and made anew.
-/// Returns true when it was moved.
-pub fn refresh_sdkconfig(root: &Path, example: &str, build_dir: &Path) -> Result<bool> {
+/// Where a sdkconfig made from older defaults is kept, beside its build directory (set-target
+/// empties the directory); menuconfig changes made in it survive there.
+pub fn stale_sdkconfig(build_dir: &Path) -> PathBuf {
+    let name = build_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    build_dir.with_file_name(format!("{name}.sdkconfig-before-policy-change"))
+}
+
+/// The defaults files' text as idf.py reads them for `example`.
+fn defaults_seen(root: &Path, example: &str) -> Result<String> {
     let mut seen = String::new();
     for file in defaults_files(root, example) {
         let text = std::fs::read_to_string(&file).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", file.display())))?;
         seen.push_str(&format!("# {}\n{text}\n", file.display()));
     }
+    Ok(seen)
+}
+
+/// Makes sure the build's sdkconfig follows the defaults as they are now. kconfgen only applies
+/// a default to an option the sdkconfig lacks, so when the policy block changed (a knob, a record
+/// length) the old sdkconfig would silently win: it is moved aside, and set-target makes a new
+/// one from the defaults. Returns true when it was moved.
+pub fn refresh_sdkconfig(build_dir: &Path, seen: &str) -> Result<bool> {
     let sdkconfig = build_dir.join("sdkconfig");
-    let stamp = build_dir.join(DEFAULTS_SEEN);
-    let moved = sdkconfig.exists() && std::fs::read_to_string(&stamp).ok().as_deref() != Some(seen.as_str());
+    let moved = sdkconfig.exists() && std::fs::read_to_string(build_dir.join(DEFAULTS_SEEN)).ok().as_deref() != Some(seen);
     if moved {
-        std::fs::rename(&sdkconfig, build_dir.join(STALE_SDKCONFIG))?;
-        eprintln!(
-            "build: sdkconfig.defaults changed since {} was configured; its sdkconfig is now {STALE_SDKCONFIG} and a new one is made from the defaults",
-            build_dir.display()
-        );
+        let kept = stale_sdkconfig(build_dir);
+        std::fs::rename(&sdkconfig, &kept)?;
+        eprintln!("build: sdkconfig.defaults changed since {} was configured; its sdkconfig is kept as {} and a new one is made from the defaults", build_dir.display(), kept.display());
     }
-    write_atomic(&stamp, seen.as_bytes())?;
     Ok(moved)
 }
 
@@ -218,12 +224,18 @@ pub fn ensure_configured(root: &Path, policy_path: &Path) -> Result<()> {
 /// One idf.py build of `example` in `root` (a project laid out like this one: examples/,
 /// components/, sdkconfig.defaults) into `build_dir`. Every command is echoed before it runs.
 pub fn build_in(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: &Path, extra: &[String]) -> Result<()> {
-    std::fs::create_dir_all(build_dir)?;
-    refresh_sdkconfig(root, example, build_dir)?;
+    let seen = defaults_seen(root, example)?;
+    refresh_sdkconfig(build_dir, &seen)?;
     let set_target = !configured_for(build_dir, target);
     let sh = xshell::Shell::new()?;
     sh.set_var("IDF_PATH", &idf.path);
-    for command in build_commands(idf, root, example, target, build_dir, set_target, extra) {
+    // ESP-IDF's Python environment, when the shell names one (export.sh and scripts/setup.sh do),
+    // runs idf.py even if its bin/ is not first on PATH.
+    let python = std::env::var_os("IDF_PYTHON_ENV_PATH").map(|v| PathBuf::from(v).join("bin/python")).filter(|p| p.is_file());
+    for mut command in build_commands(idf, root, example, target, build_dir, set_target, extra) {
+        if let Some(python) = &python {
+            command.insert(0, python.display().to_string());
+        }
         let (program, rest) = command.split_first().expect("idf.py first");
         // xshell echoes the command line on stderr before running it.
         xshell::cmd!(sh, "{program} {rest...}").run().map_err(|e| {
@@ -233,6 +245,7 @@ pub fn build_in(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: 
             ))
         })?;
     }
+    write_atomic(&build_dir.join(DEFAULTS_SEEN), seen.as_bytes())?;
     Ok(())
 }
 
@@ -332,20 +345,24 @@ mod tests {
         assert_ne!(build_dir(r, "datachannel_echo", "linux", "lean"), build_dir(r, "datachannel_echo", "linux", "stock"));
 
         let dir = build_dir(r, "datachannel_echo", "linux", "lean");
-        std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(r.join("sdkconfig.defaults"), "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536\n").unwrap();
-        assert!(!refresh_sdkconfig(r, "datachannel_echo", &dir).unwrap(), "a new directory has nothing to move");
-        // idf.py made the sdkconfig from lean's defaults.
-        std::fs::write(dir.join("sdkconfig"), "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536\n").unwrap();
-        assert!(!refresh_sdkconfig(r, "datachannel_echo", &dir).unwrap(), "unchanged defaults keep the sdkconfig");
-        assert!(dir.join("sdkconfig").exists());
+        let lean = defaults_seen(r, "datachannel_echo").unwrap();
+        assert!(!refresh_sdkconfig(&dir, &lean).unwrap(), "a new directory has nothing to move");
+        // idf.py made the sdkconfig from lean's defaults; build_in then notes what it was made from.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sdkconfig"), "CONFIG_IDF_TARGET=\"linux\"\nCONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536\n").unwrap();
+        std::fs::write(dir.join(DEFAULTS_SEEN), &lean).unwrap();
+        assert!(!refresh_sdkconfig(&dir, &lean).unwrap(), "unchanged defaults keep the sdkconfig");
+        assert!(configured_for(&dir, "linux"));
 
-        // The same directory configured again from stock's defaults: lean's sdkconfig must not win.
+        // The same directory built again from stock's defaults: lean's sdkconfig must not win.
         std::fs::write(r.join("sdkconfig.defaults"), "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384\n").unwrap();
-        assert!(refresh_sdkconfig(r, "datachannel_echo", &dir).unwrap());
-        assert!(!dir.join("sdkconfig").exists(), "idf.py makes a new sdkconfig from the defaults");
-        let kept = std::fs::read_to_string(dir.join(STALE_SDKCONFIG)).unwrap();
+        let stock = defaults_seen(r, "datachannel_echo").unwrap();
+        assert!(refresh_sdkconfig(&dir, &stock).unwrap());
+        assert!(!configured_for(&dir, "linux"), "set-target runs and makes a new sdkconfig from the defaults");
+        let kept = std::fs::read_to_string(stale_sdkconfig(&dir)).unwrap();
         assert!(kept.contains("=1536"), "{kept}");
+        assert_eq!(stale_sdkconfig(&dir).parent(), dir.parent(), "kept outside the directory set-target empties");
     }
 
     #[test]

@@ -52,23 +52,102 @@ fn caps_of(placement: Placement) -> u32 {
 }
 
 /// CMake project names of the stack's subprojects, by policy component.
-const PROJECTS: &[(&str, &str)] =
+pub(crate) const PROJECTS: &[(&str, &str)] =
     &[("libdatachannel", "libdatachannel"), ("libjuice", "libjuice"), ("usrsctp", "usrsctplib"), ("libsrtp", "libsrtp2")];
 
-/// The mbedTLS settings ESP-IDF applies for WebRTC (components/mbedtls/port/include/mbedtls/esp_config.h
-/// with CONFIG_MBEDTLS_SSL_PROTO_DTLS and CONFIG_MBEDTLS_SSL_DTLS_SRTP), plus the policy's record lengths.
-fn mbedtls_config_lines(policy: &Policy) -> String {
+/// mbedTLS 3.6.5 as ESP-IDF 5.5 configures it (components/mbedtls/port/include/mbedtls/esp_config.h
+/// read with the sdkconfig our policies render: CONFIG_MBEDTLS_SSL_PROTO_DTLS and
+/// CONFIG_MBEDTLS_SSL_DTLS_SRTP on, everything else ESP-IDF's default), as far as it decides WHICH
+/// APIs exist: code using something esp_config.h leaves out must fail here as it fails in idf.py.
+/// (Its memory/platform hooks - PLATFORM_MEMORY, MD5_ALT, ROM tables - change no API the stack
+/// sees and are the lab's to measure.) Then the policy's record lengths.
+pub(crate) fn mbedtls_config_lines(policy: &Policy) -> String {
     format!(
-        "\n/* esp-libdatachannel lab: what ESP-IDF's esp_config.h enables for DTLS, and the policy's record buffers */\n\
+        "\n/* esp-libdatachannel lab: what ESP-IDF 5.5's esp_config.h decides about which APIs exist */\n\
          #define MBEDTLS_SSL_DTLS_SRTP\n\
+         /* esp_config.h line ~3101, unconditional: deprecated APIs are gone (mbedtls_ssl_conf_max_version, \
+         mbedtls_x509write_crt_set_serial, ...) */\n\
+         #define MBEDTLS_DEPRECATED_REMOVED\n\
+         /* CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 off: no TLS 1.3 (mbedtls_ssl_conf_tls13_*, TLS 1.3 suites) */\n\
+         #undef MBEDTLS_SSL_PROTO_TLS1_3\n#undef MBEDTLS_SSL_TLS1_3_COMPATIBILITY_MODE\n\
+         #undef MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_PSK_ENABLED\n#undef MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL_ENABLED\n\
+         #undef MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_PSK_EPHEMERAL_ENABLED\n\
+         /* DTLS/TLS features ESP-IDF leaves off: mbedtls_ssl_export_keying_material, mbedtls_ssl_set_cid, \
+         mbedtls_ssl_context_save/load, mbedtls_debug_*, mbedtls_timing_*, mbedtls_net_*, wall-clock dates */\n\
+         #undef MBEDTLS_SSL_KEYING_MATERIAL_EXPORT\n#undef MBEDTLS_SSL_DTLS_CONNECTION_ID\n\
+         #undef MBEDTLS_SSL_DTLS_CONNECTION_ID_COMPAT\n#undef MBEDTLS_SSL_CONTEXT_SERIALIZATION\n\
+         #undef MBEDTLS_DEBUG_C\n#undef MBEDTLS_TIMING_C\n#undef MBEDTLS_NET_C\n#undef MBEDTLS_HAVE_TIME_DATE\n\
+         /* Ciphers, hashes and key exchanges ESP-IDF leaves off (also what DTLS can negotiate) */\n\
+         #undef MBEDTLS_CHACHAPOLY_C\n#undef MBEDTLS_CHACHA20_C\n#undef MBEDTLS_POLY1305_C\n\
+         #undef MBEDTLS_CAMELLIA_C\n#undef MBEDTLS_DES_C\n#undef MBEDTLS_CMAC_C\n#undef MBEDTLS_HKDF_C\n\
+         #undef MBEDTLS_NIST_KW_C\n#undef MBEDTLS_SHA3_C\n#undef MBEDTLS_RIPEMD160_C\n#undef MBEDTLS_ECJPAKE_C\n\
+         #undef MBEDTLS_ECP_DP_CURVE448_ENABLED\n#undef MBEDTLS_DHM_C\n\
+         #undef MBEDTLS_KEY_EXCHANGE_DHE_RSA_ENABLED\n#undef MBEDTLS_KEY_EXCHANGE_DHE_PSK_ENABLED\n\
+         #undef MBEDTLS_KEY_EXCHANGE_PSK_ENABLED\n#undef MBEDTLS_KEY_EXCHANGE_ECDHE_PSK_ENABLED\n\
+         #undef MBEDTLS_KEY_EXCHANGE_RSA_PSK_ENABLED\n\
+         /* the policy's record buffers */\n\
          #undef MBEDTLS_SSL_IN_CONTENT_LEN\n#define MBEDTLS_SSL_IN_CONTENT_LEN {}\n\
          #undef MBEDTLS_SSL_OUT_CONTENT_LEN\n#define MBEDTLS_SSL_OUT_CONTENT_LEN {}\n",
         policy.mbedtls.ssl_in_content_len, policy.mbedtls.ssl_out_content_len
     )
 }
 
-/// Compile flags for each component, from the policy: force-include, caps, id, definitions.
-fn component_flags(policy: &Policy, include_dir: &Path) -> BTreeMap<&'static str, (Vec<String>, Vec<String>)> {
+/// The warning options ESP-IDF 5.5 compiles every component with: the `compile_options` of
+/// tools/cmake/build.cmake `__build_set_default_build_specifications`, with "-Werror" replaced by
+/// "-Werror=all" as the top CMakeLists.txt does under CONFIG_COMPILER_DISABLE_DEFAULT_ERRORS=y
+/// (ESP-IDF's default). The stack (libdatachannel, libjuice, usrsctp, libsrtp) gets them, so a lab
+/// build fails where idf.py fails; mbedTLS itself and our lab code (recorder, driver, port_host)
+/// keep `-w`. lab::tests checks this list against the ESP-IDF tree.
+pub const IDF_WARNING_FLAGS: &[&str] = &[
+    "-Wall",
+    "-Werror=all",
+    "-Wno-error=unused-function",
+    "-Wno-error=unused-variable",
+    "-Wno-error=unused-but-set-variable",
+    "-Wno-error=deprecated-declarations",
+    "-Wextra",
+    "-Wno-error=extra",
+    "-Wno-unused-parameter",
+    "-Wno-sign-compare",
+    "-Wno-enum-conversion",
+];
+
+/// C only: ESP-IDF's top CMakeLists.txt adds this to `c_compile_options` for GCC.
+pub const IDF_C_WARNING_FLAGS: &[&str] = &["-Wno-old-style-declaration"];
+
+/// Each component's own warning options: the `-W...` arguments of every `target_compile_options`
+/// in templates/<component>/CMakeLists.txt, which is what the ESP-IDF component adds after
+/// ESP-IDF's own (e.g. usrsctp's -Wno-address-of-packed-member).
+pub fn template_warning_options(component: &str) -> Result<Vec<String>> {
+    let path = project_root().join("templates").join(component).join("CMakeLists.txt");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(warning_options_in(&text))
+}
+
+fn warning_options_in(cmake: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = cmake;
+    while let Some(start) = rest.find("target_compile_options(") {
+        let body = &rest[start + "target_compile_options(".len()..];
+        let end = body.find(')').unwrap_or(body.len());
+        out.extend(body[..end].split_whitespace().filter(|w| w.starts_with("-W")).map(str::to_string));
+        rest = &body[end..];
+    }
+    out
+}
+
+/// What a component's sources get: C-only options (force-include, caps, id), definitions, and
+/// warning options (ESP-IDF's, then the component template's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProjectFlags {
+    pub c_only: Vec<String>,
+    pub definitions: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Compile flags for each component, from the policy: force-include, caps, id, definitions, and
+/// ESP-IDF's warning options plus the component template's.
+pub(crate) fn component_flags(policy: &Policy, include_dir: &Path) -> Result<BTreeMap<&'static str, ProjectFlags>> {
     let mut out = BTreeMap::new();
     for (component, project) in PROJECTS {
         let spec = policy.component(component);
@@ -78,10 +157,12 @@ fn component_flags(policy: &Policy, include_dir: &Path) -> BTreeMap<&'static str
             c_only.push(format!("-DESP_DC_ALLOC_CAPS={}", caps_of(spec.placement)));
             c_only.push(format!("-DESP_DC_COMPONENT_ID={}", component_id(component)));
         }
-        let defs: Vec<String> = spec.definitions.iter().map(|(k, v)| format!("{k}={}", v.render())).collect();
-        out.insert(*project, (c_only, defs));
+        let definitions: Vec<String> = spec.definitions.iter().map(|(k, v)| format!("{k}={}", v.render())).collect();
+        let mut warnings: Vec<String> = IDF_WARNING_FLAGS.iter().map(|f| f.to_string()).collect();
+        warnings.extend(template_warning_options(component)?);
+        out.insert(*project, ProjectFlags { c_only, definitions, warnings });
     }
-    out
+    Ok(out)
 }
 
 /// Knob definitions apply to every subproject: usrsctp's own_threads is read by libdatachannel,
@@ -106,10 +187,27 @@ pub fn hash_of(parts: &[&[u8]]) -> String {
     format!("{:016x}", h.finish())
 }
 
+/// The compiler for mbedTLS and our lab code: warnings off (`-w`).
 pub fn cc_build() -> cc::Build {
     let mut b = cc::Build::new();
     b.target(TARGET).host(HOST).opt_level(2).debug(true).cargo_metadata(false).cargo_warnings(false).warnings(false);
     b
+}
+
+/// CMAKE_<LANG>_FLAGS as the cmake crate derives them from cc_build(), minus `-w`: the crate
+/// forces cc's warnings(false), whose `-w` would silence ESP-IDF's -Werror=all in the stack.
+fn flags_without_w(cpp: bool, extra: &[&str]) -> String {
+    // What the cmake crate sets on the cc::Build it is given (cmake 0.1 `Config::build`).
+    let compiler = cc_build().cpp(cpp).opt_level(0).debug(false).get_compiler();
+    let mut out: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    for arg in compiler.args() {
+        let a = arg.to_string_lossy();
+        if a == "-w" || a.starts_with("-O") || a == "-g" {
+            continue;
+        }
+        out.push(a.into_owned());
+    }
+    out.join(" ")
 }
 
 /// Builds (or reuses) the replica for `policy`. The build runs in a child `cargo xtask lab
@@ -143,10 +241,10 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
     let recorder_dir = root.join("lab/recorder");
 
     let stack = upstream::stage_stack(&sources, policy)?;
-    let flags = component_flags(policy, &include_dir);
+    let flags = component_flags(policy, &include_dir)?;
     let knobs = knob_definitions(policy);
     let mbed_lines = mbedtls_config_lines(policy);
-    let mut key_parts: Vec<Vec<u8>> = vec![format!("{flags:?}{knobs:?}{mbed_lines}v4").into_bytes()];
+    let mut key_parts: Vec<Vec<u8>> = vec![format!("{flags:?}{knobs:?}{mbed_lines}v5").into_bytes()];
     for (rel, bytes) in &stack.files {
         if rel.extension().is_some_and(|e| e == "patch") {
             continue;
@@ -186,7 +284,7 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
             ("ENABLE_PROGRAMS", "OFF"),
             ("ENABLE_TESTING", "OFF"),
             ("GEN_FILES", "OFF"),
-        ], "", "")?;
+        ], "", "", false)?;
         write_atomic(&dir.join("mbedtls.done"), b"")?;
     }
 
@@ -212,10 +310,16 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
             ("NO_WEBSOCKET", "ON"),
             ("NO_EXAMPLES", "ON"),
             ("NO_TESTS", "ON"),
+            // Errors are ESP-IDF's (-Werror=all, esp_dc_component_flags.cmake), not upstream's
+            // -Werror: libsrtp's ENABLE_WARNINGS_AS_ERRORS defaults ON, which ESP-IDF's libsrtp
+            // component (its own CMakeLists) never sees; the others default OFF already.
+            ("WARNINGS_AS_ERRORS", "OFF"),
+            ("sctp_werror", "OFF"),
+            ("ENABLE_WARNINGS_AS_ERRORS", "OFF"),
             ("CMAKE_PROJECT_INCLUDE", project_include.to_str().unwrap()),
             ("CMAKE_SHARED_LINKER_FLAGS", &link),
             ("CMAKE_INSTALL_RPATH", &format!("{}/lib;{}/lib", stack_prefix.display(), mbed_prefix.display())),
-        ], &knob_flags, &knob_flags)?;
+        ], &knob_flags, &knob_flags, true)?;
         write_atomic(&dir.join("stack.done"), b"")?;
     }
 
@@ -250,23 +354,30 @@ pub fn component_libraries(policy: &Policy) -> Result<BTreeMap<String, PathBuf>>
     Ok(build(policy)?.libraries)
 }
 
-fn project_include_cmake(flags: &BTreeMap<&'static str, (Vec<String>, Vec<String>)>) -> String {
+pub(crate) fn project_include_cmake(flags: &BTreeMap<&'static str, ProjectFlags>) -> String {
     let mut s = String::from(
         "# Generated by `cargo xtask lab`: included after every project() of the stack\n\
-         # (CMAKE_PROJECT_INCLUDE) to give each component the policy's flags, as the ESP-IDF\n\
-         # component tree does with target_compile_options.\n\
+         # (CMAKE_PROJECT_INCLUDE) to give each component the policy's flags and ESP-IDF's warning\n\
+         # options, as the ESP-IDF component tree does (build.cmake + target_compile_options).\n\
          # A subproject inherits its parent directory's options: drop the parent's redirect so\n\
-         # a dependency without one (libsrtp under `stock`) allocates as on the device.\n\
+         # a dependency without one (libsrtp under `stock`) allocates as on the device, and the\n\
+         # parent's warning options so each component gets only its own template's.\n\
          get_property(_esp_dc_options DIRECTORY PROPERTY COMPILE_OPTIONS)\n\
-         list(FILTER _esp_dc_options EXCLUDE REGEX \"ESP_DC_ALLOC_CAPS|ESP_DC_COMPONENT_ID|esp_dc_alloc_redirect\")\n\
+         list(FILTER _esp_dc_options EXCLUDE REGEX \"ESP_DC_ALLOC_CAPS|ESP_DC_COMPONENT_ID|esp_dc_alloc_redirect|(^|:)-W\")\n\
          set_property(DIRECTORY PROPERTY COMPILE_OPTIONS \"${_esp_dc_options}\")\n",
     );
-    for (project, (c_only, defs)) in flags {
+    for (project, f) in flags {
         s.push_str(&format!("if(PROJECT_NAME STREQUAL \"{project}\")\n"));
-        for f in c_only {
-            s.push_str(&format!("  add_compile_options($<$<COMPILE_LANGUAGE:C>:{f}>)\n"));
+        if !f.warnings.is_empty() {
+            s.push_str(&format!("  add_compile_options({})\n", f.warnings.join(" ")));
         }
-        for d in defs {
+        for w in IDF_C_WARNING_FLAGS {
+            s.push_str(&format!("  add_compile_options($<$<COMPILE_LANGUAGE:C>:{w}>)\n"));
+        }
+        for c in &f.c_only {
+            s.push_str(&format!("  add_compile_options($<$<COMPILE_LANGUAGE:C>:{c}>)\n"));
+        }
+        for d in &f.definitions {
             s.push_str(&format!("  add_compile_definitions({d})\n"));
         }
         s.push_str("endif()\n");
@@ -274,7 +385,9 @@ fn project_include_cmake(flags: &BTreeMap<&'static str, (Vec<String>, Vec<String
     s
 }
 
-fn cmake_build(src: &Path, build: &Path, prefix: &Path, defines: &[(&str, &str)], c_flags: &str, cxx_flags: &str) -> Result<()> {
+/// `warnings`: compile without `-w` (the stack; its warning options come from
+/// esp_dc_component_flags.cmake). mbedTLS is built with `-w`.
+fn cmake_build(src: &Path, build: &Path, prefix: &Path, defines: &[(&str, &str)], c_flags: &str, cxx_flags: &str, warnings: bool) -> Result<()> {
     let mut cfg = cmake::Config::new(src);
     cfg.generator("Ninja")
         .out_dir(build)
@@ -316,6 +429,14 @@ fn cmake_build(src: &Path, build: &Path, prefix: &Path, defines: &[(&str, &str)]
         ("CARGO_ENCODED_RUSTFLAGS", ""),
     ] {
         std::env::set_var(k, v);
+    }
+    if warnings {
+        let mut extra = vec!["-fasynchronous-unwind-tables"];
+        extra.extend(c_flags.split_whitespace());
+        cfg.define("CMAKE_C_FLAGS", flags_without_w(false, &extra));
+        let mut extra = vec!["-fasynchronous-unwind-tables"];
+        extra.extend(cxx_flags.split_whitespace());
+        cfg.define("CMAKE_CXX_FLAGS", flags_without_w(true, &extra));
     }
     // The cmake crate speaks to cargo on stdout; keep our stdout for reports.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.build()));

@@ -127,3 +127,73 @@ fn real_stack_smoke_run_stock_figures_and_lean_budgets() {
     assert!(breaches.is_empty(), "{breaches:#?}");
     assert!(lean.total_connected_bytes * 4 < stock.total_connected_bytes, "lean {} vs stock {}", lean.total_connected_bytes, stock.total_connected_bytes);
 }
+
+/// ESP-IDF's common compile options (tools/cmake/build.cmake), with the top CMakeLists.txt's
+/// -Werror -> -Werror=all, are exactly what the lab gives the stack.
+#[test]
+fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
+    use super::host::{IDF_C_WARNING_FLAGS, IDF_WARNING_FLAGS};
+    let Some(idf) = crate::idf::tree_for_tests() else {
+        println!("skipped: lab_warning_flags_are_esp_idf_build_cmake_compile_options: no ESP-IDF tree (IDF_PATH or ../shared/esp-idf-v5.5.1/esp-idf)");
+        return;
+    };
+    let build = std::fs::read_to_string(idf.join("tools/cmake/build.cmake")).unwrap();
+    let function = &build[build.find("function(__build_set_default_build_specifications)").expect("the function in build.cmake")..];
+    let start = function.find("list(APPEND compile_options").expect("list(APPEND compile_options in build.cmake") + "list(APPEND compile_options".len();
+    let body = &function[start..];
+    // Quoted options up to the closing parenthesis, comments dropped.
+    let mut options = Vec::new();
+    for line in body.lines() {
+        let code = line.split('#').next().unwrap();
+        let mut rest = code;
+        while let Some(a) = rest.find('"') {
+            let b = rest[a + 1..].find('"').unwrap() + a + 1;
+            options.push(rest[a + 1..b].to_string());
+            rest = &rest[b + 1..];
+        }
+        if rest.contains(')') {
+            break;
+        }
+    }
+    let top = std::fs::read_to_string(idf.join("CMakeLists.txt")).unwrap();
+    assert!(top.contains(r#"idf_build_replace_option_from_property(COMPILE_OPTIONS "-Werror" "-Werror=all")"#), "the -Werror=all replacement moved");
+    let expected: Vec<String> = options
+        .into_iter()
+        .filter(|o| o.starts_with("-W"))
+        .map(|o| if o == "-Werror" { "-Werror=all".to_string() } else { o })
+        .collect();
+    assert_eq!(IDF_WARNING_FLAGS, expected.iter().map(String::as_str).collect::<Vec<_>>().as_slice());
+    for c in IDF_C_WARNING_FLAGS {
+        assert!(top.contains(&format!("list(APPEND c_compile_options \"{c}\")")), "{c} is not in ESP-IDF's CMakeLists.txt");
+    }
+    // And esp_config.h still removes the deprecated APIs the lab's mbedTLS config removes.
+    let esp_config = std::fs::read_to_string(idf.join("components/mbedtls/port/include/mbedtls/esp_config.h")).unwrap();
+    assert!(esp_config.lines().any(|l| l.trim() == "#define MBEDTLS_DEPRECATED_REMOVED"));
+}
+
+/// Every stack project gets ESP-IDF's warning options and its own template's, and only its own;
+/// the lab's mbedTLS removes the deprecated APIs as esp_config.h does.
+#[test]
+fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
+    use super::host::{component_flags, mbedtls_config_lines, project_include_cmake, IDF_WARNING_FLAGS, PROJECTS};
+    let policy = Policy::load(&Policy::path_for("lean")).unwrap();
+    let flags = component_flags(&policy, &project_root().join("components/esp_dc_port/include")).unwrap();
+    let text = project_include_cmake(&flags);
+    let block = |project: &str| -> String {
+        let start = text.find(&format!("if(PROJECT_NAME STREQUAL \"{project}\")")).unwrap_or_else(|| panic!("no block for {project}:\n{text}"));
+        let end = text[start..].find("endif()").unwrap() + start;
+        text[start..end].to_string()
+    };
+    for (_, project) in PROJECTS {
+        let b = block(project);
+        assert!(b.contains(&IDF_WARNING_FLAGS.join(" ")), "{project}: {b}");
+        assert!(b.contains("$<$<COMPILE_LANGUAGE:C>:-Wno-old-style-declaration>"), "{project}: {b}");
+    }
+    assert!(block("usrsctplib").contains("-Wno-address-of-packed-member -Wno-deprecated-declarations -Wno-unused-variable -Wno-unused-but-set-variable"));
+    assert!(block("libdatachannel").contains("-Wno-missing-field-initializers"));
+    assert!(!block("libjuice").contains("-Wno-missing-field-initializers") && !block("libsrtp2").contains("-Wno-address-of-packed-member"));
+    // A subproject drops its parent's warning options before adding its own.
+    assert!(text.contains("(^|:)-W"), "{text}");
+    let mbed = mbedtls_config_lines(&policy);
+    assert!(mbed.contains("#define MBEDTLS_DEPRECATED_REMOVED\n") && mbed.contains("#undef MBEDTLS_SSL_PROTO_TLS1_3\n"), "{mbed}");
+}

@@ -414,7 +414,7 @@ CONFIG_OLDER_NAME      CONFIG_OLD_STACK_EXT
     #[test]
     fn committed_lists_match_the_esp_idf_tree() {
         let Some(root) = crate::idf::tree_for_tests() else {
-            println!("skipped: committed_lists_match_the_esp_idf_tree: no ESP-IDF tree (IDF_PATH or ../shared/esp-idf-v5.5.1/esp-idf)");
+            crate::idf::say_skipped("committed_lists_match_the_esp_idf_tree");
             return;
         };
         let tree = scan_tree(&root).unwrap();

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,7 +7,7 @@
 
 #include "esp_log.h"
 #include "freertos/FreeRTOS.h"
-#include "freertos/event_groups.h"
+#include "freertos/task.h"
 #include "sdkconfig.h"
 #if !CONFIG_IDF_TARGET_LINUX
 #include "driver/uart.h"
@@ -16,8 +17,10 @@
 #include "dc_console_signaling.h"
 
 static const char *TAG = "signaling";
-static EventGroupHandle_t s_events;
-#define GATHERING_DONE (1u << 0)
+/* Set from libdatachannel's thread, polled by the calling task. On the linux target that thread
+ * is no FreeRTOS task, and a FreeRTOS call from it (an event group's set, which may yield)
+ * switches tasks from the wrong thread: an atomic flag is safe from any thread on every target. */
+static atomic_bool s_gathering_done;
 
 void dc_console_signaling_configure(rtcConfiguration *config)
 {
@@ -32,7 +35,7 @@ static void on_gathering_state(int pc, rtcGatheringState state, void *ptr)
     (void)pc;
     (void)ptr;
     if (state == RTC_GATHERING_COMPLETE) {
-        xEventGroupSetBits(s_events, GATHERING_DONE);
+        atomic_store(&s_gathering_done, true);
     }
 }
 
@@ -71,13 +74,15 @@ static char *read_line(char *line, int size)
 
 int dc_console_signaling_exchange(int pc)
 {
-    s_events = xEventGroupCreate();
+    atomic_store(&s_gathering_done, false);
     rtcSetGatheringStateChangeCallback(pc, on_gathering_state);
     int err = rtcSetLocalDescription(pc, "offer");
     if (err < 0) {
         return err;
     }
-    xEventGroupWaitBits(s_events, GATHERING_DONE, pdTRUE, pdTRUE, portMAX_DELAY);
+    while (!atomic_load(&s_gathering_done)) {
+        vTaskDelay(pdMS_TO_TICKS(10));
+    }
 
     /* SDP of a data channel plus one video track stays well below 4 KB. */
     const int size = 4096;

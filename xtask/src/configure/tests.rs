@@ -749,7 +749,7 @@ fn unknown_keys_are_refused_against_an_esp_idf_tree_and_in_rendered_lines() {
     assert!(render::check_sdkconfig_keys(&ok, &extra, &known, "", "p.toml").unwrap().is_empty());
 
     let Some(root) = crate::idf::tree_for_tests() else {
-        println!("skipped: unknown_keys_are_refused_against_an_esp_idf_tree_and_in_rendered_lines: no ESP-IDF tree (IDF_PATH or ../shared/esp-idf-v5.5.1/esp-idf)");
+        crate::idf::say_skipped("unknown_keys_are_refused_against_an_esp_idf_tree_and_in_rendered_lines");
         return;
     };
     let known = known.with_tree(&kconfig_keys::scan_tree(&root).unwrap());

@@ -63,9 +63,10 @@ fn run_once(python: &Path, elf: &Path, example: &str, log: &Path) -> std::result
 #[test]
 fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
     let Some(idf_root) = tree_for_tests() else {
-        say("skipped: idf::e2e::idf_e2e_examples_build_for_linux_and_connect_to_aiortc: no ESP-IDF tree (set IDF_PATH, or keep ../shared/esp-idf-v5.5.1/esp-idf beside the clone)");
+        say_skipped("idf::e2e::idf_e2e_examples_build_for_linux_and_connect_to_aiortc");
         return;
     };
+    let _heavy = HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let idf = locate(Some(&idf_root), None, None).unwrap();
     let python = interop_python();
     let logs = project_root().join("lab-out/idf-e2e");

@@ -101,6 +101,7 @@ fn trace_from_a_truncated_file_is_refused() {
 fn real_stack_smoke_run_stock_figures_and_lean_budgets() {
     use super::{account, host, render, run};
     std::env::set_var("ESP_DC_LAB_BUILDING", "1"); // build in this process: the test binary is not xtask
+    let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = tempfile::tempdir().unwrap();
     let settings = run::Settings { messages: 50, video_seconds: 4, cycles: 4 };
     let mut reports = Vec::new();
@@ -134,7 +135,7 @@ fn real_stack_smoke_run_stock_figures_and_lean_budgets() {
 fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
     use super::host::{IDF_C_WARNING_FLAGS, IDF_WARNING_FLAGS};
     let Some(idf) = crate::idf::tree_for_tests() else {
-        println!("skipped: lab_warning_flags_are_esp_idf_build_cmake_compile_options: no ESP-IDF tree (IDF_PATH or ../shared/esp-idf-v5.5.1/esp-idf)");
+        crate::idf::say_skipped("lab_warning_flags_are_esp_idf_build_cmake_compile_options");
         return;
     };
     let build = std::fs::read_to_string(idf.join("tools/cmake/build.cmake")).unwrap();

@@ -10,8 +10,11 @@
  * linker also binds libstdc++'s std::thread to, starts every thread with all signals blocked,
  * as the port's own threads are. A chip has no such signals: this file is not built there.
  */
+#ifndef _GNU_SOURCE /* ESP-IDF defines it for every component; dlsym(RTLD_NEXT) needs it */
 #define _GNU_SOURCE
+#endif
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -25,6 +28,9 @@ int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)
     static pthread_create_fn real;
     if (real == NULL) {
         real = (pthread_create_fn)dlsym(RTLD_NEXT, "pthread_create");
+        if (real == NULL) {
+            return EAGAIN;
+        }
     }
     sigset_t all, old;
     sigfillset(&all);

@@ -141,6 +141,12 @@ fn live(dump: &Dump) -> impl Iterator<Item = &Record> {
     dump.records.iter().filter(|r| !r.freed)
 }
 
+/// Sums byte counts read from the log without panicking: the tracker's figures are u64/i64 as
+/// printed, so a damaged line can carry any value; past u64 the total stays at u64::MAX.
+fn saturating_sum(values: impl Iterator<Item = u64>) -> u64 {
+    values.fold(0, u64::saturating_add)
+}
+
 #[derive(Default, Clone, Copy)]
 struct Tally {
     bytes: u64,
@@ -153,11 +159,13 @@ fn tally_by_component(dump: &Dump, keys: &BTreeMap<usize, SiteKey>) -> BTreeMap<
     let mut out: BTreeMap<String, Tally> = BTreeMap::new();
     for r in live(dump) {
         let t = out.entry(keys[&r.line].component.clone()).or_default();
-        t.bytes += r.size;
+        // Saturating: record sizes are 32-bit (parse_record), so only a log of billions of
+        // records could reach the bound; it must not panic on one.
+        t.bytes = t.bytes.saturating_add(r.size);
         t.count += 1;
         match heap_of(r) {
-            Heap::Internal | Heap::Dma => t.internal += r.size,
-            Heap::Psram => t.psram += r.size,
+            Heap::Internal | Heap::Dma => t.internal = t.internal.saturating_add(r.size),
+            Heap::Psram => t.psram = t.psram.saturating_add(r.size),
             Heap::Unknown => {}
         }
     }
@@ -168,7 +176,7 @@ fn sites_of<'a>(records: impl Iterator<Item = &'a Record>, keys: &BTreeMap<usize
     let mut by_site: BTreeMap<SiteKey, (u64, u64)> = BTreeMap::new();
     for r in records {
         let e = by_site.entry(keys[&r.line].clone()).or_default();
-        e.0 += r.size;
+        e.0 = e.0.saturating_add(r.size);
         e.1 += 1;
     }
     let mut sites: Vec<Site> = by_site
@@ -229,16 +237,15 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
         });
     }
     report.components.sort_by(|a, b| b.connected_bytes.cmp(&a.connected_bytes).then(a.name.cmp(&b.name)));
-    report.total_connected_bytes = connected_tally.values().map(|t| t.bytes).sum();
-    report.total_peak_bytes =
-        per_dump.iter().map(|(_, t)| t.values().map(|t| t.bytes).sum::<u64>()).max().unwrap_or(0);
+    report.total_connected_bytes = saturating_sum(connected_tally.values().map(|t| t.bytes));
+    report.total_peak_bytes = per_dump.iter().map(|(_, t)| saturating_sum(t.values().map(|t| t.bytes))).max().unwrap_or(0);
     if let Some(d) = connected {
         report.sites = sites_of(live(d), &keys, top);
         device.connected_dump = d.label.clone();
     }
     if let Some(d) = leak_dump {
         report.leaks = sites_of(live(d), &keys, usize::MAX);
-        report.leak_bytes_per_cycle = Some(live(d).map(|r| r.size).sum());
+        report.leak_bytes_per_cycle = Some(saturating_sum(live(d).map(|r| r.size)));
     }
 
     // Tasks: the `connected` listing, else the last one printed.
@@ -259,7 +266,7 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     let drop_at = |heap: Heap| {
         log.deltas.iter().find(|d| d.label == "connected" && d.heap == heap).map(|d| (d.free.min(0).unsigned_abs(), d.base.clone()))
     };
-    let traced = |heap: Heap| connected_tally.values().map(|t| if heap == Heap::Psram { t.psram } else { t.internal }).sum::<u64>();
+    let traced = |heap: Heap| saturating_sum(connected_tally.values().map(|t| if heap == Heap::Psram { t.psram } else { t.internal }));
     let mut projection = Projection::default();
     for heap in [Heap::Internal, Heap::Psram] {
         let (bytes, line) = match drop_at(heap) {
@@ -327,12 +334,12 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     // Without a leak check in the trace, the tracker's figure is the only leak measure.
     if report.leak_bytes_per_cycle.is_none() && (device.not_returned_internal_bytes.is_some() || device.not_returned_psram_bytes.is_some()) {
         report.leak_bytes_per_cycle =
-            Some(device.not_returned_internal_bytes.unwrap_or(0) + device.not_returned_psram_bytes.unwrap_or(0));
+            Some(device.not_returned_internal_bytes.unwrap_or(0).saturating_add(device.not_returned_psram_bytes.unwrap_or(0)));
     }
     device.skipped_lines = log.skipped.len() as u64;
     device.skipped_examples = log.skipped.iter().take(5).map(|(n, t)| format!("line {n}: {t}")).collect();
     for d in &log.dumps {
-        let read_bytes: u64 = live(d).map(|r| r.size).sum();
+        let read_bytes = saturating_sum(live(d).map(|r| r.size));
         let read_count = live(d).count() as u64;
         if !d.complete {
             device.warnings.push(format!("heap trace dump `{}` (line {}) ends before its summary", d.label, d.line));
@@ -370,8 +377,8 @@ fn render(report: &Report, args: &Args) -> String {
                 c.name, c.connected_bytes, c.peak_bytes, c.internal_bytes, c.psram_bytes
             );
         }
-        let internal: u64 = report.components.iter().map(|c| c.internal_bytes).sum();
-        let psram: u64 = report.components.iter().map(|c| c.psram_bytes).sum();
+        let internal = saturating_sum(report.components.iter().map(|c| c.internal_bytes));
+        let psram = saturating_sum(report.components.iter().map(|c| c.psram_bytes));
         let _ = writeln!(
             o,
             "  {:<16} {:>10} {:>10} {:>10} {:>10}",

@@ -97,6 +97,19 @@ fn classify(section: &str) -> Option<fn(&mut Sizes) -> &mut u64> {
     }
 }
 
+/// The largest size a section of an ESP32-family chip can have: the chips address 32 bits, so a
+/// bigger figure is a damaged report, and refusing it keeps every sum below u64's range.
+const MAX_SECTION_BYTES: u64 = u32::MAX as u64;
+
+/// Adds a section to its component's total; a total past u64 is a damaged report, not a size.
+fn add_size(total: &mut u64, size: u64, place: impl FnOnce() -> String) -> Result<(), String> {
+    if size > MAX_SECTION_BYTES {
+        return Err(format!("{}: size {size} is larger than a 32-bit chip's address space; the report is damaged, regenerate it", place()));
+    }
+    *total = total.checked_add(size).ok_or_else(|| format!("{}: the component's total passes 2^64 bytes; the report is damaged, regenerate it", place()))?;
+    Ok(())
+}
+
 /// Parses `idf.py size-components --format json2` (esp-idf-size's archive summary:
 /// `esp_idf_size/memorymap.py` get_archives_summary, shape shown in `esp_idf_size/docs/readme.md`).
 pub fn parse_json2(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
@@ -112,7 +125,7 @@ pub fn parse_json2(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
             for (section, s) in sections {
                 let size = s.get("size").and_then(|v| v.as_u64()).ok_or_else(|| format!("{archive}: {mem_type}: {section}: no integer `size`"))?;
                 if let Some(field) = classify(section) {
-                    *field(sizes) += size;
+                    add_size(field(sizes), size, || format!("{archive}: {mem_type}: {section}"))?;
                 }
             }
         }
@@ -127,7 +140,9 @@ pub fn parse_map(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
     let mut output_section = String::new();
     let mut continued = false; // the input section's name stood alone; address, size and file follow
     let mut device_regions = false;
-    for line in text[start..].lines() {
+    let first_line = text[..start].matches('\n').count() + 1;
+    for (index, line) in text[start..].lines().enumerate() {
+        let number = first_line + index;
         if line.starts_with('.') {
             output_section = line.split_whitespace().next().unwrap_or("").to_string();
             device_regions |= classify(&output_section).is_some();
@@ -151,10 +166,10 @@ pub fn parse_map(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
         if !address.starts_with("0x") {
             continue;
         }
-        let size = u64::from_str_radix(size.trim_start_matches("0x"), 16).map_err(|_| format!("bad size `{size}` in `{}`", line.trim()))?;
+        let size = u64::from_str_radix(size.trim_start_matches("0x"), 16).map_err(|_| format!("line {number}: bad size `{size}` in `{}`", line.trim()))?;
         let archive = file.split('(').next().unwrap_or(file);
         let (Some(component), Some(field)) = (component_of_archive(archive), classify(&output_section)) else { continue };
-        *field(out.entry(component.to_string()).or_default()) += size;
+        add_size(field(out.entry(component.to_string()).or_default()), size, || format!("line {number}: `{}`", line.trim()))?;
     }
     if !device_regions {
         // A linux-target build's map has .text/.data/.bss only: every budget would read "missing".
@@ -188,8 +203,9 @@ pub fn host_sizes(libraries: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<Stri
         let mut s = Sizes::default();
         for section in file.sections() {
             match section.name().unwrap_or("") {
-                name if is_host_ram_section(name) => s.dram_bytes += section.size(),
-                ".text" | ".rodata" => s.flash_bytes += section.size(),
+                // Saturating: a damaged library shows as an absurd size and breaches, never panics.
+                name if is_host_ram_section(name) => s.dram_bytes = s.dram_bytes.saturating_add(section.size()),
+                ".text" | ".rodata" => s.flash_bytes = s.flash_bytes.saturating_add(section.size()),
                 _ => {}
             }
         }
@@ -207,6 +223,12 @@ pub struct Line {
     /// budget - used (negative: over budget).
     pub margin: Option<i64>,
     pub verdict: String,
+}
+
+/// budget - used, clamped to i64: both are u64, and a budget or size past 2^63 (the policy allows
+/// any u64) must not wrap a breach into a margin.
+fn margin_of(budget: u64, used: u64) -> i64 {
+    (i128::from(budget) - i128::from(used)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 /// Every budgeted (component, measure) with its verdict: `within`, `breach` or `missing`.
@@ -231,7 +253,7 @@ pub fn check(budgets: &BTreeMap<String, StaticBudget>, sizes: &BTreeMap<String, 
                 measure: measure.to_string(),
                 used,
                 budget,
-                margin: used.map(|u| budget as i64 - u as i64),
+                margin: used.map(|u| margin_of(budget, u)),
                 verdict: verdict.to_string(),
             });
         }

@@ -68,7 +68,7 @@ pub fn open(path: &Path, chip: Option<&str>, sha_prefix: Option<&(usize, String)
     let code_ranges: Vec<(u64, u64)> = file
         .sections()
         .filter(|s| s.kind() == SectionKind::Text && s.size() > 0)
-        .map(|s| (s.address(), s.address() + s.size()))
+        .map(|s| (s.address(), s.address().saturating_add(s.size())))
         .collect();
     let inside = |a: u64| code_ranges.iter().any(|&(lo, hi)| a >= lo && a < hi);
     if !addresses.is_empty() && !addresses.iter().any(|&a| inside(a)) {

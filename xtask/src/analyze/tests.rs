@@ -376,3 +376,32 @@ fn return_addresses_resolve_to_the_calling_line() {
     let frame = &elf.caller_frames(return_address)[0];
     assert_eq!((frame.file.as_str(), frame.line, frame.component), ("./components/libjuice/agent.c", 6, Some("libjuice")));
 }
+
+/// Issue 18: two records of 18446744073709551615 bytes panicked adding up. A size past a 32-bit
+/// chip's size_t is a damaged line: skipped and named; the dump's other records still count.
+#[test]
+fn records_past_a_32_bit_size_are_skipped_not_summed() {
+    let text = "\
+MEMTRACK trace label=connected event=dump heaps=internal
+====== Heap Trace: 3 records (64 capacity) ======
+18446744073709551615 bytes (@ 0x3fcb5010, Internal) allocated CPU 0 ccount 0x1e7b0778
+18446744073709551615 bytes (@ 0x3fcb6010, Internal) allocated CPU 0 ccount 0x1e7b0779
+    40 bytes (@ 0x3fcb7010, Internal) allocated CPU 0 ccount 0x1e7b0780
+====== Heap Trace Summary ======
+Mode: Heap Trace All
+";
+    let report = analyze_text(text, None).unwrap();
+    assert_eq!(report.total_connected_bytes, 40);
+    let device = report.device.unwrap();
+    assert_eq!(device.skipped_lines, 2);
+    assert!(device.skipped_examples[0].starts_with("line 3: 18446744073709551615 bytes"), "{:?}", device.skipped_examples);
+    // The tracker's figures are i64 as printed: two not-returned drops of 2^63 saturate.
+    let text = "\
+MEMTRACK snapshot label=baseline heap=internal free=1 min_free=1 largest=1
+MEMTRACK delta label=closed base=baseline heap=internal free=-9223372036854775808 min_free=0 largest=0
+MEMTRACK delta label=closed base=baseline heap=psram free=-9223372036854775808 min_free=0 largest=0
+";
+    let report = analyze_text(text, None).unwrap();
+    assert_eq!(report.leak_bytes_per_cycle, Some(u64::MAX));
+    assert_eq!(saturating_sum([u64::MAX, 1, 2].into_iter()), u64::MAX);
+}

@@ -103,3 +103,41 @@ fn size_check_for_the_linux_target_exits_2_and_says_why() {
     assert_eq!(failure.code, 2);
     assert!(failure.message.contains("the linux target has no device memory map"), "{}", failure.message);
 }
+
+/// Issue 18: a section size at or past 2^63 panicked in the margin's subtraction, and two
+/// `0xffffffffffffffff` map lines in the sum. Both are damaged reports: exit 2 naming where.
+#[test]
+fn sizes_past_a_chips_address_space_are_refused_naming_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("big.json");
+    std::fs::write(&json, r#"{ "liblibjuice.a": { "memory_types": { "DRAM": { "sections": { ".dram0.bss": { "size": 9223372036854775808 } } } } } }"#).unwrap();
+    let map = dir.path().join("big.map");
+    let text = std::fs::read_to_string(fixture("app.map")).unwrap();
+    let text = text.replace("0x3fc888a0      0x4d8 esp-idf", "0x3fc888a0      0xffffffffffffffff esp-idf").replace("0x3fc88d78       0x20", "0x3fc88d78       0xffffffffffffffff");
+    let line = 1 + text.lines().position(|l| l.contains("0xffffffffffffffff")).unwrap();
+    std::fs::write(&map, text).unwrap();
+    for (path, says) in [(&json, "liblibjuice.a: DRAM: .dram0.bss: size 9223372036854775808".to_string()), (&map, format!("line {line}: "))] {
+        let err = read_report(path).unwrap_err();
+        let f = err.downcast_ref::<exit::Failure>().unwrap();
+        assert_eq!(f.code, 2);
+        assert!(f.message.contains(&says) && f.message.contains("damaged"), "{}", f.message);
+    }
+    // The sum itself is checked too, should 32-bit sizes ever add past u64.
+    let mut total = u64::MAX - 1;
+    assert!(add_size(&mut total, 2, || "here".into()).unwrap_err().contains("here"));
+}
+
+/// The margin of any u64 budget against any u64 size is a clamped i64, never a panic or a wrap.
+#[test]
+fn margins_of_extreme_figures_clamp() {
+    assert_eq!(margin_of(3000, 1 << 63), 3000 + i64::MIN);
+    assert_eq!(margin_of(u64::MAX, 0), i64::MAX);
+    assert_eq!(margin_of(0, u64::MAX), i64::MIN);
+    assert_eq!(margin_of(10, 11), -1);
+    let mut sizes = BTreeMap::new();
+    sizes.insert("libjuice".to_string(), Sizes { dram_bytes: u64::MAX, ..Default::default() });
+    let mut budgets = BTreeMap::new();
+    budgets.insert("libjuice".to_string(), budget(2500));
+    let lines = check(&budgets, &sizes, false);
+    assert_eq!((lines[0].verdict.as_str(), lines[0].margin), ("breach", Some(i64::MIN)));
+}

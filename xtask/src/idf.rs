@@ -75,6 +75,7 @@ const INSTALL_HINT: &str = "\
 /// The ESP-IDF tree tests build against: `IDF_PATH` when set, else the v5.5.1 tree trimmed for the
 /// linux target that CI keeps beside every clone (`../shared/esp-idf-v5.5.1/esp-idf`). None when
 /// neither exists; tests that need it then report themselves skipped by name.
+#[cfg(test)]
 pub fn tree_for_tests() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("IDF_PATH").filter(|p| !p.is_empty()).map(PathBuf::from),

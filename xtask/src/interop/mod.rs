@@ -189,11 +189,16 @@ fn h264_clip(python: &Path) -> Result<PathBuf> {
     let script = project_root().join("lab/interop/make_clip.py");
     let digest = host::hash_of(&[&std::fs::read(&script)?]);
     let clip = host::cache_root().join(format!("interop/clip-{digest}.h264"));
+    // Tests in one process ask at once (the matrix and the post-quantum test): encode once.
+    static ENCODING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ENCODING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if clip.exists() {
         return Ok(clip);
     }
     std::fs::create_dir_all(clip.parent().unwrap())?;
-    let partial = clip.with_extension("partial");
+    // Another process (a second clone's tests) may encode the same clip: each writes its own
+    // partial file, and the rename puts one whole clip in place, whichever comes last.
+    let partial = clip.with_extension(format!("{}.partial", std::process::id()));
     let status = Command::new(python).arg(&script).arg(&partial).status()?;
     if !status.success() {
         return Err(exit::bad_input(format!("encoding the H.264 clip with {} failed (output above)", script.display())));

@@ -8,9 +8,7 @@ use crate::fsutil::{project_root, write_atomic};
 use crate::policy::{KnobEffect, Placement, Policy, KNOBS};
 use crate::upstream::{self, Tree};
 use anyhow::{bail, Context, Result};
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 pub const TARGET: &str = "i686-unknown-linux-gnu";
@@ -180,11 +178,16 @@ fn knob_definitions(policy: &Policy) -> Vec<String> {
 
 /// A short content key for cached build products.
 pub fn hash_of(parts: &[&[u8]]) -> String {
-    let mut h = DefaultHasher::new();
-    for p in parts {
-        p.hash(&mut h);
+    // FNV-1a: the same value from every Rust release (std's DefaultHasher promises no such thing),
+    // so a cache filled by one toolchain or clone serves the next.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
     }
-    format!("{:016x}", h.finish())
+    format!("{hash:016x}")
 }
 
 /// The compiler for mbedTLS and our lab code: warnings off (`-w`).
@@ -244,7 +247,10 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
     let flags = component_flags(policy, &include_dir)?;
     let knobs = knob_definitions(policy);
     let mbed_lines = mbedtls_config_lines(policy);
-    let mut key_parts: Vec<Vec<u8>> = vec![format!("{flags:?}{knobs:?}{mbed_lines}v5").into_bytes()];
+    // The flags name files by absolute path: key them relative to the clone, so a second clone
+    // (CI's scratch copy) reuses the build instead of spending minutes on an identical one.
+    let flags_text = format!("{flags:?}").replace(&root.display().to_string(), "<project>");
+    let mut key_parts: Vec<Vec<u8>> = vec![format!("{flags_text}{knobs:?}{mbed_lines}v5").into_bytes()];
     for (rel, bytes) in &stack.files {
         if rel.extension().is_some_and(|e| e == "patch") {
             continue;

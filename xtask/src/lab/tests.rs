@@ -198,3 +198,13 @@ fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
     let mbed = mbedtls_config_lines(&policy);
     assert!(mbed.contains("#define MBEDTLS_DEPRECATED_REMOVED\n") && mbed.contains("#undef MBEDTLS_SSL_PROTO_TLS1_3\n"), "{mbed}");
 }
+
+/// Cache keys must not change with the Rust release or the clone's path: a second clone (CI's
+/// scratch copy) reuses the lab's builds. FNV-1a of known input, fixed forever.
+#[test]
+fn cache_keys_are_stable_across_toolchains() {
+    use super::host::hash_of;
+    assert_eq!(hash_of(&[]), "cbf29ce484222325");
+    assert_eq!(hash_of(&[b"a", b"b"]), hash_of(&[b"a", b"b"]));
+    assert_ne!(hash_of(&[b"ab"]), hash_of(&[b"a", b"b"]), "part boundaries count");
+}

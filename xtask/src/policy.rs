@@ -637,6 +637,9 @@ impl Policy {
             if let Some(threads) = &component.threads {
                 if threads.stack_bytes < 2048 {
                     problems.push((at("threads.stack_bytes"), "below 2048 bytes no ESP-IDF pthread can start".into()));
+                } else if name == "libdatachannel" {
+                    // Only libdatachannel's reaches the device (Policy::thread_stack_bytes).
+                    check_range(&mut problems, &at("threads.stack_bytes"), threads.stack_bytes.into(), &THREAD_STACK_RANGE);
                 }
             }
         }
@@ -645,11 +648,26 @@ impl Policy {
                 problems.push(("components".into(), format!("missing component `{name}`: every component needs a placement")));
             }
         }
-        if self.mbedtls.ssl_in_content_len < 512 || self.mbedtls.ssl_in_content_len > 16384 {
-            problems.push(("mbedtls.ssl_in_content_len".into(), "must be within 512..=16384 (MBEDTLS_SSL_IN_CONTENT_LEN)".into()));
+        let numbers: [(&str, u32, &KconfigRange); 8] = [
+            ("memory.always_internal_bytes", self.memory.always_internal_bytes, &KconfigRange { min: 0, max: 131072, option: "SPIRAM_MALLOC_ALWAYSINTERNAL", file: "components/esp_psram/Kconfig.spiram.common" }),
+            ("memory.reserve_internal_bytes", self.memory.reserve_internal_bytes, &KconfigRange { min: 0, max: 262144, option: "SPIRAM_MALLOC_RESERVE_INTERNAL", file: "components/esp_psram/Kconfig.spiram.common" }),
+            ("mbedtls.ssl_in_content_len", self.mbedtls.ssl_in_content_len, &KconfigRange { min: 512, max: 16384, option: "MBEDTLS_SSL_IN_CONTENT_LEN", file: "components/mbedtls/Kconfig" }),
+            ("mbedtls.ssl_out_content_len", self.mbedtls.ssl_out_content_len, &KconfigRange { min: 512, max: 16384, option: "MBEDTLS_SSL_OUT_CONTENT_LEN", file: "components/mbedtls/Kconfig" }),
+            // No range in Kconfig: an `int` symbol is a C int (the define is returned as size_t
+            // and printed with %u by components/cxx/cxx_init.cpp).
+            ("cxx.emergency_pool_bytes", self.cxx.emergency_pool_bytes, &KconfigRange { min: 0, max: i32::MAX as u64, option: "COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE", file: "Kconfig (int, no range: a C int)" }),
+            // No range in Kconfig either; the lower bound is ours (pthread.c refuses less than
+            // PTHREAD_STACK_MIN, and below 2048 bytes none of the stack's threads starts).
+            ("pthread.default_stack_bytes", self.pthread.default_stack_bytes, &KconfigRange { min: 2048, max: i32::MAX as u64, option: "PTHREAD_TASK_STACK_SIZE_DEFAULT", file: "components/pthread/Kconfig (int, no range: a C int)" }),
+            ("heap_tracing.stack_depth", self.heap_tracing.stack_depth, &KconfigRange { min: 0, max: 32, option: "HEAP_TRACING_STACK_DEPTH", file: "components/heap/Kconfig" }),
+            ("heap_tracing.records", self.heap_tracing.records, &KconfigRange { min: 0, max: 100000, option: "ESP_DC_PORT_HEAP_TRACE_RECORDS", file: "components/esp_dc_port/Kconfig (ours)" }),
+        ];
+        for (key, value, range) in numbers {
+            check_range(&mut problems, key, value.into(), range);
         }
-        if self.mbedtls.ssl_out_content_len < 512 || self.mbedtls.ssl_out_content_len > 16384 {
-            problems.push(("mbedtls.ssl_out_content_len".into(), "must be within 512..=16384 (MBEDTLS_SSL_OUT_CONTENT_LEN)".into()));
+        // Without libdatachannel threads the pthread default is also the stack's thread stack.
+        if self.components.get("libdatachannel").is_some_and(|c| c.threads.is_none()) && self.pthread.default_stack_bytes >= 2048 {
+            check_range(&mut problems, "pthread.default_stack_bytes", self.pthread.default_stack_bytes.into(), &THREAD_STACK_RANGE);
         }
         // A DTLS read buffer smaller than a record would split an SCTP packet in two.
         if let Some(buffer) = self.components.get("libdatachannel").and_then(|c| c.knobs.get("dtls_recv_buffer_bytes")) {
@@ -659,9 +677,6 @@ impl Policy {
                     format!("{buffer} is below mbedtls.ssl_in_content_len ({}): a record would not fit", self.mbedtls.ssl_in_content_len),
                 ));
             }
-        }
-        if self.pthread.default_stack_bytes < 2048 {
-            problems.push(("pthread.default_stack_bytes".into(), "below 2048 bytes no ESP-IDF pthread can start".into()));
         }
         if !self.memory.spiram {
             for (name, c) in &self.components {
@@ -707,6 +722,35 @@ impl Policy {
             .and_then(|c| c.knobs.get(spec.name))
             .copied()
             .unwrap_or(spec.stock)
+    }
+}
+
+/// The range of the Kconfig option a policy number feeds (ESP-IDF 5.5 or our Kconfig). Checked
+/// here because kconfgen drops an out-of-range value with only a warning and builds with the
+/// option's default: the device would silently not follow the policy.
+pub struct KconfigRange {
+    pub min: u64,
+    pub max: u64,
+    /// The symbol without CONFIG_.
+    pub option: &'static str,
+    /// Where the option and its range are defined.
+    pub file: &'static str,
+}
+
+/// components.libdatachannel.threads.stack_bytes (else pthread.default_stack_bytes) becomes
+/// CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES.
+const THREAD_STACK_RANGE: KconfigRange =
+    KconfigRange { min: 2048, max: 131072, option: "ESP_DC_PORT_THREAD_STACK_BYTES", file: "components/esp_dc_port/Kconfig (ours)" };
+
+fn check_range(problems: &mut Vec<(String, String)>, key: &str, value: u64, range: &KconfigRange) {
+    if value < range.min || value > range.max {
+        problems.push((
+            key.to_string(),
+            format!(
+                "{value} is out of range {}..={} of CONFIG_{} ({}); kconfgen would drop it and build with the option's default. Choose a value within the range",
+                range.min, range.max, range.option, range.file
+            ),
+        ));
     }
 }
 
@@ -854,5 +898,33 @@ mod tests {
         let text = text.lines().filter(|l| !l.starts_with("dtls_recv_buffer_bytes = 1536")).collect::<Vec<_>>().join("\n");
         let err = parse_err(&text);
         assert!(err.contains("components.libdatachannel.knobs.dtls_recv_buffer_bytes: 1024 is below mbedtls.ssl_in_content_len (1536)"), "{err}");
+    }
+
+    /// Issue 18: numbers past their Kconfig option's range passed and kconfgen then dropped
+    /// them. Each is refused at its line, before anything is written.
+    #[test]
+    fn numbers_outside_their_kconfig_range_are_refused_at_their_line() {
+        let lean = shipped("lean");
+        for (from, to, says) in [
+            ("stack_bytes = 15360", "stack_bytes = 4294967295", "components.libdatachannel.threads.stack_bytes: 4294967295 is out of range 2048..=131072 of CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES"),
+            ("emergency_pool_bytes = 0", "emergency_pool_bytes = 2147483648", "cxx.emergency_pool_bytes: 2147483648 is out of range 0..=2147483647 of CONFIG_COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE"),
+            ("reserve_internal_bytes = 32768", "reserve_internal_bytes = 4294967295", "memory.reserve_internal_bytes: 4294967295 is out of range 0..=262144 of CONFIG_SPIRAM_MALLOC_RESERVE_INTERNAL"),
+            ("always_internal_bytes = ", "always_internal_bytes = 131073 #", "memory.always_internal_bytes: 131073 is out of range 0..=131072"),
+            ("stack_depth = ", "stack_depth = 33 #", "heap_tracing.stack_depth: 33 is out of range 0..=32"),
+            ("records = ", "records = 100001 #", "heap_tracing.records: 100001 is out of range 0..=100000"),
+            ("ssl_in_content_len = ", "ssl_in_content_len = 16385 #", "mbedtls.ssl_in_content_len: 16385 is out of range 512..=16384"),
+            ("default_stack_bytes = 8192", "default_stack_bytes = 2147483648", "pthread.default_stack_bytes: 2147483648 is out of range 2048..=2147483647"),
+        ] {
+            assert!(lean.contains(from), "lean has no `{from}`");
+            let text = lean.replacen(from, to, 1);
+            let line = text.lines().position(|l| l.contains(to.trim_end_matches(" #"))).unwrap() + 1;
+            let err = parse_err(&text);
+            assert!(err.starts_with(&format!("p.toml:{line}: {says}")), "{err}");
+        }
+        // The pthread default stands in for libdatachannel's threads when those are not set.
+        let text = lean.replacen("threads = { stack_bytes = 15360, placement = \"psram\" }\n", "", 1).replacen("default_stack_bytes = 8192", "default_stack_bytes = 262144", 1);
+        assert!(parse_err(&text).contains("pthread.default_stack_bytes: 262144 is out of range 2048..=131072 of CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES"), "{}", parse_err(&text));
+        // A stack for another component's threads does not reach the Kconfig option.
+        assert!(Policy::parse(&lean.replacen("default_stack_bytes = 8192", "default_stack_bytes = 262144", 1), Path::new("p.toml")).is_ok());
     }
 }

@@ -585,6 +585,12 @@ impl Policy {
     /// Semantic checks serde cannot express. Returns (key path, what is wrong), in file order of keys.
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
+        if let Some(what) = unsafe_name(&self.policy.name) {
+            problems.push(("policy.name".into(), what));
+        }
+        if let Some(what) = unsafe_text(&self.policy.description) {
+            problems.push(("policy.description".into(), what));
+        }
         for (name, component) in &self.components {
             let at = |field: &str| format!("components.{name}.{field}");
             if !COMPONENTS.contains(&name.as_str()) {
@@ -595,10 +601,11 @@ impl Policy {
                 continue;
             }
             if !component.force_include.is_empty() {
-                let header = crate::fsutil::project_root()
-                    .join("components/esp_dc_port/include")
-                    .join(&component.force_include);
-                if !header.is_file() {
+                let include = crate::fsutil::project_root().join("components/esp_dc_port/include");
+                let header = include.join(&component.force_include);
+                if let Some(what) = unsafe_path(&component.force_include, &include) {
+                    problems.push((at("force_include"), format!("{what}; name a header in components/esp_dc_port/include/")));
+                } else if !header.is_file() {
                     problems.push((
                         at("force_include"),
                         format!("no header `{}` in components/esp_dc_port/include/", component.force_include),
@@ -624,13 +631,18 @@ impl Policy {
                     Some(_) => {}
                 }
             }
-            for (def, _) in &component.definitions {
+            for (def, value) in &component.definitions {
                 if def.is_empty() || !def.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || def.starts_with(|c: char| c.is_ascii_digit()) {
                     problems.push((format!("components.{name}.definitions.{def}"), "not a valid C macro name".into()));
+                } else if let Some(what) = unsafe_definition(value) {
+                    problems.push((format!("components.{name}.definitions.{def}"), what));
                 }
             }
+            let patches_dir = crate::fsutil::project_root().join("patches");
             for patch in &component.patches {
-                if !crate::fsutil::project_root().join("patches").join(patch).is_file() {
+                if let Some(what) = unsafe_path(patch, &patches_dir) {
+                    problems.push((at("patches"), format!("`{}`: {what}; name a patch under patches/", patch.escape_debug())));
+                } else if !patches_dir.join(patch).is_file() {
                     problems.push((at("patches"), format!("no patch `{patch}` under patches/")));
                 }
             }
@@ -696,9 +708,12 @@ impl Policy {
                 problems.push((format!("budgets.dynamic.components.{name}"), format!("unknown component `{name}`")));
             }
         }
-        for key in self.sdkconfig_extra.keys() {
+        for (key, value) in &self.sdkconfig_extra {
             if !key.starts_with("CONFIG_") {
                 problems.push((format!("sdkconfig_extra.{key}"), "sdkconfig symbols start with CONFIG_".into()));
+            } else if let Some(what) = unsafe_text(value) {
+                // One line of sdkconfig.defaults each: a line break would add lines of its own.
+                problems.push((format!("sdkconfig_extra.{key}"), what));
             }
         }
         problems
@@ -723,6 +738,64 @@ impl Policy {
             .copied()
             .unwrap_or(spec.stock)
     }
+}
+
+/// A policy name becomes part of file and directory names (build/<example>-<target>-<name>, the
+/// lab's cache) and is written into the stamp (TOML), idf_component.yml, Kconfig and CMake
+/// comments: only letters, digits, `_` and `-` are safe in all of them.
+fn unsafe_name(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    (!ok).then(|| {
+        format!(
+            "`{}` is not a safe policy name: 1 to 64 letters, digits, `_` or `-`, starting with a letter or digit (it names build and cache directories)",
+            name.escape_debug()
+        )
+    })
+}
+
+/// Free text ends up on one line of a generated file (`# Policy `lean`: <description>` in
+/// sdkconfig.defaults): a line break or carriage return there would start a line of its own,
+/// e.g. a `CONFIG_...=y` or the policy block's end marker.
+fn unsafe_text(text: &str) -> Option<String> {
+    text.chars().find(|c| c.is_control()).map(|c| {
+        format!("contains the control character {:?}; generated files take it on one line, so write it without line breaks or control characters", c)
+    })
+}
+
+/// A path the policy names below `base` (a header under components/esp_dc_port/include, a patch
+/// under patches/): relative, no `..`, only characters that are safe unquoted in CMake and in
+/// the stamp, and still inside `base` once symbolic links are resolved.
+fn unsafe_path(path: &str, base: &Path) -> Option<String> {
+    if !path.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '+')) {
+        return Some("only letters, digits and `_ - . / +` may appear in the path".into());
+    }
+    if path.starts_with('/') || path.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        return Some(format!("`{path}` must be a relative path without `.`, `..` or empty parts"));
+    }
+    // A symbolic link inside `base` may still point out of the repository.
+    if let (Ok(real), Ok(real_base)) = (base.join(path).canonicalize(), base.canonicalize()) {
+        if !real.starts_with(&real_base) {
+            return Some(format!("`{path}` leads outside {} (a symbolic link)", base.display()));
+        }
+    }
+    None
+}
+
+/// A definition is written as the quoted CMake argument `"NAME=value"` of
+/// target_compile_definitions: `"` would end it (and let the rest run as CMake code), `\` and
+/// `$` escape or expand inside it, `;` splits the definition list, a line break or other
+/// control character breaks the line.
+fn unsafe_definition(value: &DefinitionValue) -> Option<String> {
+    let DefinitionValue::Str(text) = value else { return None };
+    text.chars().find(|c| c.is_control() || matches!(c, '"' | '\\' | '$' | ';')).map(|c| {
+        format!(
+            "the value contains {:?}, which would end or change the quoted CMake argument \"NAME=value\" in the generated CMakeLists.txt; use letters, digits and punctuation other than `\" \\ $ ;` (for a C string, define it in a header under components/esp_dc_port/include)",
+            c
+        )
+    })
 }
 
 /// The range of the Kconfig option a policy number feeds (ESP-IDF 5.5 or our Kconfig). Checked
@@ -926,5 +999,56 @@ mod tests {
         assert!(parse_err(&text).contains("pthread.default_stack_bytes: 262144 is out of range 2048..=131072 of CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES"), "{}", parse_err(&text));
         // A stack for another component's threads does not reach the Kconfig option.
         assert!(Policy::parse(&lean.replacen("default_stack_bytes = 8192", "default_stack_bytes = 262144", 1), Path::new("p.toml")).is_ok());
+    }
+
+    /// Issue 18: policy strings reached generated files unescaped. Each reproducer is refused
+    /// with `file:line: key: what`.
+    #[test]
+    fn strings_that_would_break_generated_files_are_refused_at_their_line() {
+        let lean = shipped("lean");
+        let description = "description = \"All allocations placed, upstream's desktop sizes cut to MCU sizes\"";
+        let cases = [
+            (description, "description = \"x\\n# ---- end of policy block ----\\nCONFIG_EVIL=y\"", "policy.description: contains the control character '\\n'"),
+            (description, "description = \"x\\rCONFIG_EVIL=y\"", "policy.description: contains the control character '\\r'"),
+            ("name = \"lean\"", "name = \"le\\\"an\"", "policy.name: `le\\\"an` is not a safe policy name"),
+            ("name = \"lean\"", "name = \"../../x\"", "policy.name: `../../x` is not a safe policy name"),
+            ("[components.plog]\n", "[components.plog]\ndefinitions = { EVIL = \"1\\\")\\nexecute_process(COMMAND touch /tmp/evil)\\n#\" }\n", "components.plog.definitions.EVIL: the value contains '\"'"),
+            ("[components.plog]\n", "[components.plog]\ndefinitions = { EVIL = \"${CMAKE_COMMAND}\" }\n", "components.plog.definitions.EVIL: the value contains '$'"),
+            ("[components.plog]\n", "[components.plog]\ndefinitions = { EVIL = \"a;b\" }\n", "components.plog.definitions.EVIL: the value contains ';'"),
+            ("force_include = \"\"", "force_include = \"../../../README.md\"", "components.esp_dc_port.force_include: `../../../README.md` must be a relative path"),
+            ("force_include = \"\"", "force_include = \"/etc/hostname\"", "components.esp_dc_port.force_include: `/etc/hostname` must be a relative path"),
+            ("force_include = \"\"", "force_include = \"a\\\"b.h\"", "components.esp_dc_port.force_include: only letters, digits"),
+            ("[components.plog]\n", "[components.plog]\npatches = [\"../README.md\"]\n", "components.plog.patches: `../README.md`: `../README.md` must be a relative path"),
+            ("[components.plog]\n", "[components.plog]\npatches = [\"x\\n.patch\"]\n", "components.plog.patches: `x\\n.patch`: only letters, digits"),
+        ];
+        for (from, to, says) in cases {
+            assert!(lean.contains(from), "lean has no `{from}`");
+            let text = lean.replacen(from, to, 1);
+            let first = to.lines().last().filter(|_| to.starts_with('[')).unwrap_or(to);
+            let line = text.lines().position(|l| l == first.trim_end_matches('\n')).unwrap() + 1;
+            let err = parse_err(&text);
+            assert!(err.starts_with(&format!("p.toml:{line}: {says}")), "expected `{says}` at line {line}:\n{err}");
+        }
+        let text = lean.replacen("[sdkconfig_extra]\n", "[sdkconfig_extra]\nCONFIG_LWIP_MAX_SOCKETS = \"16\\nCONFIG_EVIL=y\"\n", 1);
+        let line = text.lines().position(|l| l.starts_with("CONFIG_LWIP_MAX_SOCKETS")).unwrap() + 1;
+        assert!(parse_err(&text).starts_with(&format!("p.toml:{line}: sdkconfig_extra.CONFIG_LWIP_MAX_SOCKETS: contains the control character")), "{}", parse_err(&text));
+        // Plain definitions, names and the shipped policies pass.
+        assert_eq!(unsafe_definition(&DefinitionValue::Str("-O2 x=1,y:2 (a+b)*c/d <e> 'f' # g".into())), None);
+        assert_eq!(unsafe_name("lean-2_b"), None);
+        assert!(unsafe_name("").is_some() && unsafe_name("-x").is_some() && unsafe_name(&"a".repeat(65)).is_some());
+    }
+
+    /// A relative path that is fine as text but leads out through a symbolic link is refused too.
+    #[test]
+    fn a_symbolic_link_out_of_the_base_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("include");
+        std::fs::create_dir_all(base.join("ok")).unwrap();
+        std::fs::write(base.join("ok/a.h"), "").unwrap();
+        std::os::unix::fs::symlink(dir.path(), base.join("out")).unwrap();
+        std::fs::write(dir.path().join("secret.h"), "").unwrap();
+        assert_eq!(unsafe_path("ok/a.h", &base), None);
+        assert!(unsafe_path("out/secret.h", &base).unwrap().contains("leads outside"), "{:?}", unsafe_path("out/secret.h", &base));
+        assert!(unsafe_path("ok//a.h", &base).is_some() && unsafe_path("./ok/a.h", &base).is_some());
     }
 }

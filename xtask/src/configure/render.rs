@@ -539,10 +539,13 @@ pub fn stamp(policy: &Policy, shown_path: &str, hash: &str, patches: &BTreeMap<S
     let mut s = String::new();
     s.push_str("# Written by `cargo xtask configure`: the policy this component tree was generated from.\n");
     s.push_str("# Other commands read it to refuse measuring a tree that does not match their policy.\n");
-    let _ = writeln!(s, "policy = \"{}\"", policy.policy.name);
-    let _ = writeln!(s, "path = \"{shown_path}\"");
-    let _ = writeln!(s, "hash = \"{hash}\"");
-    let all: Vec<String> = patches.values().flatten().map(|p| format!("\"{p}\"")).collect();
+    // Quoted by toml_edit: the policy's strings are validated, but the policy file's own path
+    // may hold any character, and a stray quote would make the stamp unreadable.
+    let quoted = |text: &str| toml_edit::Value::from(text).to_string();
+    let _ = writeln!(s, "policy = {}", quoted(&policy.policy.name));
+    let _ = writeln!(s, "path = {}", quoted(shown_path));
+    let _ = writeln!(s, "hash = {}", quoted(hash));
+    let all: Vec<String> = patches.values().flatten().map(|p| quoted(p)).collect();
     let _ = writeln!(s, "patches = [{}]", all.join(", "));
     s
 }

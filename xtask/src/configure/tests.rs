@@ -761,3 +761,29 @@ fn unknown_keys_are_refused_against_an_esp_idf_tree_and_in_rendered_lines() {
     assert_eq!(message.lines().count(), 1, "{message}");
     assert!(message.starts_with(&format!("policies/x.toml:6: sdkconfig_extra.CONFIG_LWIP_MAX_SOCKET: unknown kconfig symbol: no Kconfig file under {}", root.display())), "{message}");
 }
+
+/// Issue 18: a hostile description or definition used to land in sdkconfig.defaults and
+/// CMakeLists.txt. Now refused before anything is written; and the stamp quotes the policy's
+/// path as TOML (a quote in a file name made it unreadable).
+#[test]
+fn hostile_policy_strings_write_nothing_and_the_stamp_quotes_its_path() {
+    let scratch = Scratch::new();
+    configure_into(scratch.root(), &Policy::path_for("lean"), false, true).unwrap();
+    let before = scratch.snapshot();
+    let lean = shipped("lean");
+    for (text, key) in [
+        (with(&lean, "description = \"All", "description = \"x\\n# ---- end ----\\nCONFIG_EVIL=y\\nAll"), "policy.description"),
+        (with(&lean, "[components.plog]\n", "[components.plog]\ndefinitions = { EVIL = \"1\\\")\\nexecute_process(COMMAND touch evil)\\n#\" }\n"), "components.plog.definitions.EVIL"),
+        (with(&lean, "name = \"lean\"", "name = \"../../x\""), "policy.name"),
+    ] {
+        let err = configure_into(scratch.root(), &scratch.policy(&text), false, true).unwrap_err();
+        assert_eq!(exit_code_of(&err), 2, "{err}");
+        assert!(err.to_string().contains(&format!(": {key}: ")), "{err}");
+        assert_eq!(scratch.snapshot(), before, "a refused policy wrote something: {err}");
+    }
+    let odd = scratch.root().with_extension("policies").join("we\"ird.toml");
+    std::fs::write(&odd, &lean).unwrap();
+    configure_into(scratch.root(), &odd, false, true).unwrap();
+    let stamp = read_stamp(scratch.root()).unwrap().expect("stamp written");
+    assert_eq!((stamp.policy.as_str(), stamp.path.as_str()), ("lean", odd.display().to_string().as_str()));
+}

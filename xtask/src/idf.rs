@@ -221,14 +221,15 @@ pub fn refresh_sdkconfig(build_dir: &Path, seen: &str) -> Result<bool> {
     Ok(moved)
 }
 
-/// Configures the component tree when it is missing or differs from the policy.
+/// Configures the component tree when it is missing or differs from the policy. The caller
+/// holds the project lock (`fsutil::lock_project`).
 pub fn ensure_configured(root: &Path, policy_path: &Path) -> Result<()> {
     let plan = configure::plan(root, policy_path)?;
     if configure::drift(&plan, root)?.is_empty() {
         return Ok(());
     }
     eprintln!("build: the component tree differs from {}; running configure", policy_path.display());
-    let code = configure::configure_into(root, policy_path, false, false)?;
+    let code = configure::configure_locked(root, policy_path, false, false)?;
     if code != ExitCode::SUCCESS {
         return Err(exit::bad_input("configure did not finish; see above"));
     }
@@ -236,28 +237,42 @@ pub fn ensure_configured(root: &Path, policy_path: &Path) -> Result<()> {
 }
 
 /// One idf.py build of `example` in `root` (a project laid out like this one: examples/,
-/// components/, sdkconfig.defaults) into `build_dir`. Every command is echoed before it runs.
-pub fn build_in(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: &Path, extra: &[String]) -> Result<()> {
+/// components/, sdkconfig.defaults) into `build_dir`. Every command is echoed before it runs;
+/// with `log`, idf.py's output goes to that file instead of the terminal and a failure quotes
+/// its end (the end-to-end test keeps CI's log readable that way).
+pub fn build_in(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: &Path, extra: &[String], log: Option<&Path>) -> Result<()> {
     let seen = defaults_seen(root, example)?;
     refresh_sdkconfig(build_dir, &seen)?;
     let set_target = !configured_for(build_dir, target);
-    let sh = xshell::Shell::new()?;
-    sh.set_var("IDF_PATH", &idf.path);
     // ESP-IDF's Python environment, when the shell names one (export.sh and scripts/setup.sh do),
     // runs idf.py even if its bin/ is not first on PATH.
     let python = std::env::var_os("IDF_PYTHON_ENV_PATH").map(|v| PathBuf::from(v).join("bin/python")).filter(|p| p.is_file());
+    let mut output = Vec::new();
     for mut command in build_commands(idf, root, example, target, build_dir, set_target, extra) {
         if let Some(python) = &python {
             command.insert(0, python.display().to_string());
         }
-        let (program, rest) = command.split_first().expect("idf.py first");
-        // xshell echoes the command line on stderr before running it.
-        xshell::cmd!(sh, "{program} {rest...}").run().map_err(|e| {
-            exit::verdict(format!(
-                "idf.py failed: {e}\n  hint: its output is above; if it could not start, run `. {}/export.sh` in this shell first so idf.py finds its Python environment",
-                idf.path.display()
-            ))
-        })?;
+        eprintln!("$ {}", command.join(" "));
+        let mut process = std::process::Command::new(&command[0]);
+        process.args(&command[1..]).env("IDF_PATH", &idf.path);
+        let hint = format!("if it could not start, run `. {}/export.sh` in this shell first so idf.py finds its Python environment", idf.path.display());
+        let Some(log) = log else {
+            let status = process.status().map_err(|e| exit::verdict(format!("idf.py did not start: {e}\n  hint: {hint}")))?;
+            if !status.success() {
+                return Err(exit::verdict(format!("idf.py failed ({status}); its output is above\n  hint: {hint}")));
+            }
+            continue;
+        };
+        let out = process.output().map_err(|e| exit::verdict(format!("idf.py did not start: {e}\n  hint: {hint}")))?;
+        output.extend_from_slice(format!("$ {}\n", command.join(" ")).as_bytes());
+        output.extend_from_slice(&out.stdout);
+        output.extend_from_slice(&out.stderr);
+        std::fs::write(log, &output)?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&output);
+            let tail: Vec<&str> = text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(exit::verdict(format!("idf.py failed ({}); the end of {}:\n{}", out.status, log.display(), tail.join("\n"))));
+        }
     }
     write_atomic(&build_dir.join(DEFAULTS_SEEN), seen.as_bytes())?;
     Ok(())
@@ -269,9 +284,12 @@ pub fn build(args: BuildArgs) -> Outcome {
     let root = project_root();
     let policy_path = Policy::path_for(&args.policy);
     let policy = Policy::load(&policy_path)?;
+    // Held through the build: a configure run meanwhile would swap sources under the compiler,
+    // and two builds of one directory would interleave.
+    let _lock = crate::fsutil::lock_project(&root, "build")?;
     ensure_configured(&root, &policy_path)?;
     let dir = build_dir(&root, &args.example, &args.target, &policy.policy.name);
-    build_in(&idf, &root, &args.example, &args.target, &dir, &args.idf_args)?;
+    build_in(&idf, &root, &args.example, &args.target, &dir, &args.idf_args, None)?;
     eprintln!("build: {}", dir.display());
     Ok(ExitCode::SUCCESS)
 }

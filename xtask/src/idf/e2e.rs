@@ -6,7 +6,7 @@
 //! clone; `scripts/setup.sh` gives it a Python venv). Without either the test says
 //! `skipped: idf_e2e…` on the terminal and returns. Each policy's project copy and builds live in
 //! `$ESP_DC_CACHE/idf-e2e/<policy>/`, so a second run rebuilds only what changed; the device logs
-//! of every run are kept in `lab-out/idf-e2e/`.
+//! of every run are kept in `lab-out/idf-e2e/`, with each build's idf.py output.
 
 use super::*;
 use crate::lab::host::cache_root;
@@ -83,8 +83,9 @@ fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
         for example in EXAMPLES {
             let dir = build_dir(&root, example, "linux", policy_name);
             let started = std::time::Instant::now();
-            if let Err(e) = build_in(&idf, &root, example, "linux", &dir, &[]) {
-                panic!("idf.py build of {example} ({policy_name}) failed: {e:#} (output above; build directory {})", dir.display());
+            let build_log = logs.join(format!("{policy_name}-{example}-build.log"));
+            if let Err(e) = build_in(&idf, &root, example, "linux", &dir, &[], Some(&build_log)) {
+                panic!("idf.py build of {example} ({policy_name}) failed: {e:#}\n(build directory {})", dir.display());
             }
             let built = started.elapsed();
             // The policy reached the build: its record length is in the sdkconfig idf.py used.

@@ -10,7 +10,7 @@
 mod render;
 
 use crate::exit::{self, Outcome};
-use crate::fsutil::{project_root, write_atomic};
+use crate::fsutil::{lock_project, project_root, write_atomic};
 use crate::kconfig_keys;
 use crate::policy::Policy;
 use crate::upstream::{self, Tree};
@@ -274,13 +274,17 @@ pub fn drift(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Writes the plan. A changed component is staged complete beside its destination and renamed
+/// Numbers the staging directories of the calls in this process.
+static STAGING_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Writes the plan; the caller holds the project lock (`fsutil::lock_project`). A changed component is staged complete beside its destination and renamed
 /// into place, so a reader sees the old or the new component. The stamp is written last: it
 /// names a policy only once the tree matches it.
 pub fn apply(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
     let changed = drift(plan, root)?;
     let components_dir = root.join("components");
-    // An interrupted run may have left staging copies; they are never trusted, only swept.
+    // An interrupted run may have left staging copies; they are never trusted, only swept
+    // (the caller holds the project lock: no other run is staging now).
     if components_dir.is_dir() {
         for entry in std::fs::read_dir(&components_dir)? {
             let entry = entry?;
@@ -295,8 +299,11 @@ pub fn apply(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
         if tree.drift(&dest)?.is_empty() {
             continue;
         }
-        let staging = components_dir.join(format!(".{name}.configure-new"));
-        let old = components_dir.join(format!(".{name}.configure-old"));
+        // Unique per run (process and call), so even a run that took no lock (an older xtask)
+        // cannot write into or sweep this one's copy mid-way.
+        let run = format!("{}-{}", std::process::id(), STAGING_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let staging = components_dir.join(format!(".{name}.{run}.configure-new"));
+        let old = components_dir.join(format!(".{name}.{run}.configure-old"));
         tree.write(&staging)?;
         if dest.exists() {
             std::fs::rename(&dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
@@ -313,8 +320,15 @@ pub fn apply(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
     Ok(changed)
 }
 
-/// The command with its root made explicit (tests run it on a temporary directory).
+/// The command with its root made explicit (tests run it on a temporary directory). Holds the
+/// project lock from reading the tree to writing the stamp: a second run waits.
 pub fn configure_into(root: &Path, policy_path: &Path, check: bool, json: bool) -> Outcome {
+    let _lock = lock_project(root, "configure")?;
+    configure_locked(root, policy_path, check, json)
+}
+
+/// `configure_into` for a caller that already holds the project lock (`build`).
+pub fn configure_locked(root: &Path, policy_path: &Path, check: bool, json: bool) -> Outcome {
     let plan = plan(root, policy_path)?;
     let changed = if check { drift(&plan, root)? } else { apply(&plan, root)? };
     let summary = summarize(&changed);

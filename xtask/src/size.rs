@@ -310,6 +310,8 @@ pub fn run(args: Args) -> Outcome {
         let idf_py = idf.idf_py.display().to_string();
         let example_dir = root.join("examples").join(&args.example);
         let report = build_dir.join("size-components.json");
+        // Not while a build or configure writes the tree: idf.py would size a half-built app.
+        let _lock = crate::fsutil::lock_project(&root, "size-check")?;
         let text = xshell::cmd!(sh, "{idf_py} -C {example_dir} -B {build_dir} size-components --format json2")
             .read()
             .map_err(|e| exit::bad_input(format!("idf.py size-components failed: {e}")))?;

@@ -787,3 +787,31 @@ fn hostile_policy_strings_write_nothing_and_the_stamp_quotes_its_path() {
     let stamp = read_stamp(scratch.root()).unwrap().expect("stamp written");
     assert_eq!((stamp.policy.as_str(), stamp.path.as_str()), ("lean", odd.display().to_string().as_str()));
 }
+
+/// Issue 18: two configure runs at once shared one staging directory and swept each other's
+/// copies; the tree then matched neither policy. With the project lock the second run waits:
+/// after every round the tree is exactly what `--check` expects of the policy the stamp names.
+#[test]
+fn two_configures_at_once_always_leave_a_tree_check_accepts() {
+    let scratch = Scratch::new();
+    let root = scratch.root();
+    let (lean, stock) = (Policy::path_for("lean"), Policy::path_for("stock"));
+    for round in 0..20 {
+        let (first, second) = if round % 2 == 0 { (&lean, &stock) } else { (&stock, &lean) };
+        std::thread::scope(|s| {
+            let runs = [first, second].map(|policy| s.spawn(move || configure_into(root, policy, false, true).map_err(|e| format!("{e:#}"))));
+            for run in runs {
+                assert_eq!(run.join().unwrap().unwrap(), ExitCode::SUCCESS, "round {round}");
+            }
+        });
+        let stamp = read_stamp(root).unwrap().expect("stamp written");
+        let named = project_root().join(&stamp.path);
+        assert_eq!(configure_into(root, &named, true, true).unwrap(), ExitCode::SUCCESS, "round {round}: the tree drifted from `{}`, the policy its stamp names", stamp.policy);
+        let staging: Vec<_> = std::fs::read_dir(root.join("components"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.contains("configure-"))
+            .collect();
+        assert!(staging.is_empty(), "round {round}: {staging:?}");
+    }
+}

@@ -7,18 +7,52 @@ use std::path::Path;
 /// Writes `contents` to `path` through a temporary file in the same directory and a rename.
 /// Returns false (and touches nothing) when the file already holds exactly these bytes,
 /// which is what makes `configure` idempotent.
+///
+/// The file keeps what the rename would otherwise lose: a symbolic link stays a link and the
+/// file it names is replaced (a user may link sdkconfig.defaults to a shared one), and the
+/// replaced file keeps its permission bits; a new file gets 0666 minus the umask, as if
+/// created by `std::fs::write` (the temporary file alone would be 0600).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<bool> {
     if std::fs::read(path).map(|old| old == contents).unwrap_or(false) {
         return Ok(false);
     }
+    let path = &follow_links(path)?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let existing = std::fs::metadata(path).ok().map(|m| m.permissions());
+    let mut builder = tempfile::Builder::new();
+    if existing.is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    if let Some(permissions) = existing {
+        tmp.as_file().set_permissions(permissions).with_context(|| format!("keeping the mode of {}", path.display()))?;
+    }
     tmp.write_all(contents)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).with_context(|| format!("replacing {}", path.display()))?;
     Ok(true)
+}
+
+/// The file a chain of symbolic links at `path` ends in (relative links resolved against the
+/// link's directory); `path` itself when it is no link. The target need not exist yet.
+fn follow_links(path: &Path) -> Result<std::path::PathBuf> {
+    let mut current = path.to_path_buf();
+    // 40: Linux's own limit (MAXSYMLINKS) before ELOOP.
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&current).with_context(|| format!("reading the link {}", current.display()))?;
+                current = match current.parent() {
+                    Some(parent) if target.is_relative() => parent.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(current),
+        }
+    }
+    Err(crate::exit::bad_input(format!("{}: too many levels of symbolic links; point it at a file", path.display())))
 }
 
 /// The lock file of a project tree, under components/ (git-ignored).
@@ -70,4 +104,60 @@ pub fn project_root() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     manifest_dir.parent().expect("xtask lives one level below the root").to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Issue 18: generated files and sdkconfig.defaults became 0600 after a write.
+    #[test]
+    fn a_rewritten_file_keeps_its_mode_and_a_new_one_follows_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        for wanted in [0o644, 0o755, 0o640] {
+            let path = dir.path().join(format!("f{wanted:o}"));
+            std::fs::write(&path, "old").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted)).unwrap();
+            assert!(write_atomic(&path, b"new").unwrap());
+            assert_eq!((std::fs::read_to_string(&path).unwrap().as_str(), mode(&path)), ("new", wanted));
+        }
+        // What std::fs::write gives a new file here is 0666 minus this process's umask.
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        let fresh = dir.path().join("sub/fresh");
+        assert!(write_atomic(&fresh, b"x").unwrap());
+        assert_eq!(mode(&fresh), mode(&plain));
+    }
+
+    /// Issue 18: a symlinked sdkconfig.defaults was replaced by a regular file.
+    #[test]
+    fn a_symbolic_link_stays_and_the_file_it_names_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("shared")).unwrap();
+        let real = dir.path().join("shared/defaults");
+        std::fs::write(&real, "old").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let hop = dir.path().join("hop");
+        symlink("shared/defaults", &hop).unwrap(); // relative to the link's directory
+        let link = dir.path().join("sdkconfig.defaults");
+        symlink(&hop, &link).unwrap(); // a chain of two
+        assert!(write_atomic(&link, b"new").unwrap());
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(&hop).unwrap().file_type().is_symlink());
+        assert_eq!((std::fs::read_to_string(&real).unwrap().as_str(), mode(&real)), ("new", 0o664));
+        assert!(!write_atomic(&link, b"new").unwrap(), "same bytes: untouched");
+        // A dangling link gets its target created; a loop is an error, not a hang.
+        let dangling = dir.path().join("dangling");
+        symlink("shared/later", &dangling).unwrap();
+        assert!(write_atomic(&dangling, b"x").unwrap());
+        assert_eq!(std::fs::read_to_string(dir.path().join("shared/later")).unwrap(), "x");
+        symlink("loop-b", dir.path().join("loop-a")).unwrap();
+        symlink("loop-a", dir.path().join("loop-b")).unwrap();
+        assert!(write_atomic(&dir.path().join("loop-a"), b"x").unwrap_err().to_string().contains("too many levels"));
+    }
 }

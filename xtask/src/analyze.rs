@@ -63,7 +63,39 @@ pub fn run(args: Args) -> Outcome {
         let json = serde_json::to_string_pretty(&report)? + "\n";
         crate::fsutil::write_atomic(path, json.as_bytes())?;
     }
-    Ok(ExitCode::SUCCESS)
+    match data_lost(&log) {
+        Some(what) => Err(crate::exit::verdict(format!(
+            "{}: {what}; the figures above miss that data. Capture the log again (idf.py monitor | tee), with less output from other tasks while the dump prints",
+            args.log.display()
+        ))),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// What of the log could not be read, or None when every line of ours was: skipped lines and
+/// dumps cut short (by a second header or the end of the log) or disagreeing with their own
+/// summary. Any of it makes the report incomplete: exit 1, after printing what was read.
+fn data_lost(log: &Log) -> Option<String> {
+    let mut lost = Vec::new();
+    if !log.skipped.is_empty() {
+        lost.push(format!("{} line(s) skipped", log.skipped.len()));
+    }
+    let cut = log.dumps.iter().filter(|d| !d.complete).count();
+    if cut > 0 {
+        lost.push(format!("{cut} heap trace dump(s) end before their summary"));
+    }
+    let disagree = log
+        .dumps
+        .iter()
+        .filter(|d| match (d.summary_bytes, d.summary_allocations) {
+            (Some(bytes), Some(count)) => (bytes, count) != (saturating_sum(live(d).map(|r| r.size)), live(d).count() as u64),
+            _ => false,
+        })
+        .count();
+    if disagree > 0 {
+        lost.push(format!("{disagree} heap trace dump(s) disagree with their own summary"));
+    }
+    (!lost.is_empty()).then(|| lost.join(", "))
 }
 
 /// Components of allocations outside the stack, and of allocations we could not symbolize.
@@ -337,12 +369,16 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
             Some(device.not_returned_internal_bytes.unwrap_or(0).saturating_add(device.not_returned_psram_bytes.unwrap_or(0)));
     }
     device.skipped_lines = log.skipped.len() as u64;
-    device.skipped_examples = log.skipped.iter().take(5).map(|(n, t)| format!("line {n}: {t}")).collect();
+    // Every one, not a sample: each is data the report lacks.
+    device.skipped_examples = log.skipped.iter().map(|(n, t)| format!("line {n}: {t}")).collect();
     for d in &log.dumps {
         let read_bytes = saturating_sum(live(d).map(|r| r.size));
         let read_count = live(d).count() as u64;
         if !d.complete {
-            device.warnings.push(format!("heap trace dump `{}` (line {}) ends before its summary", d.label, d.line));
+            device.warnings.push(format!(
+                "heap trace dump `{}` (line {}) ends before its summary (cut by another dump's header or the end of the log): its records may be incomplete",
+                d.label, d.line
+            ));
         }
         if let (Some(bytes), Some(count)) = (d.summary_bytes, d.summary_allocations) {
             if (bytes, count) != (read_bytes, read_count) {

@@ -234,7 +234,11 @@ fn run_writes_json_and_refuses_logs_without_tracker_output() {
     let elf = build_elf(dir.path(), &["-g"]);
     let json = dir.path().join("report.json");
     let args = Args { log: fixture_dir().join("device-log.txt"), elf: Some(elf), json: Some(json.clone()), policy: "lean".into(), top: 10 };
-    assert!(run(args).is_ok());
+    // The fixture has a damaged record and tracker line: the report is written, and exit 1 says
+    // it misses data.
+    let err = run(args).unwrap_err();
+    assert_eq!(exit_code(&err), 1);
+    assert!(err.to_string().contains("2 line(s) skipped, 1 heap trace dump(s) disagree with their own summary"), "{err}");
     let back: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(back.total_connected_bytes, 7012);
     assert_eq!(back.components[1].name, "libjuice");
@@ -404,4 +408,62 @@ MEMTRACK delta label=closed base=baseline heap=psram free=-9223372036854775808 m
     let report = analyze_text(text, None).unwrap();
     assert_eq!(report.leak_bytes_per_cycle, Some(u64::MAX));
     assert_eq!(saturating_sum([u64::MAX, 1, 2].into_iter()), u64::MAX);
+}
+
+fn run_on(text: &str) -> anyhow::Result<ExitCode> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.txt");
+    std::fs::write(&path, text).unwrap();
+    run(Args { log: path, elf: None, json: None, policy: "lean".into(), top: 10 })
+}
+
+const CLEAN_DUMP: &str = "\
+MEMTRACK trace label=connected event=dump heaps=internal
+====== Heap Trace: 2 records (64 capacity) ======
+    40 bytes (@ 0x3fcb7010, Internal) allocated CPU 0 ccount 0x1e7b0780
+    60 bytes (@ 0x3fcb8010, Internal) allocated CPU 0 ccount 0x1e7b0781
+====== Heap Trace Summary ======
+Mode: Heap Trace All
+100 bytes alive in trace (2/2 allocations)
+================================
+";
+
+/// Issue 18: a CR-only log read as one line and reported 0 bytes; mixed endings read too.
+#[test]
+fn cr_only_and_mixed_line_endings_are_read() {
+    let lf = analyze_text(CLEAN_DUMP, None).unwrap();
+    assert_eq!(lf.total_connected_bytes, 100);
+    for text in [CLEAN_DUMP.replace('\n', "\r"), CLEAN_DUMP.replace('\n', "\r\n"), CLEAN_DUMP.replacen('\n', "\r", 3)] {
+        let log = log::parse(&text);
+        assert!(log.skipped.is_empty(), "{:?}", log.skipped);
+        assert_eq!(analyze_text(&text, None).unwrap().total_connected_bytes, 100, "{text:?}");
+        assert_eq!(run_on(&text).unwrap(), ExitCode::SUCCESS);
+    }
+    assert_eq!(log::split_lines("a\r\nb\rc\n\nd").collect::<Vec<_>>(), vec!["a", "b", "c", "", "d"]);
+}
+
+/// Issue 18: a dump header split by another task's output lost the whole dump silently, and
+/// records outside any dump were not counted. Each such line is now skipped by number, and the
+/// run exits 1 after printing what it could read.
+#[test]
+fn records_that_cannot_be_placed_are_named_and_exit_1() {
+    let split = CLEAN_DUMP.replace("====== Heap Trace: 2 records", "====== Heap TrI (5124) wifi:bcn_timeout\nace: 2 records");
+    let log = log::parse(&split);
+    let numbers: Vec<usize> = log.skipped.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, vec![2, 3, 4, 5, 6, 8], "{:?}", log.skipped);
+    let err = run_on(&split).unwrap_err();
+    assert_eq!(exit_code(&err), 1);
+    assert!(err.to_string().contains("6 line(s) skipped"), "{err}");
+    // A second header inside a dump cuts the first short: a warning and exit 1.
+    let cut = CLEAN_DUMP.replacen("    60 bytes", "====== Heap Trace: 1 records (64 capacity) ======\n    60 bytes", 1);
+    let report = analyze_text(&cut, None).unwrap();
+    assert!(report.device.unwrap().warnings.iter().any(|w| w.contains("ends before its summary")));
+    let err = run_on(&cut).unwrap_err();
+    assert_eq!(exit_code(&err), 1);
+    assert!(err.to_string().contains("1 heap trace dump(s) end before their summary"), "{err}");
+    // Every skipped line is named, not the first five.
+    let many = "MEMTRACK snapshot label=x heap=internal free=1x\n".repeat(7) + CLEAN_DUMP;
+    let report = analyze_text(&many, None).unwrap();
+    assert_eq!(report.device.unwrap().skipped_examples.len(), 7);
+    assert_eq!(run_on(CLEAN_DUMP).unwrap(), ExitCode::SUCCESS);
 }

@@ -55,6 +55,22 @@ fn follow_links(path: &Path) -> Result<std::path::PathBuf> {
     Err(crate::exit::bad_input(format!("{}: too many levels of symbolic links; point it at a file", path.display())))
 }
 
+/// Lines of a log or map as a terminal shows them: ended by `\n`, `\r\n` or a lone `\r` (a CR-only capture,
+/// or a mixed one where a program wrote `\r` alone), so no line of ours hides inside another.
+pub fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest.find(['\n', '\r']).unwrap_or(rest.len());
+        let line = &rest[..end];
+        let skip = if rest[end..].starts_with("\r\n") { 2 } else { usize::from(end < rest.len()) };
+        rest = &rest[end + skip..];
+        Some(line)
+    })
+}
+
 /// The lock file of a project tree, under components/ (git-ignored).
 pub const LOCK_FILE: &str = "components/.esp_dc.lock";
 

@@ -29,8 +29,9 @@ use std::process::ExitCode;
 ///   cargo xtask size-check --from build/datachannel_echo-esp32s3-lean/datachannel_echo.map
 ///   cargo xtask size-check --host --json size.json
 ///
-/// Exit codes: 0 every budget holds, 1 a budget is exceeded or a budgeted component is missing
-/// from the input (each is listed), 2 the input cannot be read (file and reason named).
+/// Exit codes: 0 every budget holds, 1 a budget is exceeded, a budgeted component is missing
+/// from the input, or lines of a map could not be read (a truncated or garbled map: each is
+/// listed), 2 the input cannot be read or is damaged (file, line and reason named).
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -110,10 +111,65 @@ fn add_size(total: &mut u64, size: u64, place: impl FnOnce() -> String) -> Resul
     Ok(())
 }
 
+/// A JSON value whose objects have no repeated key. serde_json keeps the last of two equal
+/// keys, so a report with an archive or section listed twice would lose one of them (perhaps
+/// the breaching one) without a word: such a report is refused, its line named.
+struct StrictJson(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictJson(value) = map.next_value()?;
+            if out.insert(key.clone(), value).is_some() {
+                return Err(serde::de::Error::custom(format!("key `{key}` appears twice in one object; one of them would be lost")));
+            }
+        }
+        Ok(out.into())
+    }
+}
+
 /// Parses `idf.py size-components --format json2` (esp-idf-size's archive summary:
 /// `esp_idf_size/memorymap.py` get_archives_summary, shape shown in `esp_idf_size/docs/readme.md`).
 pub fn parse_json2(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let value = serde_json::from_str::<StrictJson>(text).map_err(|e| format!("not JSON: {e}"))?.0;
     let archives = value.as_object().ok_or("expected an object of archives (size-components --format json2)")?;
     let mut out: BTreeMap<String, Sizes> = BTreeMap::new();
     for (archive, info) in archives {
@@ -134,27 +190,50 @@ pub fn parse_json2(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
 }
 
 /// Parses a GNU ld map: input sections under each output section, summed by archive.
+#[cfg(test)]
 pub fn parse_map(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
+    parse_map_lines(text).map(|(sizes, _)| sizes)
+}
+
+/// Lines of a report that look like a size but could not be read: (line number, text).
+pub type Skipped = Vec<(usize, String)>;
+
+/// `parse_map`, and the input-section lines it could not read: a garbled address, or a
+/// section name wrapped onto its own line with nothing after it (a truncated map).
+pub fn parse_map_lines(text: &str) -> Result<(BTreeMap<String, Sizes>, Skipped), String> {
     let mut out: BTreeMap<String, Sizes> = BTreeMap::new();
+    let mut skipped = Skipped::new();
     let start = text.find("Linker script and memory map").ok_or("not a GNU linker map: no `Linker script and memory map`")?;
     let mut output_section = String::new();
     let mut continued = false; // the input section's name stood alone; address, size and file follow
     let mut device_regions = false;
     let first_line = text[..start].matches('\n').count() + 1;
-    for (index, line) in text[start..].lines().enumerate() {
+    // The line of a section name that stood alone, until its address line follows.
+    let mut wrapped: Option<(usize, String)> = None;
+    for (index, line) in crate::fsutil::split_lines(&text[start..]).enumerate() {
         let number = first_line + index;
         if line.starts_with('.') {
             output_section = line.split_whitespace().next().unwrap_or("").to_string();
             device_regions |= classify(&output_section).is_some();
+            if let Some(lost) = wrapped.take() {
+                skipped.push(lost);
+            }
             continued = false;
             continue;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         let rest: &[&str] = if std::mem::take(&mut continued) {
+            let Some(name_line) = wrapped.take() else { continue };
+            if fields.first().is_none_or(|f| !f.starts_with("0x")) {
+                // Not the address line the wrapped name announced: that section's size is lost.
+                skipped.push(name_line);
+                continue;
+            }
             &fields
         } else if line.starts_with(' ') && !line.starts_with("  ") && fields.first().is_some_and(|f| f.starts_with('.') || f.starts_with("COMMON")) {
             if fields.len() == 1 {
                 continued = true;
+                wrapped = Some((number, line.trim().to_string()));
                 continue;
             }
             &fields[1..]
@@ -164,6 +243,10 @@ pub fn parse_map(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
         // `0xADDRESS 0xSIZE archive(object)`
         let [address, size, file, ..] = rest else { continue };
         if !address.starts_with("0x") {
+            // A file is named, so the line sized something: garbled, not a linker-script line.
+            if classify(&output_section).is_some() {
+                skipped.push((number, line.trim().to_string()));
+            }
             continue;
         }
         let size = u64::from_str_radix(size.trim_start_matches("0x"), 16).map_err(|_| format!("line {number}: bad size `{size}` in `{}`", line.trim()))?;
@@ -171,17 +254,26 @@ pub fn parse_map(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
         let (Some(component), Some(field)) = (component_of_archive(archive), classify(&output_section)) else { continue };
         add_size(field(out.entry(component.to_string()).or_default()), size, || format!("line {number}: `{}`", line.trim()))?;
     }
+    if let Some(lost) = wrapped.take() {
+        // The map ends right after a wrapped section name: truncated.
+        skipped.push(lost);
+    }
     if !device_regions {
         // A linux-target build's map has .text/.data/.bss only: every budget would read "missing".
         return Err("no ESP32 memory regions in this map (no .dram0.*, .iram0.* or .flash.* sections): it is not a chip build; a linux-target build runs on the host and has no device memory map. Size a chip build, or use --host for the lab's 32-bit figures".into());
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Reads a saved size report: JSON if it starts with `{`, else a linker map.
 pub fn read_report(path: &Path) -> Result<BTreeMap<String, Sizes>> {
+    read_report_lines(path).map(|(sizes, _)| sizes)
+}
+
+/// `read_report`, and the lines of a map it could not read (a JSON report is read whole or refused).
+pub fn read_report_lines(path: &Path) -> Result<(BTreeMap<String, Sizes>, Skipped)> {
     let text = std::fs::read_to_string(path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
-    let parsed = if text.trim_start().starts_with('{') { parse_json2(&text) } else { parse_map(&text) };
+    let parsed = if text.trim_start().starts_with('{') { parse_json2(&text).map(|s| (s, Skipped::new())) } else { parse_map_lines(&text) };
     parsed.map_err(|e| exit::bad_input(format!("{}: {e}", path.display())))
 }
 
@@ -282,11 +374,14 @@ fn print_table(sizes: &BTreeMap<String, Sizes>, lines: &[Line], source: &str) {
 
 pub fn run(args: Args) -> Outcome {
     let policy = Policy::load(&Policy::path_for(&args.policy))?;
+    let mut skipped = Skipped::new();
     let (sizes, source) = if args.host {
         let libraries = crate::lab::host::component_libraries(&policy)?;
         (host_sizes(&libraries)?, format!("host build of `{}`", policy.policy.name))
     } else if let Some(from) = &args.from {
-        (read_report(from)?, from.display().to_string())
+        let (sizes, lost) = read_report_lines(from)?;
+        skipped = lost;
+        (sizes, from.display().to_string())
     } else {
         if args.target == "linux" {
             return Err(exit::bad_input(format!(
@@ -327,6 +422,16 @@ pub fn run(args: Args) -> Outcome {
     if lines.is_empty() {
         eprintln!("size-check: the policy `{}` sets no {}static budget", policy.policy.name, if args.host { "host " } else { "" });
     }
+    for (number, text) in &skipped {
+        eprintln!("size-check: {source}:{number}: skipped, its size could not be read: {text}");
+    }
+    if failed.is_empty() && !skipped.is_empty() {
+        // The figures above are too small by what those lines held: no budget verdict on them.
+        return Err(exit::verdict(format!(
+            "{} line(s) of {source} skipped (listed above): the sizes are incomplete; regenerate the map with a complete build",
+            skipped.len()
+        )));
+    }
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -336,7 +441,8 @@ pub fn run(args: Args) -> Outcome {
             _ => eprintln!("size-check: {} {} is {} B, budget {} B", l.component, l.measure, l.used.unwrap_or(0), l.budget),
         }
     }
-    Err(exit::verdict(format!("{} static budget(s) not held", failed.len())))
+    let also = if skipped.is_empty() { String::new() } else { format!("; {} line(s) of the input skipped (listed above)", skipped.len()) };
+    Err(exit::verdict(format!("{} static budget(s) not held{also}", failed.len())))
 }
 
 #[cfg(test)]

@@ -142,28 +142,12 @@ pub fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// Lines as a terminal shows them: ended by `\n`, `\r\n` or a lone `\r` (a CR-only capture,
-/// or a mixed one where a program wrote `\r` alone), so no line of ours hides inside another.
-pub fn split_lines(text: &str) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let end = rest.find(['\n', '\r']).unwrap_or(rest.len());
-        let line = &rest[..end];
-        let skip = if rest[end..].starts_with("\r\n") { 2 } else { usize::from(end < rest.len()) };
-        rest = &rest[end + skip..];
-        Some(line)
-    })
-}
-
 pub fn parse(text: &str) -> Log {
     let mut log = Log::default();
     let mut pending_dump_label: Option<String> = None;
     let mut open: Option<Dump> = None;
     let mut in_summary = false;
-    for (index, raw) in split_lines(text).enumerate() {
+    for (index, raw) in crate::fsutil::split_lines(text).enumerate() {
         let number = index + 1;
         let line = strip_ansi(raw);
         let skip = |log: &mut Log| log.skipped.push((number, line.trim().to_string()));

@@ -439,7 +439,7 @@ fn cr_only_and_mixed_line_endings_are_read() {
         assert_eq!(analyze_text(&text, None).unwrap().total_connected_bytes, 100, "{text:?}");
         assert_eq!(run_on(&text).unwrap(), ExitCode::SUCCESS);
     }
-    assert_eq!(log::split_lines("a\r\nb\rc\n\nd").collect::<Vec<_>>(), vec!["a", "b", "c", "", "d"]);
+    assert_eq!(crate::fsutil::split_lines("a\r\nb\rc\n\nd").collect::<Vec<_>>(), vec!["a", "b", "c", "", "d"]);
 }
 
 /// Issue 18: a dump header split by another task's output lost the whole dump silently, and

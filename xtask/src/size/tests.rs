@@ -141,3 +141,40 @@ fn margins_of_extreme_figures_clamp() {
     let lines = check(&budgets, &sizes, false);
     assert_eq!((lines[0].verdict.as_str(), lines[0].margin), ("breach", Some(i64::MIN)));
 }
+
+/// Issue 18: a map cut after a wrapped section name exited 0 with smaller figures. The lost
+/// line is named; garbled section lines too; CR-only maps read like LF ones.
+#[test]
+fn a_truncated_or_garbled_map_names_the_lines_it_skips() {
+    let text = std::fs::read_to_string(fixture("app.map")).unwrap();
+    let (whole, none) = parse_map_lines(&text).unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let cut = &text[..text.find(" .data.sctp_defaults").unwrap() + " .data.sctp_defaults\n".len()];
+    let (sizes, skipped) = parse_map_lines(cut).unwrap();
+    let line = cut.lines().count();
+    assert_eq!(skipped, vec![(line, ".data.sctp_defaults".to_string())]);
+    assert!(!sizes.contains_key("usrsctp"));
+    let garbled = text.replace("0x3fc88040      0x6dc esp-idf", "I (123) wifi: 0x6dc esp-idf");
+    let (_, skipped) = parse_map_lines(&garbled).unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].1.starts_with(".data          I (123)"), "{skipped:?}");
+    // A wrapped name followed by something else than its address line.
+    let broken = text.replacen("                0x3fc8871c      0x184", "I (99) other task", 1);
+    assert_eq!(parse_map_lines(&broken).unwrap().1.len(), 1);
+    for endings in [text.replace('\n', "\r"), text.replace('\n', "\r\n")] {
+        let (sizes, skipped) = parse_map_lines(&endings).unwrap();
+        assert_eq!((sizes, skipped.len()), (whole.clone(), 0));
+    }
+}
+
+/// Issue 18: duplicate JSON keys let a breaching entry vanish (serde_json keeps the last).
+#[test]
+fn duplicate_json_keys_are_refused() {
+    let text = r#"{ "liblibjuice.a": { "memory_types": { "DRAM": { "sections": { ".dram0.bss": { "size": 999999 } } } } },
+  "liblibjuice.a": { "memory_types": { "DRAM": { "sections": { ".dram0.bss": { "size": 1 } } } } } }"#;
+    let err = parse_json2(text).unwrap_err();
+    assert!(err.contains("key `liblibjuice.a` appears twice") && err.contains("line 2"), "{err}");
+    let inner = r#"{ "liblibjuice.a": { "memory_types": { "DRAM": { "sections": { ".dram0.bss": { "size": 9 }, ".dram0.bss": { "size": 1 } } } } } }"#;
+    assert!(parse_json2(inner).unwrap_err().contains("key `.dram0.bss` appears twice"));
+    assert!(read_report(&fixture("size-components.json")).is_ok());
+}

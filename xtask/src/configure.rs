@@ -31,10 +31,17 @@ Kconfig, idf_component.yml from templates/, upstream sources with the policy's p
 patches/ copied into upstream/, git-ignored), the policy block of sdkconfig.defaults (your lines
 outside the block are kept) and the stamp components/.esp_dc_policy. A second run changes nothing.
 
+With --into APP_DIR the same lands in your own ESP-IDF application: APP_DIR/components/ gets
+libdatachannel, libjuice, usrsctp, libsrtp, plog and esp_dc_port (ours: replaced on every run),
+APP_DIR/sdkconfig.defaults the policy block (your lines are kept), and the stamp. Your main/,
+CMakeLists.txt, other components and sdkconfig are never touched.
+
 Examples:
   cargo xtask configure                   # lean, then: cd examples/datachannel_echo && idf.py build
   cargo xtask configure --policy stock    # the seed's baseline
   cargo xtask configure --check           # CI: is the tree what the policy says?
+  cargo xtask configure --into ~/src/my-camera      # then in it: idf.py build
+  cargo xtask configure --into ~/src/my-camera --check
 
 Exit codes: 0 done (or no drift with --check), 1 --check found drift,
 2 bad policy, patch or template: `file:line: key: what is wrong`, nothing written.")]
@@ -48,10 +55,37 @@ pub struct Args {
     /// Print the result as JSON instead of a human summary.
     #[arg(long)]
     pub json: bool,
+    /// Lay the tree into your own ESP-IDF application instead of this project: its components/
+    /// gets our components and its sdkconfig.defaults the policy block; nothing else is touched.
+    #[arg(long, value_name = "APP_DIR")]
+    pub into: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Outcome {
-    configure_into(&project_root(), &Policy::path_for(&args.policy), args.check, args.json)
+    let root = match &args.into {
+        Some(app) => application_root(app)?,
+        None => project_root(),
+    };
+    configure_into(&root, &Policy::path_for(&args.policy), args.check, args.json)
+}
+
+/// Components of ours (committed, not generated) an application needs beside the generated ones.
+pub const OURS: &[&str] = &["esp_dc_port"];
+
+/// The directory of an ESP-IDF application: its top CMakeLists.txt includes project.cmake and
+/// calls project(). Refusing anything else keeps `--into` from writing into a wrong directory.
+pub fn application_root(app: &Path) -> Result<PathBuf> {
+    let cmake = app.join("CMakeLists.txt");
+    let text = std::fs::read_to_string(&cmake).map_err(|e| {
+        exit::bad_input(format!("{}: not an ESP-IDF application ({e}); --into takes the directory whose CMakeLists.txt calls project()", cmake.display()))
+    })?;
+    if !text.contains("project.cmake") || !text.contains("project(") {
+        return Err(exit::bad_input(format!(
+            "{}: not an ESP-IDF application's top CMakeLists.txt (no include of project.cmake and project() call)",
+            cmake.display()
+        )));
+    }
+    Ok(app.canonicalize()?)
 }
 
 /// Everything a run would write, relative to the project root.
@@ -109,6 +143,15 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
         tree.files.insert("idf_component.yml".into(), render::idf_component_yml(&policy, component, &yml_template)?.into_bytes());
         patches_by_component.insert(component.to_string(), policy.component(component).patches.clone());
         components.insert(component.to_string(), tree);
+    }
+
+    // In another application the committed components of ours travel with the generated ones;
+    // in this project they are already where they belong.
+    let here = project_root().canonicalize().unwrap_or_else(|_| project_root());
+    if root.canonicalize().map(|r| r != here).unwrap_or(true) {
+        for name in OURS {
+            components.insert(name.to_string(), Tree::read(&here.join("components").join(name))?);
+        }
     }
 
     let mut files = BTreeMap::new();

@@ -815,3 +815,51 @@ fn two_configures_at_once_always_leave_a_tree_check_accepts() {
         assert!(staging.is_empty(), "round {round}: {staging:?}");
     }
 }
+
+/// `configure --into` an existing application: our components and the policy block land there,
+/// the application's own files stay byte for byte, a second run changes nothing, `--check`
+/// works there, and a directory that is no application is refused before anything is written.
+#[test]
+fn into_an_application_writes_only_ours_and_checks_there() {
+    let app = tempfile::tempdir().unwrap();
+    let a = app.path();
+    let own: &[(&str, &str)] = &[
+        ("CMakeLists.txt", "cmake_minimum_required(VERSION 3.16)\ninclude($ENV{IDF_PATH}/tools/cmake/project.cmake)\nproject(camera)\n"),
+        ("main/CMakeLists.txt", "idf_component_register(SRCS main.c PRIV_REQUIRES libdatachannel esp_dc_port)\n"),
+        ("main/main.c", "void app_main(void) {}\n"),
+        ("components/sensor/CMakeLists.txt", "idf_component_register()\n"),
+        ("sdkconfig.defaults", "CONFIG_CAMERA_FPS=30\n"),
+    ];
+    for (rel, text) in own {
+        std::fs::create_dir_all(a.join(rel).parent().unwrap()).unwrap();
+        std::fs::write(a.join(rel), text).unwrap();
+    }
+    let root = application_root(a).unwrap();
+    let lean = Policy::path_for("lean");
+    assert_eq!(configure_into(&root, &lean, false, false).unwrap(), ExitCode::SUCCESS);
+    for (rel, text) in own.iter().filter(|(rel, _)| *rel != "sdkconfig.defaults") {
+        assert_eq!(&std::fs::read_to_string(a.join(rel)).unwrap(), text, "{rel} was touched");
+    }
+    let defaults = std::fs::read_to_string(a.join("sdkconfig.defaults")).unwrap();
+    assert!(defaults.starts_with("CONFIG_CAMERA_FPS=30\n"), "{defaults}");
+    assert!(defaults.contains(BLOCK_BEGIN) && defaults.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536"));
+    for component in GENERATED.iter().chain(OURS) {
+        assert!(a.join("components").join(component).join("CMakeLists.txt").is_file(), "{component} missing");
+    }
+    assert_eq!(
+        std::fs::read(a.join("components/esp_dc_port/src/esp_dc_port_init.c")).unwrap(),
+        std::fs::read(project_root().join("components/esp_dc_port/src/esp_dc_port_init.c")).unwrap()
+    );
+    assert!(apply(&plan(&root, &lean).unwrap(), &root).unwrap().is_empty(), "a second run changes nothing");
+    assert_eq!(configure_into(&root, &lean, true, false).unwrap(), ExitCode::SUCCESS);
+    std::fs::write(a.join("components/esp_dc_port/src/esp_dc_port_init.c"), "edited\n").unwrap();
+    assert_eq!(configure_into(&root, &lean, true, false).unwrap(), ExitCode::from(1), "--check sees our files drift");
+    assert_eq!(configure_into(&root, &lean, false, false).unwrap(), ExitCode::SUCCESS);
+    assert_eq!(configure_into(&root, &lean, true, false).unwrap(), ExitCode::SUCCESS);
+
+    let not_an_app = tempfile::tempdir().unwrap();
+    let err = application_root(not_an_app.path()).unwrap_err();
+    assert_eq!(err.downcast_ref::<exit::Failure>().map(|f| f.code), Some(2));
+    assert!(err.to_string().contains("not an ESP-IDF application"), "{err}");
+    assert!(std::fs::read_dir(not_an_app.path()).unwrap().next().is_none(), "nothing written");
+}

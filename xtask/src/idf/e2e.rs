@@ -20,13 +20,10 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// What an application that takes this project's tree has: the examples, our port component and
-/// (from configure) the generated components and sdkconfig.defaults. Unchanged files are not
-/// touched, so the builds stay incremental.
+/// The examples, copied; configure then adds our components and sdkconfig.defaults, as it does
+/// for any application. Unchanged files are not touched, so the builds stay incremental.
 fn stage_project(root: &Path) -> Result<()> {
-    let repo = project_root();
-    Tree::read(&repo.join("examples"))?.write(&root.join("examples"))?;
-    Tree::read(&repo.join("components/esp_dc_port"))?.write(&root.join("components/esp_dc_port"))?;
+    Tree::read(&project_root().join("examples"))?.write(&root.join("examples"))?;
     Ok(())
 }
 
@@ -110,4 +107,52 @@ fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
         }
     }
     assert!(failures.is_empty(), "{} run(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// README "Use it in your application", done by a test: `configure --into` a throwaway
+/// application (lab/fixtures/idf_app: its own CMakeLists.txt, main and sdkconfig.defaults), then
+/// idf.py builds it for linux and it runs: one PeerConnection, an offer with its data channel.
+#[test]
+fn idf_application_takes_the_tree_with_configure_into() {
+    let Some(idf_root) = tree_for_tests() else {
+        say_skipped("idf::e2e::idf_application_takes_the_tree_with_configure_into");
+        return;
+    };
+    let idf = locate(Some(&idf_root), None, None).unwrap();
+    let _heavy = HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let app = cache_root().join("idf-e2e/app");
+    Tree::read(&project_root().join("lab/fixtures/idf_app")).unwrap().write(&app).unwrap();
+    let own_main = std::fs::read(app.join("main/app_main.c")).unwrap();
+    let root = configure::application_root(&app).unwrap();
+    assert_eq!(configure::configure_into(&root, &Policy::path_for("lean"), false, false).unwrap(), ExitCode::SUCCESS);
+    assert_eq!(std::fs::read(app.join("main/app_main.c")).unwrap(), own_main, "configure touched the application's main");
+    let defaults = std::fs::read_to_string(app.join("sdkconfig.defaults")).unwrap();
+    assert!(defaults.contains("CONFIG_FREERTOS_HZ=1000") && defaults.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536"), "{defaults}");
+
+    let build = app.join("build");
+    let python = std::env::var_os("IDF_PYTHON_ENV_PATH").map(|v| PathBuf::from(v).join("bin/python")).unwrap_or_else(|| "python3".into());
+    let log = project_root().join("lab-out/idf-e2e/app-build.log");
+    let mut output = Vec::new();
+    let set_target = !configured_for(&build, "linux");
+    let steps: Vec<Vec<&str>> = if set_target { vec![vec!["--preview", "set-target", "linux"], vec!["build"]] } else { vec![vec!["build"]] };
+    for step in steps {
+        let out = std::process::Command::new(&python)
+            .arg(idf.idf_py.as_os_str())
+            .arg("-C")
+            .arg(&app)
+            .arg("-B")
+            .arg(&build)
+            .args(&step)
+            .env("IDF_PATH", &idf.path)
+            .output()
+            .unwrap();
+        output.extend_from_slice(&out.stdout);
+        output.extend_from_slice(&out.stderr);
+        std::fs::write(&log, &output).unwrap();
+        assert!(out.status.success(), "idf.py {} of the throwaway application failed; see {}", step.join(" "), log.display());
+    }
+    let run = std::process::Command::new("timeout").arg("60").arg(build.join("throwaway_app.elf")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    say(&format!("idf-e2e: application via configure --into: {}", stdout.lines().find(|l| l.starts_with("app:")).unwrap_or("no line")));
+    assert!(run.status.success() && stdout.contains("app: offer") && stdout.contains("data channel present"), "{stdout}");
 }

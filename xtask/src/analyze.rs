@@ -3,7 +3,7 @@
 //! the app ELF's DWARF line information.
 
 mod elf;
-mod log;
+pub(crate) mod log;
 #[cfg(test)]
 mod tests;
 
@@ -75,7 +75,7 @@ pub fn run(args: Args) -> Outcome {
 /// What of the log could not be read, or None when every line of ours was: skipped lines and
 /// dumps cut short (by a second header or the end of the log) or disagreeing with their own
 /// summary. Any of it makes the report incomplete: exit 1, after printing what was read.
-fn data_lost(log: &Log) -> Option<String> {
+pub(crate) fn data_lost(log: &Log) -> Option<String> {
     let mut lost = Vec::new();
     if !log.skipped.is_empty() {
         lost.push(format!("{} line(s) skipped", log.skipped.len()));
@@ -399,7 +399,7 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     report
 }
 
-fn render(report: &Report, args: &Args) -> String {
+pub(crate) fn render(report: &Report, args: &Args) -> String {
     let mut o = String::new();
     let device = report.device.clone().unwrap_or_default();
     let _ = writeln!(o, "device log {} (policy {})", args.log.display(), report.policy);

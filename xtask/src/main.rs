@@ -7,6 +7,8 @@ mod bench;
 mod configure;
 mod exit;
 mod fsutil;
+#[cfg(test)]
+mod fuzz_tests;
 mod idf;
 mod interop;
 mod kconfig_keys;

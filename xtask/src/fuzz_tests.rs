@@ -10,8 +10,10 @@
 //! truncation at a random point, CR-only / CRLF / mixed line endings).
 //!
 //! Budget: `ESP_DC_FUZZ_CASES` cases per reader (default [`DEFAULT_CASES`], all four together
-//! well under a minute), seed `ESP_DC_FUZZ_SEED` (default: random, printed). Longer run:
-//! `ESP_DC_FUZZ_CASES=200000 cargo test -p xtask fuzz_ -- --nocapture --test-threads=1`.
+//! well under a minute), seed `ESP_DC_FUZZ_SEED` (default: random, printed). Longer run, by
+//! cases or by time (rounds of the cases with the next seed until `ESP_DC_FUZZ_SECONDS` passed):
+//! `ESP_DC_FUZZ_CASES=2000000 cargo test -p xtask fuzz_ -- --nocapture --test-threads=1`,
+//! `ESP_DC_FUZZ_SECONDS=600 cargo test -p xtask fuzz_json2 -- --nocapture`.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
@@ -276,27 +278,35 @@ fn fuzz(name: &str, fixtures: &'static [&'static str], reader: impl Fn(&str) -> 
     let seed = std::env::var("ESP_DC_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     });
-    let config = Config { cases, failure_persistence: None, rng_seed: RngSeed::Fixed(seed), ..Config::default() };
-    let mut runner = TestRunner::new(config);
+    // ESP_DC_FUZZ_SECONDS: keep running rounds of `cases` (seed, seed + 1, ...) until that long.
+    let seconds = std::env::var("ESP_DC_FUZZ_SECONDS").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let ran = AtomicU64::new(0);
     let read = AtomicU64::new(0);
     let start = Instant::now();
-    let result = runner.run(&input(fixtures), |text| {
-        ran.fetch_add(1, Ordering::Relaxed);
-        let ok = catch_unwind(AssertUnwindSafe(|| reader(&text))).map_err(|panic| {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            TestCaseError::fail(format!("{name} panicked: {what}"))
-        })?;
-        read.fetch_add(u64::from(ok), Ordering::Relaxed);
-        Ok(())
-    });
+    let mut round = 0u64;
+    let result = loop {
+        let config = Config { cases, failure_persistence: None, rng_seed: RngSeed::Fixed(seed.wrapping_add(round)), ..Config::default() };
+        let result = TestRunner::new(config).run(&input(fixtures), |text| {
+            ran.fetch_add(1, Ordering::Relaxed);
+            let ok = catch_unwind(AssertUnwindSafe(|| reader(&text))).map_err(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                TestCaseError::fail(format!("{name} panicked (ESP_DC_FUZZ_SEED={}): {what}", seed.wrapping_add(round)))
+            })?;
+            read.fetch_add(u64::from(ok), Ordering::Relaxed);
+            Ok(())
+        });
+        round += 1;
+        if result.is_err() || start.elapsed().as_secs_f64() >= seconds {
+            break result;
+        }
+    };
     let elapsed = start.elapsed();
     eprintln!(
-        "{name}: {} inputs ({} read Ok, {cases} cases asked) in {:.1} s, seed {seed} (ESP_DC_FUZZ_SEED={seed} repeats it): {}",
+        "{name}: {} inputs ({} read Ok; {round} round(s) of {cases} cases) in {:.1} s, seed {seed} (ESP_DC_FUZZ_SEED={seed} repeats it): {}",
         ran.load(Ordering::Relaxed),
         read.load(Ordering::Relaxed),
         elapsed.as_secs_f64(),

@@ -20,7 +20,8 @@ import sys
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+
+from aiortc_peer import count_frames  # the lab's interop peer, beside this file
 
 # Loopback only: the example binds ICE to 127.0.0.1 on the linux target (its Kconfig default),
 # aioice leaves loopback out of its host candidates unless told, and no STUN server is used.
@@ -100,15 +101,6 @@ async def echo_exchange(channel, messages: int, timeout: float) -> tuple[int, st
             return verified, f"echo {i} differs ({len(echo)} back for {len(body)})"
         verified += 1
     return verified, "ok"
-
-
-async def count_frames(track, counts: dict) -> None:
-    while True:
-        try:
-            await track.recv()
-        except MediaStreamError:
-            return
-        counts["decoded"] += 1
 
 
 async def run(args) -> int:

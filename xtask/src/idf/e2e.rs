@@ -132,6 +132,7 @@ fn idf_application_takes_the_tree_with_configure_into() {
     let build = app.join("build");
     let python = std::env::var_os("IDF_PYTHON_ENV_PATH").map(|v| PathBuf::from(v).join("bin/python")).unwrap_or_else(|| "python3".into());
     let log = project_root().join("lab-out/idf-e2e/app-build.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
     let mut output = Vec::new();
     let set_target = !configured_for(&build, "linux");
     let steps: Vec<Vec<&str>> = if set_target { vec![vec!["--preview", "set-target", "linux"], vec!["build"]] } else { vec![vec!["build"]] };

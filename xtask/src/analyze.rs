@@ -8,7 +8,9 @@ pub(crate) mod log;
 mod tests;
 
 use crate::exit::{bad_input, Outcome};
-use crate::report::{self, ComponentReport, DeviceLog, HeapFigure, PhaseFigure, Projection, ProjectionLine, Report, Site, ThreadReport};
+use crate::report::{
+    self, ComponentReport, DeviceLog, HeapFigure, PhaseFigure, Projection, ProjectionLine, Report, Site, ThreadReport,
+};
 use log::{Dump, Heap, Log, Record, TraceMode};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -52,7 +54,8 @@ pub fn run(args: Args) -> Outcome {
     }
     let mut elf = match &args.elf {
         Some(path) => {
-            let addresses: Vec<u64> = log.dumps.iter().flat_map(|d| d.records.iter().flat_map(|r| r.callers.iter().copied())).collect();
+            let addresses: Vec<u64> =
+                log.dumps.iter().flat_map(|d| d.records.iter().flat_map(|r| r.callers.iter().copied())).collect();
             Some(elf::open(path, log.chip.as_deref(), log.elf_sha256_prefix.as_ref(), &addresses)?)
         }
         None => None,
@@ -88,7 +91,9 @@ pub(crate) fn data_lost(log: &Log) -> Option<String> {
         .dumps
         .iter()
         .filter(|d| match (d.summary_bytes, d.summary_allocations) {
-            (Some(bytes), Some(count)) => (bytes, count) != (saturating_sum(live(d).map(|r| r.size)), live(d).count() as u64),
+            (Some(bytes), Some(count)) => {
+                (bytes, count) != (saturating_sum(live(d).map(|r| r.size)), live(d).count() as u64)
+            }
             _ => false,
         })
         .count();
@@ -146,7 +151,12 @@ fn attribute(record: &Record, elf: Option<&mut elf::Elf>) -> SiteKey {
     for &address in &record.callers {
         for frame in elf.caller_frames(address) {
             if let Some(component) = frame.component {
-                return SiteKey { component: component.into(), file: frame.file.clone(), line: frame.line, function: frame.function.clone() };
+                return SiteKey {
+                    component: component.into(),
+                    file: frame.file.clone(),
+                    line: frame.line,
+                    function: frame.function.clone(),
+                };
             }
             if first.is_none() && !is_allocator_frame(&frame.file) {
                 first = Some(frame.clone());
@@ -213,9 +223,18 @@ fn sites_of<'a>(records: impl Iterator<Item = &'a Record>, keys: &BTreeMap<usize
     }
     let mut sites: Vec<Site> = by_site
         .into_iter()
-        .map(|(k, (bytes, count))| Site { component: k.component, file: k.file, line: k.line, function: k.function, bytes, count })
+        .map(|(k, (bytes, count))| Site {
+            component: k.component,
+            file: k.file,
+            line: k.line,
+            function: k.function,
+            bytes,
+            count,
+        })
         .collect();
-    sites.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then(a.file.cmp(&b.file)).then(a.line.cmp(&b.line)));
+    sites.sort_by(|a, b| {
+        b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then(a.file.cmp(&b.file)).then(a.line.cmp(&b.line))
+    });
     sites.truncate(top);
     sites
 }
@@ -244,7 +263,8 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     let mut device = DeviceLog::default();
 
     let connected_tally = connected.map(|d| tally_by_component(d, &keys)).unwrap_or_default();
-    let per_dump: Vec<(&Dump, BTreeMap<String, Tally>)> = moments.iter().map(|d| (*d, tally_by_component(d, &keys))).collect();
+    let per_dump: Vec<(&Dump, BTreeMap<String, Tally>)> =
+        moments.iter().map(|d| (*d, tally_by_component(d, &keys))).collect();
     let mut names: Vec<String> = per_dump.iter().flat_map(|(_, t)| t.keys().cloned()).collect();
     names.sort();
     names.dedup();
@@ -270,7 +290,8 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     }
     report.components.sort_by(|a, b| b.connected_bytes.cmp(&a.connected_bytes).then(a.name.cmp(&b.name)));
     report.total_connected_bytes = saturating_sum(connected_tally.values().map(|t| t.bytes));
-    report.total_peak_bytes = per_dump.iter().map(|(_, t)| saturating_sum(t.values().map(|t| t.bytes))).max().unwrap_or(0);
+    report.total_peak_bytes =
+        per_dump.iter().map(|(_, t)| saturating_sum(t.values().map(|t| t.bytes))).max().unwrap_or(0);
     if let Some(d) = connected {
         report.sites = sites_of(live(d), &keys, top);
         device.connected_dump = d.label.clone();
@@ -288,7 +309,11 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     };
     if let Some(label) = task_label {
         for t in log.tasks.iter().filter(|t| t.label == label) {
-            report.thread_list.push(ThreadReport { name: t.name.clone(), stack_free_min_bytes: t.stack_free_min, ..Default::default() });
+            report.thread_list.push(ThreadReport {
+                name: t.name.clone(),
+                stack_free_min_bytes: t.stack_free_min,
+                ..Default::default()
+            });
         }
         report.threads = report.thread_list.len() as u64;
     }
@@ -296,9 +321,14 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     // Measured, not projected: the tracker's free-heap drop at `connected` when it printed one
     // (it sees everything, traced or not), else the connected dump's live bytes by heap.
     let drop_at = |heap: Heap| {
-        log.deltas.iter().find(|d| d.label == "connected" && d.heap == heap).map(|d| (d.free.min(0).unsigned_abs(), d.base.clone()))
+        log.deltas
+            .iter()
+            .find(|d| d.label == "connected" && d.heap == heap)
+            .map(|d| (d.free.min(0).unsigned_abs(), d.base.clone()))
     };
-    let traced = |heap: Heap| saturating_sum(connected_tally.values().map(|t| if heap == Heap::Psram { t.psram } else { t.internal }));
+    let traced = |heap: Heap| {
+        saturating_sum(connected_tally.values().map(|t| if heap == Heap::Psram { t.psram } else { t.internal }))
+    };
     let mut projection = Projection::default();
     for heap in [Heap::Internal, Heap::Psram] {
         let (bytes, line) = match drop_at(heap) {
@@ -313,7 +343,11 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
             None => (
                 traced(heap),
                 ProjectionLine {
-                    what: format!("measured: {} bytes live in heap trace dump `{}`", heap.name(), device.connected_dump),
+                    what: format!(
+                        "measured: {} bytes live in heap trace dump `{}`",
+                        heap.name(),
+                        device.connected_dump
+                    ),
                     source: "heap_trace_dump() (components/heap/heap_trace_standalone.c)".into(),
                     ..Default::default()
                 },
@@ -359,14 +393,23 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     }
     const AFTER: &[&str] = &["cleaned-up", "closed", "disconnected"];
     let not_returned = |heap: Heap| {
-        AFTER.iter().find_map(|label| log.deltas.iter().find(|d| d.label == *label && d.heap == heap)).map(|d| d.free.min(0).unsigned_abs())
+        AFTER
+            .iter()
+            .find_map(|label| log.deltas.iter().find(|d| d.label == *label && d.heap == heap))
+            .map(|d| d.free.min(0).unsigned_abs())
     };
     device.not_returned_internal_bytes = not_returned(Heap::Internal);
     device.not_returned_psram_bytes = not_returned(Heap::Psram);
     // Without a leak check in the trace, the tracker's figure is the only leak measure.
-    if report.leak_bytes_per_cycle.is_none() && (device.not_returned_internal_bytes.is_some() || device.not_returned_psram_bytes.is_some()) {
-        report.leak_bytes_per_cycle =
-            Some(device.not_returned_internal_bytes.unwrap_or(0).saturating_add(device.not_returned_psram_bytes.unwrap_or(0)));
+    if report.leak_bytes_per_cycle.is_none()
+        && (device.not_returned_internal_bytes.is_some() || device.not_returned_psram_bytes.is_some())
+    {
+        report.leak_bytes_per_cycle = Some(
+            device
+                .not_returned_internal_bytes
+                .unwrap_or(0)
+                .saturating_add(device.not_returned_psram_bytes.unwrap_or(0)),
+        );
     }
     device.skipped_lines = log.skipped.len() as u64;
     // Every one, not a sample: each is data the report lacks.
@@ -405,7 +448,8 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
     let _ = writeln!(o, "device log {} (policy {})", args.log.display(), report.policy);
     if !device.connected_dump.is_empty() {
         let _ = writeln!(o, "components, from heap trace dump `{}`:", device.connected_dump);
-        let _ = writeln!(o, "  {:<16} {:>10} {:>10} {:>10} {:>10}", "component", "connected", "peak", "internal", "psram");
+        let _ =
+            writeln!(o, "  {:<16} {:>10} {:>10} {:>10} {:>10}", "component", "connected", "peak", "internal", "psram");
         for c in &report.components {
             let _ = writeln!(
                 o,
@@ -423,7 +467,11 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
     }
     if !device.heaps.is_empty() {
         let _ = writeln!(o, "heaps (esp_memtrack):");
-        let _ = writeln!(o, "  {:<14} {:<9} {:>10} {:>10} {:>10} {:>10}", "label", "heap", "free", "min_free", "largest", "delta");
+        let _ = writeln!(
+            o,
+            "  {:<14} {:<9} {:>10} {:>10} {:>10} {:>10}",
+            "label", "heap", "free", "min_free", "largest", "delta"
+        );
         for h in &device.heaps {
             let delta = h.free_delta.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
             let _ = writeln!(
@@ -433,9 +481,16 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
             );
         }
     }
-    let _ = writeln!(o, "measured at `connected`: internal {} bytes, psram {} bytes", report.projection.internal_bytes, report.projection.psram_bytes);
+    let _ = writeln!(
+        o,
+        "measured at `connected`: internal {} bytes, psram {} bytes",
+        report.projection.internal_bytes, report.projection.psram_bytes
+    );
     if let (Some(internal), Some(psram)) = (device.peak_internal_bytes, device.peak_psram_bytes) {
-        let _ = writeln!(o, "peak since baseline (free minus lowest min_free): internal {internal} bytes, psram {psram} bytes");
+        let _ = writeln!(
+            o,
+            "peak since baseline (free minus lowest min_free): internal {internal} bytes, psram {psram} bytes"
+        );
     }
     let site_line = |o: &mut String, s: &Site| {
         let place = if s.line == 0 { s.file.clone() } else { format!("{}:{}", s.file, s.line) };
@@ -447,11 +502,18 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
         report.sites.iter().for_each(|s| site_line(&mut o, s));
     }
     if let (Some(internal), Some(psram)) = (device.not_returned_internal_bytes, device.not_returned_psram_bytes) {
-        let _ = writeln!(o, "heap not returned after the connection (esp_memtrack): internal {internal} bytes, psram {psram} bytes");
+        let _ = writeln!(
+            o,
+            "heap not returned after the connection (esp_memtrack): internal {internal} bytes, psram {psram} bytes"
+        );
     }
     match report.leak_bytes_per_cycle {
         Some(bytes) if !report.leaks.is_empty() => {
-            let _ = writeln!(o, "leaks across the connection: {bytes} bytes in {} blocks", report.leaks.iter().map(|s| s.count).sum::<u64>());
+            let _ = writeln!(
+                o,
+                "leaks across the connection: {bytes} bytes in {} blocks",
+                report.leaks.iter().map(|s| s.count).sum::<u64>()
+            );
             report.leaks.iter().for_each(|s| site_line(&mut o, s));
         }
         _ => {

@@ -14,14 +14,29 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-
 /// The header whose force-include redirects a component's C allocations.
 const REDIRECT_HEADER: &str = "esp_dc_alloc_redirect.h";
 
 /// Directories that hold no code the component compiles.
 const NOT_COMPILED: &[&str] = &[
-    "test", "tests", "example", "examples", "fuzzer", "fuzz", "bench", "benchmark", "samples", "sample", "doc", "docs",
-    "programs", "cmake", "pages", ".git", "build", "deps",
+    "test",
+    "tests",
+    "example",
+    "examples",
+    "fuzzer",
+    "fuzz",
+    "bench",
+    "benchmark",
+    "samples",
+    "sample",
+    "doc",
+    "docs",
+    "programs",
+    "cmake",
+    "pages",
+    ".git",
+    "build",
+    "deps",
 ];
 
 /// List every allocation and thread site of the stack and whether the policy places it.
@@ -185,14 +200,21 @@ fn component_files(dir: &Path, cmake: &str) -> Vec<PathBuf> {
     for entry in walkdir::WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| !(e.file_type().is_dir() && e.depth() > 0 && NOT_COMPILED.contains(&e.file_name().to_string_lossy().as_ref())))
+        .filter_entry(|e| {
+            !(e.file_type().is_dir()
+                && e.depth() > 0
+                && NOT_COMPILED.contains(&e.file_name().to_string_lossy().as_ref()))
+        })
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
     {
         let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
         let rel_s = rel.to_string_lossy();
         let header = ["h", "hpp", "hh", "hxx", "inl", "ipp"].iter().any(|e| rel_s.ends_with(&format!(".{e}")));
-        if header || (is_source(&rel_s) && (listed.is_empty() || listed.iter().any(|l| *l == rel_s || l.ends_with(&format!("/{rel_s}"))))) {
+        if header
+            || (is_source(&rel_s)
+                && (listed.is_empty() || listed.iter().any(|l| *l == rel_s || l.ends_with(&format!("/{rel_s}")))))
+        {
             files.push(entry.path().to_path_buf());
         }
     }
@@ -208,7 +230,11 @@ fn language(component: &str, file: &str) -> Lang {
     if file.ends_with(".c") {
         Lang::C
     } else if file.ends_with(".h") {
-        if matches!(component, "libdatachannel" | "plog") { Lang::Cxx } else { Lang::C }
+        if matches!(component, "libdatachannel" | "plog") {
+            Lang::Cxx
+        } else {
+            Lang::C
+        }
     } else {
         Lang::Cxx
     }
@@ -233,14 +259,18 @@ pub fn coverage(policy: &Policy, component: &str, file: &str, kind: Kind, call: 
             return (false, "C call in C++: the redirect header applies to C files; default heap".to_string());
         }
         match (spec.force_include.as_str(), spec.placement) {
-            (REDIRECT_HEADER, Placement::Default) => (false, "redirect with placement default: default heap".to_string()),
+            (REDIRECT_HEADER, Placement::Default) => {
+                (false, "redirect with placement default: default heap".to_string())
+            }
             (REDIRECT_HEADER, p) => (true, format!("redirect → heap_caps {}", p.as_str())),
             _ => (false, "no redirect force-included: default heap".to_string()),
         }
     };
     match kind {
         // esp_dc_port's allocator is the redirect: its plain malloc serves placement `default`.
-        Kind::CAlloc if component == "esp_dc_port" => (true, "the redirect's allocator (placement default → malloc)".to_string()),
+        Kind::CAlloc if component == "esp_dc_port" => {
+            (true, "the redirect's allocator (placement default → malloc)".to_string())
+        }
         Kind::CAlloc => redirect(),
         Kind::LibcAlloc => (false, format!("{call} allocates inside libc, beyond the redirect: default heap")),
         Kind::CapsAlloc => (true, "caps chosen at the call".to_string()),
@@ -256,7 +286,9 @@ pub fn coverage(policy: &Policy, component: &str, file: &str, kind: Kind, call: 
             }
         }
         Kind::Thread => match policy.pthread.stack_placement {
-            Placement::Default => (false, "pthread stack: default heap (pthread.stack_placement = default)".to_string()),
+            Placement::Default => {
+                (false, "pthread stack: default heap (pthread.stack_placement = default)".to_string())
+            }
             p => (true, format!("esp_pthread_cfg_t stack → {}", p.as_str())),
         },
         Kind::Task => {
@@ -292,7 +324,8 @@ pub fn scan_tree(root: &Path, policy: &Policy) -> Result<Vec<Site>> {
         let defines = component_defines(&cmake);
         for path in component_files(&dir, &cmake) {
             let rel = path.strip_prefix(&dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
-            let bytes = std::fs::read(&path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
+            let bytes =
+                std::fs::read(&path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
             let text = String::from_utf8_lossy(&bytes);
             for f in scan::scan(&text, language(component, &rel), &defines) {
                 let (covered, placement) = coverage(policy, component, &rel, f.kind, &f.call);
@@ -300,7 +333,17 @@ pub fn scan_tree(root: &Path, policy: &Policy) -> Result<Vec<Site>> {
                     Kind::Thread => Some(f.stack.clone().unwrap_or_else(|| inherited_stack(policy))),
                     _ => f.stack.clone(),
                 };
-                sites.push(Site { component: component.to_string(), file: rel.clone(), line: f.line, kind: f.kind, call: f.call, stack, covered, placement, measured_bytes: None });
+                sites.push(Site {
+                    component: component.to_string(),
+                    file: rel.clone(),
+                    line: f.line,
+                    kind: f.kind,
+                    call: f.call,
+                    stack,
+                    covered,
+                    placement,
+                    measured_bytes: None,
+                });
             }
         }
     }
@@ -342,7 +385,8 @@ pub struct Measured {
 /// Reads a `cargo xtask lab --json` report. Its paths are relative to libdatachannel's source
 /// root (`deps/usrsctp/usrsctplib/user_mbuf.c`); the tree's are `upstream/usrsctplib/user_mbuf.c`.
 pub fn read_lab(path: &Path, policy: &str) -> Result<Measured> {
-    let text = std::fs::read_to_string(path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
     let runs: Vec<LabRun> = serde_json::from_str(&text)
         .map_err(|e| exit::bad_input(format!("{}: not a `cargo xtask lab --json` report: {e}", path.display())))?;
     let mut m = Measured { sites: BTreeMap::new(), threads: BTreeMap::new(), scenarios: 0 };
@@ -354,7 +398,9 @@ pub fn read_lab(path: &Path, policy: &str) -> Result<Measured> {
             *e = (*e).max(s.bytes);
         }
         for t in &run.thread_list {
-            let Some((file, line)) = t.created_at.split_whitespace().next().and_then(|fl| fl.rsplit_once(':')) else { continue };
+            let Some((file, line)) = t.created_at.split_whitespace().next().and_then(|fl| fl.rsplit_once(':')) else {
+                continue;
+            };
             let Ok(line) = line.parse::<u32>() else { continue };
             let key = (t.component.clone(), tree_path(&t.component, file), line);
             let e = m.threads.entry(key).or_default();
@@ -383,10 +429,21 @@ pub fn attach(sites: &mut Vec<Site>, measured: &Measured, policy: &Policy) {
         for ((component, file, line), bytes) in table {
             // A thread's creation line can sit inside the std::thread's arguments (a lambda):
             // match the nearest thread site at most 20 lines above.
-            let near = |s: &Site| if is_thread { s.line <= *line && *line - s.line <= 20 } else { s.line.abs_diff(*line) <= 2 };
+            let near = |s: &Site| {
+                if is_thread {
+                    s.line <= *line && *line - s.line <= 20
+                } else {
+                    s.line.abs_diff(*line) <= 2
+                }
+            };
             let nearest = sites
                 .iter_mut()
-                .filter(|s| &s.component == component && &s.file == file && matches!(s.kind, Kind::Thread | Kind::Task) == is_thread && near(s))
+                .filter(|s| {
+                    &s.component == component
+                        && &s.file == file
+                        && matches!(s.kind, Kind::Thread | Kind::Task) == is_thread
+                        && near(s)
+                })
                 .min_by_key(|s| s.line.abs_diff(*line));
             match nearest {
                 Some(site) => *site.measured_bytes.get_or_insert(0) += bytes,
@@ -416,7 +473,8 @@ pub fn statics(libraries: &BTreeMap<String, PathBuf>, threshold: u64) -> Result<
     let mut out = Vec::new();
     for (component, path) in libraries {
         let data = std::fs::read(path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
-        let file = object::File::parse(&*data).map_err(|e| exit::bad_input(format!("{}: not an object file: {e}", path.display())))?;
+        let file = object::File::parse(&*data)
+            .map_err(|e| exit::bad_input(format!("{}: not an object file: {e}", path.display())))?;
         for sym in file.symbols() {
             if sym.kind() != SymbolKind::Data && sym.kind() != SymbolKind::Tls || sym.size() < threshold {
                 continue;
@@ -426,7 +484,12 @@ pub fn statics(libraries: &BTreeMap<String, PathBuf>, threshold: u64) -> Result<
             if crate::size::is_host_ram_section(name) {
                 let raw = sym.name().unwrap_or("?");
                 let symbol = addr2line::demangle_auto(raw.into(), None).into_owned();
-                out.push(StaticObject { component: component.clone(), symbol, bytes: sym.size(), section: name.to_string() });
+                out.push(StaticObject {
+                    component: component.clone(),
+                    symbol,
+                    bytes: sym.size(),
+                    section: name.to_string(),
+                });
             }
         }
     }
@@ -438,7 +501,8 @@ pub fn statics(libraries: &BTreeMap<String, PathBuf>, threshold: u64) -> Result<
 pub fn summarize(sites: &[Site], statics: &[StaticObject]) -> Vec<Summary> {
     let mut by: BTreeMap<&str, Summary> = BTreeMap::new();
     for s in sites {
-        let e = by.entry(&s.component).or_insert_with(|| Summary { component: s.component.clone(), ..Default::default() });
+        let e =
+            by.entry(&s.component).or_insert_with(|| Summary { component: s.component.clone(), ..Default::default() });
         e.sites += 1;
         if s.covered {
             e.covered += 1;
@@ -449,7 +513,8 @@ pub fn summarize(sites: &[Site], statics: &[StaticObject]) -> Vec<Summary> {
         e.measured_bytes += s.measured_bytes.unwrap_or(0);
     }
     for o in statics {
-        let e = by.entry(&o.component).or_insert_with(|| Summary { component: o.component.clone(), ..Default::default() });
+        let e =
+            by.entry(&o.component).or_insert_with(|| Summary { component: o.component.clone(), ..Default::default() });
         e.statics += 1;
         e.static_bytes += o.bytes;
     }
@@ -498,9 +563,14 @@ pub fn run(args: Args) -> Outcome {
     if let Some(path) = &lab_path {
         let measured = read_lab(path, &policy.policy.name)?;
         if measured.scenarios == 0 {
-            eprintln!("audit: {} has no run of `{}`; sites are not ranked by measured bytes", path.display(), policy.policy.name);
+            eprintln!(
+                "audit: {} has no run of `{}`; sites are not ranked by measured bytes",
+                path.display(),
+                policy.policy.name
+            );
         } else {
-            lab_note = Some(format!("{} ({} scenarios of `{}`)", path.display(), measured.scenarios, policy.policy.name));
+            lab_note =
+                Some(format!("{} ({} scenarios of `{}`)", path.display(), measured.scenarios, policy.policy.name));
             attach(&mut sites, &measured, &policy);
         }
     }
@@ -511,7 +581,13 @@ pub fn run(args: Args) -> Outcome {
         statics(&libraries, policy.audit.static_object_threshold_bytes)?
     };
     rank(&mut sites);
-    let report = Report { policy: policy.policy.name.clone(), lab: lab_note, summary: summarize(&sites, &statics), sites, statics };
+    let report = Report {
+        policy: policy.policy.name.clone(),
+        lab: lab_note,
+        summary: summarize(&sites, &statics),
+        sites,
+        statics,
+    };
     if args.markdown {
         print_markdown(&report);
     } else {
@@ -522,28 +598,59 @@ pub fn run(args: Args) -> Outcome {
     }
     let uncovered = report.sites.iter().filter(|s| !s.covered).count();
     if policy.audit.require_full_coverage && uncovered > 0 {
-        return Err(exit::verdict(format!("{uncovered} site(s) not covered by `{}`, which sets audit.require_full_coverage", policy.policy.name)));
+        return Err(exit::verdict(format!(
+            "{uncovered} site(s) not covered by `{}`, which sets audit.require_full_coverage",
+            policy.policy.name
+        )));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_table(r: &Report, all: bool, threshold: u64) {
-    println!("audit of `{}`; measured: {}", r.policy, r.lab.as_deref().unwrap_or("no lab report (run `cargo xtask lab --json lab-out/lab.json`)"));
-    println!("{:<15} {:>6} {:>8} {:>10} {:>12} {:>16} {:>8} {:>9}", "component", "sites", "covered", "uncovered", "measured B", "uncovered B", "statics", "static B");
+    println!(
+        "audit of `{}`; measured: {}",
+        r.policy,
+        r.lab.as_deref().unwrap_or("no lab report (run `cargo xtask lab --json lab-out/lab.json`)")
+    );
+    println!(
+        "{:<15} {:>6} {:>8} {:>10} {:>12} {:>16} {:>8} {:>9}",
+        "component", "sites", "covered", "uncovered", "measured B", "uncovered B", "statics", "static B"
+    );
     for s in &r.summary {
         println!(
             "{:<15} {:>6} {:>8} {:>10} {:>12} {:>16} {:>8} {:>9}",
-            s.component, s.sites, s.covered, s.uncovered, s.measured_bytes, s.measured_uncovered_bytes, s.statics, s.static_bytes
+            s.component,
+            s.sites,
+            s.covered,
+            s.uncovered,
+            s.measured_bytes,
+            s.measured_uncovered_bytes,
+            s.statics,
+            s.static_bytes
         );
     }
     let shown: Vec<&Site> = r.sites.iter().filter(|s| all || !s.covered).collect();
     if !shown.is_empty() {
         println!();
-        println!("{} sites{}:", if all { "all" } else { "uncovered" }, if all { "" } else { " (ranked by measured bytes)" });
+        println!(
+            "{} sites{}:",
+            if all { "all" } else { "uncovered" },
+            if all { "" } else { " (ranked by measured bytes)" }
+        );
         for s in shown {
             let measured = s.measured_bytes.map(|b| format!("{b} B")).unwrap_or_else(|| "-".into());
             let stack = s.stack.as_deref().map(|st| format!(" stack {st}")).unwrap_or_default();
-            println!("  {:>9}  {:<14} {:<13} {}:{}  {}{}  — {}", measured, s.component, s.kind.as_str(), s.file, s.line, s.call, stack, s.placement);
+            println!(
+                "  {:>9}  {:<14} {:<13} {}:{}  {}{}  — {}",
+                measured,
+                s.component,
+                s.kind.as_str(),
+                s.file,
+                s.line,
+                s.call,
+                stack,
+                s.placement
+            );
         }
     }
     if !r.statics.is_empty() {
@@ -561,7 +668,14 @@ fn print_markdown(r: &Report) {
     for s in &r.summary {
         println!(
             "| {} | {} | {} | {} | {} | {} | {} ({} B) |",
-            s.component, s.sites, s.covered, s.uncovered, s.measured_bytes, s.measured_uncovered_bytes, s.statics, s.static_bytes
+            s.component,
+            s.sites,
+            s.covered,
+            s.uncovered,
+            s.measured_bytes,
+            s.measured_uncovered_bytes,
+            s.statics,
+            s.static_bytes
         );
     }
 }

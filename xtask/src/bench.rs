@@ -106,11 +106,20 @@ pub fn run(args: Args) -> Outcome {
         let doc = serde_json::json!({ "reference": policies[0].policy.name, "tolerance_percent": args.tolerance_percent, "rows": rows, "samples": samples });
         write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
-    let outside: Vec<String> = rows.iter().filter(|r| !r.within).map(|r| format!("{} {} at {:.0}%", r.policy, r.measure, r.ratio * 100.0)).collect();
+    let outside: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.within)
+        .map(|r| format!("{} {} at {:.0}%", r.policy, r.measure, r.ratio * 100.0))
+        .collect();
     if outside.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(exit::verdict(format!("below {:.0}% of {}: {}", 100.0 - args.tolerance_percent, policies[0].policy.name, outside.join(", "))))
+        Err(exit::verdict(format!(
+            "below {:.0}% of {}: {}",
+            100.0 - args.tolerance_percent,
+            policies[0].policy.name,
+            outside.join(", ")
+        )))
     }
 }
 
@@ -128,7 +137,8 @@ pub fn measure(build: &host::HostBuild, policy: &Policy, load: &Load, round: u32
     let name = &policy.policy.name;
     let sample = |measure: &str, value: f64| Sample { policy: name.clone(), round, measure: measure.into(), value };
 
-    let (device_log, remote_log) = peers::run_peers(build, policy, "throughput", &env, &out.join(format!("{name}-throughput")), None, timeout)?;
+    let (device_log, remote_log) =
+        peers::run_peers(build, policy, "throughput", &env, &out.join(format!("{name}-throughput")), None, timeout)?;
     let up = result_line(&device_log, "throughput")?;
     let down = result_line(&remote_log, "throughput")?;
     let rate = |fields: &BTreeMap<String, String>, log: &Path| -> Result<f64> {
@@ -141,7 +151,8 @@ pub fn measure(build: &host::HostBuild, policy: &Policy, load: &Load, round: u32
     };
     let mut samples = vec![sample("up", rate(&up, &device_log)?), sample("down", rate(&down, &remote_log)?)];
 
-    let (device_log, remote_log) = peers::run_peers(build, policy, "videorate", &env, &out.join(format!("{name}-videorate")), None, timeout)?;
+    let (device_log, remote_log) =
+        peers::run_peers(build, policy, "videorate", &env, &out.join(format!("{name}-videorate")), None, timeout)?;
     let sent = result_line(&device_log, "videorate")?;
     let received = result_line(&remote_log, "videorate")?;
     let frames: f64 = field(&sent, "frames", &device_log)?;
@@ -157,7 +168,8 @@ pub fn measure(build: &host::HostBuild, policy: &Policy, load: &Load, round: u32
 /// The `key=value` fields of the log's `RESULT <kind> ...` line.
 pub fn result_line(log: &Path, kind: &str) -> Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    parse_result(&text, kind).with_context(|| format!("{}: no `RESULT {kind}` line (the peer's log says why)", log.display()))
+    parse_result(&text, kind)
+        .with_context(|| format!("{}: no `RESULT {kind}` line (the peer's log says why)", log.display()))
 }
 
 pub fn parse_result(text: &str, kind: &str) -> Option<BTreeMap<String, String>> {
@@ -183,7 +195,11 @@ pub fn summarize(samples: &[Sample], reference: &str, tolerance_percent: f64) ->
         let mut v = values.to_vec();
         v.sort_by(f64::total_cmp);
         let n = v.len();
-        if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
     };
     let mut policies: Vec<&str> = Vec::new();
     for s in samples {
@@ -215,10 +231,34 @@ pub fn summarize(samples: &[Sample], reference: &str, tolerance_percent: f64) ->
 }
 
 fn print_rows(rows: &[Row], reference: &str, tolerance_percent: f64) {
-    println!("{:<7} {:<9} {:<8} {:>10} {:>21} {:>9}  verdict (>= {:.0}% of {reference})", "measure", "unit", "policy", "median", "min..max", "ratio", 100.0 - tolerance_percent);
+    println!(
+        "{:<7} {:<9} {:<8} {:>10} {:>21} {:>9}  verdict (>= {:.0}% of {reference})",
+        "measure",
+        "unit",
+        "policy",
+        "median",
+        "min..max",
+        "ratio",
+        100.0 - tolerance_percent
+    );
     for r in rows {
-        let verdict = if r.policy == reference { "reference" } else if r.within { "within" } else { "BELOW" };
-        println!("{:<7} {:<9} {:<8} {:>10.1} {:>10.1}..{:<10.1} {:>8.0}%  {verdict}", r.measure, r.unit, r.policy, r.median, r.min, r.max, r.ratio * 100.0);
+        let verdict = if r.policy == reference {
+            "reference"
+        } else if r.within {
+            "within"
+        } else {
+            "BELOW"
+        };
+        println!(
+            "{:<7} {:<9} {:<8} {:>10.1} {:>10.1}..{:<10.1} {:>8.0}%  {verdict}",
+            r.measure,
+            r.unit,
+            r.policy,
+            r.median,
+            r.min,
+            r.max,
+            r.ratio * 100.0
+        );
     }
 }
 

@@ -77,7 +77,10 @@ pub const OURS: &[&str] = &["esp_dc_port"];
 pub fn application_root(app: &Path) -> Result<PathBuf> {
     let cmake = app.join("CMakeLists.txt");
     let text = std::fs::read_to_string(&cmake).map_err(|e| {
-        exit::bad_input(format!("{}: not an ESP-IDF application ({e}); --into takes the directory whose CMakeLists.txt calls project()", cmake.display()))
+        exit::bad_input(format!(
+            "{}: not an ESP-IDF application ({e}); --into takes the directory whose CMakeLists.txt calls project()",
+            cmake.display()
+        ))
     })?;
     if !text.contains("project.cmake") || !text.contains("project(") {
         return Err(exit::bad_input(format!(
@@ -103,7 +106,8 @@ pub struct Plan {
 pub const STAMP: &str = "components/.esp_dc_policy";
 
 /// Upstream directories no ESP-IDF build reads; leaving them out keeps the copy small.
-const SKIPPED_UPSTREAM_DIRS: &[&str] = &["test", "tests", "fuzzer", "doc", "docs", "pages", "samples", "programs", "timing"];
+const SKIPPED_UPSTREAM_DIRS: &[&str] =
+    &["test", "tests", "fuzzer", "doc", "docs", "pages", "samples", "programs", "timing"];
 
 /// Computes the whole output in memory. `root` is where the existing sdkconfig.defaults is read.
 pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
@@ -140,7 +144,10 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
         let cmake = render::cmakelists(&policy, component, &read_template(&format!("{component}/CMakeLists.txt"))?)?;
         tree.files.insert("CMakeLists.txt".into(), cmake.into_bytes());
         tree.files.insert("Kconfig".into(), render::kconfig(&policy, component, &kconfig_template)?.into_bytes());
-        tree.files.insert("idf_component.yml".into(), render::idf_component_yml(&policy, component, &yml_template)?.into_bytes());
+        tree.files.insert(
+            "idf_component.yml".into(),
+            render::idf_component_yml(&policy, component, &yml_template)?.into_bytes(),
+        );
         patches_by_component.insert(component.to_string(), policy.component(component).patches.clone());
         components.insert(component.to_string(), tree);
     }
@@ -170,8 +177,13 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     if let Some(idf) = kconfig_keys::idf_tree_from_env().filter(|_| !policy.sdkconfig_extra.is_empty()) {
         known = known.with_tree(&kconfig_keys::scan_tree(&idf)?);
     }
-    let key_warnings =
-        render::check_sdkconfig_keys(&render::policy_lines(&policy), &policy.sdkconfig_extra, &known, &policy_text, &shown_policy)?;
+    let key_warnings = render::check_sdkconfig_keys(
+        &render::policy_lines(&policy),
+        &policy.sdkconfig_extra,
+        &known,
+        &policy_text,
+        &shown_policy,
+    )?;
     let lines = render::sdkconfig_lines(&policy);
     let merged = render::merge_sdkconfig_defaults(&existing, &lines, "sdkconfig.defaults")?;
     files.insert(PathBuf::from("sdkconfig.defaults"), merged.into_bytes());
@@ -179,7 +191,12 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     let stamp = render::stamp(&policy, &shown_policy, &policy_hash(&policy, &policy_text)?, &patches_by_component);
     files.insert(PathBuf::from(STAMP), stamp.into_bytes());
 
-    Ok(Plan { policy_name: policy.policy.name.clone(), components, files, warnings: [warnings(&policy), key_warnings].concat() })
+    Ok(Plan {
+        policy_name: policy.policy.name.clone(),
+        components,
+        files,
+        warnings: [warnings(&policy), key_warnings].concat(),
+    })
 }
 
 /// SctpTransport::doRecv keeps a 64 KB buffer on the processor thread's stack unless the knob
@@ -188,7 +205,8 @@ fn warnings(policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
     let ldc = policy.component("libdatachannel");
     let stack = policy.thread_stack_bytes();
-    let chunk = crate::policy::knob("libdatachannel", "sctp_recv_chunk_bytes").map(|k| policy.knob_value(k)).unwrap_or(65536);
+    let chunk =
+        crate::policy::knob("libdatachannel", "sctp_recv_chunk_bytes").map(|k| policy.knob_value(k)).unwrap_or(65536);
     let patched = ldc.patches.iter().any(|p| p == "libdatachannel/knobs.patch");
     if (chunk == 65536 || !patched) && stack < 65536 + 8192 {
         out.push(format!(
@@ -219,9 +237,9 @@ pub fn read_stamp(root: &Path) -> Result<Option<Stamp>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(exit::bad_input(format!("{}: cannot read: {e}", path.display()))),
     };
-    let doc: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|e| exit::bad_input(format!("{STAMP}: not the stamp `cargo xtask configure` writes ({e}); run it again")))?;
+    let doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
+        exit::bad_input(format!("{STAMP}: not the stamp `cargo xtask configure` writes ({e}); run it again"))
+    })?;
     let field = |key: &str| doc.get(key).and_then(|v| v.as_str()).map(str::to_string);
     let missing = || exit::bad_input(format!("{STAMP}: incomplete; run `cargo xtask configure` again"));
     Ok(Some(Stamp {
@@ -333,7 +351,8 @@ pub fn apply(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().to_string();
             if name.starts_with('.') && (name.ends_with(".configure-new") || name.ends_with(".configure-old")) {
-                std::fs::remove_dir_all(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
             }
         }
     }
@@ -387,7 +406,11 @@ pub fn configure_locked(root: &Path, policy_path: &Path, check: bool, json: bool
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if changed.is_empty() {
-        println!("configure: policy `{}`: tree is up to date, nothing {}", plan.policy_name, if check { "drifted" } else { "changed" });
+        println!(
+            "configure: policy `{}`: tree is up to date, nothing {}",
+            plan.policy_name,
+            if check { "drifted" } else { "changed" }
+        );
     } else {
         let verb = if check { "differ from the policy" } else { "written" };
         println!("configure: policy `{}`: {} file(s) {verb}:", plan.policy_name, changed.len());

@@ -25,9 +25,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<bool> {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut tmp = builder.tempfile_in(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut tmp =
+        builder.tempfile_in(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     if let Some(permissions) = existing {
-        tmp.as_file().set_permissions(permissions).with_context(|| format!("keeping the mode of {}", path.display()))?;
+        tmp.as_file()
+            .set_permissions(permissions)
+            .with_context(|| format!("keeping the mode of {}", path.display()))?;
     }
     tmp.write_all(contents)?;
     tmp.as_file().sync_all()?;
@@ -43,7 +46,8 @@ fn follow_links(path: &Path) -> Result<std::path::PathBuf> {
     for _ in 0..40 {
         match std::fs::symlink_metadata(&current) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                let target = std::fs::read_link(&current).with_context(|| format!("reading the link {}", current.display()))?;
+                let target =
+                    std::fs::read_link(&current).with_context(|| format!("reading the link {}", current.display()))?;
                 current = match current.parent() {
                     Some(parent) if target.is_relative() => parent.join(target),
                     _ => target,
@@ -97,7 +101,10 @@ pub fn lock_project(root: &Path, command: &str) -> Result<ProjectLock> {
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            eprintln!("{command}: another `cargo xtask` run is writing this tree (it holds {}); waiting for it to finish", path.display());
+            eprintln!(
+                "{command}: another `cargo xtask` run is writing this tree (it holds {}); waiting for it to finish",
+                path.display()
+            );
             file.lock().with_context(|| format!("waiting for the lock {}", path.display()))?;
         }
         Err(std::fs::TryLockError::Error(e)) => {

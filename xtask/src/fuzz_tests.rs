@@ -34,18 +34,18 @@ const JSON2: &str = include_str!("../../lab/fixtures/size/size-components.json")
 
 /// Numbers a damaged or hostile input may hold where a size, address or count belongs.
 const HUGE: &[&str] = &[
-    "18446744073709551615",  // u64::MAX
-    "18446744073709551616",  // 2^64
-    "9223372036854775808",   // 2^63
-    "9223372036854775807",   // i64::MAX
-    "-9223372036854775808",  // i64::MIN
-    "-9223372036854775809",  // i64::MIN - 1
+    "18446744073709551615", // u64::MAX
+    "18446744073709551616", // 2^64
+    "9223372036854775808",  // 2^63
+    "9223372036854775807",  // i64::MAX
+    "-9223372036854775808", // i64::MIN
+    "-9223372036854775809", // i64::MIN - 1
     "-1",
     "-0",
     "0",
-    "4294967295",            // u32::MAX
-    "4294967296",            // 2^32
-    "2147483648",            // 2^31
+    "4294967295", // u32::MAX
+    "4294967296", // 2^32
+    "2147483648", // 2^31
     "0xffffffffffffffff",
     "0x8000000000000000",
     "0x10000000000000000",
@@ -74,16 +74,37 @@ enum Ending {
 
 #[derive(Debug, Clone)]
 enum Mutation {
-    FlipBit { at: usize, bit: u8 },
-    SetByte { at: usize, byte: u8 },
+    FlipBit {
+        at: usize,
+        bit: u8,
+    },
+    SetByte {
+        at: usize,
+        byte: u8,
+    },
     DeleteLine(usize),
     DuplicateLine(usize),
-    MoveLine { from: usize, to: usize },
+    MoveLine {
+        from: usize,
+        to: usize,
+    },
     /// Replaces the `nth` number in the text (decimal, optionally negative, or 0x hex).
-    HugeNumber { nth: usize, value: &'static str },
-    InsertNumber { at: usize, value: &'static str },
-    Insert { at: usize, text: String },
-    DeleteRange { at: usize, len: usize },
+    HugeNumber {
+        nth: usize,
+        value: &'static str,
+    },
+    InsertNumber {
+        at: usize,
+        value: &'static str,
+    },
+    Insert {
+        at: usize,
+        text: String,
+    },
+    DeleteRange {
+        at: usize,
+        len: usize,
+    },
     Truncate(usize),
     Endings(Ending),
 }
@@ -243,7 +264,27 @@ fn vocabulary(fixtures: &[&'static str]) -> Vec<String> {
             words.push(line.to_string());
         }
     }
-    for s in ["\n", "\r", "\r\n", " ", "  ", "\t", "{", "}", "[", "]", ":", ",", "\"", "=", "(", ")", "0x", "\x1b[0;32m", "\x1b["] {
+    for s in [
+        "\n",
+        "\r",
+        "\r\n",
+        " ",
+        "  ",
+        "\t",
+        "{",
+        "}",
+        "[",
+        "]",
+        ":",
+        ",",
+        "\"",
+        "=",
+        "(",
+        ")",
+        "0x",
+        "\x1b[0;32m",
+        "\x1b[",
+    ] {
         words.push(s.to_string());
     }
     words.extend(HUGE.iter().map(|s| s.to_string()));
@@ -255,13 +296,15 @@ fn vocabulary(fixtures: &[&'static str]) -> Vec<String> {
 /// Any input for a reader whose fixtures are `fixtures`.
 fn input(fixtures: &'static [&'static str]) -> impl Strategy<Value = String> {
     let words = vocabulary(fixtures);
-    let mutated = (proptest::sample::select(fixtures), proptest::collection::vec(mutation(), 1..8)).prop_map(|(fixture, mutations)| {
-        let mut bytes = fixture.as_bytes().to_vec();
-        for m in &mutations {
-            apply(&mut bytes, m);
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    });
+    let mutated = (proptest::sample::select(fixtures), proptest::collection::vec(mutation(), 1..8)).prop_map(
+        |(fixture, mutations)| {
+            let mut bytes = fixture.as_bytes().to_vec();
+            for m in &mutations {
+                apply(&mut bytes, m);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        },
+    );
     let soup = proptest::collection::vec(proptest::sample::select(words), 0..200).prop_map(|w| w.concat());
     prop_oneof![
         1 => any::<String>(),
@@ -285,7 +328,12 @@ fn fuzz(name: &str, fixtures: &'static [&'static str], reader: impl Fn(&str) -> 
     let start = Instant::now();
     let mut round = 0u64;
     let result = loop {
-        let config = Config { cases, failure_persistence: None, rng_seed: RngSeed::Fixed(seed.wrapping_add(round)), ..Config::default() };
+        let config = Config {
+            cases,
+            failure_persistence: None,
+            rng_seed: RngSeed::Fixed(seed.wrapping_add(round)),
+            ..Config::default()
+        };
         let result = TestRunner::new(config).run(&input(fixtures), |text| {
             ran.fetch_add(1, Ordering::Relaxed);
             let ok = catch_unwind(AssertUnwindSafe(|| reader(&text))).map_err(|panic| {
@@ -393,8 +441,14 @@ fn fuzz_mutations_do_what_they_say() {
     assert_eq!(run(Mutation::DeleteLine(1)), "a=1\nc=-7\n");
     assert_eq!(run(Mutation::DuplicateLine(0)), "a=1\na=1\nb=0x10\nc=-7\n");
     assert_eq!(run(Mutation::MoveLine { from: 0, to: 1 }), "b=0x10\na=1\nc=-7\n");
-    assert_eq!(run(Mutation::HugeNumber { nth: 1, value: "18446744073709551615" }), "a=1\nb=18446744073709551615\nc=-7\n");
-    assert_eq!(run(Mutation::HugeNumber { nth: 2, value: "9223372036854775808" }), "a=1\nb=0x10\nc=9223372036854775808\n");
+    assert_eq!(
+        run(Mutation::HugeNumber { nth: 1, value: "18446744073709551615" }),
+        "a=1\nb=18446744073709551615\nc=-7\n"
+    );
+    assert_eq!(
+        run(Mutation::HugeNumber { nth: 2, value: "9223372036854775808" }),
+        "a=1\nb=0x10\nc=9223372036854775808\n"
+    );
     assert_eq!(run(Mutation::Truncate(6)), "a=1\nb=");
     assert_eq!(run(Mutation::Endings(Ending::Cr)), "a=1\rb=0x10\rc=-7\r");
     assert_eq!(run(Mutation::Endings(Ending::CrLf)), "a=1\r\nb=0x10\r\nc=-7\r\n");

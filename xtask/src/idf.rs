@@ -89,7 +89,10 @@ pub fn tree_for_tests() -> Option<PathBuf> {
 #[cfg(test)]
 pub fn say_skipped(test: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {test}: no ESP-IDF tree (set IDF_PATH, or keep ../shared/esp-idf-v5.5.1/esp-idf beside the clone)");
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: {test}: no ESP-IDF tree (set IDF_PATH, or keep ../shared/esp-idf-v5.5.1/esp-idf beside the clone)"
+    );
 }
 
 /// Tests that measure memory or time (the lab's smoke run) and the ESP-IDF end-to-end test,
@@ -106,11 +109,16 @@ pub fn locate(explicit: Option<&Path>, idf_path_env: Option<&str>, path_env: Opt
     } else if let Some(tools) = path_env.and_then(|p| std::env::split_paths(p).find(|d| d.join("idf.py").is_file())) {
         (tools.parent().map(Path::to_path_buf).unwrap_or(tools), "idf.py on PATH")
     } else {
-        return Err(exit::bad_input(format!("ESP-IDF not found: no --idf, IDF_PATH is not set and idf.py is not on PATH.\n{INSTALL_HINT}")));
+        return Err(exit::bad_input(format!(
+            "ESP-IDF not found: no --idf, IDF_PATH is not set and idf.py is not on PATH.\n{INSTALL_HINT}"
+        )));
     };
     let idf_py = root.join("tools/idf.py");
     if !idf_py.is_file() {
-        return Err(exit::bad_input(format!("{} (from {from}) is not an ESP-IDF checkout: no tools/idf.py.\n{INSTALL_HINT}", root.display())));
+        return Err(exit::bad_input(format!(
+            "{} (from {from}) is not an ESP-IDF checkout: no tools/idf.py.\n{INSTALL_HINT}",
+            root.display()
+        )));
     }
     let version = read_version(&root)?;
     if version.0 != 5 {
@@ -127,11 +135,17 @@ pub fn locate(explicit: Option<&Path>, idf_path_env: Option<&str>, path_env: Opt
 /// The version ESP-IDF declares in components/esp_common/include/esp_idf_version.h.
 fn read_version(root: &Path) -> Result<(u32, u32)> {
     let header = root.join("components/esp_common/include/esp_idf_version.h");
-    let text = std::fs::read_to_string(&header)
-        .map_err(|e| exit::bad_input(format!("{}: cannot read the ESP-IDF version: {e}\n{INSTALL_HINT}", header.display())))?;
+    let text = std::fs::read_to_string(&header).map_err(|e| {
+        exit::bad_input(format!("{}: cannot read the ESP-IDF version: {e}\n{INSTALL_HINT}", header.display()))
+    })?;
     let number = |name: &str| {
         text.lines()
-            .find_map(|l| l.trim().strip_prefix("#define ").and_then(|r| r.strip_prefix(name)).and_then(|v| v.trim().parse::<u32>().ok()))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("#define ")
+                    .and_then(|r| r.strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            })
             .ok_or_else(|| exit::bad_input(format!("{}: no `#define {name}`", header.display())))
     };
     Ok((number("ESP_IDF_VERSION_MAJOR")?, number("ESP_IDF_VERSION_MINOR")?))
@@ -139,7 +153,15 @@ fn read_version(root: &Path) -> Result<(u32, u32)> {
 
 /// The idf.py command lines for one build, as argument lists (idf.py itself first).
 /// `set_target` is false when the build directory is already configured for `target`.
-pub fn build_commands(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: &Path, set_target: bool, extra: &[String]) -> Vec<Vec<String>> {
+pub fn build_commands(
+    idf: &Idf,
+    root: &Path,
+    example: &str,
+    target: &str,
+    build_dir: &Path,
+    set_target: bool,
+    extra: &[String],
+) -> Vec<Vec<String>> {
     let defaults = defaults_files(root, example).iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(";");
     let common = vec![
         idf.idf_py.display().to_string(),
@@ -182,7 +204,8 @@ pub fn build_dir(root: &Path, example: &str, target: &str, policy: &str) -> Path
 
 /// Whether the build directory's sdkconfig was made for `target` (then set-target is skipped).
 fn configured_for(build_dir: &Path, target: &str) -> bool {
-    std::fs::read_to_string(build_dir.join("sdkconfig")).is_ok_and(|t| t.lines().any(|l| l == format!("CONFIG_IDF_TARGET=\"{target}\"")))
+    std::fs::read_to_string(build_dir.join("sdkconfig"))
+        .is_ok_and(|t| t.lines().any(|l| l == format!("CONFIG_IDF_TARGET=\"{target}\"")))
 }
 
 /// What a build directory's sdkconfig was last made from (the defaults files' text), so that a
@@ -200,7 +223,8 @@ pub fn stale_sdkconfig(build_dir: &Path) -> PathBuf {
 fn defaults_seen(root: &Path, example: &str) -> Result<String> {
     let mut seen = String::new();
     for file in defaults_files(root, example) {
-        let text = std::fs::read_to_string(&file).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", file.display())))?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", file.display())))?;
         seen.push_str(&format!("# {}\n{text}\n", file.display()));
     }
     Ok(seen)
@@ -212,7 +236,8 @@ fn defaults_seen(root: &Path, example: &str) -> Result<String> {
 /// one from the defaults. Returns true when it was moved.
 pub fn refresh_sdkconfig(build_dir: &Path, seen: &str) -> Result<bool> {
     let sdkconfig = build_dir.join("sdkconfig");
-    let moved = sdkconfig.exists() && std::fs::read_to_string(build_dir.join(DEFAULTS_SEEN)).ok().as_deref() != Some(seen);
+    let moved =
+        sdkconfig.exists() && std::fs::read_to_string(build_dir.join(DEFAULTS_SEEN)).ok().as_deref() != Some(seen);
     if moved {
         let kept = stale_sdkconfig(build_dir);
         std::fs::rename(&sdkconfig, &kept)?;
@@ -240,13 +265,22 @@ pub fn ensure_configured(root: &Path, policy_path: &Path) -> Result<()> {
 /// components/, sdkconfig.defaults) into `build_dir`. Every command is echoed before it runs;
 /// with `log`, idf.py's output goes to that file instead of the terminal and a failure quotes
 /// its end (the end-to-end test keeps CI's log readable that way).
-pub fn build_in(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: &Path, extra: &[String], log: Option<&Path>) -> Result<()> {
+pub fn build_in(
+    idf: &Idf,
+    root: &Path,
+    example: &str,
+    target: &str,
+    build_dir: &Path,
+    extra: &[String],
+    log: Option<&Path>,
+) -> Result<()> {
     let seen = defaults_seen(root, example)?;
     refresh_sdkconfig(build_dir, &seen)?;
     let set_target = !configured_for(build_dir, target);
     // ESP-IDF's Python environment, when the shell names one (export.sh and scripts/setup.sh do),
     // runs idf.py even if its bin/ is not first on PATH.
-    let python = std::env::var_os("IDF_PYTHON_ENV_PATH").map(|v| PathBuf::from(v).join("bin/python")).filter(|p| p.is_file());
+    let python =
+        std::env::var_os("IDF_PYTHON_ENV_PATH").map(|v| PathBuf::from(v).join("bin/python")).filter(|p| p.is_file());
     let mut output = Vec::new();
     for mut command in build_commands(idf, root, example, target, build_dir, set_target, extra) {
         if let Some(python) = &python {
@@ -255,9 +289,13 @@ pub fn build_in(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: 
         eprintln!("$ {}", command.join(" "));
         let mut process = std::process::Command::new(&command[0]);
         process.args(&command[1..]).env("IDF_PATH", &idf.path);
-        let hint = format!("if it could not start, run `. {}/export.sh` in this shell first so idf.py finds its Python environment", idf.path.display());
+        let hint = format!(
+            "if it could not start, run `. {}/export.sh` in this shell first so idf.py finds its Python environment",
+            idf.path.display()
+        );
         let Some(log) = log else {
-            let status = process.status().map_err(|e| exit::verdict(format!("idf.py did not start: {e}\n  hint: {hint}")))?;
+            let status =
+                process.status().map_err(|e| exit::verdict(format!("idf.py did not start: {e}\n  hint: {hint}")))?;
             if !status.success() {
                 return Err(exit::verdict(format!("idf.py failed ({status}); its output is above\n  hint: {hint}")));
             }
@@ -271,7 +309,12 @@ pub fn build_in(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: 
         if !out.status.success() {
             let text = String::from_utf8_lossy(&output);
             let tail: Vec<&str> = text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-            return Err(exit::verdict(format!("idf.py failed ({}); the end of {}:\n{}", out.status, log.display(), tail.join("\n"))));
+            return Err(exit::verdict(format!(
+                "idf.py failed ({}); the end of {}:\n{}",
+                out.status,
+                log.display(),
+                tail.join("\n")
+            )));
         }
     }
     write_atomic(&build_dir.join(DEFAULTS_SEEN), seen.as_bytes())?;
@@ -279,7 +322,8 @@ pub fn build_in(idf: &Idf, root: &Path, example: &str, target: &str, build_dir: 
 }
 
 pub fn build(args: BuildArgs) -> Outcome {
-    let idf = locate(args.idf.as_deref(), std::env::var("IDF_PATH").ok().as_deref(), std::env::var("PATH").ok().as_deref())?;
+    let idf =
+        locate(args.idf.as_deref(), std::env::var("IDF_PATH").ok().as_deref(), std::env::var("PATH").ok().as_deref())?;
     eprintln!("build: ESP-IDF {}.{} at {}", idf.version.0, idf.version.1, idf.path.display());
     let root = project_root();
     let policy_path = Policy::path_for(&args.policy);
@@ -324,7 +368,10 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let (code, msg) = message(locate(None, None, Some(&empty.path().display().to_string())).unwrap_err());
         assert_eq!(code, 2);
-        assert!(msg.starts_with("ESP-IDF not found: no --idf, IDF_PATH is not set and idf.py is not on PATH."), "{msg}");
+        assert!(
+            msg.starts_with("ESP-IDF not found: no --idf, IDF_PATH is not set and idf.py is not on PATH."),
+            "{msg}"
+        );
         assert!(msg.contains("install.sh") && msg.contains("export.sh") && msg.contains("--idf"), "{msg}");
         let (code, msg) = message(locate(None, Some("/nonexistent/esp-idf"), None).unwrap_err());
         assert_eq!(code, 2);
@@ -353,15 +400,25 @@ mod tests {
         let root = Path::new("/p");
         for target in TARGETS {
             let dir = build_dir(root, "datachannel_echo", target, "lean");
-            let lines: Vec<String> = build_commands(&idf, root, "datachannel_echo", target, &dir, true, &[]).iter().map(|c| c.join(" ")).collect();
+            let lines: Vec<String> = build_commands(&idf, root, "datachannel_echo", target, &dir, true, &[])
+                .iter()
+                .map(|c| c.join(" "))
+                .collect();
             let args = format!(
                 "-C /p/examples/datachannel_echo -B /p/build/datachannel_echo-{target}-lean -D SDKCONFIG=/p/build/datachannel_echo-{target}-lean/sdkconfig -D SDKCONFIG_DEFAULTS=/p/sdkconfig.defaults;/p/examples/datachannel_echo/sdkconfig.defaults"
             );
             let preview = if *target == "linux" { " --preview" } else { "" };
-            assert_eq!(lines, vec![format!("/idf/tools/idf.py{preview} {args} set-target {target}"), format!("/idf/tools/idf.py {args} build")]);
+            assert_eq!(
+                lines,
+                vec![
+                    format!("/idf/tools/idf.py{preview} {args} set-target {target}"),
+                    format!("/idf/tools/idf.py {args} build")
+                ]
+            );
         }
         let dir = build_dir(root, "h264_sender", "esp32p4", "lean");
-        let again = build_commands(&idf, root, "h264_sender", "esp32p4", &dir, false, &["flash".into(), "monitor".into()]);
+        let again =
+            build_commands(&idf, root, "h264_sender", "esp32p4", &dir, false, &["flash".into(), "monitor".into()]);
         assert_eq!(again.len(), 1, "an already configured build directory skips set-target");
         assert_eq!(again[0][again[0].len() - 3..], ["build", "flash", "monitor"]);
     }
@@ -374,7 +431,10 @@ mod tests {
         let r = root.path();
         std::fs::create_dir_all(r.join("examples/datachannel_echo")).unwrap();
         std::fs::write(r.join("examples/datachannel_echo/sdkconfig.defaults"), "CONFIG_FREERTOS_HZ=1000\n").unwrap();
-        assert_ne!(build_dir(r, "datachannel_echo", "linux", "lean"), build_dir(r, "datachannel_echo", "linux", "stock"));
+        assert_ne!(
+            build_dir(r, "datachannel_echo", "linux", "lean"),
+            build_dir(r, "datachannel_echo", "linux", "stock")
+        );
 
         let dir = build_dir(r, "datachannel_echo", "linux", "lean");
         std::fs::write(r.join("sdkconfig.defaults"), "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536\n").unwrap();
@@ -382,7 +442,8 @@ mod tests {
         assert!(!refresh_sdkconfig(&dir, &lean).unwrap(), "a new directory has nothing to move");
         // idf.py made the sdkconfig from lean's defaults; build_in then notes what it was made from.
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("sdkconfig"), "CONFIG_IDF_TARGET=\"linux\"\nCONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536\n").unwrap();
+        std::fs::write(dir.join("sdkconfig"), "CONFIG_IDF_TARGET=\"linux\"\nCONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536\n")
+            .unwrap();
         std::fs::write(dir.join(DEFAULTS_SEEN), &lean).unwrap();
         assert!(!refresh_sdkconfig(&dir, &lean).unwrap(), "unchanged defaults keep the sdkconfig");
         assert!(configured_for(&dir, "linux"));

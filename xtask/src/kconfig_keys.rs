@@ -49,7 +49,10 @@ fn data_lines(text: &str) -> impl Iterator<Item = Vec<&str>> {
 /// The checked list (`kconfig_keys.txt`).
 pub fn listed() -> Vec<ListedOption> {
     data_lines(LISTED)
-        .map(|words| ListedOption { symbol: words[0].to_string(), files: words[1..].iter().map(|s| s.to_string()).collect() })
+        .map(|words| ListedOption {
+            symbol: words[0].to_string(),
+            files: words[1..].iter().map(|s| s.to_string()).collect(),
+        })
         .collect()
 }
 
@@ -156,7 +159,10 @@ pub fn scan_tree(root: &Path) -> Result<IdfKconfig> {
 
 /// The ESP-IDF tree `configure` checks `[sdkconfig_extra]` against: IDF_PATH, when it is one.
 pub fn idf_tree_from_env() -> Option<PathBuf> {
-    std::env::var_os("IDF_PATH").filter(|p| !p.is_empty()).map(PathBuf::from).filter(|p| p.join("tools/idf.py").is_file())
+    std::env::var_os("IDF_PATH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.join("tools/idf.py").is_file())
 }
 
 /// Symbols of the project's own Kconfig files under `project` (the repository root):
@@ -165,15 +171,21 @@ pub fn idf_tree_from_env() -> Option<PathBuf> {
 /// (`skip`) are left out: their Kconfig on disk may be stale, the caller passes the rendered ones.
 pub fn project_symbols(project: &Path, skip: &[&str]) -> Result<BTreeSet<String>> {
     let port = project.join("components/esp_dc_port/Kconfig");
-    let text = std::fs::read_to_string(&port)
-        .map_err(|e| exit::bad_input(format!("{}: cannot read esp_dc_port's Kconfig ({e}); the checkout is incomplete", port.display())))?;
+    let text = std::fs::read_to_string(&port).map_err(|e| {
+        exit::bad_input(format!(
+            "{}: cannot read esp_dc_port's Kconfig ({e}); the checkout is incomplete",
+            port.display()
+        ))
+    })?;
     let mut out: BTreeSet<String> = kconfig_symbols(&text).into_iter().collect();
     for dir in ["components", "examples"] {
         let walker = walkdir::WalkDir::new(project.join(dir)).into_iter().filter_entry(|e| {
             let name = e.file_name().to_string_lossy();
             let generated = e.depth() == 1 && dir == "components" && skip.contains(&name.as_ref());
             !(e.file_type().is_dir()
-                && (generated || name.starts_with('.') || ["build", "managed_components", "upstream"].contains(&name.as_ref())))
+                && (generated
+                    || name.starts_with('.')
+                    || ["build", "managed_components", "upstream"].contains(&name.as_ref())))
         });
         for entry in walker.filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()) {
             if is_kconfig_file(&entry.file_name().to_string_lossy()) {
@@ -216,7 +228,12 @@ impl Known {
         for r in committed_renames() {
             renames.entry(r.old.clone()).or_insert(r);
         }
-        Known { listed: listed().into_iter().map(|o| o.symbol).collect(), ours: ours.into_iter().collect(), renames, tree: None }
+        Known {
+            listed: listed().into_iter().map(|o| o.symbol).collect(),
+            ours: ours.into_iter().collect(),
+            renames,
+            tree: None,
+        }
     }
 
     /// Also checks against a scanned ESP-IDF tree, whose renames win over the committed ones.
@@ -253,7 +270,10 @@ impl Known {
             return Err("not a Kconfig symbol: after CONFIG_ only letters, digits and `_`".into());
         }
         if symbol.chars().any(|c| c.is_ascii_lowercase()) {
-            return Err(format!("not an ESP-IDF symbol: they are upper case (did you mean `CONFIG_{}`?)", symbol.to_ascii_uppercase()));
+            return Err(format!(
+                "not an ESP-IDF symbol: they are upper case (did you mean `CONFIG_{}`?)",
+                symbol.to_ascii_uppercase()
+            ));
         }
         if let Some((new, inverted, file)) = self.renamed(symbol) {
             let value = if inverted { " with the opposite value" } else { "" };
@@ -328,7 +348,10 @@ CONFIG_OLDER_NAME      CONFIG_OLD_STACK_EXT
     fn rename_pairs_read_comments_blank_lines_and_inversion() {
         let pairs = rename_pairs(RENAME, "f");
         assert_eq!(pairs.len(), 3);
-        assert_eq!(pairs[0], Rename { old: "OLD_STACK_EXT".into(), new: "DEMO_ENABLE".into(), inverted: false, file: "f".into() });
+        assert_eq!(
+            pairs[0],
+            Rename { old: "OLD_STACK_EXT".into(), new: "DEMO_ENABLE".into(), inverted: false, file: "f".into() }
+        );
         assert!(pairs[1].inverted && pairs[1].new == "DEMO_MODE_A");
     }
 
@@ -340,7 +363,11 @@ CONFIG_OLDER_NAME      CONFIG_OLD_STACK_EXT
         for no in ["Kconfig_old", "CMakeLists.txt", "sdkconfig.rename"] {
             assert!(!is_kconfig_file(no), "{no}");
         }
-        assert!(is_rename_file("sdkconfig.rename") && is_rename_file("sdkconfig.rename.esp32s3") && !is_rename_file("sdkconfig.renamed"));
+        assert!(
+            is_rename_file("sdkconfig.rename")
+                && is_rename_file("sdkconfig.rename.esp32s3")
+                && !is_rename_file("sdkconfig.renamed")
+        );
     }
 
     #[test]
@@ -384,13 +411,23 @@ CONFIG_OLDER_NAME      CONFIG_OLD_STACK_EXT
         assert!(known.check("CONFIG_DEMO-ENABLE").unwrap_err().contains("only letters, digits"));
         assert!(known.check("CONFIG_demo_enable").unwrap_err().contains("did you mean `CONFIG_DEMO_ENABLE`"));
         let err = known.check("CONFIG_OLD_STACK_EXT").unwrap_err();
-        assert!(err.contains("renamed it to CONFIG_DEMO_ENABLE (components/demo/sdkconfig.rename)") && err.contains("write `CONFIG_DEMO_ENABLE` instead"), "{err}");
+        assert!(
+            err.contains("renamed it to CONFIG_DEMO_ENABLE (components/demo/sdkconfig.rename)")
+                && err.contains("write `CONFIG_DEMO_ENABLE` instead"),
+            "{err}"
+        );
         // A chain is followed to the current name; an inversion asks for the opposite value.
         assert!(known.check("CONFIG_OLDER_NAME").unwrap_err().contains("write `CONFIG_DEMO_ENABLE` instead"));
-        assert!(known.check("CONFIG_OLD_NO_MODE").unwrap_err().contains("`CONFIG_DEMO_MODE_A` with the opposite value"));
+        assert!(known
+            .check("CONFIG_OLD_NO_MODE")
+            .unwrap_err()
+            .contains("`CONFIG_DEMO_MODE_A` with the opposite value"));
         // The committed renames apply without a tree: the key this module was written for.
         let err = Known::new([]).check("CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY").unwrap_err();
-        assert!(err.contains("CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM (components/freertos/sdkconfig.rename)"), "{err}");
+        assert!(
+            err.contains("CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM (components/freertos/sdkconfig.rename)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -400,9 +437,18 @@ CONFIG_OLDER_NAME      CONFIG_OLD_STACK_EXT
         assert!(!options.is_empty());
         for option in &options {
             assert!(!option.files.is_empty(), "kconfig_keys.txt: {} names no Kconfig file", option.symbol);
-            assert!(Known::new([]).renamed(&option.symbol).is_none(), "kconfig_keys.txt: {} is an old name", option.symbol);
+            assert!(
+                Known::new([]).renamed(&option.symbol).is_none(),
+                "kconfig_keys.txt: {} is an old name",
+                option.symbol
+            );
             // A listed option nobody renders would only widen what passes unchecked.
-            assert!(render.contains(&format!("\"{}\"", option.symbol)) || render.contains(&format!("CONFIG_{}", option.symbol)), "kconfig_keys.txt: render.rs never writes {}", option.symbol);
+            assert!(
+                render.contains(&format!("\"{}\"", option.symbol))
+                    || render.contains(&format!("CONFIG_{}", option.symbol)),
+                "kconfig_keys.txt: render.rs never writes {}",
+                option.symbol
+            );
         }
         assert!(committed_renames().len() > 400);
     }
@@ -427,22 +473,44 @@ CONFIG_OLDER_NAME      CONFIG_OLD_STACK_EXT
             for file in &option.files {
                 match std::fs::read_to_string(root.join(file)) {
                     Ok(text) if kconfig_symbols(&text).contains(&option.symbol) => {}
-                    Ok(_) => problems.push(format!("{}: {file} does not declare it (declared in {:?})", option.symbol, tree.symbols.get(&option.symbol))),
+                    Ok(_) => problems.push(format!(
+                        "{}: {file} does not declare it (declared in {:?})",
+                        option.symbol,
+                        tree.symbols.get(&option.symbol)
+                    )),
                     Err(e) => problems.push(format!("{}: {file}: {e}", option.symbol)),
                 }
             }
         }
         let committed: BTreeSet<Rename> = committed_renames().into_iter().collect();
         for r in tree_renames.iter().filter(|r| !committed.contains(**r)) {
-            problems.push(format!("kconfig_renames.txt lacks `CONFIG_{} {}CONFIG_{} {}`", r.old, if r.inverted { "!" } else { "" }, r.new, r.file));
+            problems.push(format!(
+                "kconfig_renames.txt lacks `CONFIG_{} {}CONFIG_{} {}`",
+                r.old,
+                if r.inverted { "!" } else { "" },
+                r.new,
+                r.file
+            ));
         }
         for r in committed.iter().filter(|r| !tree_renames.contains(r) && root.join(&r.file).exists()) {
-            problems.push(format!("kconfig_renames.txt has `CONFIG_{} CONFIG_{}`, which {} no longer lists", r.old, r.new, r.file));
+            problems.push(format!(
+                "kconfig_renames.txt has `CONFIG_{} CONFIG_{}`, which {} no longer lists",
+                r.old, r.new, r.file
+            ));
         }
-        assert!(problems.is_empty(), "{} against {}:\n{}", "kconfig_keys.txt / kconfig_renames.txt", root.display(), problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "{} against {}:\n{}",
+            "kconfig_keys.txt / kconfig_renames.txt",
+            root.display(),
+            problems.join("\n")
+        );
         // The check itself sees the trap that started this: the old stack placement key.
         let known = Known::new([]).with_tree(&tree);
-        assert!(known.check("CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY").unwrap_err().contains("CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM"));
+        assert!(known
+            .check("CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY")
+            .unwrap_err()
+            .contains("CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM"));
         assert_eq!(known.check("CONFIG_LWIP_MAX_SOCKETS"), Ok(Verdict::InTree));
         assert!(known.check("CONFIG_LWIP_MAX_SOCKET").is_err());
     }

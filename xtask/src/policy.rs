@@ -604,7 +604,10 @@ impl Policy {
                 let include = crate::fsutil::project_root().join("components/esp_dc_port/include");
                 let header = include.join(&component.force_include);
                 if let Some(what) = unsafe_path(&component.force_include, &include) {
-                    problems.push((at("force_include"), format!("{what}; name a header in components/esp_dc_port/include/")));
+                    problems.push((
+                        at("force_include"),
+                        format!("{what}; name a header in components/esp_dc_port/include/"),
+                    ));
                 } else if !header.is_file() {
                     problems.push((
                         at("force_include"),
@@ -632,7 +635,10 @@ impl Policy {
                 }
             }
             for (def, value) in &component.definitions {
-                if def.is_empty() || !def.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || def.starts_with(|c: char| c.is_ascii_digit()) {
+                if def.is_empty()
+                    || !def.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || def.starts_with(|c: char| c.is_ascii_digit())
+                {
                     problems.push((format!("components.{name}.definitions.{def}"), "not a valid C macro name".into()));
                 } else if let Some(what) = unsafe_definition(value) {
                     problems.push((format!("components.{name}.definitions.{def}"), what));
@@ -641,7 +647,10 @@ impl Policy {
             let patches_dir = crate::fsutil::project_root().join("patches");
             for patch in &component.patches {
                 if let Some(what) = unsafe_path(patch, &patches_dir) {
-                    problems.push((at("patches"), format!("`{}`: {what}; name a patch under patches/", patch.escape_debug())));
+                    problems.push((
+                        at("patches"),
+                        format!("`{}`: {what}; name a patch under patches/", patch.escape_debug()),
+                    ));
                 } else if !patches_dir.join(patch).is_file() {
                     problems.push((at("patches"), format!("no patch `{patch}` under patches/")));
                 }
@@ -651,49 +660,136 @@ impl Policy {
                     problems.push((at("threads.stack_bytes"), "below 2048 bytes no ESP-IDF pthread can start".into()));
                 } else if name == "libdatachannel" {
                     // Only libdatachannel's reaches the device (Policy::thread_stack_bytes).
-                    check_range(&mut problems, &at("threads.stack_bytes"), threads.stack_bytes.into(), &THREAD_STACK_RANGE);
+                    check_range(
+                        &mut problems,
+                        &at("threads.stack_bytes"),
+                        threads.stack_bytes.into(),
+                        &THREAD_STACK_RANGE,
+                    );
                 }
             }
         }
         for name in COMPONENTS {
             if !self.components.contains_key(*name) {
-                problems.push(("components".into(), format!("missing component `{name}`: every component needs a placement")));
+                problems.push((
+                    "components".into(),
+                    format!("missing component `{name}`: every component needs a placement"),
+                ));
             }
         }
         let numbers: [(&str, u32, &KconfigRange); 8] = [
-            ("memory.always_internal_bytes", self.memory.always_internal_bytes, &KconfigRange { min: 0, max: 131072, option: "SPIRAM_MALLOC_ALWAYSINTERNAL", file: "components/esp_psram/Kconfig.spiram.common" }),
-            ("memory.reserve_internal_bytes", self.memory.reserve_internal_bytes, &KconfigRange { min: 0, max: 262144, option: "SPIRAM_MALLOC_RESERVE_INTERNAL", file: "components/esp_psram/Kconfig.spiram.common" }),
-            ("mbedtls.ssl_in_content_len", self.mbedtls.ssl_in_content_len, &KconfigRange { min: 512, max: 16384, option: "MBEDTLS_SSL_IN_CONTENT_LEN", file: "components/mbedtls/Kconfig" }),
-            ("mbedtls.ssl_out_content_len", self.mbedtls.ssl_out_content_len, &KconfigRange { min: 512, max: 16384, option: "MBEDTLS_SSL_OUT_CONTENT_LEN", file: "components/mbedtls/Kconfig" }),
+            (
+                "memory.always_internal_bytes",
+                self.memory.always_internal_bytes,
+                &KconfigRange {
+                    min: 0,
+                    max: 131072,
+                    option: "SPIRAM_MALLOC_ALWAYSINTERNAL",
+                    file: "components/esp_psram/Kconfig.spiram.common",
+                },
+            ),
+            (
+                "memory.reserve_internal_bytes",
+                self.memory.reserve_internal_bytes,
+                &KconfigRange {
+                    min: 0,
+                    max: 262144,
+                    option: "SPIRAM_MALLOC_RESERVE_INTERNAL",
+                    file: "components/esp_psram/Kconfig.spiram.common",
+                },
+            ),
+            (
+                "mbedtls.ssl_in_content_len",
+                self.mbedtls.ssl_in_content_len,
+                &KconfigRange {
+                    min: 512,
+                    max: 16384,
+                    option: "MBEDTLS_SSL_IN_CONTENT_LEN",
+                    file: "components/mbedtls/Kconfig",
+                },
+            ),
+            (
+                "mbedtls.ssl_out_content_len",
+                self.mbedtls.ssl_out_content_len,
+                &KconfigRange {
+                    min: 512,
+                    max: 16384,
+                    option: "MBEDTLS_SSL_OUT_CONTENT_LEN",
+                    file: "components/mbedtls/Kconfig",
+                },
+            ),
             // No range in Kconfig: an `int` symbol is a C int (the define is returned as size_t
             // and printed with %u by components/cxx/cxx_init.cpp).
-            ("cxx.emergency_pool_bytes", self.cxx.emergency_pool_bytes, &KconfigRange { min: 0, max: i32::MAX as u64, option: "COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE", file: "Kconfig (int, no range: a C int)" }),
+            (
+                "cxx.emergency_pool_bytes",
+                self.cxx.emergency_pool_bytes,
+                &KconfigRange {
+                    min: 0,
+                    max: i32::MAX as u64,
+                    option: "COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE",
+                    file: "Kconfig (int, no range: a C int)",
+                },
+            ),
             // No range in Kconfig either; the lower bound is ours (pthread.c refuses less than
             // PTHREAD_STACK_MIN, and below 2048 bytes none of the stack's threads starts).
-            ("pthread.default_stack_bytes", self.pthread.default_stack_bytes, &KconfigRange { min: 2048, max: i32::MAX as u64, option: "PTHREAD_TASK_STACK_SIZE_DEFAULT", file: "components/pthread/Kconfig (int, no range: a C int)" }),
-            ("heap_tracing.stack_depth", self.heap_tracing.stack_depth, &KconfigRange { min: 0, max: 32, option: "HEAP_TRACING_STACK_DEPTH", file: "components/heap/Kconfig" }),
-            ("heap_tracing.records", self.heap_tracing.records, &KconfigRange { min: 0, max: 100000, option: "ESP_DC_PORT_HEAP_TRACE_RECORDS", file: "components/esp_dc_port/Kconfig (ours)" }),
+            (
+                "pthread.default_stack_bytes",
+                self.pthread.default_stack_bytes,
+                &KconfigRange {
+                    min: 2048,
+                    max: i32::MAX as u64,
+                    option: "PTHREAD_TASK_STACK_SIZE_DEFAULT",
+                    file: "components/pthread/Kconfig (int, no range: a C int)",
+                },
+            ),
+            (
+                "heap_tracing.stack_depth",
+                self.heap_tracing.stack_depth,
+                &KconfigRange { min: 0, max: 32, option: "HEAP_TRACING_STACK_DEPTH", file: "components/heap/Kconfig" },
+            ),
+            (
+                "heap_tracing.records",
+                self.heap_tracing.records,
+                &KconfigRange {
+                    min: 0,
+                    max: 100000,
+                    option: "ESP_DC_PORT_HEAP_TRACE_RECORDS",
+                    file: "components/esp_dc_port/Kconfig (ours)",
+                },
+            ),
         ];
         for (key, value, range) in numbers {
             check_range(&mut problems, key, value.into(), range);
         }
         // Without libdatachannel threads the pthread default is also the stack's thread stack.
-        if self.components.get("libdatachannel").is_some_and(|c| c.threads.is_none()) && self.pthread.default_stack_bytes >= 2048 {
-            check_range(&mut problems, "pthread.default_stack_bytes", self.pthread.default_stack_bytes.into(), &THREAD_STACK_RANGE);
+        if self.components.get("libdatachannel").is_some_and(|c| c.threads.is_none())
+            && self.pthread.default_stack_bytes >= 2048
+        {
+            check_range(
+                &mut problems,
+                "pthread.default_stack_bytes",
+                self.pthread.default_stack_bytes.into(),
+                &THREAD_STACK_RANGE,
+            );
         }
         // A DTLS read buffer smaller than a record would split an SCTP packet in two.
-        if let Some(buffer) = self.components.get("libdatachannel").and_then(|c| c.knobs.get("dtls_recv_buffer_bytes")) {
+        if let Some(buffer) = self.components.get("libdatachannel").and_then(|c| c.knobs.get("dtls_recv_buffer_bytes"))
+        {
             if *buffer < i64::from(self.mbedtls.ssl_in_content_len) {
                 problems.push((
                     "components.libdatachannel.knobs.dtls_recv_buffer_bytes".into(),
-                    format!("{buffer} is below mbedtls.ssl_in_content_len ({}): a record would not fit", self.mbedtls.ssl_in_content_len),
+                    format!(
+                        "{buffer} is below mbedtls.ssl_in_content_len ({}): a record would not fit",
+                        self.mbedtls.ssl_in_content_len
+                    ),
                 ));
             }
         }
         if !self.memory.spiram {
             for (name, c) in &self.components {
                 if c.placement == Placement::Psram {
-                    problems.push((format!("components.{name}.placement"), "`psram` needs `memory.spiram = true`".into()));
+                    problems
+                        .push((format!("components.{name}.placement"), "`psram` needs `memory.spiram = true`".into()));
                 }
             }
         }
@@ -727,16 +823,16 @@ impl Policy {
     /// libdatachannel's `threads.stack_bytes` in the one esp_pthread_cfg_t they all inherit;
     /// without it, the pthread default.
     pub fn thread_stack_bytes(&self) -> u32 {
-        self.components.get("libdatachannel").and_then(|c| c.threads.as_ref()).map(|t| t.stack_bytes).unwrap_or(self.pthread.default_stack_bytes)
+        self.components
+            .get("libdatachannel")
+            .and_then(|c| c.threads.as_ref())
+            .map(|t| t.stack_bytes)
+            .unwrap_or(self.pthread.default_stack_bytes)
     }
 
     /// A knob's value under this policy (upstream's value when the policy leaves it unset).
     pub fn knob_value(&self, spec: &KnobSpec) -> i64 {
-        self.components
-            .get(spec.component)
-            .and_then(|c| c.knobs.get(spec.name))
-            .copied()
-            .unwrap_or(spec.stock)
+        self.components.get(spec.component).and_then(|c| c.knobs.get(spec.name)).copied().unwrap_or(spec.stock)
     }
 }
 
@@ -812,8 +908,12 @@ pub struct KconfigRange {
 
 /// components.libdatachannel.threads.stack_bytes (else pthread.default_stack_bytes) becomes
 /// CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES.
-const THREAD_STACK_RANGE: KconfigRange =
-    KconfigRange { min: 2048, max: 131072, option: "ESP_DC_PORT_THREAD_STACK_BYTES", file: "components/esp_dc_port/Kconfig (ours)" };
+const THREAD_STACK_RANGE: KconfigRange = KconfigRange {
+    min: 2048,
+    max: 131072,
+    option: "ESP_DC_PORT_THREAD_STACK_BYTES",
+    file: "components/esp_dc_port/Kconfig (ours)",
+};
 
 fn check_range(problems: &mut Vec<(String, String)>, key: &str, value: u64, range: &KconfigRange) {
     if value < range.min || value > range.max {
@@ -844,7 +944,8 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
 
 /// Line of a dotted key path (`components.libsrtp.placement`, `components.x.patches[0]`) in the document.
 fn span_line(doc: &toml_edit::Document<String>, text: &str, path: &str) -> Option<usize> {
-    let segments: Vec<&str> = path.split('.').map(|s| s.split('[').next().unwrap_or(s)).filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> =
+        path.split('.').map(|s| s.split('[').next().unwrap_or(s)).filter(|s| !s.is_empty()).collect();
     let mut table: &dyn toml_edit::TableLike = doc.as_table();
     let mut best: Option<usize> = None;
     for (i, seg) in segments.iter().enumerate() {
@@ -890,7 +991,8 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let text = shipped("lean").replacen("[components.libsrtp]\n", "[components.libsrtp]\nplacment = \"psram\"\n", 1);
+        let text =
+            shipped("lean").replacen("[components.libsrtp]\n", "[components.libsrtp]\nplacment = \"psram\"\n", 1);
         let line = text.lines().position(|l| l.starts_with("placment")).unwrap() + 1;
         let err = parse_err(&text);
         assert!(err.starts_with(&format!("p.toml:{line}: components.libsrtp")), "{err}");
@@ -916,10 +1018,17 @@ mod tests {
         let err = parse_err(&text);
         assert!(err.contains(": components.libfoo: unknown component `libfoo`"), "{err}");
 
-        let text = shipped("lean").replacen("[components.libjuice.knobs]\n", "[components.libjuice.knobs]\nwarp_factor = 9\n", 1);
+        let text = shipped("lean").replacen(
+            "[components.libjuice.knobs]\n",
+            "[components.libjuice.knobs]\nwarp_factor = 9\n",
+            1,
+        );
         let line = text.lines().position(|l| l.starts_with("warp_factor")).unwrap() + 1;
         let err = parse_err(&text);
-        assert!(err.starts_with(&format!("p.toml:{line}: components.libjuice.knobs.warp_factor: unknown knob")), "{err}");
+        assert!(
+            err.starts_with(&format!("p.toml:{line}: components.libjuice.knobs.warp_factor: unknown knob")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -928,7 +1037,8 @@ mod tests {
         let line = lean.lines().find(|l| l.starts_with("max_candidates =")).expect("lean sets max_candidates");
         let text = lean.replacen(line, "max_candidates = 0", 1);
         assert!(parse_err(&text).contains("0 is out of range 2..=64"));
-        let text = shipped("lean").replacen("[components.plog]\n", "[components.plog]\npatches = [\"nope.patch\"]\n", 1);
+        let text =
+            shipped("lean").replacen("[components.plog]\n", "[components.plog]\npatches = [\"nope.patch\"]\n", 1);
         let err = parse_err(&text);
         assert!(err.contains("components.plog.patches: no patch `nope.patch`"), "{err}");
     }
@@ -958,7 +1068,8 @@ mod tests {
         let lean = Policy::load(&Policy::path_for("lean")).unwrap();
         for spec in KNOBS {
             let key = format!("| `{}.{}` |", spec.component, spec.name);
-            let row = doc.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("docs/policy.md has no row {key}"));
+            let row =
+                doc.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("docs/policy.md has no row {key}"));
             let cells: Vec<&str> = row.trim_end_matches('|').rsplitn(3, '|').map(str::trim).collect();
             assert_eq!(cells[1], lean.knob_value(spec).to_string(), "{key} lean");
             assert_eq!(cells[0], stock.knob_value(spec).to_string(), "{key} stock");
@@ -967,8 +1078,13 @@ mod tests {
 
     #[test]
     fn dtls_read_buffer_must_hold_a_record() {
-        let text = shipped("lean").replacen("[components.libdatachannel.knobs]\n", "[components.libdatachannel.knobs]\ndtls_recv_buffer_bytes = 1024\n", 1);
-        let text = text.lines().filter(|l| !l.starts_with("dtls_recv_buffer_bytes = 1536")).collect::<Vec<_>>().join("\n");
+        let text = shipped("lean").replacen(
+            "[components.libdatachannel.knobs]\n",
+            "[components.libdatachannel.knobs]\ndtls_recv_buffer_bytes = 1024\n",
+            1,
+        );
+        let text =
+            text.lines().filter(|l| !l.starts_with("dtls_recv_buffer_bytes = 1536")).collect::<Vec<_>>().join("\n");
         let err = parse_err(&text);
         assert!(err.contains("components.libdatachannel.knobs.dtls_recv_buffer_bytes: 1024 is below mbedtls.ssl_in_content_len (1536)"), "{err}");
     }
@@ -995,10 +1111,18 @@ mod tests {
             assert!(err.starts_with(&format!("p.toml:{line}: {says}")), "{err}");
         }
         // The pthread default stands in for libdatachannel's threads when those are not set.
-        let text = lean.replacen("threads = { stack_bytes = 15360, placement = \"psram\" }\n", "", 1).replacen("default_stack_bytes = 8192", "default_stack_bytes = 262144", 1);
+        let text = lean.replacen("threads = { stack_bytes = 15360, placement = \"psram\" }\n", "", 1).replacen(
+            "default_stack_bytes = 8192",
+            "default_stack_bytes = 262144",
+            1,
+        );
         assert!(parse_err(&text).contains("pthread.default_stack_bytes: 262144 is out of range 2048..=131072 of CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES"), "{}", parse_err(&text));
         // A stack for another component's threads does not reach the Kconfig option.
-        assert!(Policy::parse(&lean.replacen("default_stack_bytes = 8192", "default_stack_bytes = 262144", 1), Path::new("p.toml")).is_ok());
+        assert!(Policy::parse(
+            &lean.replacen("default_stack_bytes = 8192", "default_stack_bytes = 262144", 1),
+            Path::new("p.toml")
+        )
+        .is_ok());
     }
 
     /// Issue 18: policy strings reached generated files unescaped. Each reproducer is refused
@@ -1029,9 +1153,19 @@ mod tests {
             let err = parse_err(&text);
             assert!(err.starts_with(&format!("p.toml:{line}: {says}")), "expected `{says}` at line {line}:\n{err}");
         }
-        let text = lean.replacen("[sdkconfig_extra]\n", "[sdkconfig_extra]\nCONFIG_LWIP_MAX_SOCKETS = \"16\\nCONFIG_EVIL=y\"\n", 1);
+        let text = lean.replacen(
+            "[sdkconfig_extra]\n",
+            "[sdkconfig_extra]\nCONFIG_LWIP_MAX_SOCKETS = \"16\\nCONFIG_EVIL=y\"\n",
+            1,
+        );
         let line = text.lines().position(|l| l.starts_with("CONFIG_LWIP_MAX_SOCKETS")).unwrap() + 1;
-        assert!(parse_err(&text).starts_with(&format!("p.toml:{line}: sdkconfig_extra.CONFIG_LWIP_MAX_SOCKETS: contains the control character")), "{}", parse_err(&text));
+        assert!(
+            parse_err(&text).starts_with(&format!(
+                "p.toml:{line}: sdkconfig_extra.CONFIG_LWIP_MAX_SOCKETS: contains the control character"
+            )),
+            "{}",
+            parse_err(&text)
+        );
         // Plain definitions, names and the shipped policies pass.
         assert_eq!(unsafe_definition(&DefinitionValue::Str("-O2 x=1,y:2 (a+b)*c/d <e> 'f' # g".into())), None);
         assert_eq!(unsafe_name("lean-2_b"), None);
@@ -1048,7 +1182,11 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), base.join("out")).unwrap();
         std::fs::write(dir.path().join("secret.h"), "").unwrap();
         assert_eq!(unsafe_path("ok/a.h", &base), None);
-        assert!(unsafe_path("out/secret.h", &base).unwrap().contains("leads outside"), "{:?}", unsafe_path("out/secret.h", &base));
+        assert!(
+            unsafe_path("out/secret.h", &base).unwrap().contains("leads outside"),
+            "{:?}",
+            unsafe_path("out/secret.h", &base)
+        );
         assert!(unsafe_path("ok//a.h", &base).is_some() && unsafe_path("./ok/a.h", &base).is_some());
     }
 }

@@ -105,9 +105,14 @@ const MAX_SECTION_BYTES: u64 = u32::MAX as u64;
 /// Adds a section to its component's total; a total past u64 is a damaged report, not a size.
 fn add_size(total: &mut u64, size: u64, place: impl FnOnce() -> String) -> Result<(), String> {
     if size > MAX_SECTION_BYTES {
-        return Err(format!("{}: size {size} is larger than a 32-bit chip's address space; the report is damaged, regenerate it", place()));
+        return Err(format!(
+            "{}: size {size} is larger than a 32-bit chip's address space; the report is damaged, regenerate it",
+            place()
+        ));
     }
-    *total = total.checked_add(size).ok_or_else(|| format!("{}: the component's total passes 2^64 bytes; the report is damaged, regenerate it", place()))?;
+    *total = total.checked_add(size).ok_or_else(|| {
+        format!("{}: the component's total passes 2^64 bytes; the report is damaged, regenerate it", place())
+    })?;
     Ok(())
 }
 
@@ -159,7 +164,9 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         while let Some(key) = map.next_key::<String>()? {
             let StrictJson(value) = map.next_value()?;
             if out.insert(key.clone(), value).is_some() {
-                return Err(serde::de::Error::custom(format!("key `{key}` appears twice in one object; one of them would be lost")));
+                return Err(serde::de::Error::custom(format!(
+                    "key `{key}` appears twice in one object; one of them would be lost"
+                )));
             }
         }
         Ok(out.into())
@@ -173,13 +180,22 @@ pub fn parse_json2(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
     let archives = value.as_object().ok_or("expected an object of archives (size-components --format json2)")?;
     let mut out: BTreeMap<String, Sizes> = BTreeMap::new();
     for (archive, info) in archives {
-        let memory_types = info.get("memory_types").and_then(|m| m.as_object()).ok_or_else(|| format!("{archive}: no `memory_types` object"))?;
+        let memory_types = info
+            .get("memory_types")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| format!("{archive}: no `memory_types` object"))?;
         let Some(component) = component_of_archive(archive) else { continue };
         let sizes = out.entry(component.to_string()).or_default();
         for (mem_type, mt) in memory_types {
-            let sections = mt.get("sections").and_then(|s| s.as_object()).ok_or_else(|| format!("{archive}: {mem_type}: no `sections` object"))?;
+            let sections = mt
+                .get("sections")
+                .and_then(|s| s.as_object())
+                .ok_or_else(|| format!("{archive}: {mem_type}: no `sections` object"))?;
             for (section, s) in sections {
-                let size = s.get("size").and_then(|v| v.as_u64()).ok_or_else(|| format!("{archive}: {mem_type}: {section}: no integer `size`"))?;
+                let size = s
+                    .get("size")
+                    .and_then(|v| v.as_u64())
+                    .ok_or_else(|| format!("{archive}: {mem_type}: {section}: no integer `size`"))?;
                 if let Some(field) = classify(section) {
                     add_size(field(sizes), size, || format!("{archive}: {mem_type}: {section}"))?;
                 }
@@ -203,7 +219,8 @@ pub type Skipped = Vec<(usize, String)>;
 pub fn parse_map_lines(text: &str) -> Result<(BTreeMap<String, Sizes>, Skipped), String> {
     let mut out: BTreeMap<String, Sizes> = BTreeMap::new();
     let mut skipped = Skipped::new();
-    let start = text.find("Linker script and memory map").ok_or("not a GNU linker map: no `Linker script and memory map`")?;
+    let start =
+        text.find("Linker script and memory map").ok_or("not a GNU linker map: no `Linker script and memory map`")?;
     let mut output_section = String::new();
     let mut continued = false; // the input section's name stood alone; address, size and file follow
     let mut device_regions = false;
@@ -230,7 +247,10 @@ pub fn parse_map_lines(text: &str) -> Result<(BTreeMap<String, Sizes>, Skipped),
                 continue;
             }
             &fields
-        } else if line.starts_with(' ') && !line.starts_with("  ") && fields.first().is_some_and(|f| f.starts_with('.') || f.starts_with("COMMON")) {
+        } else if line.starts_with(' ')
+            && !line.starts_with("  ")
+            && fields.first().is_some_and(|f| f.starts_with('.') || f.starts_with("COMMON"))
+        {
             if fields.len() == 1 {
                 continued = true;
                 wrapped = Some((number, line.trim().to_string()));
@@ -249,10 +269,15 @@ pub fn parse_map_lines(text: &str) -> Result<(BTreeMap<String, Sizes>, Skipped),
             }
             continue;
         }
-        let size = u64::from_str_radix(size.trim_start_matches("0x"), 16).map_err(|_| format!("line {number}: bad size `{size}` in `{}`", line.trim()))?;
+        let size = u64::from_str_radix(size.trim_start_matches("0x"), 16)
+            .map_err(|_| format!("line {number}: bad size `{size}` in `{}`", line.trim()))?;
         let archive = file.split('(').next().unwrap_or(file);
-        let (Some(component), Some(field)) = (component_of_archive(archive), classify(&output_section)) else { continue };
-        add_size(field(out.entry(component.to_string()).or_default()), size, || format!("line {number}: `{}`", line.trim()))?;
+        let (Some(component), Some(field)) = (component_of_archive(archive), classify(&output_section)) else {
+            continue;
+        };
+        add_size(field(out.entry(component.to_string()).or_default()), size, || {
+            format!("line {number}: `{}`", line.trim())
+        })?;
     }
     if let Some(lost) = wrapped.take() {
         // The map ends right after a wrapped section name: truncated.
@@ -272,8 +297,13 @@ pub fn read_report(path: &Path) -> Result<BTreeMap<String, Sizes>> {
 
 /// `read_report`, and the lines of a map it could not read (a JSON report is read whole or refused).
 pub fn read_report_lines(path: &Path) -> Result<(BTreeMap<String, Sizes>, Skipped)> {
-    let text = std::fs::read_to_string(path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
-    let parsed = if text.trim_start().starts_with('{') { parse_json2(&text).map(|s| (s, Skipped::new())) } else { parse_map_lines(&text) };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
+    let parsed = if text.trim_start().starts_with('{') {
+        parse_json2(&text).map(|s| (s, Skipped::new()))
+    } else {
+        parse_map_lines(&text)
+    };
     parsed.map_err(|e| exit::bad_input(format!("{}: {e}", path.display())))
 }
 
@@ -328,9 +358,17 @@ pub fn check(budgets: &BTreeMap<String, StaticBudget>, sizes: &BTreeMap<String, 
     let mut lines = Vec::new();
     for (component, b) in budgets {
         let measures: [(&str, Option<u64>, fn(&Sizes) -> u64); 3] = if host {
-            [("host dram", b.host_dram_bytes, |s| s.dram_bytes), ("host flash", b.host_flash_bytes, |s| s.flash_bytes), ("", None, |_| 0)]
+            [
+                ("host dram", b.host_dram_bytes, |s| s.dram_bytes),
+                ("host flash", b.host_flash_bytes, |s| s.flash_bytes),
+                ("", None, |_| 0),
+            ]
         } else {
-            [("dram", b.dram_bytes, |s| s.dram_bytes), ("iram", b.iram_bytes, |s| s.iram_bytes), ("flash", b.flash_bytes, |s| s.flash_bytes)]
+            [
+                ("dram", b.dram_bytes, |s| s.dram_bytes),
+                ("iram", b.iram_bytes, |s| s.iram_bytes),
+                ("flash", b.flash_bytes, |s| s.flash_bytes),
+            ]
         };
         for (measure, budget, get) in measures {
             let Some(budget) = budget else { continue };
@@ -389,7 +427,11 @@ pub fn run(args: Args) -> Outcome {
                 policy.policy.name
             )));
         }
-        let idf = idf::locate(args.idf.as_deref(), std::env::var("IDF_PATH").ok().as_deref(), std::env::var("PATH").ok().as_deref())?;
+        let idf = idf::locate(
+            args.idf.as_deref(),
+            std::env::var("IDF_PATH").ok().as_deref(),
+            std::env::var("PATH").ok().as_deref(),
+        )?;
         let root = project_root();
         let build_dir = idf::build_dir(&root, &args.example, &args.target, &policy.policy.name);
         if !build_dir.join("project_description.json").is_file() {
@@ -420,7 +462,11 @@ pub fn run(args: Args) -> Outcome {
     }
     let failed: Vec<&Line> = lines.iter().filter(|l| l.verdict != "within").collect();
     if lines.is_empty() {
-        eprintln!("size-check: the policy `{}` sets no {}static budget", policy.policy.name, if args.host { "host " } else { "" });
+        eprintln!(
+            "size-check: the policy `{}` sets no {}static budget",
+            policy.policy.name,
+            if args.host { "host " } else { "" }
+        );
     }
     for (number, text) in &skipped {
         eprintln!("size-check: {source}:{number}: skipped, its size could not be read: {text}");
@@ -438,10 +484,20 @@ pub fn run(args: Args) -> Outcome {
     for l in &failed {
         match l.verdict.as_str() {
             "missing" => eprintln!("size-check: {} is budgeted ({}) but not in {source}", l.component, l.measure),
-            _ => eprintln!("size-check: {} {} is {} B, budget {} B", l.component, l.measure, l.used.unwrap_or(0), l.budget),
+            _ => eprintln!(
+                "size-check: {} {} is {} B, budget {} B",
+                l.component,
+                l.measure,
+                l.used.unwrap_or(0),
+                l.budget
+            ),
         }
     }
-    let also = if skipped.is_empty() { String::new() } else { format!("; {} line(s) of the input skipped (listed above)", skipped.len()) };
+    let also = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!("; {} line(s) of the input skipped (listed above)", skipped.len())
+    };
     Err(exit::verdict(format!("{} static budget(s) not held{also}", failed.len())))
 }
 

@@ -78,7 +78,10 @@ pub fn locate() -> Result<Sources> {
     let sources = Sources { libdatachannel: dcs.join("libdatachannel"), mbedtls: mbed.join("mbedtls") };
     for dir in [&sources.libdatachannel, &sources.mbedtls] {
         if !dir.join("CMakeLists.txt").is_file() {
-            return Err(exit::bad_input(format!("{} has no CMakeLists.txt: the crate cache looks damaged; remove it and fetch again", dir.display())));
+            return Err(exit::bad_input(format!(
+                "{} has no CMakeLists.txt: the crate cache looks damaged; remove it and fetch again",
+                dir.display()
+            )));
         }
     }
     Ok(sources)
@@ -103,7 +106,10 @@ impl Tree {
             if rel.components().any(|c| matches!(c.as_os_str().to_str(), Some(".git" | ".github"))) {
                 continue;
             }
-            files.insert(rel, std::fs::read(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?);
+            files.insert(
+                rel,
+                std::fs::read(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?,
+            );
         }
         Ok(Tree { files })
     }
@@ -118,14 +124,19 @@ impl Tree {
         for (path, piece) in pieces {
             let rel = prefix.join(&path);
             let original = self.files.get(&rel).ok_or_else(|| {
-                exit::bad_input(format!("patch `{patch_name}` does not apply: no file `{}` in the upstream sources", rel.display()))
+                exit::bad_input(format!(
+                    "patch `{patch_name}` does not apply: no file `{}` in the upstream sources",
+                    rel.display()
+                ))
             })?;
             let original = String::from_utf8(original.clone())
                 .map_err(|_| exit::bad_input(format!("patch `{patch_name}`: `{}` is not UTF-8 text", rel.display())))?;
-            let parsed = diffy::Patch::from_str(&piece)
-                .map_err(|e| exit::bad_input(format!("patch `{patch_name}` is malformed for `{}`: {e}", path.display())))?;
-            let patched = diffy::apply(&original, &parsed)
-                .map_err(|e| exit::bad_input(format!("patch `{patch_name}` does not apply to `{}`: {e}", rel.display())))?;
+            let parsed = diffy::Patch::from_str(&piece).map_err(|e| {
+                exit::bad_input(format!("patch `{patch_name}` is malformed for `{}`: {e}", path.display()))
+            })?;
+            let patched = diffy::apply(&original, &parsed).map_err(|e| {
+                exit::bad_input(format!("patch `{patch_name}` does not apply to `{}`: {e}", rel.display()))
+            })?;
             self.files.insert(rel, patched.into_bytes());
         }
         Ok(())
@@ -147,7 +158,10 @@ impl Tree {
                 if entry.file_type().is_file() && !self.files.contains_key(rel) {
                     std::fs::remove_file(entry.path())?;
                     changed += 1;
-                } else if entry.file_type().is_dir() && entry.path() != dest && std::fs::read_dir(entry.path())?.next().is_none() {
+                } else if entry.file_type().is_dir()
+                    && entry.path() != dest
+                    && std::fs::read_dir(entry.path())?.next().is_none()
+                {
                     std::fs::remove_dir(entry.path())?;
                 }
             }
@@ -259,7 +273,10 @@ fn split_patch(text: &str) -> Vec<(PathBuf, String)> {
             piece.push_str(lines[i]);
             piece.push_str(lines[i + 1]);
             i += 2;
-            while i < lines.len() && !lines[i].starts_with("diff ") && !(lines[i].starts_with("--- ") && lines.get(i + 1).is_some_and(|l| l.starts_with("+++ "))) {
+            while i < lines.len()
+                && !lines[i].starts_with("diff ")
+                && !(lines[i].starts_with("--- ") && lines.get(i + 1).is_some_and(|l| l.starts_with("+++ ")))
+            {
                 piece.push_str(lines[i]);
                 i += 1;
             }

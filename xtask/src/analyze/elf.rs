@@ -34,7 +34,12 @@ fn architecture_of_chip(chip: &str) -> Option<object::Architecture> {
 /// another architecture than the chip in the boot banner, a different `ELF file SHA256`
 /// (ESP-IDF prints the first CONFIG_APP_RETRIEVE_LEN_ELF_SHA hex digits of the SHA-256 of the
 /// ELF file, components/esp_app_format/esp_app_desc.c), or backtraces that fall outside its code.
-pub fn open(path: &Path, chip: Option<&str>, sha_prefix: Option<&(usize, String)>, addresses: &[u64]) -> anyhow::Result<Elf> {
+pub fn open(
+    path: &Path,
+    chip: Option<&str>,
+    sha_prefix: Option<&(usize, String)>,
+    addresses: &[u64],
+) -> anyhow::Result<Elf> {
     let bytes = std::fs::read(path).map_err(|e| bad_input(format!("cannot read the ELF {}: {e}", path.display())))?;
     let file = object::File::parse(&*bytes)
         .map_err(|e| bad_input(format!("{} is not an ELF file ({e}); pass build/<project>.elf", path.display())))?;

@@ -174,7 +174,8 @@ pub fn parse(text: &str) -> Log {
             continue;
         }
         if let Some(at) = line.find("ESP-ROM:") {
-            let chip: String = line[at + "ESP-ROM:".len()..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            let chip: String =
+                line[at + "ESP-ROM:".len()..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
             if !chip.is_empty() {
                 log.chip = Some(chip);
             }
@@ -213,7 +214,14 @@ pub fn parse(text: &str) -> Log {
         let Some(dump) = open.as_mut() else {
             // A record or frame line with no dump open: its header was cut or garbled (another
             // task's output in the middle), so the records cannot be placed; each is named.
-            const OURS: &[&str] = &[" bytes (@ ", "freed by ", "====== Heap", "capacity) ======", " bytes alive in trace (", " bytes 'leaked' in trace ("];
+            const OURS: &[&str] = &[
+                " bytes (@ ",
+                "freed by ",
+                "====== Heap",
+                "capacity) ======",
+                " bytes alive in trace (",
+                " bytes 'leaked' in trace (",
+            ];
             if OURS.iter().any(|p| trimmed.contains(p)) {
                 skip(&mut log);
             }

@@ -41,7 +41,8 @@ fn analyze_text(text: &str, elf: Option<&Path>) -> anyhow::Result<Report> {
     let log = log::parse(text);
     let mut elf = match elf {
         Some(path) => {
-            let addresses: Vec<u64> = log.dumps.iter().flat_map(|d| d.records.iter().flat_map(|r| r.callers.clone())).collect();
+            let addresses: Vec<u64> =
+                log.dumps.iter().flat_map(|d| d.records.iter().flat_map(|r| r.callers.clone())).collect();
             Some(elf::open(path, log.chip.as_deref(), log.elf_sha256_prefix.as_ref(), &addresses)?)
         }
         None => None,
@@ -77,7 +78,10 @@ Mode: Heap Trace All
     assert_eq!((dump.summary_bytes, dump.summary_allocations), (Some(4016), Some(2)));
     let r = &dump.records;
     assert_eq!((r[0].size, r[0].address, r[0].heap, r[0].freed), (12, 0x3fcb5010, Some(Heap::Internal), true));
-    assert_eq!((r[1].size, r[1].heap, r[1].callers.clone(), r[1].freed), (4000, Some(Heap::Psram), vec![0x42001234, 0x42005678], false));
+    assert_eq!(
+        (r[1].size, r[1].heap, r[1].callers.clone(), r[1].freed),
+        (4000, Some(Heap::Psram), vec![0x42001234, 0x42005678], false)
+    );
     // ESP-IDF 5.0-5.2 print " caller " with no frames and no heap label: heap by address.
     assert_eq!((r[2].callers.len(), r[2].heap, heap_of(&r[2])), (0, None, Heap::Internal));
     assert_eq!(heap_of_address(0x3c0a_0000), Heap::Psram);
@@ -124,7 +128,10 @@ fn fixture_log_is_attributed_exactly() {
         figures,
         vec![("usrsctp", 4608, 4608, 512, 4096), ("libjuice", 2048, 2048, 2048, 0), ("other", 356, 356, 100, 256)]
     );
-    assert_eq!(report.components[0].phases, vec![PhaseFigure { phase: "connected".into(), live_bytes: 4608, peak_bytes: 4608, blocks: 2 }]);
+    assert_eq!(
+        report.components[0].phases,
+        vec![PhaseFigure { phase: "connected".into(), live_bytes: 4608, peak_bytes: 4608, blocks: 2 }]
+    );
     assert_eq!(report.total_connected_bytes, 7012);
     assert_eq!(report.scenario, "device-log");
     assert_eq!(
@@ -175,7 +182,8 @@ fn fixture_log_is_attributed_exactly() {
 
 #[test]
 fn without_tracker_delta_the_dump_is_the_measurement() {
-    let text: String = fixture_log().lines().filter(|l| !l.starts_with("MEMTRACK delta")).map(|l| format!("{l}\n")).collect();
+    let text: String =
+        fixture_log().lines().filter(|l| !l.starts_with("MEMTRACK delta")).map(|l| format!("{l}\n")).collect();
     let report = analyze_text(&text, None).unwrap();
     assert_eq!((report.projection.internal_bytes, report.projection.psram_bytes), (2660, 4352));
     // No ELF: every allocation keeps its first return address, unattributed.
@@ -233,12 +241,21 @@ fn run_writes_json_and_refuses_logs_without_tracker_output() {
     let dir = tempfile::tempdir().unwrap();
     let elf = build_elf(dir.path(), &["-g"]);
     let json = dir.path().join("report.json");
-    let args = Args { log: fixture_dir().join("device-log.txt"), elf: Some(elf), json: Some(json.clone()), policy: "lean".into(), top: 10 };
+    let args = Args {
+        log: fixture_dir().join("device-log.txt"),
+        elf: Some(elf),
+        json: Some(json.clone()),
+        policy: "lean".into(),
+        top: 10,
+    };
     // The fixture has a damaged record and tracker line: the report is written, and exit 1 says
     // it misses data.
     let err = run(args).unwrap_err();
     assert_eq!(exit_code(&err), 1);
-    assert!(err.to_string().contains("2 line(s) skipped, 1 heap trace dump(s) disagree with their own summary"), "{err}");
+    assert!(
+        err.to_string().contains("2 line(s) skipped, 1 heap trace dump(s) disagree with their own summary"),
+        "{err}"
+    );
     let back: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(back.total_connected_bytes, 7012);
     assert_eq!(back.components[1].name, "libjuice");
@@ -263,7 +280,10 @@ fn esp_memtrack_prints_what_the_analyzer_reads() {
     let sh = xshell::Shell::new().unwrap();
     let (inc, api, src) = (host.join("include"), component.join("include"), component.join("src/esp_memtrack.c"));
     let (fake, main) = (host.join("fake_idf.c"), host.join("test_main.c"));
-    xshell::cmd!(sh, "gcc -m32 -std=c11 -Wall -Wextra -Werror -I{inc} -I{api} {fake} {main} {src} -o {exe}").quiet().run().unwrap();
+    xshell::cmd!(sh, "gcc -m32 -std=c11 -Wall -Wextra -Werror -I{inc} -I{api} {fake} {main} {src} -o {exe}")
+        .quiet()
+        .run()
+        .unwrap();
     let out = xshell::cmd!(sh, "{exe}").read().unwrap() + "\n";
     assert_eq!(out, std::fs::read_to_string(host.join("expected.txt")).unwrap());
 
@@ -337,12 +357,14 @@ fn leaks_mode_dumps_serve_as_moments_and_leak_checks() {
             body = records.concat()
         )
     };
-    let text = dump("connected", &[record(700, 0x3fc9a000), record(300, 0x3fc9b000)]) + &dump("leaks", &[record(300, 0x3fc9b000)]);
+    let text = dump("connected", &[record(700, 0x3fc9a000), record(300, 0x3fc9b000)])
+        + &dump("leaks", &[record(300, 0x3fc9b000)]);
     let dir = tempfile::tempdir().unwrap();
     let elf = build_elf(dir.path(), &["-g"]);
     let report = analyze_text(&text, Some(&elf)).unwrap();
     assert!(report.device.as_ref().unwrap().warnings.is_empty(), "{:?}", report.device);
-    let figures: Vec<_> = report.components.iter().map(|c| (c.name.as_str(), c.connected_bytes, c.internal_bytes)).collect();
+    let figures: Vec<_> =
+        report.components.iter().map(|c| (c.name.as_str(), c.connected_bytes, c.internal_bytes)).collect();
     assert_eq!(figures, vec![("libjuice", 1000, 1000)]);
     assert_eq!(report.leaks, vec![site("libjuice", "./components/libjuice/agent.c", 5, "juice_agent_create", 300, 1)]);
     assert_eq!(report.leak_bytes_per_cycle, Some(300));
@@ -353,7 +375,13 @@ fn leaks_mode_dumps_serve_as_moments_and_leak_checks() {
 fn docs_example_is_the_real_output() {
     let dir = tempfile::tempdir().unwrap();
     let elf = build_elf(dir.path(), &["-g"]);
-    let args = Args { log: "lab/fixtures/analyze/device-log.txt".into(), elf: Some(elf.clone()), json: None, policy: "lean".into(), top: 10 };
+    let args = Args {
+        log: "lab/fixtures/analyze/device-log.txt".into(),
+        elf: Some(elf.clone()),
+        json: None,
+        policy: "lean".into(),
+        top: 10,
+    };
     let report = analyze_text(&fixture_log(), Some(&elf)).unwrap();
     let printed = render(&report, &args);
     let docs = std::fs::read_to_string(project_root().join("docs/analyze.md")).unwrap();
@@ -378,7 +406,10 @@ fn return_addresses_resolve_to_the_calling_line() {
     let return_address = section.address() + call_at as u64 + 5;
     let mut elf = elf::open(&elf_path, None, None, &[return_address]).unwrap();
     let frame = &elf.caller_frames(return_address)[0];
-    assert_eq!((frame.file.as_str(), frame.line, frame.component), ("./components/libjuice/agent.c", 6, Some("libjuice")));
+    assert_eq!(
+        (frame.file.as_str(), frame.line, frame.component),
+        ("./components/libjuice/agent.c", 6, Some("libjuice"))
+    );
 }
 
 /// Issue 18: two records of 18446744073709551615 bytes panicked adding up. A size past a 32-bit
@@ -398,7 +429,11 @@ Mode: Heap Trace All
     assert_eq!(report.total_connected_bytes, 40);
     let device = report.device.unwrap();
     assert_eq!(device.skipped_lines, 2);
-    assert!(device.skipped_examples[0].starts_with("line 3: 18446744073709551615 bytes"), "{:?}", device.skipped_examples);
+    assert!(
+        device.skipped_examples[0].starts_with("line 3: 18446744073709551615 bytes"),
+        "{:?}",
+        device.skipped_examples
+    );
     // The tracker's figures are i64 as printed: two not-returned drops of 2^63 saturate.
     let text = "\
 MEMTRACK snapshot label=baseline heap=internal free=1 min_free=1 largest=1
@@ -447,7 +482,8 @@ fn cr_only_and_mixed_line_endings_are_read() {
 /// run exits 1 after printing what it could read.
 #[test]
 fn records_that_cannot_be_placed_are_named_and_exit_1() {
-    let split = CLEAN_DUMP.replace("====== Heap Trace: 2 records", "====== Heap TrI (5124) wifi:bcn_timeout\nace: 2 records");
+    let split =
+        CLEAN_DUMP.replace("====== Heap Trace: 2 records", "====== Heap TrI (5124) wifi:bcn_timeout\nace: 2 records");
     let log = log::parse(&split);
     let numbers: Vec<usize> = log.skipped.iter().map(|(n, _)| *n).collect();
     assert_eq!(numbers, vec![2, 3, 4, 5, 6, 8], "{:?}", log.skipped);

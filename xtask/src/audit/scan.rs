@@ -74,34 +74,83 @@ pub type Defines = BTreeMap<String, Option<i64>>;
 
 /// Platform macros that ESP-IDF's compilers never define: branches that need them are dead.
 const NOT_ON_ESP_IDF: &[&str] = &[
-    "_WIN32", "_WIN64", "WIN32", "_MSC_VER", "__MINGW32__", "__CYGWIN__", "__APPLE__", "__MACH__", "__FreeBSD__",
-    "__NetBSD__", "__OpenBSD__", "__DragonFly__", "__ANDROID__", "__linux__", "__linux", "__native_client__",
-    "__EMSCRIPTEN__", "__sun", "_AIX",
+    "_WIN32",
+    "_WIN64",
+    "WIN32",
+    "_MSC_VER",
+    "__MINGW32__",
+    "__CYGWIN__",
+    "__APPLE__",
+    "__MACH__",
+    "__FreeBSD__",
+    "__NetBSD__",
+    "__OpenBSD__",
+    "__DragonFly__",
+    "__ANDROID__",
+    "__linux__",
+    "__linux",
+    "__native_client__",
+    "__EMSCRIPTEN__",
+    "__sun",
+    "_AIX",
 ];
 
 const C_ALLOC: &[&str] = &["malloc", "calloc", "realloc"];
 const LIBC_ALLOC: &[&str] = &[
-    "strdup", "strndup", "posix_memalign", "aligned_alloc", "memalign", "valloc", "reallocarray", "asprintf", "vasprintf",
+    "strdup",
+    "strndup",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "reallocarray",
+    "asprintf",
+    "vasprintf",
 ];
 const CAPS_ALLOC: &[&str] = &[
-    "heap_caps_malloc", "heap_caps_calloc", "heap_caps_realloc", "heap_caps_aligned_alloc", "heap_caps_malloc_prefer",
+    "heap_caps_malloc",
+    "heap_caps_calloc",
+    "heap_caps_realloc",
+    "heap_caps_aligned_alloc",
+    "heap_caps_malloc_prefer",
     "heap_caps_calloc_prefer",
 ];
 const CXX_MAKERS: &[&str] = &["make_shared", "make_unique", "allocate_shared"];
 const CONTAINERS: &[&str] = &[
-    "vector", "deque", "list", "forward_list", "map", "multimap", "set", "multiset", "unordered_map", "unordered_multimap",
-    "unordered_set", "unordered_multiset", "queue", "priority_queue", "stack", "function",
+    "vector",
+    "deque",
+    "list",
+    "forward_list",
+    "map",
+    "multimap",
+    "set",
+    "multiset",
+    "unordered_map",
+    "unordered_multimap",
+    "unordered_set",
+    "unordered_multiset",
+    "queue",
+    "priority_queue",
+    "stack",
+    "function",
 ];
-const TASKS: &[&str] = &["xTaskCreate", "xTaskCreatePinnedToCore", "xTaskCreateStatic", "xTaskCreateStaticPinnedToCore", "xTaskCreateWithCaps", "xTaskCreatePinnedToCoreWithCaps"];
+const TASKS: &[&str] = &[
+    "xTaskCreate",
+    "xTaskCreatePinnedToCore",
+    "xTaskCreateStatic",
+    "xTaskCreateStaticPinnedToCore",
+    "xTaskCreateWithCaps",
+    "xTaskCreatePinnedToCoreWithCaps",
+];
 
 /// Wrapper macros and functions of the stack, by what they expand to. Only names that are
 /// wrappers in the stack's own headers; each is recognised at its call sites.
 const WRAPPERS: &[(&str, &str)] = &[
-    ("SCTP_MALLOC", "malloc"),        // usrsctp netinet/sctp_os_userspace.h -> MALLOC
-    ("SCTP_MALLOC_SONAME", "malloc"), // idem
-    ("MALLOC", "malloc"),             // usrsctp user_malloc.h
-    ("SCTP_ZONE_GET", "malloc"),      // usrsctp with SCTP_SIMPLE_ALLOCATOR
-    ("srtp_crypto_alloc", "calloc"),  // libsrtp crypto/kernel/alloc.c
+    ("SCTP_MALLOC", "malloc"),         // usrsctp netinet/sctp_os_userspace.h -> MALLOC
+    ("SCTP_MALLOC_SONAME", "malloc"),  // idem
+    ("MALLOC", "malloc"),              // usrsctp user_malloc.h
+    ("SCTP_ZONE_GET", "malloc"),       // usrsctp with SCTP_SIMPLE_ALLOCATOR
+    ("srtp_crypto_alloc", "calloc"),   // libsrtp crypto/kernel/alloc.c
     ("thread_init", "pthread_create"), // libjuice src/thread.h
 ];
 
@@ -369,7 +418,11 @@ impl<'a> Expr<'a> {
     /// and integers.
     fn parse(mut self) -> Option<bool> {
         let v = self.or()?;
-        if self.at == self.toks.len() { v } else { None }
+        if self.at == self.toks.len() {
+            v
+        } else {
+            None
+        }
     }
 
     fn or(&mut self) -> Option<Option<bool>> {
@@ -497,7 +550,11 @@ fn recognise(toks: &[Tok]) -> Vec<Found> {
             }
             push(Kind::CxxNew, if text(j) == "[" { "new[]".into() } else { "new".into() }, None);
         }
-        if CXX_MAKERS.contains(&t) && (text(i + 1) == "<" || text(i + 1) == "(") && prev == "::" && text(i.wrapping_sub(2)) == "std" {
+        if CXX_MAKERS.contains(&t)
+            && (text(i + 1) == "<" || text(i + 1) == "(")
+            && prev == "::"
+            && text(i.wrapping_sub(2)) == "std"
+        {
             push(Kind::CxxNew, format!("std::{t}"), None);
         }
         if prev == "::" && text(i.wrapping_sub(2)) == "std" && i >= 2 {
@@ -508,7 +565,9 @@ fn recognise(toks: &[Tok]) -> Vec<Found> {
             // `std::thread mThread;` or `std::thread::id` does not.
             if t == "thread" {
                 let next = text(i + 1);
-                let starts = next == "(" || next == "{" || (next.chars().next().is_some_and(is_ident_start) && matches!(text(i + 2), "(" | "{"));
+                let starts = next == "("
+                    || next == "{"
+                    || (next.chars().next().is_some_and(is_ident_start) && matches!(text(i + 2), "(" | "{"));
                 if starts {
                     push(Kind::Thread, "std::thread".into(), None);
                 }
@@ -592,5 +651,8 @@ fn argument(toks: &[Tok], open: usize, n: usize) -> String {
 
 /// The size given to `pthread_attr_setstacksize` in the 200 tokens before a `pthread_create`.
 fn stack_size_set_before(toks: &[Tok], at: usize) -> Option<String> {
-    (at.saturating_sub(200)..at).rev().find(|&j| toks[j].text == "pthread_attr_setstacksize" && toks.get(j + 1).is_some_and(|t| t.text == "(")).map(|j| argument(toks, j + 1, 1))
+    (at.saturating_sub(200)..at)
+        .rev()
+        .find(|&j| toks[j].text == "pthread_attr_setstacksize" && toks.get(j + 1).is_some_and(|t| t.text == "("))
+        .map(|j| argument(toks, j + 1, 1))
 }

@@ -17,7 +17,10 @@ fn sites_of<'a>(sites: &'a [Site], component: &str) -> Vec<&'a Site> {
 
 /// (file:line, kind, call, covered) of a component's sites, in scan order.
 fn table(sites: &[Site], component: &str) -> Vec<(String, &'static str, String, bool)> {
-    sites_of(sites, component).iter().map(|s| (format!("{}:{}", s.file, s.line), s.kind.as_str(), s.call.clone(), s.covered)).collect()
+    sites_of(sites, component)
+        .iter()
+        .map(|s| (format!("{}:{}", s.file, s.line), s.kind.as_str(), s.call.clone(), s.covered))
+        .collect()
 }
 
 fn row(at: &str, kind: &'static str, call: &str, covered: bool) -> (String, &'static str, String, bool) {
@@ -43,7 +46,14 @@ fn c_sites_wrappers_and_dead_branches_under_lean() {
             row("upstream/src/agent.c:22", "thread", "pthread_create", true),
         ]
     );
-    let stack = |line: u32| sites.iter().find(|s| s.component == "libjuice" && s.line == line && s.file.ends_with("agent.c")).unwrap().stack.clone();
+    let stack = |line: u32| {
+        sites
+            .iter()
+            .find(|s| s.component == "libjuice" && s.line == line && s.file.ends_with("agent.c"))
+            .unwrap()
+            .stack
+            .clone()
+    };
     assert_eq!(stack(11).as_deref(), Some("4096"), "xTaskCreate's third argument");
     assert_eq!(stack(21).as_deref(), Some("8192"), "pthread_attr_setstacksize before the create");
     assert_eq!(stack(22).as_deref(), Some("inherited 15360"), "NULL attributes: lean's esp_pthread_cfg_t");
@@ -64,7 +74,10 @@ fn c_sites_wrappers_and_dead_branches_under_lean() {
     );
     assert_eq!(
         table(&sites, "esp_dc_port"),
-        vec![row("src/alloc.c:3", "c-alloc", "malloc", true), row("src/alloc.c:5", "caps-alloc", "heap_caps_malloc", true)]
+        vec![
+            row("src/alloc.c:3", "c-alloc", "malloc", true),
+            row("src/alloc.c:5", "caps-alloc", "heap_caps_malloc", true)
+        ]
     );
     assert_eq!(table(&sites, "plog"), vec![row("upstream/include/plog/Record.h:4", "libc-alloc", "vasprintf", false)]);
     assert!(!sites.iter().any(|s| s.file.contains("unlisted") || s.file.contains("test/")), "only compiled sources");
@@ -100,7 +113,8 @@ fn cxx_sites_follow_operator_new_placement() {
 #[test]
 fn stock_leaves_libsrtp_unredirected_and_summary_counts_it() {
     let sites = scan_tree(&fixture_root(), &policy("stock")).unwrap();
-    let libsrtp: Vec<(bool, &str)> = sites_of(&sites, "libsrtp").iter().map(|s| (s.covered, s.placement.as_str())).collect();
+    let libsrtp: Vec<(bool, &str)> =
+        sites_of(&sites, "libsrtp").iter().map(|s| (s.covered, s.placement.as_str())).collect();
     assert_eq!(
         libsrtp,
         vec![
@@ -156,7 +170,8 @@ fn measured_bytes_mark_sites_and_rank_the_uncovered() {
     let runtime = at("peer.cpp", 40);
     assert_eq!((runtime.kind, runtime.covered, runtime.measured_bytes), (Kind::Runtime, true, Some(7000)));
     // Uncovered and measured first, largest first; then uncovered unmeasured.
-    let first: Vec<(String, Option<u64>)> = sites.iter().take(3).map(|s| (format!("{}:{}", s.file, s.line), s.measured_bytes)).collect();
+    let first: Vec<(String, Option<u64>)> =
+        sites.iter().take(3).map(|s| (format!("{}:{}", s.file, s.line), s.measured_bytes)).collect();
     assert_eq!(
         first,
         vec![
@@ -179,16 +194,22 @@ fn statics_over_the_threshold_from_an_object_file() {
     let status = std::process::Command::new("cc").args(["-m32", "-c", "-o"]).arg(&obj).arg(&src).status().unwrap();
     assert!(status.success());
     let libraries = BTreeMap::from([("usrsctp".to_string(), obj)]);
-    let found: Vec<(String, u64, String)> = statics(&libraries, 1024).unwrap().into_iter().map(|o| (o.symbol, o.bytes, o.section)).collect();
+    let found: Vec<(String, u64, String)> =
+        statics(&libraries, 1024).unwrap().into_iter().map(|o| (o.symbol, o.bytes, o.section)).collect();
     assert_eq!(
         found,
-        vec![("big_table".into(), 4096, ".bss".into()), ("file_local".into(), 2048, ".bss".into()), ("init_table".into(), 2048, ".data".into())]
+        vec![
+            ("big_table".into(), 4096, ".bss".into()),
+            ("file_local".into(), 2048, ".bss".into()),
+            ("init_table".into(), 2048, ".data".into())
+        ]
     );
 }
 
 #[test]
 fn component_definitions_come_from_the_cmakelists() {
-    let defines = component_defines(&std::fs::read_to_string(fixture_root().join("components/libjuice/CMakeLists.txt")).unwrap());
+    let defines =
+        component_defines(&std::fs::read_to_string(fixture_root().join("components/libjuice/CMakeLists.txt")).unwrap());
     assert_eq!(defines.get("JUICE_STATIC"), Some(&Some(1)));
     assert_eq!(defines.get("USE_FOO"), Some(&Some(0)));
     assert_eq!(defines.get("ESP_DC_ALLOC_CAPS"), Some(&None), "defined, value unknown");
@@ -220,7 +241,11 @@ fn lean_on_the_real_tree_leaves_only_the_listed_sites() {
     configure::configure_into(dir.path(), &Policy::path_for("lean"), false, false).unwrap();
     let policy = configured_policy(dir.path(), Some("lean")).unwrap();
     let sites = scan_tree(dir.path(), &policy).unwrap();
-    let uncovered: Vec<String> = sites.iter().filter(|s| !s.covered).map(|s| format!("{} {}:{} {}", s.component, s.file, s.line, s.call)).collect();
+    let uncovered: Vec<String> = sites
+        .iter()
+        .filter(|s| !s.covered)
+        .map(|s| format!("{} {}:{} {}", s.component, s.file, s.line, s.call))
+        .collect();
     assert!(uncovered.iter().all(|u| u.starts_with("plog ")), "{uncovered:#?}");
     assert_eq!(uncovered.len(), 2, "{uncovered:#?}");
     assert!(sites.iter().any(|s| s.component == "libsrtp" && s.covered));

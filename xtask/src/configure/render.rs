@@ -4,7 +4,9 @@
 
 use crate::exit;
 use crate::kconfig_keys::{Known, Verdict};
-use crate::policy::{KnobEffect, MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc, COMPONENTS, KNOBS};
+use crate::policy::{
+    KnobEffect, MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc, COMPONENTS, KNOBS,
+};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -103,14 +105,24 @@ pub fn fill(template_name: &str, template: &str, values: &[(&str, String)]) -> R
 pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
     let spec = policy.component(component);
     let mut b = String::new();
-    let _ = writeln!(b, "# ---- Policy `{}` (rendered by `cargo xtask configure`; change the policy, not this block) ----", policy.policy.name);
+    let _ = writeln!(
+        b,
+        "# ---- Policy `{}` (rendered by `cargo xtask configure`; change the policy, not this block) ----",
+        policy.policy.name
+    );
     let header_only = component == "plog";
     if header_only {
         // An INTERFACE library compiles nothing; placement and the redirect would land on its
         // consumers' C sources, which is not what the policy says. See the note at the top.
-        let _ = writeln!(b, "# placement `{}` is realised through cxx.new_placement = `{}` (plog is C++ and header-only).", spec.placement.as_str(), policy.cxx.new_placement.as_str());
+        let _ = writeln!(
+            b,
+            "# placement `{}` is realised through cxx.new_placement = `{}` (plog is C++ and header-only).",
+            spec.placement.as_str(),
+            policy.cxx.new_placement.as_str()
+        );
         if !spec.force_include.is_empty() {
-            let _ = writeln!(b, "# force_include `{}`: nothing to force-include into (no sources).", spec.force_include);
+            let _ =
+                writeln!(b, "# force_include `{}`: nothing to force-include into (no sources).", spec.force_include);
         }
         if !spec.definitions.is_empty() {
             b.push_str("target_compile_definitions(${COMPONENT_LIB} INTERFACE\n");
@@ -123,7 +135,12 @@ pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
         let _ = writeln!(b, "# placement: {}", placement_words(spec.placement));
         b.push_str("target_compile_definitions(${COMPONENT_LIB} PRIVATE\n");
         let _ = writeln!(b, "    \"ESP_DC_ALLOC_CAPS={}\"", caps_expression(spec.placement));
-        let _ = writeln!(b, "    ESP_DC_COMPONENT_ID={}  # ESP_DC_COMPONENT_{} in esp_dc_port_alloc.h", component_id(component), component.to_uppercase());
+        let _ = writeln!(
+            b,
+            "    ESP_DC_COMPONENT_ID={}  # ESP_DC_COMPONENT_{} in esp_dc_port_alloc.h",
+            component_id(component),
+            component.to_uppercase()
+        );
         b.push_str(")\n");
         if spec.force_include.is_empty() {
             b.push_str("# force_include: none, malloc() is not redirected in this component.\n");
@@ -159,7 +176,11 @@ pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
     let (public, private): (Vec<_>, Vec<_>) =
         defines.into_iter().partition(|(_, name)| component != "libdatachannel" && name.starts_with("RTC_ESP_"));
     for (list, scope, why) in [
-        (private, if header_only { "INTERFACE" } else { "PRIVATE" }, "# Knobs: the value comes from Kconfig (default = the policy), so menuconfig can override it.\n"),
+        (
+            private,
+            if header_only { "INTERFACE" } else { "PRIVATE" },
+            "# Knobs: the value comes from Kconfig (default = the policy), so menuconfig can override it.\n",
+        ),
         (public, "PUBLIC", "# Knobs read by libdatachannel's knobs.patch (PUBLIC so libdatachannel sees them).\n"),
     ] {
         if list.is_empty() {
@@ -173,7 +194,8 @@ pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
         b.push_str(")\n");
     }
     if component == "libdatachannel" {
-        let runtime: Vec<_> = KNOBS.iter().filter(|k| k.component == component && k.effect == KnobEffect::Runtime).collect();
+        let runtime: Vec<_> =
+            KNOBS.iter().filter(|k| k.component == component && k.effect == KnobEffect::Runtime).collect();
         if !runtime.is_empty() {
             let names: Vec<_> = runtime.iter().map(|k| k.name).collect();
             let _ = writeln!(b, "# Run-time knobs ({}) are applied by esp_dc_port_init().", names.join(", "));
@@ -190,11 +212,17 @@ pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
                 // c++config.h first and then #undefs the macro. It must be PUBLIC: std::shared_ptr<T>
                 // mangles without the policy, so two TUs disagreeing would share one symbol with two
                 // control-block layouts (an ODR violation, not a link error).
-                b.push_str("# cxx.shared_ptr_lock_policy = mutex: force _S_mutex for every C++ user of libdatachannel's\n");
+                b.push_str(
+                    "# cxx.shared_ptr_lock_policy = mutex: force _S_mutex for every C++ user of libdatachannel's\n",
+                );
                 b.push_str("# headers (PUBLIC; see components/esp_dc_port/include/esp_dc_lock_policy.h for why a -D alone cannot).\n");
-                b.push_str("target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)\n");
+                b.push_str(
+                    "target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)\n",
+                );
                 b.push_str("target_compile_options(${COMPONENT_LIB} PUBLIC\n");
-                b.push_str("    \"$<$<COMPILE_LANGUAGE:CXX>:--include=${esp_dc_port_dir}/include/esp_dc_lock_policy.h>\")\n");
+                b.push_str(
+                    "    \"$<$<COMPILE_LANGUAGE:CXX>:--include=${esp_dc_port_dir}/include/esp_dc_lock_policy.h>\")\n",
+                );
                 if spec.force_include.is_empty() {
                     // esp_dc_port_dir is only fetched above when the redirect is on.
                     let at = b.rfind("target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED").unwrap();
@@ -204,7 +232,11 @@ pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
         }
     }
     if !spec.patches.is_empty() {
-        let _ = writeln!(b, "# Patched at configure time with: {}", spec.patches.iter().map(|p| format!("patches/{p}")).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            b,
+            "# Patched at configure time with: {}",
+            spec.patches.iter().map(|p| format!("patches/{p}")).collect::<Vec<_>>().join(", ")
+        );
     }
     b
 }
@@ -264,8 +296,12 @@ pub fn kconfig(policy: &Policy, component: &str, template: &str) -> Result<Strin
     for knob in KNOBS.iter().filter(|k| k.component == component) {
         let value = policy.knob_value(knob);
         let how = match knob.effect {
-            KnobEffect::Define(name) => format!("Compiled in as {name} (a value other than upstream's needs the knob patches listed in the policy)."),
-            KnobEffect::Runtime => "Applied at run time by esp_dc_port_init(), before the first PeerConnection.".to_string(),
+            KnobEffect::Define(name) => format!(
+                "Compiled in as {name} (a value other than upstream's needs the knob patches listed in the policy)."
+            ),
+            KnobEffect::Runtime => {
+                "Applied at run time by esp_dc_port_init(), before the first PeerConnection.".to_string()
+            }
         };
         let help = format!("{}\n\n{how} Policy {}: {value}; upstream: {}.", knob.help, policy.policy.name, knob.stock);
         let _ = write!(
@@ -373,10 +409,7 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
     let threads = p.component("libdatachannel").threads.as_ref();
     let thread_stack = threads.map(|t| t.stack_bytes).unwrap_or(p.pthread.default_stack_bytes);
     if p.memory.spiram {
-        l.push(yes(
-            "FREERTOS_TASK_CREATE_ALLOW_EXT_MEM",
-            p.pthread.stack_placement == Placement::Psram,
-        ));
+        l.push(yes("FREERTOS_TASK_CREATE_ALLOW_EXT_MEM", p.pthread.stack_placement == Placement::Psram));
     }
     l.push(placement_choice("ESP_DC_PORT_THREAD_STACK", p.pthread.stack_placement));
     l.push(format!("CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES={thread_stack}"));
@@ -447,7 +480,9 @@ pub fn check_sdkconfig_keys(
         .filter_map(|key| match known.check(key) {
             Ok(Verdict::Unchecked) => Some(Ok(key.as_str())),
             Ok(_) => None,
-            Err(what) => Some(Err(format!("{shown_policy}:{}: sdkconfig_extra.{key}: {what}", extra_key_line(policy_text, key)))),
+            Err(what) => {
+                Some(Err(format!("{shown_policy}:{}: sdkconfig_extra.{key}: {what}", extra_key_line(policy_text, key))))
+            }
         })
         .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
         .collect();

@@ -84,20 +84,37 @@ fn lean_lays_out_every_component_with_its_upstream_sources() {
         let cmake = file(&plan, name, "CMakeLists.txt");
         assert!(cmake.contains("idf_component_register("), "{name}");
         // Every source the CMakeLists names is in the staged upstream copy.
-        let sources: Vec<&str> = cmake.split_whitespace().filter(|w| w.starts_with("upstream/") && (w.ends_with(".c") || w.ends_with(".cpp"))).collect();
+        let sources: Vec<&str> = cmake
+            .split_whitespace()
+            .filter(|w| w.starts_with("upstream/") && (w.ends_with(".c") || w.ends_with(".cpp")))
+            .collect();
         if name != "plog" {
             assert!(sources.len() > 10, "{name}: only {} sources listed", sources.len());
         }
         for src in sources {
-            assert!(tree.files.contains_key(Path::new(src)), "{name}: CMakeLists.txt lists {src}, which upstream does not have");
+            assert!(
+                tree.files.contains_key(Path::new(src)),
+                "{name}: CMakeLists.txt lists {src}, which upstream does not have"
+            );
         }
         // Each include directory exists too.
-        for dir in cmake.split_whitespace().map(|w| w.trim_end_matches(')')).filter(|w| w.starts_with("upstream/") && !w.contains('.')) {
+        for dir in cmake
+            .split_whitespace()
+            .map(|w| w.trim_end_matches(')'))
+            .filter(|w| w.starts_with("upstream/") && !w.contains('.'))
+        {
             assert!(tree.files.keys().any(|k| k.starts_with(dir)), "{name}: include dir {dir} is empty");
         }
     }
     let ldc = file(&plan, "libdatachannel", "CMakeLists.txt");
-    for needed in ["USE_MBEDTLS=1", "RTC_ENABLE_MEDIA=1", "RTC_ENABLE_WEBSOCKET=0", "REQUIRES esp_dc_port", "mbedtls", "esp_netif"] {
+    for needed in [
+        "USE_MBEDTLS=1",
+        "RTC_ENABLE_MEDIA=1",
+        "RTC_ENABLE_WEBSOCKET=0",
+        "REQUIRES esp_dc_port",
+        "mbedtls",
+        "esp_netif",
+    ] {
         assert!(ldc.contains(needed), "libdatachannel CMakeLists lacks {needed}");
     }
     let sctp = file(&plan, "usrsctp", "CMakeLists.txt");
@@ -109,7 +126,8 @@ fn lean_lays_out_every_component_with_its_upstream_sources() {
 
 #[test]
 fn component_ids_match_the_alloc_header() {
-    let header = std::fs::read_to_string(project_root().join("components/esp_dc_port/include/esp_dc_port_alloc.h")).unwrap();
+    let header =
+        std::fs::read_to_string(project_root().join("components/esp_dc_port/include/esp_dc_port_alloc.h")).unwrap();
     for name in COMPONENTS_WITH_IDS {
         let line = format!("#define ESP_DC_COMPONENT_{} {}", name.to_uppercase(), render::component_id(name));
         assert!(header.contains(&line), "esp_dc_port_alloc.h lacks `{line}`");
@@ -128,9 +146,11 @@ fn libsrtp_is_redirected_under_lean_and_not_under_stock() {
     assert!(!stock_srtp.contains("esp_dc_alloc_redirect.h\""), "{stock_srtp}");
     assert!(stock_srtp.contains("\"ESP_DC_ALLOC_CAPS=(MALLOC_CAP_DEFAULT)\""));
     // stock stays unpatched.
-    assert!(!String::from_utf8(stock.components["libdatachannel"].files[Path::new("upstream/src/impl/internals.hpp")].clone())
-        .unwrap()
-        .contains("RTC_ESP_SCTP_MAX_STREAMS"));
+    assert!(!String::from_utf8(
+        stock.components["libdatachannel"].files[Path::new("upstream/src/impl/internals.hpp")].clone()
+    )
+    .unwrap()
+    .contains("RTC_ESP_SCTP_MAX_STREAMS"));
 }
 
 #[test]
@@ -154,9 +174,13 @@ fn lean_patches_apply_to_components_and_to_the_whole_stack() {
     // lab compiles what idf.py compiles (the RNG hunks are inert there, ESP_PLATFORM being unset).
     for name in ["lean", "stock"] {
         let plan = plan_of(&shipped(name));
-        let env = String::from_utf8(plan.components["usrsctp"].files[Path::new("upstream/usrsctplib/user_environment.c")].clone()).unwrap();
+        let env = String::from_utf8(
+            plan.components["usrsctp"].files[Path::new("upstream/usrsctplib/user_environment.c")].clone(),
+        )
+        .unwrap();
         assert!(env.contains("#elif defined(ESP_PLATFORM)") && env.contains("esp_fill_random"), "{name}");
-        let juice = String::from_utf8(plan.components["libjuice"].files[Path::new("upstream/src/random.c")].clone()).unwrap();
+        let juice =
+            String::from_utf8(plan.components["libjuice"].files[Path::new("upstream/src/random.c")].clone()).unwrap();
         assert!(juice.contains("#elif defined(ESP_PLATFORM)") && juice.contains("esp_fill_random"), "{name}");
     }
     // The lab builds the whole tree with the same policy patches at deps/ paths.
@@ -212,7 +236,10 @@ fn every_knob_reaches_kconfig_sdkconfig_and_cmake() {
         assert!(kconfig[at..].contains(spec.help.split_whitespace().next().unwrap()), "{symbol}: help missing");
         if let crate::policy::KnobEffect::Define(define) = spec.effect {
             let cmake = file(&plan, spec.component, "CMakeLists.txt");
-            assert!(cmake.contains(&format!("\"{define}=${{CONFIG_{symbol}}}\"")), "{symbol}: no definition in CMakeLists.txt");
+            assert!(
+                cmake.contains(&format!("\"{define}=${{CONFIG_{symbol}}}\"")),
+                "{symbol}: no definition in CMakeLists.txt"
+            );
         }
     }
 }
@@ -265,16 +292,29 @@ fn every_policy_field_has_an_effect() {
             (file(&base, component, name), file(&plan, component, name))
         };
         assert!(got.contains(expected), "{field}: {output} lacks `{expected}`:\n{got}");
-        assert!(!base_text.contains(expected), "{field}: `{expected}` is in lean's {output} already; the case proves nothing");
+        assert!(
+            !base_text.contains(expected),
+            "{field}: `{expected}` is in lean's {output} already; the case proves nothing"
+        );
     }
 
     // The patch list also changes the code: without the patch the knob is not compiled in.
     let unpatched = plan_of(&with(&lean, "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\", \"libdatachannel/lazy-log-counters.patch\"]\n", ""));
-    let internals = |p: &Plan| String::from_utf8(p.components["libdatachannel"].files[Path::new("upstream/src/impl/internals.hpp")].clone()).unwrap();
-    assert!(internals(&base).contains("RTC_ESP_SCTP_MAX_STREAMS") && !internals(&unpatched).contains("RTC_ESP_SCTP_MAX_STREAMS"));
+    let internals = |p: &Plan| {
+        String::from_utf8(p.components["libdatachannel"].files[Path::new("upstream/src/impl/internals.hpp")].clone())
+            .unwrap()
+    };
+    assert!(
+        internals(&base).contains("RTC_ESP_SCTP_MAX_STREAMS")
+            && !internals(&unpatched).contains("RTC_ESP_SCTP_MAX_STREAMS")
+    );
 
     // Fields other commands read (lab, size-check, audit) do not change the tree.
-    let lab_only = plan_of(&with(&with(&lean, "stack_margin_percent = 25", "stack_margin_percent = 40"), "\ninit_bytes = ", "\ninit_bytes = 1"));
+    let lab_only = plan_of(&with(
+        &with(&lean, "stack_margin_percent = 25", "stack_margin_percent = 40"),
+        "\ninit_bytes = ",
+        "\ninit_bytes = 1",
+    ));
     assert_eq!(lab_only.components, base.components);
     assert_eq!(defaults(&lab_only), defaults(&base));
 }
@@ -289,7 +329,15 @@ fn configure_is_idempotent_and_check_detects_drift() {
     let lean_policy = Policy::load(&lean).unwrap();
     assert_eq!(stamp.policy, "lean");
     assert_eq!(stamp.path, "policies/lean.toml");
-    assert_eq!(stamp.patches, vec!["libdatachannel/knobs.patch".to_string(), "libdatachannel/inline-constants.patch".to_string(), "libdatachannel/lazy-log-counters.patch".to_string(), "libjuice/knobs.patch".to_string()]);
+    assert_eq!(
+        stamp.patches,
+        vec![
+            "libdatachannel/knobs.patch".to_string(),
+            "libdatachannel/inline-constants.patch".to_string(),
+            "libdatachannel/lazy-log-counters.patch".to_string(),
+            "libjuice/knobs.patch".to_string()
+        ]
+    );
     assert_eq!(stamp.hash, policy_hash(&lean_policy, &shipped("lean")).unwrap());
     let stock_policy = Policy::load(&Policy::path_for("stock")).unwrap();
     assert_ne!(stamp.hash, policy_hash(&stock_policy, &shipped("stock")).unwrap());
@@ -307,7 +355,10 @@ fn configure_is_idempotent_and_check_detects_drift() {
     std::fs::write(scratch.root().join("components/plog/upstream/stray.h"), "x").unwrap();
     let before = scratch.snapshot();
     let drifted = drift(&plan, scratch.root()).unwrap();
-    assert_eq!(drifted, vec![PathBuf::from("components/plog/upstream/stray.h"), PathBuf::from("components/usrsctp/Kconfig")]);
+    assert_eq!(
+        drifted,
+        vec![PathBuf::from("components/plog/upstream/stray.h"), PathBuf::from("components/usrsctp/Kconfig")]
+    );
     assert_eq!(configure_into(scratch.root(), &lean, true, true).unwrap(), ExitCode::from(1));
     assert_eq!(configure_into(scratch.root(), &Policy::path_for("stock"), true, true).unwrap(), ExitCode::from(1));
     assert_eq!(scratch.snapshot(), before, "--check wrote something");
@@ -339,18 +390,37 @@ fn bad_inputs_exit_2_with_file_line_key_and_write_nothing() {
     let syntax = with(&lean, "ssl_in_content_len = 1536", "ssl_in_content_len = = 1536");
     let unknown_component = lean.clone() + "\n[components.libfoo]\nplacement = \"psram\"\n";
     let unknown_key = with(&lean, "[components.libsrtp]\n", "[components.libsrtp]\nplacment = \"psram\"\n");
-    let bad_placement = with(&lean, "[components.libsrtp]\nplacement = \"psram\"", "[components.libsrtp]\nplacement = \"flash\"");
-    let bad_patch = with(&lean, "[components.plog]\n", "[components.plog]\npatches = [\"libdatachannel/knobs.patch\"]\n");
-    let stray_threads = with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\nthreads = { stack_bytes = 4096, placement = \"psram\" }\n");
-    let split_threads = with(&lean, "stack_bytes = 15360, placement = \"psram\"", "stack_bytes = 15360, placement = \"internal\"");
+    let bad_placement =
+        with(&lean, "[components.libsrtp]\nplacement = \"psram\"", "[components.libsrtp]\nplacement = \"flash\"");
+    let bad_patch =
+        with(&lean, "[components.plog]\n", "[components.plog]\npatches = [\"libdatachannel/knobs.patch\"]\n");
+    let stray_threads = with(
+        &lean,
+        "[components.usrsctp]\n",
+        "[components.usrsctp]\nthreads = { stack_bytes = 4096, placement = \"psram\" }\n",
+    );
+    let split_threads =
+        with(&lean, "stack_bytes = 15360, placement = \"psram\"", "stack_bytes = 15360, placement = \"internal\"");
     let cases = [
         (&syntax, line_of(&syntax, "= = 1536"), "ssl_in_content_len: TOML syntax error"),
-        (&unknown_component, line_of(&unknown_component, "[components.libfoo]"), "components.libfoo: unknown component `libfoo`"),
+        (
+            &unknown_component,
+            line_of(&unknown_component, "[components.libfoo]"),
+            "components.libfoo: unknown component `libfoo`",
+        ),
         (&unknown_key, line_of(&unknown_key, "placment"), "components.libsrtp.placment: unknown field `placment`"),
         (&bad_placement, line_of(&bad_placement, "\"flash\""), "components.libsrtp.placement: unknown variant `flash`"),
         (&bad_patch, 0, ""),
-        (&stray_threads, line_of(&stray_threads, "stack_bytes = 4096"), "components.usrsctp.threads: only components.libdatachannel.threads"),
-        (&split_threads, line_of(&split_threads, "placement = \"internal\" }"), "components.libdatachannel.threads.placement: `internal` differs"),
+        (
+            &stray_threads,
+            line_of(&stray_threads, "stack_bytes = 4096"),
+            "components.usrsctp.threads: only components.libdatachannel.threads",
+        ),
+        (
+            &split_threads,
+            line_of(&split_threads, "placement = \"internal\" }"),
+            "components.libdatachannel.threads.placement: `internal` differs",
+        ),
     ];
     for (text, line, expected) in cases {
         let path = scratch.policy(text);
@@ -363,7 +433,10 @@ fn bad_inputs_exit_2_with_file_line_key_and_write_nothing() {
             assert!(message.starts_with(&format!("{}:{line}: components.plog.patches: ", path.display())), "{message}");
             assert!(message.contains("does not apply") && message.contains("no file `src/impl/init.cpp`"), "{message}");
         } else {
-            assert!(message.starts_with(&format!("{}:{line}: {expected}", path.display())), "expected `{expected}` at line {line}:\n{message}");
+            assert!(
+                message.starts_with(&format!("{}:{line}: {expected}", path.display())),
+                "expected `{expected}` at line {line}:\n{message}"
+            );
         }
         assert_eq!(scratch.snapshot(), before, "a failed run wrote something: {message}");
     }
@@ -386,7 +459,10 @@ fn sdkconfig_defaults_keeps_user_lines_and_swaps_the_block() {
     assert!(text.starts_with(user_before), "{text}");
     assert!(text.ends_with(&format!("{BLOCK_END}\nCONFIG_LOG_DEFAULT_LEVEL_WARN=y\n")), "{text}");
     assert_eq!(text.matches(BLOCK_BEGIN).count(), 1);
-    assert!(text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384") && !text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536"));
+    assert!(
+        text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384")
+            && !text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536")
+    );
 
     // A half block is refused, naming the line, and nothing changes.
     let broken = format!("CONFIG_A=y\n{BLOCK_BEGIN}\nCONFIG_B=y\n");
@@ -411,8 +487,16 @@ fn kconfgen_python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/esp-dc/venv"));
     let python = venv.join("bin/python");
-    let ok = std::process::Command::new(&python).args(["-m", "kconfgen", "--help"]).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "kconfgen is not available in {}: run `source scripts/setup.sh` (installs esp-idf-kconfig into the venv)", venv.display());
+    let ok = std::process::Command::new(&python)
+        .args(["-m", "kconfgen", "--help"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "kconfgen is not available in {}: run `source scripts/setup.sh` (installs esp-idf-kconfig into the venv)",
+        venv.display()
+    );
     python
 }
 
@@ -426,14 +510,27 @@ fn generated_kconfig_parses_with_kconfgen_and_carries_the_policy() {
         // One top-level Kconfig sourcing every component's, as ESP-IDF's build does.
         let mut top = String::from("mainmenu \"esp-libdatachannel\"\n");
         for name in GENERATED {
-            top.push_str(&format!("source \"{}\"\n", scratch.root().join("components").join(name).join("Kconfig").display()));
+            top.push_str(&format!(
+                "source \"{}\"\n",
+                scratch.root().join("components").join(name).join("Kconfig").display()
+            ));
         }
         top.push_str(&format!("source \"{}\"\n", project_root().join("components/esp_dc_port/Kconfig").display()));
         // Espressif's style checker, as ESP-IDF's CI runs it on components.
-        let mut kconfigs: Vec<PathBuf> = GENERATED.iter().map(|n| scratch.root().join("components").join(n).join("Kconfig")).collect();
+        let mut kconfigs: Vec<PathBuf> =
+            GENERATED.iter().map(|n| scratch.root().join("components").join(n).join("Kconfig")).collect();
         kconfigs.push(project_root().join("components/esp_dc_port/Kconfig"));
-        let check = std::process::Command::new(&python).args(["-m", "kconfcheck", "--check", "syntax"]).args(&kconfigs).output().unwrap();
-        assert!(check.status.success(), "kconfcheck:\n{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+        let check = std::process::Command::new(&python)
+            .args(["-m", "kconfcheck", "--check", "syntax"])
+            .args(&kconfigs)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "kconfcheck:\n{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
         let out = scratch.root().join("kconfgen");
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join("Kconfig"), top).unwrap();
@@ -465,18 +562,27 @@ fn generated_kconfig_parses_with_kconfgen_and_carries_the_policy() {
             crate::policy::Placement::Internal => "INTERNAL",
             crate::policy::Placement::Default => "DEFAULT",
         };
-        assert!(h.contains(&format!("#define CONFIG_ESP_DC_PORT_NEW_PLACEMENT_{new_choice} 1\n")), "{policy_name}:\n{h}");
+        assert!(
+            h.contains(&format!("#define CONFIG_ESP_DC_PORT_NEW_PLACEMENT_{new_choice} 1\n")),
+            "{policy_name}:\n{h}"
+        );
         let stack = policy.component("libdatachannel").threads.as_ref().map(|t| t.stack_bytes).unwrap();
         assert!(h.contains(&format!("#define CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES {stack}\n")), "{policy_name}");
         assert!(h.contains(&format!("#define CONFIG_ESP_DC_PORT_HEAP_TRACE_RECORDS {}\n", policy.heap_tracing.records)));
         // A symbol of ours that the block sets but Kconfig does not define would be dropped silently.
         for line in std::fs::read_to_string(scratch.root().join("sdkconfig.defaults")).unwrap().lines() {
             if let Some(symbol) = line.strip_prefix("CONFIG_ESP_DC_").and_then(|l| l.split('=').next()) {
-                assert!(h.contains(&format!("CONFIG_ESP_DC_{symbol} ")), "{policy_name}: CONFIG_ESP_DC_{symbol} is not a Kconfig symbol");
+                assert!(
+                    h.contains(&format!("CONFIG_ESP_DC_{symbol} ")),
+                    "{policy_name}: CONFIG_ESP_DC_{symbol} is not a Kconfig symbol"
+                );
             }
         }
     }
-    assert_eq!(knob("libdatachannel", "sctp_max_streams").unwrap().kconfig_symbol(), "ESP_DC_LIBDATACHANNEL_SCTP_MAX_STREAMS");
+    assert_eq!(
+        knob("libdatachannel", "sctp_max_streams").unwrap().kconfig_symbol(),
+        "ESP_DC_LIBDATACHANNEL_SCTP_MAX_STREAMS"
+    );
 }
 
 /// The header the mutex lock policy force-includes really switches libstdc++ (host g++, same
@@ -494,7 +600,11 @@ fn lock_policy_header_switches_shared_ptr_to_mutex() {
         if let Some(d) = definition {
             cmd.arg(format!("-D{d}"));
         }
-        let mut child = cmd.stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("g++ (run scripts/setup.sh)");
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("g++ (run scripts/setup.sh)");
         use std::io::Write;
         child.stdin.take().unwrap().write_all(source.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
@@ -540,10 +650,33 @@ fn knobs_at_stock_values_preprocess_to_upstream_code() {
         })
         .collect();
     let preprocess = |root: &Path, compiler: &str, file: &str, defines: &[String]| -> String {
-        let includes = ["include", "include/rtc", "src", "deps/usrsctp/usrsctplib", "deps/plog/include", "deps/libjuice/include", "deps/libjuice/include/juice", "deps/libsrtp/include", "deps/libsrtp/crypto/include"];
+        let includes = [
+            "include",
+            "include/rtc",
+            "src",
+            "deps/usrsctp/usrsctplib",
+            "deps/plog/include",
+            "deps/libjuice/include",
+            "deps/libjuice/include/juice",
+            "deps/libsrtp/include",
+            "deps/libsrtp/crypto/include",
+        ];
         let mut cmd = std::process::Command::new(compiler);
         // Log statements carry __LINE__, which the patch's extra lines shift; pin it.
-        cmd.args(["-E", "-P", "-Wno-builtin-macro-redefined", "-D__LINE__=0", "-DUSE_MBEDTLS=1", "-DUSE_GNUTLS=0", "-DRTC_ENABLE_MEDIA=1", "-DRTC_ENABLE_WEBSOCKET=0", "-DRTC_SYSTEM_SRTP=0", "-DUSE_NICE=0", "-DRTC_STATIC", "-D__Userspace__"]);
+        cmd.args([
+            "-E",
+            "-P",
+            "-Wno-builtin-macro-redefined",
+            "-D__LINE__=0",
+            "-DUSE_MBEDTLS=1",
+            "-DUSE_GNUTLS=0",
+            "-DRTC_ENABLE_MEDIA=1",
+            "-DRTC_ENABLE_WEBSOCKET=0",
+            "-DRTC_SYSTEM_SRTP=0",
+            "-DUSE_NICE=0",
+            "-DRTC_STATIC",
+            "-D__Userspace__",
+        ]);
         if compiler == "g++" {
             cmd.arg("-std=c++17");
         }
@@ -578,7 +711,10 @@ fn knobs_at_stock_values_preprocess_to_upstream_code() {
     // The comparison can fail: a lean value does change the code.
     let mut lean_chunk = defines.clone();
     lean_chunk.push("-DRTC_ESP_SCTP_RECV_CHUNK_BYTES=4096".into());
-    assert!(preprocess(&patched, "g++", "src/impl/sctptransport.cpp", &lean_chunk) != preprocess(&pristine, "g++", "src/impl/sctptransport.cpp", &defines));
+    assert!(
+        preprocess(&patched, "g++", "src/impl/sctptransport.cpp", &lean_chunk)
+            != preprocess(&pristine, "g++", "src/impl/sctptransport.cpp", &defines)
+    );
 }
 
 /// The examples use the component tree and sdkconfig.defaults configure writes, call
@@ -596,12 +732,22 @@ fn examples_use_the_configured_tree_and_the_pinned_c_api() {
         assert!(cmake.contains("${CMAKE_CURRENT_LIST_DIR}/../../sdkconfig.defaults"), "{example}: SDKCONFIG_DEFAULTS");
         let main = std::fs::read_to_string(dir.join(format!("main/{example}_main.c"))).unwrap();
         let init = main.find("esp_dc_port_init()").unwrap_or_else(|| panic!("{example} never calls esp_dc_port_init"));
-        assert!(init < main.find("rtcCreatePeerConnection(").unwrap(), "{example}: esp_dc_port_init after the first PeerConnection");
+        assert!(
+            init < main.find("rtcCreatePeerConnection(").unwrap(),
+            "{example}: esp_dc_port_init after the first PeerConnection"
+        );
         let mut sources_text = main.clone();
-        sources_text.push_str(&std::fs::read_to_string(examples.join("common_components/dc_console_signaling/dc_console_signaling.c")).unwrap());
+        sources_text.push_str(
+            &std::fs::read_to_string(examples.join("common_components/dc_console_signaling/dc_console_signaling.c"))
+                .unwrap(),
+        );
         for (at, _) in sources_text.match_indices("rtc") {
-            let name: String = sources_text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-            if sources_text[at + name.len()..].starts_with('(') && name.len() > 3 && name.as_bytes()[3].is_ascii_uppercase() {
+            let name: String =
+                sources_text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if sources_text[at + name.len()..].starts_with('(')
+                && name.len() > 3
+                && name.as_bytes()[3].is_ascii_uppercase()
+            {
                 assert!(rtc_h.contains(&format!(" {name}(")), "{example}: {name} is not in the pinned rtc.h");
             }
         }
@@ -642,7 +788,17 @@ fn h264_test_source_emits_annex_b_frames() {
     // profile_idc 66, constraint flags 0xE0, level 31: profile-level-id 42e01f as the SDP says.
     assert_eq!(&stream[5..8], &[0x42, 0xe0, 0x1f]);
     // No start-code emulation inside a NAL: 00 00 0x (x <= 2) occurs only in real start codes.
-    let emulations = stream.windows(4).enumerate().filter(|(i, w)| w[0] == 0 && w[1] == 0 && w[2] <= 2 && !(w[2] == 0 && w[3] == 1) && !(*i > 0 && stream[i - 1] == 0 && w[2] == 1)).count();
+    let emulations = stream
+        .windows(4)
+        .enumerate()
+        .filter(|(i, w)| {
+            w[0] == 0
+                && w[1] == 0
+                && w[2] <= 2
+                && !(w[2] == 0 && w[3] == 1)
+                && !(*i > 0 && stream[i - 1] == 0 && w[2] == 1)
+        })
+        .count();
     assert_eq!(emulations, 0);
 }
 
@@ -683,7 +839,12 @@ fn shipped_policies_write_only_known_kconfig_keys() {
         let text = defaults(&plan);
         let keys: Vec<&str> = text.lines().filter_map(render::line_key).collect();
         assert!(keys.len() > 20, "{name}: {keys:?}");
-        assert!(keys.contains(&"CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM") || name == "stock" || !text.contains("CONFIG_SPIRAM=y"), "{name}");
+        assert!(
+            keys.contains(&"CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM")
+                || name == "stock"
+                || !text.contains("CONFIG_SPIRAM=y"),
+            "{name}"
+        );
         assert!(!text.contains("SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY"), "{name}");
     }
 }
@@ -712,7 +873,10 @@ fn sdkconfig_extra_old_unknown_or_malformed_keys_exit_2_with_file_line_key() {
         let message = err.to_string();
         assert_eq!(exit_code_of(&err), 2, "{message}");
         let line = line_of(text, &format!("{key} ="));
-        assert!(message.starts_with(&format!("{}:{line}: sdkconfig_extra.{key}: {expected}", path.display())), "line {line}:\n{message}");
+        assert!(
+            message.starts_with(&format!("{}:{line}: sdkconfig_extra.{key}: {expected}", path.display())),
+            "line {line}:\n{message}"
+        );
         assert_eq!(scratch.snapshot(), before, "a failed run wrote something: {message}");
     }
 
@@ -722,9 +886,16 @@ fn sdkconfig_extra_old_unknown_or_malformed_keys_exit_2_with_file_line_key() {
     match plan(scratch.root(), &scratch.policy(&ours)) {
         Ok(p) => {
             let text = defaults(&p);
-            assert!(text.contains("CONFIG_ESP_DC_PORT_SHIM_RANDOM=y\n") && text.contains("CONFIG_LWIP_MAX_SOCKETS=16\n"), "{text}");
+            assert!(
+                text.contains("CONFIG_ESP_DC_PORT_SHIM_RANDOM=y\n") && text.contains("CONFIG_LWIP_MAX_SOCKETS=16\n"),
+                "{text}"
+            );
             if kconfig_keys::idf_tree_from_env().is_none() {
-                assert!(p.warnings.iter().any(|w| w.starts_with("sdkconfig_extra: CONFIG_LWIP_MAX_SOCKETS not checked")), "{:?}", p.warnings);
+                assert!(
+                    p.warnings.iter().any(|w| w.starts_with("sdkconfig_extra: CONFIG_LWIP_MAX_SOCKETS not checked")),
+                    "{:?}",
+                    p.warnings
+                );
             }
         }
         Err(e) => panic!("our keys and an ESP-IDF option were refused: {e}"),
@@ -739,14 +910,24 @@ fn unknown_keys_are_refused_against_an_esp_idf_tree_and_in_rendered_lines() {
     let extra = BTreeMap::new();
     for (line, expected) in [
         ("CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY=y", "write `CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM` instead"),
-        ("# CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY is not set", "write `CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM` instead"),
+        (
+            "# CONFIG_SPIRAM_ALLOW_STACK_EXTERNAL_MEMORY is not set",
+            "write `CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM` instead",
+        ),
         ("CONFIG_LWIP_MAX_SOCKETS=16", "rendered, but neither in xtask/src/kconfig_keys.txt"),
     ] {
         let err = render::check_sdkconfig_keys(&[line.to_string()], &extra, &known, "", "p.toml").unwrap_err();
         assert_eq!(exit_code_of(&err), 2);
-        assert!(err.to_string().starts_with("xtask/src/configure/render.rs: CONFIG_") && err.to_string().contains(expected), "{err}");
+        assert!(
+            err.to_string().starts_with("xtask/src/configure/render.rs: CONFIG_") && err.to_string().contains(expected),
+            "{err}"
+        );
     }
-    let ok = ["# [memory]".to_string(), "CONFIG_SPIRAM_USE_MALLOC=y".into(), "CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES=15360".into()];
+    let ok = [
+        "# [memory]".to_string(),
+        "CONFIG_SPIRAM_USE_MALLOC=y".into(),
+        "CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES=15360".into(),
+    ];
     assert!(render::check_sdkconfig_keys(&ok, &extra, &known, "", "p.toml").unwrap().is_empty());
 
     let Some(root) = crate::idf::tree_for_tests() else {
@@ -755,8 +936,10 @@ fn unknown_keys_are_refused_against_an_esp_idf_tree_and_in_rendered_lines() {
     };
     let known = known.with_tree(&kconfig_keys::scan_tree(&root).unwrap());
     let text = "[policy]\nname = \"x\"\n\n[sdkconfig_extra]\nCONFIG_LWIP_MAX_SOCKETS = \"16\"\n\"CONFIG_LWIP_MAX_SOCKET\" = \"16\"\n";
-    let extra: BTreeMap<String, String> =
-        [("CONFIG_LWIP_MAX_SOCKETS", "16"), ("CONFIG_LWIP_MAX_SOCKET", "16")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let extra: BTreeMap<String, String> = [("CONFIG_LWIP_MAX_SOCKETS", "16"), ("CONFIG_LWIP_MAX_SOCKET", "16")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let err = render::check_sdkconfig_keys(&[], &extra, &known, text, "policies/x.toml").unwrap_err();
     let message = err.to_string();
     assert_eq!(message.lines().count(), 1, "{message}");
@@ -773,8 +956,18 @@ fn hostile_policy_strings_write_nothing_and_the_stamp_quotes_its_path() {
     let before = scratch.snapshot();
     let lean = shipped("lean");
     for (text, key) in [
-        (with(&lean, "description = \"All", "description = \"x\\n# ---- end ----\\nCONFIG_EVIL=y\\nAll"), "policy.description"),
-        (with(&lean, "[components.plog]\n", "[components.plog]\ndefinitions = { EVIL = \"1\\\")\\nexecute_process(COMMAND touch evil)\\n#\" }\n"), "components.plog.definitions.EVIL"),
+        (
+            with(&lean, "description = \"All", "description = \"x\\n# ---- end ----\\nCONFIG_EVIL=y\\nAll"),
+            "policy.description",
+        ),
+        (
+            with(
+                &lean,
+                "[components.plog]\n",
+                "[components.plog]\ndefinitions = { EVIL = \"1\\\")\\nexecute_process(COMMAND touch evil)\\n#\" }\n",
+            ),
+            "components.plog.definitions.EVIL",
+        ),
         (with(&lean, "name = \"lean\"", "name = \"../../x\""), "policy.name"),
     ] {
         let err = configure_into(scratch.root(), &scratch.policy(&text), false, true).unwrap_err();
@@ -800,14 +993,20 @@ fn two_configures_at_once_always_leave_a_tree_check_accepts() {
     for round in 0..20 {
         let (first, second) = if round % 2 == 0 { (&lean, &stock) } else { (&stock, &lean) };
         std::thread::scope(|s| {
-            let runs = [first, second].map(|policy| s.spawn(move || configure_into(root, policy, false, true).map_err(|e| format!("{e:#}"))));
+            let runs = [first, second]
+                .map(|policy| s.spawn(move || configure_into(root, policy, false, true).map_err(|e| format!("{e:#}"))));
             for run in runs {
                 assert_eq!(run.join().unwrap().unwrap(), ExitCode::SUCCESS, "round {round}");
             }
         });
         let stamp = read_stamp(root).unwrap().expect("stamp written");
         let named = project_root().join(&stamp.path);
-        assert_eq!(configure_into(root, &named, true, true).unwrap(), ExitCode::SUCCESS, "round {round}: the tree drifted from `{}`, the policy its stamp names", stamp.policy);
+        assert_eq!(
+            configure_into(root, &named, true, true).unwrap(),
+            ExitCode::SUCCESS,
+            "round {round}: the tree drifted from `{}`, the policy its stamp names",
+            stamp.policy
+        );
         let staging: Vec<_> = std::fs::read_dir(root.join("components"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

@@ -28,7 +28,8 @@ fn stage_project(root: &Path) -> Result<()> {
 }
 
 fn interop_python() -> PathBuf {
-    let venv = std::env::var_os("ESP_DC_INTEROP_VENV").map(PathBuf::from).unwrap_or_else(|| cache_root().join("interop-venv"));
+    let venv =
+        std::env::var_os("ESP_DC_INTEROP_VENV").map(PathBuf::from).unwrap_or_else(|| cache_root().join("interop-venv"));
     let python = venv.join("bin/python");
     assert!(python.is_file(), "no aiortc venv at {}: run `source scripts/setup.sh`", venv.display());
     python
@@ -53,7 +54,11 @@ fn run_once(python: &Path, elf: &Path, example: &str, log: &Path) -> std::result
     if out.status.success() && result.ends_with(" ok=1") {
         Ok(result)
     } else {
-        Err(format!("{result} (exit {:?}); peer: {}", out.status.code(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")))
+        Err(format!(
+            "{result} (exit {:?}); peer: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        ))
     }
 }
 
@@ -88,7 +93,11 @@ fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
             // The policy reached the build: its record length is in the sdkconfig idf.py used.
             let sdkconfig = std::fs::read_to_string(dir.join("sdkconfig")).unwrap();
             let expected = format!("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN={}", policy.mbedtls.ssl_in_content_len);
-            assert!(sdkconfig.lines().any(|l| l == expected), "{}: {expected} missing", dir.join("sdkconfig").display());
+            assert!(
+                sdkconfig.lines().any(|l| l == expected),
+                "{}: {expected} missing",
+                dir.join("sdkconfig").display()
+            );
             let elf = dir.join(format!("{example}.elf"));
             let mut passed = 0;
             let started = std::time::Instant::now();
@@ -96,7 +105,9 @@ fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
                 let log = logs.join(format!("{policy_name}-{example}-{run}.log"));
                 match run_once(&python, &elf, example, &log) {
                     Ok(_) => passed += 1,
-                    Err(why) => failures.push(format!("{policy_name} {example} run {run}: {why}; device log {}", log.display())),
+                    Err(why) => {
+                        failures.push(format!("{policy_name} {example} run {run}: {why}; device log {}", log.display()))
+                    }
                 }
             }
             say(&format!(
@@ -125,17 +136,27 @@ fn idf_application_takes_the_tree_with_configure_into() {
     let own_main = std::fs::read(app.join("main/app_main.c")).unwrap();
     let root = configure::application_root(&app).unwrap();
     assert_eq!(configure::configure_into(&root, &Policy::path_for("lean"), false, false).unwrap(), ExitCode::SUCCESS);
-    assert_eq!(std::fs::read(app.join("main/app_main.c")).unwrap(), own_main, "configure touched the application's main");
+    assert_eq!(
+        std::fs::read(app.join("main/app_main.c")).unwrap(),
+        own_main,
+        "configure touched the application's main"
+    );
     let defaults = std::fs::read_to_string(app.join("sdkconfig.defaults")).unwrap();
-    assert!(defaults.contains("CONFIG_FREERTOS_HZ=1000") && defaults.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536"), "{defaults}");
+    assert!(
+        defaults.contains("CONFIG_FREERTOS_HZ=1000") && defaults.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536"),
+        "{defaults}"
+    );
 
     let build = app.join("build");
-    let python = std::env::var_os("IDF_PYTHON_ENV_PATH").map(|v| PathBuf::from(v).join("bin/python")).unwrap_or_else(|| "python3".into());
+    let python = std::env::var_os("IDF_PYTHON_ENV_PATH")
+        .map(|v| PathBuf::from(v).join("bin/python"))
+        .unwrap_or_else(|| "python3".into());
     let log = project_root().join("lab-out/idf-e2e/app-build.log");
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
     let mut output = Vec::new();
     let set_target = !configured_for(&build, "linux");
-    let steps: Vec<Vec<&str>> = if set_target { vec![vec!["--preview", "set-target", "linux"], vec!["build"]] } else { vec![vec!["build"]] };
+    let steps: Vec<Vec<&str>> =
+        if set_target { vec![vec!["--preview", "set-target", "linux"], vec!["build"]] } else { vec![vec!["build"]] };
     for step in steps {
         let out = std::process::Command::new(&python)
             .arg(idf.idf_py.as_os_str())
@@ -150,10 +171,21 @@ fn idf_application_takes_the_tree_with_configure_into() {
         output.extend_from_slice(&out.stdout);
         output.extend_from_slice(&out.stderr);
         std::fs::write(&log, &output).unwrap();
-        assert!(out.status.success(), "idf.py {} of the throwaway application failed; see {}", step.join(" "), log.display());
+        assert!(
+            out.status.success(),
+            "idf.py {} of the throwaway application failed; see {}",
+            step.join(" "),
+            log.display()
+        );
     }
     let run = std::process::Command::new("timeout").arg("60").arg(build.join("throwaway_app.elf")).output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
-    say(&format!("idf-e2e: application via configure --into: {}", stdout.lines().find(|l| l.starts_with("app:")).unwrap_or("no line")));
-    assert!(run.status.success() && stdout.contains("app: offer") && stdout.contains("data channel present"), "{stdout}");
+    say(&format!(
+        "idf-e2e: application via configure --into: {}",
+        stdout.lines().find(|l| l.starts_with("app:")).unwrap_or("no line")
+    ));
+    assert!(
+        run.status.success() && stdout.contains("app: offer") && stdout.contains("data channel present"),
+        "{stdout}"
+    );
 }

@@ -25,11 +25,18 @@ impl Drop for Bridge {
     }
 }
 
-fn serve(server: Arc<tiny_http::Server>, page: String, for_page: mpsc::Receiver<String>, from_page: mpsc::Sender<String>, page_log: std::fs::File) {
+fn serve(
+    server: Arc<tiny_http::Server>,
+    page: String,
+    for_page: mpsc::Receiver<String>,
+    from_page: mpsc::Sender<String>,
+    page_log: std::fs::File,
+) {
     let for_page = Arc::new(Mutex::new(for_page));
     let page_log = Arc::new(Mutex::new(page_log));
     for mut request in server.incoming_requests() {
-        let (page, for_page, from_page, page_log) = (page.clone(), for_page.clone(), from_page.clone(), page_log.clone());
+        let (page, for_page, from_page, page_log) =
+            (page.clone(), for_page.clone(), from_page.clone(), page_log.clone());
         // One thread per request: /next blocks while the page's other requests must go through.
         std::thread::spawn(move || {
             let path = request.url().split('?').next().unwrap_or("").to_string();
@@ -81,8 +88,11 @@ fn disabled_features(pqc: bool) -> &'static str {
 }
 
 pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> Result<Remote> {
-    let page = std::fs::read_to_string(project_root().join("lab/interop/chromium_peer.html")).context("reading lab/interop/chromium_peer.html")?;
-    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("starting the page's HTTP server: {e}"))?);
+    let page = std::fs::read_to_string(project_root().join("lab/interop/chromium_peer.html"))
+        .context("reading lab/interop/chromium_peer.html")?;
+    let server = Arc::new(
+        tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("starting the page's HTTP server: {e}"))?,
+    );
     let port = server.server_addr().to_ip().context("the HTTP server has no IP address")?.port();
     let (to_remote, for_page) = mpsc::channel();
     let (from_page, from_remote) = mpsc::channel();

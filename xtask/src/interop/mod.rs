@@ -121,7 +121,13 @@ pub fn run(args: Args) -> Outcome {
     }
     let prerequisites = Prerequisites::find(&args.peers)?;
     let out = if args.out.is_absolute() { args.out.clone() } else { project_root().join(&args.out) };
-    let settings = Settings { messages: args.messages, frames: args.frames, video: !args.no_video, chromium_pqc: args.chromium_pqc, out };
+    let settings = Settings {
+        messages: args.messages,
+        frames: args.frames,
+        video: !args.no_video,
+        chromium_pqc: args.chromium_pqc,
+        out,
+    };
     let mut results = Vec::new();
     for policy in &policies {
         let build = host::build(policy)?;
@@ -157,14 +163,22 @@ pub struct Prerequisites {
 
 impl Prerequisites {
     pub fn find(peers: &[String]) -> Result<Prerequisites> {
-        let venv = std::env::var_os("ESP_DC_INTEROP_VENV").map(PathBuf::from).unwrap_or_else(|| host::cache_root().join("interop-venv"));
-        let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        let venv = std::env::var_os("ESP_DC_INTEROP_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| host::cache_root().join("interop-venv"));
+        let chromium =
+            std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
         Self::find_in(&venv, &chromium, peers)
     }
 
     pub fn find_in(venv: &Path, chromium: &Path, peers: &[String]) -> Result<Prerequisites> {
         let python = venv.join("bin/python");
-        let has_aiortc = Command::new(&python).args(["-c", "import aiortc, av"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        let has_aiortc = Command::new(&python)
+            .args(["-c", "import aiortc, av"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
         if !has_aiortc {
             return Err(exit::bad_input(format!(
                 "no aiortc/PyAV venv at {} (it runs the aiortc peer and encodes the H.264 clip); run `bash scripts/setup.sh` or `source scripts/setup.sh`",
@@ -173,7 +187,10 @@ impl Prerequisites {
         }
         let chromium = if peers.iter().any(|p| p == "chromium") {
             if !chromium.exists() {
-                return Err(exit::bad_input(format!("no Chromium at {} (Debian package `chromium`); run `bash scripts/setup.sh` or set CHROMIUM", chromium.display())));
+                return Err(exit::bad_input(format!(
+                    "no Chromium at {} (Debian package `chromium`); run `bash scripts/setup.sh` or set CHROMIUM",
+                    chromium.display()
+                )));
             }
             Some(chromium.to_path_buf())
         } else {
@@ -201,7 +218,10 @@ fn h264_clip(python: &Path) -> Result<PathBuf> {
     let partial = clip.with_extension(format!("{}.partial", std::process::id()));
     let status = Command::new(python).arg(&script).arg(&partial).status()?;
     if !status.success() {
-        return Err(exit::bad_input(format!("encoding the H.264 clip with {} failed (output above)", script.display())));
+        return Err(exit::bad_input(format!(
+            "encoding the H.264 clip with {} failed (output above)",
+            script.display()
+        )));
     }
     std::fs::rename(&partial, &clip)?;
     Ok(clip)
@@ -223,12 +243,23 @@ pub struct Remote {
 
 fn spawn_aiortc(python: &Path, offer: &str, settings: &Settings, log: &Path) -> Result<Remote> {
     let mut cmd = Command::new(python);
-    cmd.arg(project_root().join("lab/interop/aiortc_peer.py"))
-        .args(["--offer", offer, "--messages", &settings.messages.to_string(), "--frames", &settings.frames.to_string()]);
+    cmd.arg(project_root().join("lab/interop/aiortc_peer.py")).args([
+        "--offer",
+        offer,
+        "--messages",
+        &settings.messages.to_string(),
+        "--frames",
+        &settings.frames.to_string(),
+    ]);
     if !settings.video {
         cmd.arg("--no-video");
     }
-    let mut process = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(std::fs::File::create(log)?).spawn().context("starting the aiortc peer")?;
+    let mut process = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .context("starting the aiortc peer")?;
     let (to_remote, inbox) = mpsc::channel::<String>();
     let mut stdin = process.stdin.take().unwrap();
     std::thread::spawn(move || {
@@ -250,7 +281,15 @@ fn spawn_aiortc(python: &Path, offer: &str, settings: &Settings, log: &Path) -> 
     Ok(Remote { to_remote, from_remote, process, _bridge: None, _profile: None })
 }
 
-fn spawn_device(build: &host::HostBuild, policy: &Policy, offer: &str, settings: &Settings, clip: &Path, log: &Path, trace: &Path) -> Result<Child> {
+fn spawn_device(
+    build: &host::HostBuild,
+    policy: &Policy,
+    offer: &str,
+    settings: &Settings,
+    clip: &Path,
+    log: &Path,
+    trace: &Path,
+) -> Result<Child> {
     let mut env = peers::knob_env(policy);
     env.push(("LAB_INTEROP_OFFER".into(), offer.into()));
     env.push(("LAB_INTEROP_VIDEO".into(), u8::from(settings.video).to_string()));
@@ -262,7 +301,14 @@ fn number(fields: &BTreeMap<String, String>, key: &str) -> Option<u64> {
     fields.get(key).and_then(|v| v.parse().ok())
 }
 
-pub fn run_case(pre: &Prerequisites, build: &host::HostBuild, policy: &Policy, peer: &str, offer: &str, settings: &Settings) -> Result<CaseResult> {
+pub fn run_case(
+    pre: &Prerequisites,
+    build: &host::HostBuild,
+    policy: &Policy,
+    peer: &str,
+    offer: &str,
+    settings: &Settings,
+) -> Result<CaseResult> {
     let case = case_name(peer, &policy.policy.name, offer);
     let dir = settings.out.join(&case);
     let _ = std::fs::remove_dir_all(&dir);
@@ -374,7 +420,10 @@ pub fn run_case(pre: &Prerequisites, build: &host::HostBuild, policy: &Policy, p
         _ => {}
     }
     if peer == "aiortc" && !remote_status.is_some_and(|s| s.success()) {
-        failures.push(format!("aiortc exited {}", remote_status.map(|s| s.to_string()).unwrap_or_else(|| "late (killed)".into())));
+        failures.push(format!(
+            "aiortc exited {}",
+            remote_status.map(|s| s.to_string()).unwrap_or_else(|| "late (killed)".into())
+        ));
     }
     if let Some(error) = remote_fields.get("error") {
         failures.push(format!("remote: {error}"));

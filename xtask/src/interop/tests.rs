@@ -28,11 +28,18 @@ fn a_failed_case_says_fail_and_names_itself() {
 fn missing_venv_or_chromium_exits_2_and_says_to_run_setup() {
     let nowhere = tempfile::tempdir().unwrap();
     let code = |e: anyhow::Error| (e.downcast_ref::<crate::exit::Failure>().map(|f| f.code), e.to_string());
-    let (exit_code, message) = code(Prerequisites::find_in(&nowhere.path().join("venv"), Path::new("/usr/bin/chromium"), &["aiortc".into()]).err().unwrap());
+    let (exit_code, message) = code(
+        Prerequisites::find_in(&nowhere.path().join("venv"), Path::new("/usr/bin/chromium"), &["aiortc".into()])
+            .err()
+            .unwrap(),
+    );
     assert_eq!(exit_code, Some(2), "{message}");
     assert!(message.contains("scripts/setup.sh"), "{message}");
-    let venv = std::env::var_os("ESP_DC_INTEROP_VENV").map(PathBuf::from).unwrap_or_else(|| host::cache_root().join("interop-venv"));
-    let (exit_code, message) = code(Prerequisites::find_in(&venv, &nowhere.path().join("chromium"), &["chromium".into()]).err().unwrap());
+    let venv = std::env::var_os("ESP_DC_INTEROP_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| host::cache_root().join("interop-venv"));
+    let (exit_code, message) =
+        code(Prerequisites::find_in(&venv, &nowhere.path().join("chromium"), &["chromium".into()]).err().unwrap());
     assert_eq!(exit_code, Some(2), "{message}");
     assert!(message.contains("no Chromium") && message.contains("scripts/setup.sh"), "{message}");
 }
@@ -43,7 +50,8 @@ fn missing_venv_or_chromium_exits_2_and_says_to_run_setup() {
 fn matrix_passes_for_lean_and_stock_against_chromium_and_aiortc() {
     std::env::set_var("ESP_DC_LAB_BUILDING", "1"); // build in this process: the test binary is not xtask
     let peers: Vec<String> = PEERS.iter().map(|p| p.to_string()).collect();
-    let pre = Prerequisites::find(&peers).unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium and aiortc)"));
+    let pre =
+        Prerequisites::find(&peers).unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium and aiortc)"));
     // Kept after the run: a failing case's logs of both peers are where the message says.
     let out = project_root().join("lab-out/interop-test");
     let settings = Settings { messages: 10, frames: 10, video: true, chromium_pqc: false, out };
@@ -81,7 +89,8 @@ fn matrix_passes_for_lean_and_stock_against_chromium_and_aiortc() {
     }
     // Lean must stay lean against real peers, not only against itself.
     for lean in results.iter().filter(|r| r.policy == "lean") {
-        let stock = results.iter().find(|s| s.policy == "stock" && s.peer == lean.peer && s.offer == lean.offer).unwrap();
+        let stock =
+            results.iter().find(|s| s.policy == "stock" && s.peer == lean.peer && s.offer == lean.offer).unwrap();
         assert!(lean.connected_bytes * 2 < stock.connected_bytes, "{} vs {}", case_line(lean), case_line(stock));
     }
 }
@@ -93,16 +102,25 @@ fn matrix_passes_for_lean_and_stock_against_chromium_and_aiortc() {
 #[test]
 fn chromium_post_quantum_dtls_against_the_device_as_server_fails_and_keeps_both_logs() {
     std::env::set_var("ESP_DC_LAB_BUILDING", "1");
-    let pre = Prerequisites::find(&["chromium".to_string()]).unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium)"));
+    let pre = Prerequisites::find(&["chromium".to_string()])
+        .unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium)"));
     let out = project_root().join("lab-out/interop-test-pqc");
     let settings = Settings { messages: 2, frames: 1, video: false, chromium_pqc: true, out };
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
     let build = host::build(&policy).unwrap();
     let r = run_case(&pre, &build, &policy, "chromium", "device", &settings).unwrap();
     assert!(!r.passed, "{}", case_line(&r));
-    assert!(case_line(&r).starts_with("chromium-lean-device-offers") && case_line(&r).contains(" FAIL "), "{}", case_line(&r));
+    assert!(
+        case_line(&r).starts_with("chromium-lean-device-offers") && case_line(&r).contains(" FAIL "),
+        "{}",
+        case_line(&r)
+    );
     for log in ["device.log", "signaling.log", "browser.log", "page.log"] {
-        assert!(r.log_dir.join(log).metadata().is_ok_and(|m| m.len() > 0), "{log} missing or empty in {}", r.log_dir.display());
+        assert!(
+            r.log_dir.join(log).metadata().is_ok_and(|m| m.len() > 0),
+            "{log} missing or empty in {}",
+            r.log_dir.display()
+        );
     }
     let signaling = std::fs::read_to_string(r.log_dir.join("signaling.log")).unwrap();
     assert!(signaling.contains("DTLS handshake failed"), "the device's DTLS error is not in {}", r.log_dir.display());

@@ -81,7 +81,15 @@ impl Symbolizer {
             return info.clone();
         }
         let module = self.modules.iter().rev().find(|(base, _)| *base <= pc).cloned();
-        let mut info = FrameInfo { component: None, module_component: None, file: String::new(), line: 0, function: String::new(), in_app: false, shared_ptr: false };
+        let mut info = FrameInfo {
+            component: None,
+            module_component: None,
+            file: String::new(),
+            line: 0,
+            function: String::new(),
+            in_app: false,
+            shared_ptr: false,
+        };
         if let Some((base, path)) = module {
             let path = if path == "/proc/self/exe" { self.app.clone() } else { path };
             info.module_component = module_component(&path);
@@ -95,7 +103,11 @@ impl Symbolizer {
                     while let Ok(Some(frame)) = frames.next() {
                         let file = frame.location.as_ref().and_then(|l| l.file).unwrap_or("").to_string();
                         let line = frame.location.as_ref().and_then(|l| l.line).unwrap_or(0);
-                        let function = frame.function.as_ref().and_then(|f| f.demangle().ok().map(|s| s.into_owned())).unwrap_or_default();
+                        let function = frame
+                            .function
+                            .as_ref()
+                            .and_then(|f| f.demangle().ok().map(|s| s.into_owned()))
+                            .unwrap_or_default();
                         if function.contains("_Sp_counted") || function.contains("__shared_count") {
                             info.shared_ptr = true;
                         }
@@ -133,7 +145,13 @@ impl Symbolizer {
             return ("app", i.file.clone(), i.line, i.function.clone(), shared_ptr);
         }
         let first = infos.first();
-        ("runtime", first.map(|i| i.file.clone()).unwrap_or_default(), first.map(|i| i.line).unwrap_or(0), first.map(|i| i.function.clone()).unwrap_or_default(), shared_ptr)
+        (
+            "runtime",
+            first.map(|i| i.file.clone()).unwrap_or_default(),
+            first.map(|i| i.line).unwrap_or(0),
+            first.map(|i| i.function.clone()).unwrap_or_default(),
+            shared_ptr,
+        )
     }
 }
 
@@ -149,7 +167,11 @@ fn short_path(path: &str) -> String {
 
 fn short_function(f: &str) -> String {
     let f = f.split('(').next().unwrap_or(f);
-    if f.len() > 80 { format!("…{}", &f[f.len() - 79..]) } else { f.to_string() }
+    if f.len() > 80 {
+        format!("…{}", &f[f.len() - 79..])
+    } else {
+        f.to_string()
+    }
 }
 
 #[derive(Clone)]
@@ -227,7 +249,11 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
     // Bytes and blocks by site at the connected mark: what a connection holds, line by line.
     let mut at_connected: HashMap<usize, (u64, u64)> = HashMap::new();
 
-    let census = |live: &HashMap<u32, Live>, threads: &BTreeMap<u32, ThreadInfo>, sync: &HashMap<u32, (bool, &'static str)>, sockets: &HashMap<u32, bool>| -> Census {
+    let census = |live: &HashMap<u32, Live>,
+                  threads: &BTreeMap<u32, ThreadInfo>,
+                  sync: &HashMap<u32, (bool, &'static str)>,
+                  sockets: &HashMap<u32, bool>|
+     -> Census {
         // The driver's own locks are the application's, not the stack's (as its threads are).
         let stack_sync = || sync.values().filter(|(_, component)| *component != "app");
         let mut mutex_owners: BTreeMap<String, u64> = BTreeMap::new();
@@ -238,9 +264,19 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
             blocks: live
                 .values()
                 .filter(|l| counted[l.component])
-                .map(|l| Block { component: names[l.component].to_string(), size: l.size, origin: l.origin, caps: l.caps, shared_ptr_control: l.shared_ptr })
+                .map(|l| Block {
+                    component: names[l.component].to_string(),
+                    size: l.size,
+                    origin: l.origin,
+                    caps: l.caps,
+                    shared_ptr_control: l.shared_ptr,
+                })
                 .collect(),
-            threads: threads.values().filter(|t| t.end_ns.is_none() && t.component != "app").map(|t| (t.component.clone(), t.requested)).collect(),
+            threads: threads
+                .values()
+                .filter(|t| t.end_ns.is_none() && t.component != "app")
+                .map(|t| (t.component.clone(), t.requested))
+                .collect(),
             mutexes: stack_sync().filter(|(is_mutex, _)| *is_mutex).count() as u64,
             mutex_owners,
             condvars: stack_sync().filter(|(is_mutex, _)| !*is_mutex).count() as u64,
@@ -264,7 +300,10 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
                     sites.push(key);
                     sites.len() - 1
                 });
-                if let Some(old) = live.insert(*addr, Live { size: u64::from(*size), component: ci, site: si, origin: *origin, caps: *caps, shared_ptr }) {
+                if let Some(old) = live.insert(
+                    *addr,
+                    Live { size: u64::from(*size), component: ci, site: si, origin: *origin, caps: *caps, shared_ptr },
+                ) {
                     // The allocator handed out a live address again: the free was not seen.
                     live_bytes[old.component] -= old.size;
                     live_blocks[old.component] -= 1;
@@ -294,7 +333,9 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
                 }
             }
             Event::Phase { name } => {
-                if CONNECTED_MARKS.contains(&name.as_str()) && !marks.iter().any(|m| CONNECTED_MARKS.contains(&m.name.as_str())) {
+                if CONNECTED_MARKS.contains(&name.as_str())
+                    && !marks.iter().any(|m| CONNECTED_MARKS.contains(&m.name.as_str()))
+                {
                     for l in live.values() {
                         let e = at_connected.entry(l.site).or_default();
                         e.0 += l.size;
@@ -320,14 +361,17 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
             }
             Event::ThreadCreate { requested, serial, frames } => {
                 let (comp, file, line, function, _) = sym.attribute(frames);
-                threads.insert(*serial, ThreadInfo {
-                    component: comp.to_string(),
-                    created_at: format!("{file}:{line} {function}"),
-                    requested: u64::from(if *requested == 0 { trace.default_stack_bytes } else { *requested }),
-                    high_water: 0,
-                    start_ns: record.time_ns,
-                    end_ns: None,
-                });
+                threads.insert(
+                    *serial,
+                    ThreadInfo {
+                        component: comp.to_string(),
+                        created_at: format!("{file}:{line} {function}"),
+                        requested: u64::from(if *requested == 0 { trace.default_stack_bytes } else { *requested }),
+                        high_water: 0,
+                        start_ns: record.time_ns,
+                        end_ns: None,
+                    },
+                );
             }
             Event::ThreadEnd { high_water, serial } => {
                 if let Some(t) = threads.get_mut(serial) {
@@ -376,7 +420,14 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
             .filter(|(si, (bytes, _))| counted[sites[*si].component] && *bytes > 0)
             .map(|(si, (bytes, count))| {
                 let k = &sites[si];
-                Site { component: names[k.component].to_string(), file: k.file.clone(), line: k.line, function: k.function.clone(), bytes, count }
+                Site {
+                    component: names[k.component].to_string(),
+                    file: k.file.clone(),
+                    line: k.line,
+                    function: k.function.clone(),
+                    bytes,
+                    count,
+                }
             })
             .collect();
         list.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.file.cmp(&b.file)).then(a.line.cmp(&b.line)));
@@ -402,7 +453,12 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
     for (ci, name) in names.iter().enumerate() {
         let phases: Vec<PhaseFigure> = marks
             .iter()
-            .map(|m| PhaseFigure { phase: m.name.clone(), live_bytes: m.live[ci], peak_bytes: m.peak[ci], blocks: m.blocks[ci] })
+            .map(|m| PhaseFigure {
+                phase: m.name.clone(),
+                live_bytes: m.live[ci],
+                peak_bytes: m.peak[ci],
+                blocks: m.blocks[ci],
+            })
             .collect();
         let peak = marks.iter().map(|m| m.peak[ci]).max().unwrap_or(0);
         if peak == 0 && !counted[ci] {
@@ -425,7 +481,11 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
             created_at: t.created_at.clone(),
             requested_bytes: t.requested,
             high_water_bytes: t.high_water,
-            lifetime_ms: t.end_ns.unwrap_or(trace.records.last().map(|r| r.time_ns).unwrap_or(0)).saturating_sub(t.start_ns) / 1_000_000,
+            lifetime_ms: t
+                .end_ns
+                .unwrap_or(trace.records.last().map(|r| r.time_ns).unwrap_or(0))
+                .saturating_sub(t.start_ns)
+                / 1_000_000,
             ..Default::default()
         })
         .collect();
@@ -438,7 +498,11 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
         .unwrap_or(0);
 
     let leak_per_cycle = if scenario == "cycle" {
-        let closed: Vec<u64> = marks.iter().filter(|m| m.name.starts_with("cycle-") && m.name.ends_with("-closed")).map(total_of).collect();
+        let closed: Vec<u64> = marks
+            .iter()
+            .filter(|m| m.name.starts_with("cycle-") && m.name.ends_with("-closed"))
+            .map(total_of)
+            .collect();
         // The first cycle also pays the global init that stays until rtcCleanup: measure from the
         // second. At each `closed` mark usrsctp may still be tearing the association down (a few KB,
         // more or less by timing), which only ever adds bytes: so compare the lowest total of the
@@ -472,7 +536,10 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
         total_connected_bytes: connected_mark.map(total_of).unwrap_or(0),
         total_peak_bytes: global_peak,
         handshake_peak_bytes: handshake_peak,
-        init_bytes: mark("pc-created").map(total_of).unwrap_or(0).saturating_sub(mark("start").map(total_of).unwrap_or(0)),
+        init_bytes: mark("pc-created")
+            .map(total_of)
+            .unwrap_or(0)
+            .saturating_sub(mark("start").map(total_of).unwrap_or(0)),
         load_bytes: mark("start").map(total_of).unwrap_or(0),
         streaming_bytes: mark("streaming").map(total_of),
         streaming_peak_bytes: mark("streaming").map(|m| m.peak_total.max(total_of(m))),
@@ -527,13 +594,23 @@ fn max_concurrent(threads: &BTreeMap<u32, ThreadInfo>, weight: fn(&ThreadInfo) -
 const CONNECTED_MARKS: &[&str] = &["connected", "cycle-1-connected", "scale-1-connected"];
 
 /// Live blocks (site, size) right after event `until`.
-fn live_sites_replay(trace: &trace::Trace, sym: &mut Symbolizer, names: &[&'static str], site_index: &HashMap<SiteKey, usize>, until: usize) -> HashMap<u32, (usize, u64)> {
+fn live_sites_replay(
+    trace: &trace::Trace,
+    sym: &mut Symbolizer,
+    names: &[&'static str],
+    site_index: &HashMap<SiteKey, usize>,
+    until: usize,
+) -> HashMap<u32, (usize, u64)> {
     let mut live: HashMap<u32, (usize, u64)> = HashMap::new();
     for record in trace.records.iter().take(until + 1) {
         match &record.event {
             Event::Alloc { addr, size, component, frames, .. } => {
                 let (comp, file, line, function, _) = sym.attribute(frames);
-                let comp = if *component > 0 { COMPONENTS.get(*component as usize - 1).copied().unwrap_or(comp) } else { comp };
+                let comp = if *component > 0 {
+                    COMPONENTS.get(*component as usize - 1).copied().unwrap_or(comp)
+                } else {
+                    comp
+                };
                 let ci = names.iter().position(|c| *c == comp).unwrap_or(names.len() - 1);
                 if let Some(si) = site_index.get(&SiteKey { component: ci, file, line, function }) {
                     live.insert(*addr, (*si, u64::from(*size)));

@@ -50,8 +50,12 @@ fn caps_of(placement: Placement) -> u32 {
 }
 
 /// CMake project names of the stack's subprojects, by policy component.
-pub(crate) const PROJECTS: &[(&str, &str)] =
-    &[("libdatachannel", "libdatachannel"), ("libjuice", "libjuice"), ("usrsctp", "usrsctplib"), ("libsrtp", "libsrtp2")];
+pub(crate) const PROJECTS: &[(&str, &str)] = &[
+    ("libdatachannel", "libdatachannel"),
+    ("libjuice", "libjuice"),
+    ("usrsctp", "usrsctplib"),
+    ("libsrtp", "libsrtp2"),
+];
 
 /// mbedTLS 3.6.5 as ESP-IDF 5.5 configures it (components/mbedtls/port/include/mbedtls/esp_config.h
 /// read with the sdkconfig our policies render: CONFIG_MBEDTLS_SSL_PROTO_DTLS and
@@ -170,7 +174,9 @@ fn knob_definitions(policy: &Policy) -> Vec<String> {
     KNOBS
         .iter()
         .filter_map(|k| match k.effect {
-            KnobEffect::Define(name) if policy.knob_value(k) != k.stock => Some(format!("-D{name}={}", policy.knob_value(k))),
+            KnobEffect::Define(name) if policy.knob_value(k) != k.stock => {
+                Some(format!("-D{name}={}", policy.knob_value(k)))
+            }
             _ => None,
         })
         .collect()
@@ -225,7 +231,10 @@ pub fn build(policy: &Policy) -> Result<HostBuild> {
             .stdout(std::io::stderr())
             .status()?;
         if !status.success() {
-            return Err(crate::exit::bad_input(format!("the host build for `{}` failed (output above)", policy.policy.name)));
+            return Err(crate::exit::bad_input(format!(
+                "the host build for `{}` failed (output above)",
+                policy.policy.name
+            )));
         }
     }
     build_here(policy)
@@ -271,9 +280,13 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
 
     let mbed_prefix = dir.join("mbedtls-install");
     if !dir.join("mbedtls.done").exists() {
-        eprintln!("lab: building mbedTLS 3.6.5 (-m32, DTLS-SRTP, records {}/{}) for `{}`", policy.mbedtls.ssl_in_content_len, policy.mbedtls.ssl_out_content_len, policy.policy.name);
+        eprintln!(
+            "lab: building mbedTLS 3.6.5 (-m32, DTLS-SRTP, records {}/{}) for `{}`",
+            policy.mbedtls.ssl_in_content_len, policy.mbedtls.ssl_out_content_len, policy.policy.name
+        );
         let mut mbed = Tree::read(&sources.mbedtls)?;
-        mbed.files.retain(|rel, _| !rel.starts_with("tests") && !rel.starts_with("programs") && !rel.starts_with("docs"));
+        mbed.files
+            .retain(|rel, _| !rel.starts_with("tests") && !rel.starts_with("programs") && !rel.starts_with("docs"));
         let config = PathBuf::from("include/mbedtls/mbedtls_config.h");
         let mut text = String::from_utf8(mbed.files[&config].clone())?;
         text.push_str(&mbed_lines);
@@ -284,19 +297,30 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
         }
         let src = dir.join("mbedtls-src");
         mbed.write(&src)?;
-        cmake_build(&src, &dir.join("mbedtls-build"), &mbed_prefix, &[
-            ("USE_SHARED_MBEDTLS_LIBRARY", "ON"),
-            ("USE_STATIC_MBEDTLS_LIBRARY", "OFF"),
-            ("ENABLE_PROGRAMS", "OFF"),
-            ("ENABLE_TESTING", "OFF"),
-            ("GEN_FILES", "OFF"),
-        ], "", "", false)?;
+        cmake_build(
+            &src,
+            &dir.join("mbedtls-build"),
+            &mbed_prefix,
+            &[
+                ("USE_SHARED_MBEDTLS_LIBRARY", "ON"),
+                ("USE_STATIC_MBEDTLS_LIBRARY", "OFF"),
+                ("ENABLE_PROGRAMS", "OFF"),
+                ("ENABLE_TESTING", "OFF"),
+                ("GEN_FILES", "OFF"),
+            ],
+            "",
+            "",
+            false,
+        )?;
         write_atomic(&dir.join("mbedtls.done"), b"")?;
     }
 
     let stack_prefix = dir.join("stack-install");
     if !dir.join("stack.done").exists() {
-        eprintln!("lab: building libdatachannel 0.23.2 + libjuice, usrsctp, libsrtp (-m32) for `{}`", policy.policy.name);
+        eprintln!(
+            "lab: building libdatachannel 0.23.2 + libjuice, usrsctp, libsrtp (-m32) for `{}`",
+            policy.policy.name
+        );
         let src = dir.join("stack-src");
         stack.write(&src)?;
         let project_include = dir.join("esp_dc_component_flags.cmake");
@@ -307,25 +331,33 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
             port_host.parent().unwrap().display(),
             port_host.parent().unwrap().display()
         );
-        cmake_build(&src, &dir.join("stack-build"), &stack_prefix, &[
-            ("USE_MBEDTLS", "ON"),
-            ("MbedTLS_ROOT", mbed_prefix.to_str().unwrap()),
-            ("CMAKE_PREFIX_PATH", mbed_prefix.to_str().unwrap()),
-            ("BUILD_SHARED_DEPS_LIBS", "ON"),
-            // The scenarios need no WebSocket; ESP builds drop it too (RTC_ENABLE_WEBSOCKET=0).
-            ("NO_WEBSOCKET", "ON"),
-            ("NO_EXAMPLES", "ON"),
-            ("NO_TESTS", "ON"),
-            // Errors are ESP-IDF's (-Werror=all, esp_dc_component_flags.cmake), not upstream's
-            // -Werror: libsrtp's ENABLE_WARNINGS_AS_ERRORS defaults ON, which ESP-IDF's libsrtp
-            // component (its own CMakeLists) never sees; the others default OFF already.
-            ("WARNINGS_AS_ERRORS", "OFF"),
-            ("sctp_werror", "OFF"),
-            ("ENABLE_WARNINGS_AS_ERRORS", "OFF"),
-            ("CMAKE_PROJECT_INCLUDE", project_include.to_str().unwrap()),
-            ("CMAKE_SHARED_LINKER_FLAGS", &link),
-            ("CMAKE_INSTALL_RPATH", &format!("{}/lib;{}/lib", stack_prefix.display(), mbed_prefix.display())),
-        ], &knob_flags, &knob_flags, true)?;
+        cmake_build(
+            &src,
+            &dir.join("stack-build"),
+            &stack_prefix,
+            &[
+                ("USE_MBEDTLS", "ON"),
+                ("MbedTLS_ROOT", mbed_prefix.to_str().unwrap()),
+                ("CMAKE_PREFIX_PATH", mbed_prefix.to_str().unwrap()),
+                ("BUILD_SHARED_DEPS_LIBS", "ON"),
+                // The scenarios need no WebSocket; ESP builds drop it too (RTC_ENABLE_WEBSOCKET=0).
+                ("NO_WEBSOCKET", "ON"),
+                ("NO_EXAMPLES", "ON"),
+                ("NO_TESTS", "ON"),
+                // Errors are ESP-IDF's (-Werror=all, esp_dc_component_flags.cmake), not upstream's
+                // -Werror: libsrtp's ENABLE_WARNINGS_AS_ERRORS defaults ON, which ESP-IDF's libsrtp
+                // component (its own CMakeLists) never sees; the others default OFF already.
+                ("WARNINGS_AS_ERRORS", "OFF"),
+                ("sctp_werror", "OFF"),
+                ("ENABLE_WARNINGS_AS_ERRORS", "OFF"),
+                ("CMAKE_PROJECT_INCLUDE", project_include.to_str().unwrap()),
+                ("CMAKE_SHARED_LINKER_FLAGS", &link),
+                ("CMAKE_INSTALL_RPATH", &format!("{}/lib;{}/lib", stack_prefix.display(), mbed_prefix.display())),
+            ],
+            &knob_flags,
+            &knob_flags,
+            true,
+        )?;
         write_atomic(&dir.join("stack.done"), b"")?;
     }
 
@@ -335,11 +367,21 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
         walkdir::WalkDir::new(dir)
             .into_iter()
             .filter_map(|e| e.ok())
-            .find(|e| e.file_type().is_file() && e.file_name().to_string_lossy().starts_with(prefix) && e.file_name().to_string_lossy().contains(".so"))
+            .find(|e| {
+                e.file_type().is_file()
+                    && e.file_name().to_string_lossy().starts_with(prefix)
+                    && e.file_name().to_string_lossy().contains(".so")
+            })
             .map(|e| e.into_path())
     };
-    for (component, prefix) in [("libdatachannel", "libdatachannel.so"), ("libjuice", "libjuice.so"), ("usrsctp", "libusrsctp.so"), ("libsrtp", "libsrtp2.so")] {
-        let lib = find(&build_dir, prefix).with_context(|| format!("the host build has no {prefix} under {}", build_dir.display()))?;
+    for (component, prefix) in [
+        ("libdatachannel", "libdatachannel.so"),
+        ("libjuice", "libjuice.so"),
+        ("usrsctp", "libusrsctp.so"),
+        ("libsrtp", "libsrtp2.so"),
+    ] {
+        let lib = find(&build_dir, prefix)
+            .with_context(|| format!("the host build has no {prefix} under {}", build_dir.display()))?;
         libraries.insert(component.to_string(), lib);
     }
     if let Some(lib) = find(&mbed_prefix.join("lib"), "libmbedtls.so") {
@@ -393,7 +435,15 @@ pub(crate) fn project_include_cmake(flags: &BTreeMap<&'static str, ProjectFlags>
 
 /// `warnings`: compile without `-w` (the stack; its warning options come from
 /// esp_dc_component_flags.cmake). mbedTLS is built with `-w`.
-fn cmake_build(src: &Path, build: &Path, prefix: &Path, defines: &[(&str, &str)], c_flags: &str, cxx_flags: &str, warnings: bool) -> Result<()> {
+fn cmake_build(
+    src: &Path,
+    build: &Path,
+    prefix: &Path,
+    defines: &[(&str, &str)],
+    c_flags: &str,
+    cxx_flags: &str,
+    warnings: bool,
+) -> Result<()> {
     let mut cfg = cmake::Config::new(src);
     cfg.generator("Ninja")
         .out_dir(build)

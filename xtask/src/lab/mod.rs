@@ -169,7 +169,8 @@ pub fn run(args: Args) -> Outcome {
 /// difference in bytes still held, over N - 1, is free of teardown timing. Without it the
 /// cycle report keeps its estimate from the `closed` marks.
 fn settle_cycle_leaks(reports: &mut [Report], cycles: u32) {
-    let single: Vec<(String, u64)> = reports.iter().filter(|r| r.scenario == "datachannel").map(|r| (r.policy.clone(), r.leak_bytes)).collect();
+    let single: Vec<(String, u64)> =
+        reports.iter().filter(|r| r.scenario == "datachannel").map(|r| (r.policy.clone(), r.leak_bytes)).collect();
     for r in reports.iter_mut().filter(|r| r.scenario == "cycle") {
         if let Some((_, one)) = single.iter().find(|(p, _)| *p == r.policy) {
             r.leak_bytes_per_cycle = Some(r.leak_bytes.saturating_sub(*one) / u64::from(cycles.max(2) - 1));

@@ -81,7 +81,10 @@ pub fn tlsf_cost(size: u64) -> u64 {
 /// ESP-IDF's malloc() with PSRAM (components/heap/heap_caps_base.c, heap_caps_malloc_default):
 /// requests up to CONFIG_SPIRAM_MALLOC_ALWAYSINTERNAL try internal RAM first, larger ones PSRAM first.
 fn malloc_default(policy: &Policy, size: u64) -> Heap {
-    if policy.memory.spiram && policy.memory.spiram_malloc == SpiramMalloc::Malloc && size > u64::from(policy.memory.always_internal_bytes) {
+    if policy.memory.spiram
+        && policy.memory.spiram_malloc == SpiramMalloc::Malloc
+        && size > u64::from(policy.memory.always_internal_bytes)
+    {
         Heap::Psram
     } else {
         Heap::Internal
@@ -99,7 +102,11 @@ fn by_placement(policy: &Policy, placement: Placement, size: u64) -> Heap {
 fn heap_of(policy: &Policy, b: &Block) -> Heap {
     match b.origin {
         2 if b.caps & MALLOC_CAP_SPIRAM != 0 => {
-            if policy.memory.spiram { Heap::Psram } else { Heap::Internal }
+            if policy.memory.spiram {
+                Heap::Psram
+            } else {
+                Heap::Internal
+            }
         }
         2 if b.caps & MALLOC_CAP_INTERNAL != 0 => Heap::Internal,
         2 => malloc_default(policy, b.size),
@@ -133,11 +140,26 @@ pub fn project(policy: &Policy, census: &Census) -> Projection {
     }
     add("heap blocks (payload)".into(), Heap::Internal, heap_bytes[0], "host replica, placed by the policy");
     add("heap blocks (payload)".into(), Heap::Psram, heap_bytes[1], "host replica, placed by the policy");
-    add("TLSF block overhead and alignment".into(), Heap::Internal, overhead[0], "components/heap/tlsf/tlsf_block_functions.h");
-    add("TLSF block overhead and alignment".into(), Heap::Psram, overhead[1], "components/heap/tlsf/tlsf_block_functions.h");
+    add(
+        "TLSF block overhead and alignment".into(),
+        Heap::Internal,
+        overhead[0],
+        "components/heap/tlsf/tlsf_block_functions.h",
+    );
+    add(
+        "TLSF block overhead and alignment".into(),
+        Heap::Psram,
+        overhead[1],
+        "components/heap/tlsf/tlsf_block_functions.h",
+    );
 
     let tasks = census.threads.len() as u64;
-    add(format!("{tasks} FreeRTOS TCB(s) + esp_pthread_t"), Heap::Internal, tasks * (tlsf_cost(FREERTOS_TCB) + tlsf_cost(ESP_PTHREAD_T)), "components/freertos/FreeRTOS-Kernel/include/freertos/FreeRTOS.h; components/pthread/pthread.c");
+    add(
+        format!("{tasks} FreeRTOS TCB(s) + esp_pthread_t"),
+        Heap::Internal,
+        tasks * (tlsf_cost(FREERTOS_TCB) + tlsf_cost(ESP_PTHREAD_T)),
+        "components/freertos/FreeRTOS-Kernel/include/freertos/FreeRTOS.h; components/pthread/pthread.c",
+    );
     let stack_heap = match policy.pthread.stack_placement {
         Placement::Psram if policy.memory.spiram => Heap::Psram,
         _ => Heap::Internal,
@@ -146,22 +168,48 @@ pub fn project(policy: &Policy, census: &Census) -> Projection {
         .threads
         .iter()
         .map(|(component, requested)| {
-            let configured = policy.components.get(component).and_then(|c| c.threads.as_ref()).map(|t| u64::from(t.stack_bytes));
+            let configured =
+                policy.components.get(component).and_then(|c| c.threads.as_ref()).map(|t| u64::from(t.stack_bytes));
             tlsf_cost(configured.unwrap_or(*requested))
         })
         .sum();
-    add(format!("{tasks} pthread stack(s) (esp_pthread_cfg_t)"), stack_heap, stacks, "components/pthread/pthread.c (stack_alloc_caps)");
+    add(
+        format!("{tasks} pthread stack(s) (esp_pthread_cfg_t)"),
+        stack_heap,
+        stacks,
+        "components/pthread/pthread.c (stack_alloc_caps)",
+    );
 
     let sem = tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE);
     let owners: Vec<String> = census.mutex_owners.iter().map(|(c, n)| format!("{c} {n}")).collect();
     let owners = if owners.is_empty() { String::new() } else { format!(" ({})", owners.join(", ")) };
-    add(format!("{} pthread mutex(es){owners}: esp_pthread_mutex_t + FreeRTOS mutex", census.mutexes), Heap::Internal, census.mutexes * sem, "components/pthread/pthread.c; FreeRTOS.h StaticQueue_t");
-    add(format!("{} condition variable(s)", census.condvars), Heap::Internal, census.condvars * tlsf_cost(PTHREAD_COND), "components/pthread/pthread_cond_var.c");
+    add(
+        format!("{} pthread mutex(es){owners}: esp_pthread_mutex_t + FreeRTOS mutex", census.mutexes),
+        Heap::Internal,
+        census.mutexes * sem,
+        "components/pthread/pthread.c; FreeRTOS.h StaticQueue_t",
+    );
+    add(
+        format!("{} condition variable(s)", census.condvars),
+        Heap::Internal,
+        census.condvars * tlsf_cost(PTHREAD_COND),
+        "components/pthread/pthread_cond_var.c",
+    );
     let lwip = tlsf_cost(LWIP_NETCONN) + tlsf_cost(LWIP_UDP_PCB) + tlsf_cost(LWIP_SOCK) + tlsf_cost(LWIP_UDP_RECVMBOX);
-    add(format!("{} UDP socket(s): netconn, udp_pcb, lwip_sock, recvmbox", census.udp_sockets), Heap::Internal, census.udp_sockets * lwip, "components/lwip/lwip/src/include/lwip/{api,udp}.h; sockets.c; port/freertos/sys_arch.c");
+    add(
+        format!("{} UDP socket(s): netconn, udp_pcb, lwip_sock, recvmbox", census.udp_sockets),
+        Heap::Internal,
+        census.udp_sockets * lwip,
+        "components/lwip/lwip/src/include/lwip/{api,udp}.h; sockets.c; port/freertos/sys_arch.c",
+    );
     if policy.cxx.shared_ptr_lock_policy == SharedPtrLockPolicy::Mutex {
         let control = census.blocks.iter().filter(|b| b.shared_ptr_control).count() as u64;
-        add(format!("{control} shared_ptr control block mutex(es) (_S_mutex)"), Heap::Internal, control * (SHARED_PTR_MUTEX_HANDLE + sem), "libstdc++ bits/shared_ptr_base.h _Mutex_base<_S_mutex>; components/pthread/pthread.c");
+        add(
+            format!("{control} shared_ptr control block mutex(es) (_S_mutex)"),
+            Heap::Internal,
+            control * (SHARED_PTR_MUTEX_HANDLE + sem),
+            "libstdc++ bits/shared_ptr_base.h _Mutex_base<_S_mutex>; components/pthread/pthread.c",
+        );
     }
     let internal_bytes = lines.iter().map(|l| l.internal_bytes).sum();
     let psram_bytes = lines.iter().map(|l| l.psram_bytes).sum();
@@ -193,16 +241,18 @@ mod tests {
         let stock = policy("stock"); // new -> default; always_internal 16384; mbedtls internal
         let census = Census {
             blocks: vec![
-                block("usrsctp", 1000, 2, MALLOC_CAP_SPIRAM),  // tagged psram
-                block("libsrtp", 100, 0, 0),                   // untagged small -> internal
-                block("libdatachannel", 20000, 1, 0),          // new, default, > 16384 -> psram
-                block("mbedtls", 16384, 0, 0),                 // mbedtls internal allocator
+                block("usrsctp", 1000, 2, MALLOC_CAP_SPIRAM), // tagged psram
+                block("libsrtp", 100, 0, 0),                  // untagged small -> internal
+                block("libdatachannel", 20000, 1, 0),         // new, default, > 16384 -> psram
+                block("mbedtls", 16384, 0, 0),                // mbedtls internal allocator
             ],
             ..Default::default()
         };
         let p = project(&stock, &census);
-        let payload_internal = p.lines.iter().find(|l| l.what.starts_with("heap blocks") && l.internal_bytes > 0).unwrap().internal_bytes;
-        let payload_psram = p.lines.iter().find(|l| l.what.starts_with("heap blocks") && l.psram_bytes > 0).unwrap().psram_bytes;
+        let payload_internal =
+            p.lines.iter().find(|l| l.what.starts_with("heap blocks") && l.internal_bytes > 0).unwrap().internal_bytes;
+        let payload_psram =
+            p.lines.iter().find(|l| l.what.starts_with("heap blocks") && l.psram_bytes > 0).unwrap().psram_bytes;
         assert_eq!(payload_internal, 100 + 16384);
         assert_eq!(payload_psram, 1000 + 20000);
         // overhead: internal 100 -> 104, 16384 -> 16388; psram 1000 -> 1004, 20000 -> 20004
@@ -223,7 +273,8 @@ mod tests {
         let p = project(&lean, &census);
         let tcb = 2 * (tlsf_cost(FREERTOS_TCB) + tlsf_cost(ESP_PTHREAD_T));
         let sync = 3 * (tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE)) + 2 * tlsf_cost(PTHREAD_COND);
-        let lwip = tlsf_cost(LWIP_NETCONN) + tlsf_cost(LWIP_UDP_PCB) + tlsf_cost(LWIP_SOCK) + tlsf_cost(LWIP_UDP_RECVMBOX);
+        let lwip =
+            tlsf_cost(LWIP_NETCONN) + tlsf_cost(LWIP_UDP_PCB) + tlsf_cost(LWIP_SOCK) + tlsf_cost(LWIP_UDP_RECVMBOX);
         assert_eq!(p.internal_bytes, tcb + sync + lwip);
         // lean places stacks in PSRAM; libdatachannel's threads get the policy's size, usrsctp its request.
         let lean_stack = lean.components["libdatachannel"].threads.as_ref().unwrap().stack_bytes as u64;
@@ -240,6 +291,9 @@ mod tests {
         let atomic = project(&lean, &census);
         lean.cxx.shared_ptr_lock_policy = SharedPtrLockPolicy::Mutex;
         let mutex = project(&lean, &census);
-        assert_eq!(mutex.internal_bytes - atomic.internal_bytes, SHARED_PTR_MUTEX_HANDLE + tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE));
+        assert_eq!(
+            mutex.internal_bytes - atomic.internal_bytes,
+            SHARED_PTR_MUTEX_HANDLE + tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE)
+        );
     }
 }

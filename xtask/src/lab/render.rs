@@ -12,7 +12,8 @@ fn kb(bytes: u64) -> String {
 
 pub fn print_report(r: &Report) {
     println!("== {} / {}", r.policy, r.scenario);
-    let phases: Vec<String> = r.components.first().map(|c| c.phases.iter().map(|p| p.phase.clone()).collect()).unwrap_or_default();
+    let phases: Vec<String> =
+        r.components.first().map(|c| c.phases.iter().map(|p| p.phase.clone()).collect()).unwrap_or_default();
     print!("{:<16}", "component");
     for p in &phases {
         print!(" {:>14}", p);
@@ -49,7 +50,10 @@ pub fn print_report(r: &Report) {
     }
     println!("threads:");
     for t in &r.thread_list {
-        println!("  {:<14} requested {:>7} B  high-water {:>7} B  {:>6} ms  {}", t.component, t.requested_bytes, t.high_water_bytes, t.lifetime_ms, t.created_at);
+        println!(
+            "  {:<14} requested {:>7} B  high-water {:>7} B  {:>6} ms  {}",
+            t.component, t.requested_bytes, t.high_water_bytes, t.lifetime_ms, t.created_at
+        );
     }
     println!("ESP32 projection: internal {}  PSRAM {}", kb(r.projection.internal_bytes), kb(r.projection.psram_bytes));
     for l in &r.projection.lines {
@@ -84,9 +88,12 @@ pub fn side_by_side(reports: &[Report]) -> Vec<Table> {
     policies.sort_by_key(|p| stock_first(p));
     let mut tables = Vec::new();
     for scenario in scenarios {
-        let cols: Vec<&Report> = policies.iter().filter_map(|p| reports.iter().find(|r| r.scenario == scenario && r.policy == *p)).collect();
+        let cols: Vec<&Report> =
+            policies.iter().filter_map(|p| reports.iter().find(|r| r.scenario == scenario && r.policy == *p)).collect();
         let mut rows: Vec<(String, Vec<Option<u64>>)> = Vec::new();
-        let mut row = |label: &str, f: &dyn Fn(&Report) -> Option<u64>| rows.push((label.to_string(), cols.iter().map(|r| f(r)).collect()));
+        let mut row = |label: &str, f: &dyn Fn(&Report) -> Option<u64>| {
+            rows.push((label.to_string(), cols.iter().map(|r| f(r)).collect()))
+        };
         row("held at load (static constructors) B", &|r| Some(r.load_bytes));
         row("first PeerConnection (init) B", &|r| Some(r.init_bytes));
         row("connected B", &|r| Some(r.total_connected_bytes));
@@ -101,13 +108,17 @@ pub fn side_by_side(reports: &[Report]) -> Vec<Table> {
         let mut seen = std::collections::BTreeSet::new();
         for name in cols.iter().flat_map(|r| r.components.iter().map(|c| c.name.clone())) {
             if seen.insert(name.clone()) {
-                row(&format!("  {name} connected B"), &|r| r.components.iter().find(|c| c.name == name).map(|c| c.connected_bytes));
+                row(&format!("  {name} connected B"), &|r| {
+                    r.components.iter().find(|c| c.name == name).map(|c| c.connected_bytes)
+                });
             }
         }
         row("threads alive at once", &|r| Some(r.threads));
         row("threads created", &|r| Some(r.threads_created));
         row("stack high-water, threads alive at once B", &|r| Some(r.total_stack_high_water_bytes));
-        row("threads whose stack is too small", &|r| Some(r.thread_list.iter().filter(|t| t.high_water_bytes > t.requested_bytes).count() as u64));
+        row("threads whose stack is too small", &|r| {
+            Some(r.thread_list.iter().filter(|t| t.high_water_bytes > t.requested_bytes).count() as u64)
+        });
         row("still held after cleanup B", &|r| Some(r.leak_bytes));
         if scenario == "cycle" {
             row("held per connect/disconnect cycle B", &|r| r.leak_bytes_per_cycle);
@@ -117,7 +128,11 @@ pub fn side_by_side(reports: &[Report]) -> Vec<Table> {
         }
         row("ESP32 internal RAM (projected) B", &|r| Some(r.projection.internal_bytes));
         row("ESP32 PSRAM (projected) B", &|r| Some(r.projection.psram_bytes));
-        tables.push(Table { scenario: scenario.to_string(), policies: cols.iter().map(|r| r.policy.clone()).collect(), rows });
+        tables.push(Table {
+            scenario: scenario.to_string(),
+            policies: cols.iter().map(|r| r.policy.clone()).collect(),
+            rows,
+        });
     }
     tables
 }
@@ -149,9 +164,15 @@ pub fn print_side_by_side(reports: &[Report]) {
 pub fn markdown_side_by_side(reports: &[Report]) -> String {
     let mut md = String::new();
     for t in side_by_side(reports) {
-        md.push_str(&format!("\n**{}**\n\n| measure | {} |\n|---|{}\n", t.scenario, t.policies.join(" | "), "---:|".repeat(t.policies.len())));
+        md.push_str(&format!(
+            "\n**{}**\n\n| measure | {} |\n|---|{}\n",
+            t.scenario,
+            t.policies.join(" | "),
+            "---:|".repeat(t.policies.len())
+        ));
         for (label, values) in &t.rows {
-            let label = if label.starts_with("  ") { format!("&nbsp;&nbsp;{}", label.trim_start()) } else { label.clone() };
+            let label =
+                if label.starts_with("  ") { format!("&nbsp;&nbsp;{}", label.trim_start()) } else { label.clone() };
             md.push_str(&format!("| {} | {} |\n", label, values.iter().map(cell).collect::<Vec<_>>().join(" | ")));
         }
     }
@@ -199,7 +220,10 @@ pub fn threads_markdown(reports: &[Report], scenario: &str) -> String {
                 r.policy, t.component, t.created_at, t.requested_bytes, t.high_water_bytes, t.lifetime_ms
             ));
         }
-        md.push_str(&format!("| {} | **sum, threads alive at once** | | | **{}** | |\n", r.policy, r.total_stack_high_water_bytes));
+        md.push_str(&format!(
+            "| {} | **sum, threads alive at once** | | | **{}** | |\n",
+            r.policy, r.total_stack_high_water_bytes
+        ));
     }
     md
 }
@@ -219,7 +243,8 @@ fn stock_first(policy: &str) -> u8 {
 pub fn write_svg(r: &Report, path: &Path) -> Result<()> {
     const W: f64 = 900.0;
     const H: f64 = 360.0;
-    const COLORS: &[&str] = &["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+    const COLORS: &[&str] =
+        &["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
     let t_max = r.timeline.last().map(|(t, _)| *t).unwrap_or(1).max(1) as f64;
     let counted: Vec<usize> = r
         .timeline_components
@@ -228,7 +253,8 @@ pub fn write_svg(r: &Report, path: &Path) -> Result<()> {
         .filter(|(_, n)| !matches!(n.as_str(), "app" | "runtime" | "libstdc++"))
         .map(|(i, _)| i)
         .collect();
-    let y_max = r.timeline.iter().map(|(_, v)| counted.iter().map(|i| v[*i]).sum::<u64>()).max().unwrap_or(1).max(1) as f64;
+    let y_max =
+        r.timeline.iter().map(|(_, v)| counted.iter().map(|i| v[*i]).sum::<u64>()).max().unwrap_or(1).max(1) as f64;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<text x=\"10\" y=\"16\">{} / {}: live bytes by component (peak {:.1} KB)</text>\n",
         W + 160.0,
@@ -245,17 +271,30 @@ pub fn write_svg(r: &Report, path: &Path) -> Result<()> {
         if upper.iter().zip(&lower).all(|(u, l)| u == l) {
             continue;
         }
-        let mut points: Vec<String> = r.timeline.iter().zip(&upper).map(|((t, _), u)| format!("{:.1},{:.1}", x(*t), y(*u))).collect();
+        let mut points: Vec<String> =
+            r.timeline.iter().zip(&upper).map(|((t, _), u)| format!("{:.1},{:.1}", x(*t), y(*u))).collect();
         points.extend(r.timeline.iter().zip(&lower).rev().map(|((t, _), l)| format!("{:.1},{:.1}", x(*t), y(*l))));
         let color = COLORS[k % COLORS.len()];
         svg.push_str(&format!("<polygon fill=\"{color}\" opacity=\"0.85\" points=\"{}\"/>\n", points.join(" ")));
-        svg.push_str(&format!("<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{}</text>\n", W + 50.0, 30.0 + 16.0 * k as f64, W + 64.0, 39.0 + 16.0 * k as f64, r.timeline_components[*ci]));
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            W + 50.0,
+            30.0 + 16.0 * k as f64,
+            W + 64.0,
+            39.0 + 16.0 * k as f64,
+            r.timeline_components[*ci]
+        ));
         lower = upper;
     }
     for c in r.components.iter().take(1) {
         let _ = c;
     }
-    svg.push_str(&format!("<line x1=\"40\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n</svg>\n", 20.0 + H, 40.0 + W, 20.0 + H));
+    svg.push_str(&format!(
+        "<line x1=\"40\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n</svg>\n",
+        20.0 + H,
+        40.0 + W,
+        20.0 + H
+    ));
     write_atomic(path, svg.as_bytes())?;
     Ok(())
 }
@@ -269,18 +308,31 @@ pub fn check_budgets(policies: &[Policy], reports: &[Report]) -> Vec<String> {
         let mut check = |what: &str, phase: &str, value: Option<u64>, budget: Option<u64>| {
             if let (Some(v), Some(limit)) = (value, budget) {
                 if v > limit {
-                    breaches.push(format!("{} / {}: {what} at phase `{phase}` is {v} B, budget {limit} B", r.policy, r.scenario));
+                    breaches.push(format!(
+                        "{} / {}: {what} at phase `{phase}` is {v} B, budget {limit} B",
+                        r.policy, r.scenario
+                    ));
                 }
             }
         };
         let dc = r.scenario == "datachannel";
         check("first PeerConnection (stack total, over start)", "pc-created", dc.then_some(r.init_bytes), b.init_bytes);
         check("connected (stack total)", "connected", dc.then_some(r.total_connected_bytes), b.connected_bytes);
-        check("handshake peak (stack total)", "pc-created..connected", dc.then_some(r.handshake_peak_bytes), b.peak_bytes);
+        check(
+            "handshake peak (stack total)",
+            "pc-created..connected",
+            dc.then_some(r.handshake_peak_bytes),
+            b.peak_bytes,
+        );
         check("live after streaming (stack total)", "streaming", r.streaming_bytes, b.video_steady_bytes);
         check("threads", "whole scenario", Some(r.threads), b.threads);
         check("held per cycle", "cycle-N-closed", r.leak_bytes_per_cycle, b.leak_bytes_per_cycle);
-        check("projected internal RAM", "connected", dc.then_some(r.projection.internal_bytes), b.internal_bytes_per_connection);
+        check(
+            "projected internal RAM",
+            "connected",
+            dc.then_some(r.projection.internal_bytes),
+            b.internal_bytes_per_connection,
+        );
         check("stack high-water sum", "whole scenario", Some(r.total_stack_high_water_bytes), b.stack_high_water_bytes);
         for (name, cb) in &b.components {
             if let Some(c) = r.components.iter().find(|c| &c.name == name) {
@@ -296,7 +348,14 @@ pub fn check_budgets(policies: &[Policy], reports: &[Report]) -> Vec<String> {
             if needed > t.requested_bytes {
                 breaches.push(format!(
                     "{} / {}: {} thread from {} has a {} B stack but uses {} B ({} B with the policy's {}% margin)",
-                    r.policy, r.scenario, t.component, t.created_at, t.requested_bytes, t.high_water_bytes, needed, margin
+                    r.policy,
+                    r.scenario,
+                    t.component,
+                    t.created_at,
+                    t.requested_bytes,
+                    t.high_water_bytes,
+                    needed,
+                    margin
                 ));
             }
         }
@@ -309,7 +368,13 @@ mod tests {
     use super::*;
 
     fn report(policy: &str, scenario: &str, init: u64, connected: u64) -> Report {
-        Report { policy: policy.into(), scenario: scenario.into(), init_bytes: init, total_connected_bytes: connected, ..Default::default() }
+        Report {
+            policy: policy.into(),
+            scenario: scenario.into(),
+            init_bytes: init,
+            total_connected_bytes: connected,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -324,7 +389,11 @@ mod tests {
     #[test]
     fn side_by_side_puts_stock_first_and_one_row_per_component() {
         let mut lean = report("lean", "datachannel", 1, 2);
-        lean.components.push(crate::report::ComponentReport { name: "usrsctp".into(), connected_bytes: 7, ..Default::default() });
+        lean.components.push(crate::report::ComponentReport {
+            name: "usrsctp".into(),
+            connected_bytes: 7,
+            ..Default::default()
+        });
         let stock = report("stock", "datachannel", 3, 4);
         let tables = side_by_side(&[lean, stock]);
         assert_eq!(tables[0].policies, ["stock", "lean"]);

@@ -32,7 +32,14 @@ pub fn knob_env(policy: &Policy) -> Vec<(String, String)> {
 
 /// Starts one peer of `scenario` with the stack's libraries, `env`, stderr to `log` and stdin and
 /// stdout piped for signaling; with `preload` = (recorder, trace), the recorder writes the trace.
-pub fn spawn(build: &HostBuild, role: &str, scenario: &str, env: &[(String, String)], log: &Path, preload: Option<(&Path, &Path)>) -> Result<Child> {
+pub fn spawn(
+    build: &HostBuild,
+    role: &str,
+    scenario: &str,
+    env: &[(String, String)],
+    log: &Path,
+    preload: Option<(&Path, &Path)>,
+) -> Result<Child> {
     let mut cmd = Command::new(&build.driver);
     cmd.arg(role).arg(scenario);
     let lib_path = std::env::join_paths(&build.lib_dirs)?;
@@ -48,7 +55,10 @@ pub fn spawn(build: &HostBuild, role: &str, scenario: &str, env: &[(String, Stri
 }
 
 /// Copies lines from one peer's stdout to the other's stdin until the source closes.
-fn relay(from: impl std::io::Read + Send + 'static, mut to: impl Write + Send + 'static) -> std::thread::JoinHandle<()> {
+fn relay(
+    from: impl std::io::Read + Send + 'static,
+    mut to: impl Write + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(from).lines() {
             let Ok(line) = line else { break };
@@ -60,7 +70,13 @@ fn relay(from: impl std::io::Read + Send + 'static, mut to: impl Write + Send + 
 }
 
 /// Runs `scenario` and returns the device's trace file.
-pub fn run_scenario(build: &HostBuild, policy: &Policy, scenario: &str, settings: &Settings, out: &Path) -> Result<PathBuf> {
+pub fn run_scenario(
+    build: &HostBuild,
+    policy: &Policy,
+    scenario: &str,
+    settings: &Settings,
+    out: &Path,
+) -> Result<PathBuf> {
     let stem = format!("{}-{scenario}", policy.policy.name);
     let trace = out.join(format!("{stem}.trace"));
     let _ = std::fs::remove_file(&trace);
@@ -79,7 +95,15 @@ pub fn run_scenario(build: &HostBuild, policy: &Policy, scenario: &str, settings
 /// Runs the device and remote peers of `scenario` to the end, their signaling relayed, and
 /// returns their logs (`<stem>.device.log`, `<stem>.remote.log`). With `trace`, the recorder is
 /// preloaded into the device and writes there.
-pub fn run_peers(build: &HostBuild, policy: &Policy, scenario: &str, env: &[(String, String)], stem: &Path, trace: Option<&Path>, timeout: Duration) -> Result<(PathBuf, PathBuf)> {
+pub fn run_peers(
+    build: &HostBuild,
+    policy: &Policy,
+    scenario: &str,
+    env: &[(String, String)],
+    stem: &Path,
+    trace: Option<&Path>,
+    timeout: Duration,
+) -> Result<(PathBuf, PathBuf)> {
     let device_log = stem.with_extension("device.log");
     let remote_log = stem.with_extension("remote.log");
     let mut remote = spawn(build, "remote", scenario, env, &remote_log, None)?;
@@ -98,7 +122,12 @@ pub fn run_peers(build: &HostBuild, policy: &Policy, scenario: &str, env: &[(Str
         if Instant::now() > deadline {
             let _ = device.kill();
             let _ = remote.kill();
-            bail!("scenario `{scenario}` ({}) timed out; logs: {} {}", policy.policy.name, device_log.display(), remote_log.display());
+            bail!(
+                "scenario `{scenario}` ({}) timed out; logs: {} {}",
+                policy.policy.name,
+                device_log.display(),
+                remote_log.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }

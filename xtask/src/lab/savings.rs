@@ -61,17 +61,26 @@ fn levers(policy: &Policy) -> Vec<Lever> {
         ("ssl_out_content_len", policy.mbedtls.ssl_out_content_len, 16384),
     ] {
         if current != upstream {
-            let paired = field == "ssl_in_content_len" && policy.components.get("libdatachannel").is_some_and(|c| c.knobs.contains_key("dtls_recv_buffer_bytes"));
+            let paired = field == "ssl_in_content_len"
+                && policy
+                    .components
+                    .get("libdatachannel")
+                    .is_some_and(|c| c.knobs.contains_key("dtls_recv_buffer_bytes"));
             levers.push(Lever {
                 // A DTLS read buffer must hold a whole record (policy check): it goes up with it.
-                name: if paired { format!("mbedtls.{field} (+ dtls_recv_buffer_bytes)") } else { format!("mbedtls.{field}") },
+                name: if paired {
+                    format!("mbedtls.{field} (+ dtls_recv_buffer_bytes)")
+                } else {
+                    format!("mbedtls.{field}")
+                },
                 policy_value: current.to_string(),
                 upstream_value: upstream.to_string(),
                 video: false,
                 revert: Box::new(move |doc| {
                     doc["mbedtls"][field] = value(i64::from(upstream));
                     if paired {
-                        doc["components"]["libdatachannel"]["knobs"]["dtls_recv_buffer_bytes"] = value(i64::from(upstream));
+                        doc["components"]["libdatachannel"]["knobs"]["dtls_recv_buffer_bytes"] =
+                            value(i64::from(upstream));
                     }
                 }),
             });
@@ -160,7 +169,8 @@ fn cells(s: &Saving) -> [String; 8] {
 
 pub fn print_savings(policy: &str, savings: &[Saving]) {
     println!("== what each lever of `{policy}` saves (bytes; that lever alone put back to upstream's value)");
-    let header = ["lever", "policy", "upstream", "connected", "handshake", "stacks", "threads", "video live"].map(String::from);
+    let header =
+        ["lever", "policy", "upstream", "connected", "handshake", "stacks", "threads", "video live"].map(String::from);
     for c in std::iter::once(header).chain(savings.iter().map(cells)) {
         println!("{:<52} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>10}", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
     }

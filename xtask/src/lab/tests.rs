@@ -12,7 +12,8 @@ use std::process::Command;
 
 fn compile(cpp: bool, args: &[&str], out: &Path) {
     let compiler = cc_build().cpp(cpp).get_compiler();
-    let status = compiler.to_command().args(args).arg("-o").arg(out).status().expect("a C compiler (run scripts/setup.sh)");
+    let status =
+        compiler.to_command().args(args).arg("-o").arg(out).status().expect("a C compiler (run scripts/setup.sh)");
     assert!(status.success(), "compiling {}", out.display());
 }
 
@@ -23,13 +24,49 @@ fn fixture_report() -> Report {
     let fixtures = project_root().join("lab/fixtures/recorder");
     let include = project_root().join("components/esp_dc_port/include");
     let f = |p: &str| fixtures.join(p).to_string_lossy().into_owned();
-    compile(false, &["-g", "-O1", "-shared", "-fPIC", &format!("-include{}", include.join("esp_dc_alloc_redirect.h").display()), &format!("-I{}", include.display()), "-DESP_DC_ALLOC_CAPS=1024", "-DESP_DC_COMPONENT_ID=3", &f("tagged.c")], &d.join("libtagged.so"));
-    compile(true, &["-g", "-O1", "-shared", "-fPIC", &f("deps/libjuice/juice_like.cpp"), "-lpthread"], &d.join("libjuicelike.so"));
+    compile(
+        false,
+        &[
+            "-g",
+            "-O1",
+            "-shared",
+            "-fPIC",
+            &format!("-include{}", include.join("esp_dc_alloc_redirect.h").display()),
+            &format!("-I{}", include.display()),
+            "-DESP_DC_ALLOC_CAPS=1024",
+            "-DESP_DC_COMPONENT_ID=3",
+            &f("tagged.c"),
+        ],
+        &d.join("libtagged.so"),
+    );
+    compile(
+        true,
+        &["-g", "-O1", "-shared", "-fPIC", &f("deps/libjuice/juice_like.cpp"), "-lpthread"],
+        &d.join("libjuicelike.so"),
+    );
     let exe = d.join("fixture");
-    compile(false, &["-g", &f("main.c"), &format!("-L{}", d.display()), "-ltagged", "-ljuicelike", "-ldl", "-Wl,--allow-shlib-undefined", &format!("-Wl,-rpath,{}", d.display())], &exe);
+    compile(
+        false,
+        &[
+            "-g",
+            &f("main.c"),
+            &format!("-L{}", d.display()),
+            "-ltagged",
+            "-ljuicelike",
+            "-ldl",
+            "-Wl,--allow-shlib-undefined",
+            &format!("-Wl,-rpath,{}", d.display()),
+        ],
+        &exe,
+    );
     let recorder = build_recorder(d, &project_root().join("lab/recorder")).unwrap();
     let trace_path = d.join("fixture.trace");
-    let status = Command::new(&exe).env("LD_PRELOAD", &recorder).env("LAB_TRACE", &trace_path).env("LAB_DEFAULT_STACK_BYTES", "4096").status().unwrap();
+    let status = Command::new(&exe)
+        .env("LD_PRELOAD", &recorder)
+        .env("LAB_TRACE", &trace_path)
+        .env("LAB_DEFAULT_STACK_BYTES", "4096")
+        .status()
+        .unwrap();
     assert!(status.success());
     let trace = trace::read(&trace_path).unwrap();
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
@@ -37,7 +74,10 @@ fn fixture_report() -> Report {
 }
 
 fn phase(r: &Report, component: &str, phase: &str) -> (u64, u64) {
-    let c = r.components.iter().find(|c| c.name == component).unwrap_or_else(|| panic!("no {component} in {:?}", r.components.iter().map(|c| &c.name).collect::<Vec<_>>()));
+    let c =
+        r.components.iter().find(|c| c.name == component).unwrap_or_else(|| {
+            panic!("no {component} in {:?}", r.components.iter().map(|c| &c.name).collect::<Vec<_>>())
+        });
     let p = c.phases.iter().find(|p| p.phase == phase).unwrap();
     (p.live_bytes, p.blocks)
 }
@@ -76,7 +116,11 @@ fn fixture_thread_stack_high_water_is_exact() {
     assert_eq!(t.len(), 1, "{:?}", r.thread_list);
     assert_eq!(t[0].requested_bytes, 65536);
     // 20000 bytes written by the routine, plus its own frame and the trampoline's call: a few dozen bytes.
-    assert!(t[0].high_water_bytes >= 20000 && t[0].high_water_bytes <= 20000 + 256, "high-water {}", t[0].high_water_bytes);
+    assert!(
+        t[0].high_water_bytes >= 20000 && t[0].high_water_bytes <= 20000 + 256,
+        "high-water {}",
+        t[0].high_water_bytes
+    );
     assert_eq!(r.total_stack_high_water_bytes, t[0].high_water_bytes);
 }
 
@@ -126,7 +170,12 @@ fn real_stack_smoke_run_stock_figures_and_lean_budgets() {
     assert_eq!(stock.threads, 7);
     let breaches = render::check_budgets(&policies, &reports[1..]);
     assert!(breaches.is_empty(), "{breaches:#?}");
-    assert!(lean.total_connected_bytes * 4 < stock.total_connected_bytes, "lean {} vs stock {}", lean.total_connected_bytes, stock.total_connected_bytes);
+    assert!(
+        lean.total_connected_bytes * 4 < stock.total_connected_bytes,
+        "lean {} vs stock {}",
+        lean.total_connected_bytes,
+        stock.total_connected_bytes
+    );
 }
 
 /// ESP-IDF's common compile options (tools/cmake/build.cmake), with the top CMakeLists.txt's
@@ -139,8 +188,10 @@ fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
         return;
     };
     let build = std::fs::read_to_string(idf.join("tools/cmake/build.cmake")).unwrap();
-    let function = &build[build.find("function(__build_set_default_build_specifications)").expect("the function in build.cmake")..];
-    let start = function.find("list(APPEND compile_options").expect("list(APPEND compile_options in build.cmake") + "list(APPEND compile_options".len();
+    let function = &build
+        [build.find("function(__build_set_default_build_specifications)").expect("the function in build.cmake")..];
+    let start = function.find("list(APPEND compile_options").expect("list(APPEND compile_options in build.cmake")
+        + "list(APPEND compile_options".len();
     let body = &function[start..];
     // Quoted options up to the closing parenthesis, comments dropped.
     let mut options = Vec::new();
@@ -157,7 +208,10 @@ fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
         }
     }
     let top = std::fs::read_to_string(idf.join("CMakeLists.txt")).unwrap();
-    assert!(top.contains(r#"idf_build_replace_option_from_property(COMPILE_OPTIONS "-Werror" "-Werror=all")"#), "the -Werror=all replacement moved");
+    assert!(
+        top.contains(r#"idf_build_replace_option_from_property(COMPILE_OPTIONS "-Werror" "-Werror=all")"#),
+        "the -Werror=all replacement moved"
+    );
     let expected: Vec<String> = options
         .into_iter()
         .filter(|o| o.starts_with("-W"))
@@ -165,7 +219,10 @@ fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
         .collect();
     assert_eq!(IDF_WARNING_FLAGS, expected.iter().map(String::as_str).collect::<Vec<_>>().as_slice());
     for c in IDF_C_WARNING_FLAGS {
-        assert!(top.contains(&format!("list(APPEND c_compile_options \"{c}\")")), "{c} is not in ESP-IDF's CMakeLists.txt");
+        assert!(
+            top.contains(&format!("list(APPEND c_compile_options \"{c}\")")),
+            "{c} is not in ESP-IDF's CMakeLists.txt"
+        );
     }
     // And esp_config.h still removes the deprecated APIs the lab's mbedTLS config removes.
     let esp_config = std::fs::read_to_string(idf.join("components/mbedtls/port/include/mbedtls/esp_config.h")).unwrap();
@@ -181,7 +238,9 @@ fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
     let flags = component_flags(&policy, &project_root().join("components/esp_dc_port/include")).unwrap();
     let text = project_include_cmake(&flags);
     let block = |project: &str| -> String {
-        let start = text.find(&format!("if(PROJECT_NAME STREQUAL \"{project}\")")).unwrap_or_else(|| panic!("no block for {project}:\n{text}"));
+        let start = text
+            .find(&format!("if(PROJECT_NAME STREQUAL \"{project}\")"))
+            .unwrap_or_else(|| panic!("no block for {project}:\n{text}"));
         let end = text[start..].find("endif()").unwrap() + start;
         text[start..end].to_string()
     };
@@ -190,13 +249,21 @@ fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
         assert!(b.contains(&IDF_WARNING_FLAGS.join(" ")), "{project}: {b}");
         assert!(b.contains("$<$<COMPILE_LANGUAGE:C>:-Wno-old-style-declaration>"), "{project}: {b}");
     }
-    assert!(block("usrsctplib").contains("-Wno-address-of-packed-member -Wno-deprecated-declarations -Wno-unused-variable -Wno-unused-but-set-variable"));
+    assert!(block("usrsctplib").contains(
+        "-Wno-address-of-packed-member -Wno-deprecated-declarations -Wno-unused-variable -Wno-unused-but-set-variable"
+    ));
     assert!(block("libdatachannel").contains("-Wno-missing-field-initializers"));
-    assert!(!block("libjuice").contains("-Wno-missing-field-initializers") && !block("libsrtp2").contains("-Wno-address-of-packed-member"));
+    assert!(
+        !block("libjuice").contains("-Wno-missing-field-initializers")
+            && !block("libsrtp2").contains("-Wno-address-of-packed-member")
+    );
     // A subproject drops its parent's warning options before adding its own.
     assert!(text.contains("(^|:)-W"), "{text}");
     let mbed = mbedtls_config_lines(&policy);
-    assert!(mbed.contains("#define MBEDTLS_DEPRECATED_REMOVED\n") && mbed.contains("#undef MBEDTLS_SSL_PROTO_TLS1_3\n"), "{mbed}");
+    assert!(
+        mbed.contains("#define MBEDTLS_DEPRECATED_REMOVED\n") && mbed.contains("#undef MBEDTLS_SSL_PROTO_TLS1_3\n"),
+        "{mbed}"
+    );
 }
 
 /// Cache keys must not change with the Rust release or the clone's path: a second clone (CI's

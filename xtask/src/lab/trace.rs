@@ -80,20 +80,35 @@ pub fn parse(bytes: &[u8]) -> Result<Trace> {
         let frames = || words(body, e.frames as usize);
         let text = || String::from_utf8_lossy(&bytes[body..body + e.a as usize]).into_owned();
         let event = match e.kind as u32 {
-            ffi::lab_event_kind_LAB_EV_ALLOC => Event::Alloc { addr: e.a, size: e.b, origin: e.origin, component: e.component, caps: e.caps, frames: frames() },
+            ffi::lab_event_kind_LAB_EV_ALLOC => Event::Alloc {
+                addr: e.a,
+                size: e.b,
+                origin: e.origin,
+                component: e.component,
+                caps: e.caps,
+                frames: frames(),
+            },
             ffi::lab_event_kind_LAB_EV_FREE => Event::Free { addr: e.a },
             ffi::lab_event_kind_LAB_EV_PHASE => Event::Phase { name: text() },
-            ffi::lab_event_kind_LAB_EV_THREAD_CREATE => Event::ThreadCreate { requested: e.a, serial: e.b, frames: frames() },
+            ffi::lab_event_kind_LAB_EV_THREAD_CREATE => {
+                Event::ThreadCreate { requested: e.a, serial: e.b, frames: frames() }
+            }
             ffi::lab_event_kind_LAB_EV_THREAD_END => Event::ThreadEnd { high_water: e.a, serial: e.b },
             ffi::lab_event_kind_LAB_EV_MUTEX => Event::Mutex { addr: e.a, frames: frames() },
             ffi::lab_event_kind_LAB_EV_COND => Event::Cond { addr: e.a, frames: frames() },
             ffi::lab_event_kind_LAB_EV_SYNC_DESTROY => Event::SyncDestroy { addr: e.a },
-            ffi::lab_event_kind_LAB_EV_SOCKET => Event::Socket { fd: e.a, domain: e.b >> 16, kind: e.b & 0xffff, frames: frames() },
+            ffi::lab_event_kind_LAB_EV_SOCKET => {
+                Event::Socket { fd: e.a, domain: e.b >> 16, kind: e.b & 0xffff, frames: frames() }
+            }
             ffi::lab_event_kind_LAB_EV_SOCKET_CLOSE => Event::SocketClose { fd: e.a },
             ffi::lab_event_kind_LAB_EV_MODULE => Event::Module { path: text(), base: e.b },
             other => bail!("unknown event kind {other} at byte {at}"),
         };
-        trace.records.push(Record { thread: e.thread, time_ns: (u64::from(e.time_hi) << 32) | u64::from(e.time_lo), event });
+        trace.records.push(Record {
+            thread: e.thread,
+            time_ns: (u64::from(e.time_hi) << 32) | u64::from(e.time_lo),
+            event,
+        });
         at = body + extra;
     }
     Ok(trace)

@@ -97,7 +97,15 @@ fn a_linux_target_map_is_refused_as_having_no_device_memory() {
 
 #[test]
 fn size_check_for_the_linux_target_exits_2_and_says_why() {
-    let args = Args { from: None, host: false, policy: "lean".into(), target: "linux".into(), example: "datachannel_echo".into(), idf: None, json: None };
+    let args = Args {
+        from: None,
+        host: false,
+        policy: "lean".into(),
+        target: "linux".into(),
+        example: "datachannel_echo".into(),
+        idf: None,
+        json: None,
+    };
     let err = run(args).unwrap_err();
     let failure = err.downcast_ref::<crate::exit::Failure>().expect("an exit code");
     assert_eq!(failure.code, 2);
@@ -113,10 +121,15 @@ fn sizes_past_a_chips_address_space_are_refused_naming_where() {
     std::fs::write(&json, r#"{ "liblibjuice.a": { "memory_types": { "DRAM": { "sections": { ".dram0.bss": { "size": 9223372036854775808 } } } } } }"#).unwrap();
     let map = dir.path().join("big.map");
     let text = std::fs::read_to_string(fixture("app.map")).unwrap();
-    let text = text.replace("0x3fc888a0      0x4d8 esp-idf", "0x3fc888a0      0xffffffffffffffff esp-idf").replace("0x3fc88d78       0x20", "0x3fc88d78       0xffffffffffffffff");
+    let text = text
+        .replace("0x3fc888a0      0x4d8 esp-idf", "0x3fc888a0      0xffffffffffffffff esp-idf")
+        .replace("0x3fc88d78       0x20", "0x3fc88d78       0xffffffffffffffff");
     let line = 1 + text.lines().position(|l| l.contains("0xffffffffffffffff")).unwrap();
     std::fs::write(&map, text).unwrap();
-    for (path, says) in [(&json, "liblibjuice.a: DRAM: .dram0.bss: size 9223372036854775808".to_string()), (&map, format!("line {line}: "))] {
+    for (path, says) in [
+        (&json, "liblibjuice.a: DRAM: .dram0.bss: size 9223372036854775808".to_string()),
+        (&map, format!("line {line}: ")),
+    ] {
         let err = read_report(path).unwrap_err();
         let f = err.downcast_ref::<exit::Failure>().unwrap();
         assert_eq!(f.code, 2);

@@ -68,3 +68,9 @@ fi
 
 # Builds (cargo and the host replica) are cached outside the repo.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ESP_DC_CACHE/target}"
+
+# The test command checks style with rustfmt and clippy; a minimal rustup profile lacks them.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  echo "setup: adding rustfmt and clippy with rustup" >&2
+  rustup component add rustfmt clippy >/dev/null
+fi

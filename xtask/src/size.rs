@@ -357,7 +357,8 @@ fn margin_of(budget: u64, used: u64) -> i64 {
 pub fn check(budgets: &BTreeMap<String, StaticBudget>, sizes: &BTreeMap<String, Sizes>, host: bool) -> Vec<Line> {
     let mut lines = Vec::new();
     for (component, b) in budgets {
-        let measures: [(&str, Option<u64>, fn(&Sizes) -> u64); 3] = if host {
+        type Measure = fn(&Sizes) -> u64;
+        let measures: [(&str, Option<u64>, Measure); 3] = if host {
             [
                 ("host dram", b.host_dram_bytes, |s| s.dram_bytes),
                 ("host flash", b.host_flash_bytes, |s| s.flash_bytes),

@@ -501,12 +501,9 @@ fn recognise(toks: &[Tok]) -> Vec<Found> {
         let line = toks[i].line;
         let prev = if i > 0 { text(i - 1) } else { "" };
         // `x.malloc(`, `void *malloc(`, `int thread_init(`: members and declarations are not calls.
-        let called = text(i + 1) == "("
-            && prev != "."
-            && prev != "->"
-            && prev != "*"
-            && prev != "&"
-            && !(prev.chars().next().is_some_and(is_ident_start) && !BEFORE_CALL.contains(&prev));
+        let member_or_pointer = matches!(prev, "." | "->" | "*" | "&");
+        let declaration = prev.chars().next().is_some_and(is_ident_start) && !BEFORE_CALL.contains(&prev);
+        let called = text(i + 1) == "(" && !member_or_pointer && !declaration;
         let mut push = |kind: Kind, call: String, stack: Option<String>| found.push(Found { line, kind, call, stack });
         if called {
             if C_ALLOC.contains(&t) {

@@ -179,8 +179,10 @@ pub fn markdown_side_by_side(reports: &[Report]) -> String {
     md
 }
 
+type Measure = fn(&Report) -> Option<u64>;
+
 /// The lean-policy targets (issues 5 and 9): label, scenario, measure, target.
-const TARGETS: &[(&str, &str, fn(&Report) -> Option<u64>, u64)] = &[
+const TARGETS: &[(&str, &str, Measure, u64)] = &[
     ("first PeerConnection (global init) B", "datachannel", |r| Some(r.init_bytes), 8 * 1024),
     ("one data-channel connection, connected B", "datachannel", |r| Some(r.total_connected_bytes), 48 * 1024),
     ("peak during the handshake B", "datachannel", |r| Some(r.handshake_peak_bytes), 64 * 1024),

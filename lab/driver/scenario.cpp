@@ -12,7 +12,10 @@
 
 #include <rtc/rtc.h>
 
+#include <dirent.h>
 #include <dlfcn.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -41,11 +44,71 @@ void phase(const char *name) {
 	std::fprintf(stderr, "[phase] %s\n", name);
 }
 
-// Marks a phase once background work the last call started has finished, so the figure does
-// not depend on thread timing: rtcCreatePeerConnection generates the DTLS certificate on the
-// thread pool, and rtcCleanup's detached "RTC cleanup" thread frees its state after it returns.
-void settled_phase(const char *name) {
-	std::this_thread::sleep_for(200ms);
+long env_long(const char *name, long fallback);
+
+// True when no thread but the caller is running or waiting for a CPU (state R in
+// /proc/self/task/*/stat): a starved thread that has work left is not a quiet stack.
+bool others_parked() {
+	char self_path[64];
+	std::snprintf(self_path, sizeof self_path, "%ld", long(syscall(SYS_gettid)));
+	DIR *dir = opendir("/proc/self/task");
+	if (!dir)
+		return true;
+	bool parked = true;
+	while (dirent *d = readdir(dir)) {
+		if (d->d_name[0] == '.' || std::strcmp(d->d_name, self_path) == 0)
+			continue;
+		char path[96], buf[512];
+		std::snprintf(path, sizeof path, "/proc/self/task/%s/stat", d->d_name);
+		FILE *f = std::fopen(path, "r");
+		if (!f)
+			continue; // the thread ended meanwhile
+		size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+		std::fclose(f);
+		buf[n] = 0;
+		const char *close = std::strrchr(buf, ')'); // the name may hold spaces and parentheses
+		if (close && close[1] == ' ' && close[2] == 'R')
+			parked = false;
+	}
+	closedir(dir);
+	return parked;
+}
+
+// Marks a phase at a quiet point: the recorder's trace has not grown for LAB_QUIET_MS (no
+// allocation, free, thread or socket event) and every other thread is parked. Queues, timers and
+// teardown threads (rtcCreatePeerConnection's certificate on the thread pool, usrsctp's
+// association teardown, rtcCleanup's detached "RTC cleanup" thread) have then done what they
+// will do, so the figure does not move with load: a busy machine makes the wait longer, not the
+// figure different. Without the recorder (benchmarks) it only waits a little.
+void quiet_phase(const char *name) {
+	using BytesFn = unsigned long (*)();
+	static BytesFn trace_bytes = reinterpret_cast<BytesFn>(dlsym(RTLD_DEFAULT, "lab_trace_bytes"));
+	const auto window = std::chrono::milliseconds(env_long("LAB_QUIET_MS", 250));
+	const auto start = std::chrono::steady_clock::now();
+	if (!trace_bytes) {
+		std::this_thread::sleep_for(window);
+		phase(name);
+		return;
+	}
+	unsigned long last = trace_bytes();
+	auto since = start;
+	while (true) {
+		std::this_thread::sleep_for(10ms);
+		auto now = std::chrono::steady_clock::now();
+		unsigned long bytes = trace_bytes();
+		if (bytes != last || !others_parked()) {
+			last = bytes;
+			since = now;
+		} else if (now - since >= window) {
+			break;
+		}
+		if (now - start > 20s) {
+			std::fprintf(stderr, "[quiet] %s: the stack did not go quiet in 20 s; marked anyway\n", name);
+			break;
+		}
+	}
+	auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+	std::fprintf(stderr, "[quiet] %s after %lld ms\n", name, (long long)waited.count());
 	phase(name);
 }
 
@@ -166,6 +229,7 @@ struct Conn {
 std::map<int, std::unique_ptr<Conn>> conns;
 std::mutex conns_mutex;
 bool is_device = false;
+bool camera_scenario = false; // the remote checks telemetry instead of echoes
 
 Conn *conn_of(int id) { return static_cast<Conn *>(rtcGetUserPointer(id)); }
 
@@ -222,6 +286,24 @@ void on_remote_media(int tr, const char *, int size, void *) {
 	c->media_bytes += size;
 }
 
+// Telemetry the camera sends on its data channel every 100 ms: "<n> " then filler to 200 bytes.
+std::string telemetry(long n) {
+	std::string m = std::to_string(n) + " ";
+	m.resize(200, char('a' + n % 26));
+	return m;
+}
+
+// Remote: each telemetry message must be the next one, whole (SCTP ordered, reliable).
+void on_camera_telemetry(int dc, const char *data, int size, void *) {
+	Conn *c = conn_of(dc);
+	std::lock_guard<std::mutex> lock(c->mutex);
+	std::string got(data, size < 0 ? std::strlen(data) : size_t(size));
+	if (got != telemetry(c->echoes))
+		c->last_echo = "message " + std::to_string(c->echoes) + " out of order or damaged";
+	++c->echoes;
+	c->notify();
+}
+
 void on_data_channel(int pc, int dc, void *) {
 	Conn *c = conn_of(pc);
 	rtcSetUserPointer(dc, c);
@@ -229,7 +311,7 @@ void on_data_channel(int pc, int dc, void *) {
 		std::lock_guard<std::mutex> lock(c->mutex);
 		c->dc = dc;
 	}
-	rtcSetMessageCallback(dc, is_device ? on_device_message : on_remote_message);
+	rtcSetMessageCallback(dc, is_device ? on_device_message : camera_scenario ? on_camera_telemetry : on_remote_message);
 	rtcSetOpenCallback(dc, on_channel_open);
 }
 
@@ -348,24 +430,33 @@ Conn *remote_connect_channel(int index) {
 	send_description(c, "offer");
 	rtcSetRemoteDescription(c->pc, take_description(index, "answer").c_str(), "answer");
 	c->wait([&] { return c->channel_open; }, "the data channel to open");
+	// The device marks its quiet points before any message flows.
+	inbox.take("CTL ready " + std::to_string(index));
 	return c;
 }
 
-Conn *device_answer_channel(int index, const char *phase_prefix, bool first) {
+// The device answers the remote's data-channel offer. `connected` (or `<prefix>connected`) is
+// marked at the first quiet point after the connection: ICE, DTLS, the SCTP association and the
+// channel are up and idle, since the remote waits for `CTL ready` before it sends. With
+// `open_phase` that mark follows too, then the remote is let go.
+Conn *device_answer_channel(int index, const char *phase_prefix, bool first, const char *open_phase = nullptr) {
 	std::string offer = take_description(index, "offer");
 	Conn *c = new_conn(index);
 	if (first)
-		settled_phase("pc-created");
+		quiet_phase("pc-created");
 	rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
 	send_description(c, "answer");
 	if (first)
 		phase("gathered");
 	c->wait([&] { return c->connected; }, "the connection");
-	if (phase_prefix)
-		phase((std::string(phase_prefix) + "connected").c_str());
-	else if (first)
-		phase("connected");
 	c->wait([&] { return c->channel_open; }, "the data channel");
+	if (phase_prefix)
+		quiet_phase((std::string(phase_prefix) + "connected").c_str());
+	else if (first)
+		quiet_phase("connected");
+	if (open_phase)
+		quiet_phase(open_phase);
+	send_line("CTL ready " + std::to_string(index));
 	return c;
 }
 
@@ -383,12 +474,10 @@ void apply_runtime_knobs() {
 
 void datachannel(long messages) {
 	if (is_device) {
-		Conn *c = device_answer_channel(0, nullptr, true);
-		phase("channel-open");
+		device_answer_channel(0, nullptr, true, "channel-open");
 		inbox.take("CTL done");
-		(void)c;
 		delete_conn(0);
-		phase("closed");
+		quiet_phase("closed");
 		send_line("CTL closed");
 	} else {
 		Conn *c = remote_connect_channel(0);
@@ -478,7 +567,7 @@ void video(long seconds) {
 	const long fps = 30;
 	if (is_device) {
 		Conn *c = new_conn(0);
-		settled_phase("pc-created");
+		quiet_phase("pc-created");
 		c->tr = add_h264_sender(c, 96, "video", "");
 		rtcSetOpenCallback(c->tr, on_track_open);
 		rtcSetLocalDescription(c->pc, "offer");
@@ -486,8 +575,8 @@ void video(long seconds) {
 		phase("gathered");
 		rtcSetRemoteDescription(c->pc, take_description(0, "answer").c_str(), "answer");
 		c->wait([&] { return c->connected; }, "the connection");
-		phase("connected");
 		c->wait([&] { return c->track_open; }, "the track");
+		quiet_phase("connected");
 		auto start = std::chrono::steady_clock::now();
 		long long sent = 0;
 		for (long n = 0; n < seconds * fps; ++n) {
@@ -506,10 +595,134 @@ void video(long seconds) {
 		send_line("CTL done");
 		inbox.take("CTL counted");
 		delete_conn(0);
-		phase("closed");
+		quiet_phase("closed");
 		send_line("CTL closed");
 	} else {
 		remote_receive_video("video", seconds + 60);
+	}
+}
+
+// ---- camera: what the user's streamer does ----
+
+// An Opus sender as a camera sets one up: sendonly, SSRC 43, 48 kHz, with SR reporter.
+int add_opus_sender(Conn *c) {
+	rtcTrackInit init;
+	std::memset(&init, 0, sizeof(init));
+	init.direction = RTC_DIRECTION_SENDONLY;
+	init.codec = RTC_CODEC_OPUS;
+	init.payloadType = 111;
+	init.ssrc = 43;
+	init.mid = "audio";
+	init.name = "audio";
+	init.msid = "stream";
+	init.trackId = "audio";
+	int tr = rtcAddTrackEx(c->pc, &init);
+	if (tr < 0)
+		die("rtcAddTrackEx (opus) failed");
+	rtcSetUserPointer(tr, c);
+	rtcPacketizerInit pkt;
+	std::memset(&pkt, 0, sizeof(pkt));
+	pkt.ssrc = 43;
+	pkt.cname = "video"; // one CNAME per endpoint: the stream's tracks are synchronised
+	pkt.payloadType = 111;
+	pkt.clockRate = 48000;
+	rtcSetOpusPacketizer(tr, &pkt);
+	rtcChainRtcpSrReporter(tr);
+	return tr;
+}
+
+// The device offers H.264 (1 Mbit/s, 30 fps) + Opus (20 ms frames, ~64 kbit/s) + a data channel
+// carrying telemetry, like a streaming camera; the remote answers and checks what arrives.
+void camera(long seconds) {
+	const long fps = 30;
+	if (is_device) {
+		Conn *c = new_conn(0);
+		quiet_phase("pc-created");
+		c->dc = rtcCreateDataChannel(c->pc, "telemetry");
+		rtcSetUserPointer(c->dc, c);
+		rtcSetOpenCallback(c->dc, on_channel_open);
+		c->tr = add_h264_sender(c, 96, "video", "");
+		rtcSetOpenCallback(c->tr, on_track_open);
+		int audio = add_opus_sender(c);
+		rtcSetLocalDescription(c->pc, "offer");
+		send_description(c, "offer");
+		phase("gathered");
+		rtcSetRemoteDescription(c->pc, take_description(0, "answer").c_str(), "answer");
+		c->wait([&] { return c->connected; }, "the connection");
+		c->wait([&] { return c->track_open && c->channel_open; }, "the tracks and the channel");
+		quiet_phase("connected");
+		auto start = std::chrono::steady_clock::now();
+		long long video_bytes = 0;
+		long audio_frames = 0, messages = 0;
+		const auto end = start + std::chrono::seconds(seconds);
+		long video_n = 0;
+		bool streaming = false;
+		std::string opus(160, '\x55'); // 20 ms at 64 kbit/s
+		for (auto next = start; next < end; next += 20ms) {
+			std::this_thread::sleep_until(next);
+			auto since = next - start;
+			if (!streaming && since >= 2s) {
+				phase("streaming");
+				streaming = true;
+			}
+			// Audio every 20 ms; video when its 33.3 ms slot has come; telemetry every 100 ms.
+			uint32_t ts = 0;
+			rtcTransformSecondsToTimestamp(audio, double(audio_frames) * 0.02, &ts);
+			rtcSetTrackRtpTimestamp(audio, ts);
+			if (rtcSendMessage(audio, opus.data(), int(opus.size())) < 0)
+				die("sending audio frame " + std::to_string(audio_frames) + " failed");
+			++audio_frames;
+			while (video_n * 1000ms / fps <= since) {
+				rtcTransformSecondsToTimestamp(c->tr, double(video_n) / fps, &ts);
+				rtcSetTrackRtpTimestamp(c->tr, ts);
+				std::string frame = h264_frame(video_n, fps);
+				if (rtcSendMessage(c->tr, frame.data(), int(frame.size())) < 0)
+					die("sending frame " + std::to_string(video_n) + " failed");
+				video_bytes += (long long)frame.size();
+				++video_n;
+			}
+			if (audio_frames % 5 == 0) {
+				std::string m = telemetry(messages++);
+				if (rtcSendMessage(c->dc, m.data(), int(m.size())) < 0)
+					die("sending telemetry " + std::to_string(messages - 1) + " failed");
+			}
+		}
+		std::fprintf(stderr, "RESULT camera video_frames=%ld video_bytes=%lld audio_frames=%ld messages=%ld\n",
+		             video_n, video_bytes, audio_frames, messages);
+		send_line("CTL done " + std::to_string(messages));
+		inbox.take("CTL counted");
+		rtcDeleteTrack(audio);
+		delete_conn(0);
+		quiet_phase("closed");
+		send_line("CTL closed");
+	} else {
+		std::string offer = take_description(0, "offer");
+		Conn *c = new_conn(0);
+		rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
+		send_description(c, "answer");
+		std::string done = inbox.take("CTL done ", std::chrono::seconds(seconds + 60));
+		long sent = std::strtol(done.c_str() + 9, nullptr, 10);
+		c->wait([&] { return c->echoes >= sent; }, "the last telemetry message");
+		std::this_thread::sleep_for(300ms); // the last RTP packets are still in flight
+		long long bytes;
+		long received;
+		std::string damage;
+		{
+			std::lock_guard<std::mutex> lock(c->mutex);
+			bytes = c->media_bytes;
+			received = c->echoes;
+			damage = c->last_echo;
+		}
+		std::fprintf(stderr, "RESULT camera received_bytes=%lld messages_received=%ld\n", bytes, received);
+		send_line("CTL counted");
+		inbox.take("CTL closed");
+		delete_conn(0);
+		if (bytes == 0)
+			die("the remote received no media");
+		if (!damage.empty())
+			die("telemetry: " + damage);
+		if (received != sent)
+			die("telemetry: " + std::to_string(received) + " messages arrived of " + std::to_string(sent));
 	}
 }
 
@@ -520,7 +733,7 @@ void cycle(long cycles, long messages) {
 			device_answer_channel(int(n), prefix.c_str(), n == 1);
 			inbox.take("CTL done");
 			delete_conn(int(n));
-			phase((prefix + "closed").c_str());
+			quiet_phase((prefix + "closed").c_str());
 			send_line("CTL closed");
 		} else {
 			Conn *c = remote_connect_channel(int(n));
@@ -541,7 +754,7 @@ void scale(long max_connections) {
 			device_answer_channel(int(n), nullptr, n == 1);
 			inbox.take("CTL echoed " + std::to_string(n));
 			if (mark)
-				phase(("scale-" + std::to_string(n) + "-connected").c_str());
+				quiet_phase(("scale-" + std::to_string(n) + "-connected").c_str());
 			send_line("CTL marked " + std::to_string(n));
 		} else {
 			Conn *c = remote_connect_channel(int(n));
@@ -554,7 +767,7 @@ void scale(long max_connections) {
 		inbox.take("CTL done");
 		for (long n = 1; n <= max_connections; ++n)
 			delete_conn(int(n));
-		phase("closed");
+		quiet_phase("closed");
 		send_line("CTL closed");
 	} else {
 		send_line("CTL done");
@@ -713,7 +926,7 @@ void interop() {
 	rtcSetStateChangeCallback(c->pc, on_state);
 	rtcSetGatheringStateChangeCallback(c->pc, on_gathering);
 	rtcSetDataChannelCallback(c->pc, on_interop_channel);
-	settled_phase("pc-created");
+	quiet_phase("pc-created");
 
 	std::string answer;
 	if (offerer == "device") {
@@ -976,11 +1189,12 @@ void videorate() {
 
 int main(int argc, char **argv) {
 	if (argc < 3) {
-		std::fprintf(stderr, "usage: scenario <device|remote> <datachannel|video|cycle|scale|interop|throughput|videorate>\n");
+		std::fprintf(stderr, "usage: scenario <device|remote> <datachannel|video|cycle|scale|camera|interop|throughput|videorate>\n");
 		return 2;
 	}
 	std::string role = argv[1], scenario = argv[2];
 	is_device = role == "device";
+	camera_scenario = scenario == "camera";
 	std::thread(&Inbox::reader, &inbox).detach();
 	if (is_device)
 		phase("start");
@@ -994,6 +1208,8 @@ int main(int argc, char **argv) {
 		cycle(env_long("LAB_CYCLES", 10), env_long("LAB_CYCLE_MESSAGES", 10));
 	else if (scenario == "scale")
 		scale(4);
+	else if (scenario == "camera")
+		camera(env_long("LAB_VIDEO_SECONDS", 10));
 	else if (scenario == "interop")
 		interop();
 	else if (scenario == "throughput")
@@ -1005,7 +1221,7 @@ int main(int argc, char **argv) {
 
 	rtcCleanup();
 	if (is_device)
-		settled_phase("cleaned-up");
+		quiet_phase("cleaned-up");
 	std::fflush(stdout);
 	std::fflush(stderr);
 	using FinishFn = void (*)();

@@ -50,6 +50,9 @@ pub struct Policy {
     pub mbedtls: Mbedtls,
     pub pthread: Pthread,
     pub cxx: Cxx,
+    /// Where the FreeRTOS objects of pthread mutexes and condition variables go.
+    #[serde(default)]
+    pub sync: SyncObjects,
     pub heap_tracing: HeapTracing,
     /// Extra sdkconfig lines the typed sections do not cover, written verbatim (`CONFIG_X = "y"`).
     #[serde(default)]
@@ -89,7 +92,25 @@ pub struct Component {
     /// Stack size and placement of the threads this component creates.
     #[serde(default)]
     pub threads: Option<Threads>,
+    /// Where the component's zero-initialised static data (`.bss`) goes: `psram` emits an
+    /// `extram_bss` linker fragment. `.data` (initialised) always stays in internal RAM.
+    #[serde(default)]
+    pub static_placement: StaticPlacement,
 }
+
+/// Where a component's `.bss` is linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StaticPlacement {
+    /// DRAM, ESP-IDF's default for every library.
+    #[default]
+    Internal,
+    /// External RAM through the `extram_bss` scheme (CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY).
+    Psram,
+}
+
+/// Components whose `.bss` a policy may move: the generated components with sources of their own.
+pub const STATIC_PLACEABLE: &[&str] = &["libdatachannel", "libjuice", "usrsctp", "libsrtp"];
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
@@ -199,6 +220,25 @@ pub struct Cxx {
     pub shared_ptr_lock_policy: SharedPtrLockPolicy,
 }
 
+/// Where a pthread mutex's or condition variable's FreeRTOS object goes (esp_dc_port's
+/// `ESP_DC_PORT_SYNC_PLACEMENT` choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPlacement {
+    /// Next to its `pthread_*_t`: PSRAM when the handle is in PSRAM (esp_dc_port_sync.c).
+    WithOwner,
+    /// Internal RAM, ESP-IDF's own behaviour (components/pthread/pthread.c).
+    #[default]
+    Internal,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncObjects {
+    #[serde(default)]
+    pub placement: SyncPlacement,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeapTracing {
@@ -229,8 +269,13 @@ pub struct StaticBudget {
     pub iram_bytes: Option<u64>,
     /// Flash: .text + .rodata.
     pub flash_bytes: Option<u64>,
-    /// `size-check --host`: .data + .bss of the component's 32-bit host library.
+    /// `size-check`: the component's `.bss` in external RAM (`static_placement = "psram"`).
+    pub psram_bytes: Option<u64>,
+    /// `size-check --host`: .data + .bss of the component's 32-bit host library that stays
+    /// internal on the device (all of it, or only .data with `static_placement = "psram"`).
     pub host_dram_bytes: Option<u64>,
+    /// `size-check --host`: the host library's .bss that `static_placement = "psram"` moves.
+    pub host_psram_bytes: Option<u64>,
     /// `size-check --host`: .text + .rodata of the host library (x86 code: a regression
     /// guard, not a device figure).
     pub host_flash_bytes: Option<u64>,
@@ -248,6 +293,10 @@ pub struct DynamicBudgets {
     pub peak_bytes: Option<u64>,
     /// Live bytes while streaming video, steady state.
     pub video_steady_bytes: Option<u64>,
+    /// `camera` (H.264 + Opus + a data channel, the device offering): live bytes when connected.
+    pub camera_connected_bytes: Option<u64>,
+    /// `camera`: live bytes while streaming, steady state.
+    pub camera_steady_bytes: Option<u64>,
     /// Threads the stack creates for one session.
     pub threads: Option<u64>,
     /// Bytes still held after each connect/disconnect cycle.
@@ -653,6 +702,19 @@ impl Policy {
                     ));
                 } else if !patches_dir.join(patch).is_file() {
                     problems.push((at("patches"), format!("no patch `{patch}` under patches/")));
+                }
+            }
+            if component.static_placement == StaticPlacement::Psram {
+                if !STATIC_PLACEABLE.contains(&name.as_str()) {
+                    problems.push((
+                        at("static_placement"),
+                        format!(
+                            "`psram` places a generated library's .bss; {name} has none of its own (placeable: {})",
+                            STATIC_PLACEABLE.join(", ")
+                        ),
+                    ));
+                } else if !self.memory.spiram {
+                    problems.push((at("static_placement"), "`psram` needs `memory.spiram = true`".into()));
                 }
             }
             if let Some(threads) = &component.threads {

@@ -68,6 +68,9 @@ pub struct Report {
     pub timeline: Vec<(u64, Vec<u64>)>,
     #[serde(skip)]
     pub timeline_components: Vec<String>,
+    /// With `lab --runs N`: each measure's lowest and highest value over the N runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread: Vec<Spread>,
     /// `analyze` only: what the device log itself said (heap snapshots, skipped lines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceLog>,
@@ -136,6 +139,15 @@ pub struct PhaseFigure {
     pub blocks: u64,
 }
 
+/// One measure over repeated runs (`lab --runs N`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Spread {
+    pub measure: String,
+    pub min: u64,
+    pub max: u64,
+    pub runs: u32,
+}
+
 /// An allocation site: where the bytes were asked for.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Site {
@@ -158,6 +170,9 @@ pub struct ThreadReport {
     pub high_water_bytes: u64,
     /// Lifetime in milliseconds.
     pub lifetime_ms: u64,
+    /// The thread ended before the trace was written (joined or detached and returned).
+    #[serde(default)]
+    pub ended: bool,
     /// Device logs only: FreeRTOS task name and the least free stack it ever had
     /// (uxTaskGetStackHighWaterMark, bytes on ESP-IDF).
     #[serde(default)]

@@ -20,6 +20,23 @@ use anyhow::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+/// Least-squares slope of `values` against their index (bytes per step); 0 for fewer than two.
+pub fn slope(values: &[u64]) -> f64 {
+    let n = values.len() as f64;
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let mean_x = (n - 1.0) / 2.0;
+    let mean_y = values.iter().map(|v| *v as f64).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (i, v) in values.iter().enumerate() {
+        let dx = i as f64 - mean_x;
+        num += dx * (*v as f64 - mean_y);
+        den += dx * dx;
+    }
+    num / den
+}
+
 /// Components counted as the stack's, in report order.
 pub fn stack_components() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = COMPONENTS.to_vec();
@@ -486,6 +503,7 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
                 .unwrap_or(trace.records.last().map(|r| r.time_ns).unwrap_or(0))
                 .saturating_sub(t.start_ns)
                 / 1_000_000,
+            ended: t.end_ns.is_some(),
             ..Default::default()
         })
         .collect();
@@ -503,18 +521,10 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
             .filter(|m| m.name.starts_with("cycle-") && m.name.ends_with("-closed"))
             .map(total_of)
             .collect();
-        // The first cycle also pays the global init that stays until rtcCleanup: measure from the
-        // second. At each `closed` mark usrsctp may still be tearing the association down (a few KB,
-        // more or less by timing), which only ever adds bytes: so compare the lowest total of the
-        // early cycles with the lowest of the late ones. A real leak of L bytes per cycle puts
-        // those minima at the first cycle of each half, `half` cycles apart.
-        (closed.len() >= 5).then(|| {
-            let settled = &closed[1..];
-            let half = settled.len() / 2;
-            let early = settled[..half].iter().min().unwrap();
-            let late = settled[half..].iter().min().unwrap();
-            late.saturating_sub(*early) / half as u64
-        })
+        // The first cycle also pays the global init that stays until rtcCleanup: fit from the
+        // second. Each `closed` mark is a quiet point (usrsctp's teardown done), so the slope of
+        // the rest is what a cycle keeps; a negative slope keeps nothing.
+        (closed.len() >= 4).then(|| slope(&closed[1..]).max(0.0).round() as u64)
     } else {
         None
     };

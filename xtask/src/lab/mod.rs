@@ -10,6 +10,8 @@ pub mod projection;
 pub mod render;
 pub mod run;
 pub mod savings;
+pub mod soak;
+pub mod spread;
 pub mod trace;
 
 #[cfg(test)]
@@ -22,7 +24,7 @@ use crate::report::Report;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale"];
+pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale", "camera"];
 
 /// Run the host replica and account for every byte, stock and lean side by side.
 ///
@@ -36,6 +38,8 @@ pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale"];
 ///   cargo xtask lab                                  # stock and lean, every scenario
 ///   cargo xtask lab --policy lean --scenario datachannel --json out.json
 ///   cargo xtask lab --quick                          # short runs (CI smoke)
+///   cargo xtask lab --policy lean --runs 20          # budgets in every run, spread min..max
+///   cargo xtask lab --policy lean --soak             # 1,000 cycles: slope per component
 ///   cargo xtask lab --policy lean --knob-savings     # what each lever saves (one build per lever)
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -62,12 +66,27 @@ pub struct Args {
     /// Messages echoed in `datachannel`.
     #[arg(long, default_value_t = 1000)]
     messages: u32,
-    /// Seconds of video in `video`.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds of streaming in `video` and `camera`.
+    #[arg(long, alias = "duration", default_value_t = 10)]
     video_seconds: u32,
+    /// Connect/disconnect cycles in `cycle` (default 10, --quick 4, --soak 1000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    cycles: Option<u32>,
+    /// Run every scenario N times: the budgets must hold in each run, and the report shows each
+    /// measure's spread (lowest..highest) over the runs. Marks are quiet points, so the spread
+    /// is what load and timing still move.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    runs: u32,
     /// Short runs: 50 messages, 4 s of video, 4 cycles (for CI).
     #[arg(long)]
     quick: bool,
+    /// Instead of the scenarios: one long `cycle` run per policy (1,000 cycles unless --cycles)
+    /// and the least-squares slope of live bytes at the quiet `closed` marks over its second
+    /// half, per component, with threads created and ended and open file descriptors. Exit 1
+    /// when a component grows or shrinks by more than 1 B per cycle, a thread outlives its
+    /// cycle or descriptors pile up.
+    #[arg(long)]
+    soak: bool,
     /// Do not check the dynamic budgets.
     #[arg(long)]
     no_budgets: bool,
@@ -92,13 +111,23 @@ pub fn run(args: Args) -> Outcome {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let default_cycles = if args.soak {
+        1000
+    } else if args.quick {
+        4
+    } else {
+        10
+    };
     let settings = run::Settings {
         messages: if args.quick { 50 } else { args.messages },
         video_seconds: if args.quick { 4 } else { args.video_seconds },
-        cycles: if args.quick { 4 } else { 10 },
+        cycles: args.cycles.unwrap_or(default_cycles),
     };
     let out = if args.out.is_absolute() { args.out.clone() } else { project_root().join(&args.out) };
     std::fs::create_dir_all(&out)?;
+    if args.soak {
+        return soak::soak(&policies, &settings, &out, args.json.as_deref());
+    }
     if args.knob_savings {
         let quick = run::Settings { messages: 50, video_seconds: 4, cycles: 4 };
         let mut all = Vec::new();
@@ -115,18 +144,38 @@ pub fn run(args: Args) -> Outcome {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut reports: Vec<Report> = Vec::new();
+    // runs[i]: every policy and scenario of the i-th run. The first run is the one reported;
+    // the budgets hold in each.
+    let mut runs: Vec<Vec<Report>> = vec![Vec::new(); args.runs as usize];
     for policy in &policies {
         let build = host::build(policy)?;
         for scenario in &args.scenarios {
-            eprintln!("lab: {} / {scenario}", policy.policy.name);
-            let trace = run::run_scenario(&build, policy, scenario, &settings, &out)?;
-            let report = account::build_report(&trace, scenario, policy, &build)?;
-            render::write_svg(&report, &out.join(format!("{}-{scenario}.svg", policy.policy.name)))?;
-            reports.push(report);
+            for (i, run_reports) in runs.iter_mut().enumerate() {
+                if args.runs > 1 {
+                    eprintln!("lab: {} / {scenario} (run {} of {})", policy.policy.name, i + 1, args.runs);
+                } else {
+                    eprintln!("lab: {} / {scenario}", policy.policy.name);
+                }
+                let trace = run::run_scenario(&build, policy, scenario, &settings, &out)?;
+                let report = account::build_report(&trace, scenario, policy, &build)?;
+                if i == 0 {
+                    render::write_svg(&report, &out.join(format!("{}-{scenario}.svg", policy.policy.name)))?;
+                }
+                run_reports.push(report);
+            }
         }
     }
-    settle_cycle_leaks(&mut reports, settings.cycles);
+    for run_reports in &mut runs {
+        settle_cycle_leaks(run_reports, settings.cycles);
+    }
+    let mut reports = runs[0].clone();
+    if args.runs > 1 {
+        for r in &mut reports {
+            let same: Vec<&Report> =
+                runs.iter().flatten().filter(|o| o.policy == r.policy && o.scenario == r.scenario).collect();
+            r.spread = spread::of(&same);
+        }
+    }
     if policies.len() > 1 {
         render::print_side_by_side(&reports);
     } else {
@@ -150,10 +199,14 @@ pub fn run(args: Args) -> Outcome {
             update_readme("targets", &render::targets_markdown(&reports, "lean"))?;
         }
     }
+    if args.runs > 1 {
+        spread::print(&reports);
+    }
     if args.no_budgets {
         return Ok(ExitCode::SUCCESS);
     }
-    let breaches = render::check_budgets(&policies, &reports);
+    let all: Vec<Report> = runs.into_iter().flatten().collect();
+    let breaches = render::check_budgets(&policies, &all);
     if breaches.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

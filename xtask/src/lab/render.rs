@@ -101,7 +101,7 @@ pub fn side_by_side(reports: &[Report]) -> Vec<Table> {
             row("handshake peak B", &|r| Some(r.handshake_peak_bytes));
         }
         row("peak B", &|r| Some(r.total_peak_bytes));
-        if scenario == "video" {
+        if matches!(scenario, "video" | "camera") {
             row("streaming, live after the stream B", &|r| r.streaming_bytes);
             row("streaming, peak (frame in flight) B", &|r| r.streaming_peak_bytes);
         }
@@ -326,7 +326,25 @@ pub fn check_budgets(policies: &[Policy], reports: &[Report]) -> Vec<String> {
             dc.then_some(r.handshake_peak_bytes),
             b.peak_bytes,
         );
-        check("live after streaming (stack total)", "streaming", r.streaming_bytes, b.video_steady_bytes);
+        let (video, camera) = (r.scenario == "video", r.scenario == "camera");
+        check(
+            "live after streaming (stack total)",
+            "streaming",
+            video.then_some(r.streaming_bytes).flatten(),
+            b.video_steady_bytes,
+        );
+        check(
+            "connected (stack total)",
+            "connected",
+            camera.then_some(r.total_connected_bytes),
+            b.camera_connected_bytes,
+        );
+        check(
+            "live after streaming (stack total)",
+            "streaming",
+            camera.then_some(r.streaming_bytes).flatten(),
+            b.camera_steady_bytes,
+        );
         check("threads", "whole scenario", Some(r.threads), b.threads);
         check("held per cycle", "cycle-N-closed", r.leak_bytes_per_cycle, b.leak_bytes_per_cycle);
         check(

@@ -84,7 +84,8 @@ pub fn run_scenario(
     env.push(("LAB_MESSAGES".into(), settings.messages.to_string()));
     env.push(("LAB_VIDEO_SECONDS".into(), settings.video_seconds.to_string()));
     env.push(("LAB_CYCLES".into(), settings.cycles.to_string()));
-    let timeout = Duration::from_secs(120 + settings.video_seconds as u64);
+    // A cycle takes well under a second; quiet marks wait longer on a busy machine.
+    let timeout = Duration::from_secs(120 + settings.video_seconds as u64 + 3 * settings.cycles as u64);
     run_peers(build, policy, scenario, &env, &out.join(&stem), Some(&trace), timeout)?;
     if !trace.exists() {
         bail!("the device wrote no trace at {} (was the recorder preloaded?)", trace.display());

@@ -108,8 +108,16 @@ void quiet_phase(const char *name) {
 		}
 	}
 	auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
-	std::fprintf(stderr, "[quiet] %s after %lld ms\n", name, (long long)waited.count());
 	phase(name);
+	// Open descriptors at each quiet mark: a soak checks they stay flat.
+	int fds = 0;
+	if (DIR *dir = opendir("/proc/self/fd")) {
+		while (dirent *d = readdir(dir))
+			fds += d->d_name[0] != '.';
+		closedir(dir);
+		--fds; // the one opendir itself holds
+	}
+	std::fprintf(stderr, "[quiet] %s after %lld ms, %d fds\n", name, (long long)waited.count(), fds);
 }
 
 long env_long(const char *name, long fallback) {

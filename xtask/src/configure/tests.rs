@@ -768,12 +768,12 @@ fn h264_test_source_emits_annex_b_frames() {
         "#include <stdio.h>\n#include <stdlib.h>\n#include \"h264_testsrc.h\"\nint main(void) { size_t cap = h264_testsrc_max_frame_bytes(); unsigned char *b = malloc(cap);\n for (unsigned i = 0; i < 3; ++i) { size_t n = h264_testsrc_frame(i, b, cap); if (!n) return 1; fwrite(b, 1, n, stdout); } return 0; }\n",
     )
     .unwrap();
-    let src = project_root().join("examples/h264_sender/main");
+    let src = project_root().join("examples/common_components/h264_testsrc");
     let exe = dir.path().join("testsrc");
     let status = std::process::Command::new("gcc")
         .args(["-O1", "-Wall", "-Werror", "-o"])
         .arg(&exe)
-        .arg(format!("-I{}", src.display()))
+        .arg(format!("-I{}", src.join("include").display()))
         .arg(&main)
         .arg(src.join("h264_testsrc.c"))
         .status()

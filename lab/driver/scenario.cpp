@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -201,6 +202,24 @@ struct Inbox {
 				die("peer went away while waiting for `" + prefix + "`");
 			if (cv.wait_until(lock, deadline) == std::cv_status::timeout)
 				die("timed out waiting for `" + prefix + "`");
+		}
+	}
+
+	// Like take, but false after `timeout` or once the peer went away: for lines that may never
+	// come (trickled ICE candidates).
+	bool poll(const std::string &prefix, std::chrono::milliseconds timeout, std::string &out) {
+		std::unique_lock<std::mutex> lock(mutex);
+		auto deadline = std::chrono::steady_clock::now() + timeout;
+		while (true) {
+			for (auto it = lines.begin(); it != lines.end(); ++it) {
+				if (it->compare(0, prefix.size(), prefix) == 0) {
+					out = *it;
+					lines.erase(it);
+					return true;
+				}
+			}
+			if (closed || cv.wait_until(lock, deadline) == std::cv_status::timeout)
+				return false;
 		}
 	}
 };
@@ -909,6 +928,108 @@ int offered_h264_payload_type(const std::string &sdp, std::string &mid, std::str
 
 
 
+// The offer with its m=application section first and its mid first in a=group:BUNDLE, which
+// makes it the offerer's BUNDLE tag (RFC 8843). libdatachannel puts every track before the
+// application in a first offer, whatever was created first, and has no setting for it; a remote
+// that rejects the tagged m-line (port 0: a browser without H.264) drops the whole BUNDLE and no
+// ICE runs at all, data channels included. An application that offers media and data channels
+// must reorder like this before signaling (or offer data channels alone and add media later by
+// renegotiation). libdatachannel matches the answer's m-lines by mid, so its own order differs
+// harmlessly.
+std::string application_first(const std::string &sdp) {
+	std::vector<std::string> sections(1); // [0] the session part, then one per m=
+	std::string bundle;
+	size_t pos = 0;
+	while (pos < sdp.size()) {
+		size_t eol = sdp.find("\r\n", pos);
+		std::string line = sdp.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+		pos = eol == std::string::npos ? sdp.size() : eol + 2;
+		if (line.compare(0, 2, "m=") == 0)
+			sections.emplace_back();
+		sections.back() += line + "\r\n";
+	}
+	auto app = std::find_if(sections.begin() + 1, sections.end(),
+	                        [](const std::string &m) { return m.compare(0, 14, "m=application ") == 0; });
+	if (app == sections.end() || app == sections.begin() + 1)
+		return sdp;
+	std::string mid = attribute(*app, "a=mid:");
+	std::string moved = *app;
+	sections.erase(app);
+	sections.insert(sections.begin() + 1, moved);
+	std::string &session = sections[0];
+	size_t group = session.find("a=group:BUNDLE ");
+	if (group != std::string::npos && !mid.empty()) {
+		size_t end = session.find("\r\n", group);
+		std::string mids = " " + session.substr(group + 15, end - group - 15) + " ";
+		size_t at = mids.find(" " + mid + " ");
+		if (at != std::string::npos)
+			mids.erase(at, mid.size() + 1);
+		session.replace(group, end - group, "a=group:BUNDLE " + mid + mids.substr(0, mids.size() - 1));
+	}
+	std::string out;
+	for (const auto &section : sections)
+		out += section;
+	return out;
+}
+
+// True when the m-section with this mid is rejected (port 0) or inactive in `sdp`.
+bool media_refused(const std::string &sdp, const std::string &mid) {
+	size_t at = sdp.find("a=mid:" + mid + "\r\n");
+	if (at == std::string::npos)
+		return true;
+	size_t start = sdp.rfind("\r\nm=", at);
+	size_t next = sdp.find("\r\nm=", at);
+	std::string section = sdp.substr(start + 2, next == std::string::npos ? std::string::npos : next - start - 2);
+	size_t port = section.find(' ') + 1;
+	return section.compare(port, 2, "0 ") == 0 || section.find("a=inactive\r\n") != std::string::npos;
+}
+
+// Trickle ICE (LAB_INTEROP_TRICKLE=1): the description goes out before gathering ends, then one
+// `SIG 0 candidate <mid> <candidate>` line per local candidate, the mid being the BUNDLE tag of
+// the description sent (a remote may reject the m-line libdatachannel puts first). Candidates
+// gathered before the description went out wait for it.
+struct Trickle {
+	std::mutex mutex;
+	bool described = false;
+	std::string mid;
+	std::vector<std::string> pending;
+	std::atomic<long> sent{0}, received{0};
+} trickle;
+
+void send_trickled(const std::string &candidate) {
+	send_line("SIG 0 candidate " + trickle.mid + " " + candidate);
+	++trickle.sent;
+}
+
+void on_interop_candidate(int, const char *candidate, const char *, void *) {
+	std::lock_guard<std::mutex> lock(trickle.mutex);
+	if (trickle.described)
+		send_trickled(candidate);
+	else
+		trickle.pending.push_back(candidate);
+}
+
+void send_interop_description(const std::string &sdp, const char *type) {
+	std::lock_guard<std::mutex> lock(trickle.mutex);
+	send_line(std::string("SIG 0 ") + type + " " + escape(sdp));
+	std::string group = attribute(sdp, "a=group:BUNDLE ");
+	trickle.mid = group.substr(0, group.find(' '));
+	trickle.described = true;
+	for (const auto &candidate : trickle.pending)
+		send_trickled(candidate);
+	trickle.pending.clear();
+}
+
+// The description as it stands (trickle) or once gathering completed (candidates inside).
+std::string interop_local_description(Conn *c, bool trickled) {
+	if (!trickled)
+		return local_description(c);
+	std::vector<char> buffer(16384);
+	if (rtcGetLocalDescription(c->pc, buffer.data(), int(buffer.size())) < 0)
+		die("rtcGetLocalDescription failed");
+	return buffer.data();
+}
+
 void interop() {
 	if (!is_device)
 		die("interop has no remote role in this driver: the remote is Chromium or aiortc (cargo xtask interop)");
@@ -934,9 +1055,13 @@ void interop() {
 	rtcSetStateChangeCallback(c->pc, on_state);
 	rtcSetGatheringStateChangeCallback(c->pc, on_gathering);
 	rtcSetDataChannelCallback(c->pc, on_interop_channel);
+	const bool trickled = env_long("LAB_INTEROP_TRICKLE", 0) != 0;
+	if (trickled)
+		rtcSetLocalCandidateCallback(c->pc, on_interop_candidate);
 	quiet_phase("pc-created");
 
 	std::string answer;
+	bool video_refused = false;
 	if (offerer == "device") {
 		watch_interop_channel(c, rtcCreateDataChannel(c->pc, "ordered"));
 		rtcDataChannelInit unordered;
@@ -946,10 +1071,17 @@ void interop() {
 		if (env_long("LAB_INTEROP_VIDEO", 1))
 			c->tr = add_h264_sender(c, 96, "video", "profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1");
 		rtcSetLocalDescription(c->pc, "offer");
-		send_description(c, "offer");
+		std::string offer = interop_local_description(c, trickled);
+		if (env_long("LAB_INTEROP_APP_FIRST", 1))
+			offer = application_first(offer);
+		send_interop_description(offer, "offer");
 		phase("gathered");
 		answer = take_description(0, "answer");
 		rtcSetRemoteDescription(c->pc, answer.c_str(), "answer");
+		if (c->tr >= 0 && media_refused(answer, "video")) {
+			std::fprintf(stderr, "interop: the remote refused the video m-line; data channels only\n");
+			video_refused = true;
+		}
 	} else {
 		std::string offer = take_description(0, "offer");
 		rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
@@ -960,10 +1092,30 @@ void interop() {
 		else
 			std::fprintf(stderr, "interop: the offer has no H.264 video; no track sent\n");
 		rtcSetLocalDescription(c->pc, "answer");
-		answer = local_description(c);
-		send_line("SIG 0 answer " + escape(answer));
+		answer = interop_local_description(c, trickled);
+		send_interop_description(answer, "answer");
 		phase("gathered");
 	}
+	// The remote's trickled candidates, applied as they come now that its description is set.
+	std::atomic<bool> finished{false};
+	std::thread remote_candidates([&] {
+		std::string line;
+		while (!finished) {
+			if (!inbox.poll("SIG 0 candidate ", 100ms, line))
+				continue;
+			// SIG 0 candidate <mid> <candidate>; an empty candidate ends the remote's gathering.
+			size_t mid_at = std::strlen("SIG 0 candidate ");
+			size_t space = line.find(' ', mid_at);
+			std::string mid = line.substr(mid_at, space == std::string::npos ? std::string::npos : space - mid_at);
+			std::string candidate = space == std::string::npos ? "" : line.substr(space + 1);
+			if (candidate.empty())
+				continue;
+			if (rtcAddRemoteCandidate(c->pc, candidate.c_str(), mid.c_str()) < 0)
+				std::fprintf(stderr, "interop: remote candidate refused: %s\n", candidate.c_str());
+			else
+				++trickle.received;
+		}
+	});
 	std::string setup = attribute(answer, "a=setup:");
 	std::string role = offerer == "device" ? (setup == "active" ? "server" : "client") : (setup == "active" ? "client" : "server");
 	std::fprintf(stderr, "RESULT interop offer=%s answer_setup=%s dtls_role=%s\n", offerer.c_str(), setup.c_str(), role.c_str());
@@ -976,7 +1128,7 @@ void interop() {
 		bool open = interop_state.channels.size() >= 2;
 		for (int dc : interop_state.channels)
 			open = open && rtcIsOpen(dc);
-		return open && (c->tr < 0 || rtcIsOpen(c->tr));
+		return open && (c->tr < 0 || video_refused || rtcIsOpen(c->tr));
 	};
 	while (!all_open()) {
 		if (std::chrono::steady_clock::now() > deadline)
@@ -989,7 +1141,7 @@ void interop() {
 	std::atomic<bool> stop{false};
 	std::atomic<long> frames_sent{0};
 	std::thread sender([&] {
-		if (c->tr < 0)
+		if (c->tr < 0 || video_refused)
 			return;
 		const long fps = 30;
 		auto start = std::chrono::steady_clock::now();
@@ -1009,13 +1161,17 @@ void interop() {
 	stop = true;
 	sender.join();
 	phase("streaming");
-	std::fprintf(stderr, "RESULT interop echoed=%ld frames_sent=%ld\n", interop_state.echoed.load(), frames_sent.load());
+	std::fprintf(stderr, "RESULT interop echoed=%ld frames_sent=%ld video=%s candidates_sent=%ld candidates_received=%ld\n",
+	             interop_state.echoed.load(), frames_sent.load(), c->tr < 0 ? "none" : video_refused ? "refused" : "sent",
+	             trickle.sent.load(), trickle.received.load());
 	{
 		std::lock_guard<std::mutex> lock(interop_state.mutex);
 		for (int dc : interop_state.channels)
 			rtcDeleteDataChannel(dc);
 		interop_state.channels.clear();
 	}
+	finished = true;
+	remote_candidates.join();
 	if (c->tr >= 0)
 		rtcDeleteTrack(c->tr);
 	rtcDeletePeerConnection(c->pc);

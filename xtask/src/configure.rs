@@ -10,7 +10,7 @@
 mod render;
 
 use crate::exit::{self, Outcome};
-use crate::fsutil::{lock_project, project_root, write_atomic};
+use crate::fsutil::{fnv1a64, lock_project, project_root, write_atomic};
 use crate::kconfig_keys;
 use crate::policy::Policy;
 use crate::upstream::{self, Tree};
@@ -267,7 +267,7 @@ pub fn policy_hash(policy: &Policy, policy_text: &str) -> Result<String> {
         }
     }
     let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
-    Ok(format!("fnv1a64:{:016x}", render::fnv1a64(&slices)))
+    Ok(format!("fnv1a64:{:016x}", fnv1a64(&slices)))
 }
 
 /// Only libdatachannel's threads can be placed: esp_dc_port_init() sets one inherited

@@ -75,6 +75,21 @@ pub fn split_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// FNV-1a, 64 bit, with a 0xff byte after each part (so part boundaries count): the project's
+/// one content hash, for the configure stamp and every cache key. Unlike std's DefaultHasher it
+/// gives the same value on every Rust release and machine, so a cache filled by one toolchain
+/// or clone serves the next. Not cryptographic: it tells states apart, it does not defend.
+pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
 /// The lock file of a project tree, under components/ (git-ignored).
 pub const LOCK_FILE: &str = "components/.esp_dc.lock";
 

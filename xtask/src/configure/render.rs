@@ -555,20 +555,6 @@ pub fn merge_sdkconfig_defaults(existing: &str, lines: &[String], shown_path: &s
     }
 }
 
-/// FNV-1a, 64 bit: enough to tell two policy/patch states apart in the stamp, no dependency.
-pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.iter() {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash ^= 0xff;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
 /// `components/.esp_dc_policy`: which policy the tree was configured with (TOML, one table).
 pub fn stamp(policy: &Policy, shown_path: &str, hash: &str, patches: &BTreeMap<String, Vec<String>>) -> String {
     let mut s = String::new();

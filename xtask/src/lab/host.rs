@@ -4,7 +4,7 @@
 //! record buffer lengths); every dependency is its own shared library (BUILD_SHARED_DEPS_LIBS).
 //! Builds are cached under ~/.cache/esp-dc/host/<policy>-<hash>/ and reused while nothing changed.
 
-use crate::fsutil::{project_root, write_atomic};
+use crate::fsutil::{fnv1a64, project_root, write_atomic};
 use crate::policy::{KnobEffect, Placement, Policy, KNOBS};
 use crate::upstream::{self, Tree};
 use anyhow::{bail, Context, Result};
@@ -120,8 +120,8 @@ pub const IDF_C_WARNING_FLAGS: &[&str] = &["-Wno-old-style-declaration"];
 /// Each component's own warning options: the `-W...` arguments of every `target_compile_options`
 /// in templates/<component>/CMakeLists.txt, which is what the ESP-IDF component adds after
 /// ESP-IDF's own (e.g. usrsctp's -Wno-address-of-packed-member).
-pub fn template_warning_options(component: &str) -> Result<Vec<String>> {
-    let path = project_root().join("templates").join(component).join("CMakeLists.txt");
+pub fn template_warning_options(root: &Path, component: &str) -> Result<Vec<String>> {
+    let path = root.join("templates").join(component).join("CMakeLists.txt");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(warning_options_in(&text))
 }
@@ -148,8 +148,12 @@ pub struct ProjectFlags {
 }
 
 /// Compile flags for each component, from the policy: force-include, caps, id, definitions, and
-/// ESP-IDF's warning options plus the component template's.
-pub(crate) fn component_flags(policy: &Policy, include_dir: &Path) -> Result<BTreeMap<&'static str, ProjectFlags>> {
+/// ESP-IDF's warning options plus the component template's (read from the clone at `root`).
+pub(crate) fn component_flags(
+    policy: &Policy,
+    root: &Path,
+    include_dir: &Path,
+) -> Result<BTreeMap<&'static str, ProjectFlags>> {
     let mut out = BTreeMap::new();
     for (component, project) in PROJECTS {
         let spec = policy.component(component);
@@ -161,7 +165,7 @@ pub(crate) fn component_flags(policy: &Policy, include_dir: &Path) -> Result<BTr
         }
         let definitions: Vec<String> = spec.definitions.iter().map(|(k, v)| format!("{k}={}", v.render())).collect();
         let mut warnings: Vec<String> = IDF_WARNING_FLAGS.iter().map(|f| f.to_string()).collect();
-        warnings.extend(template_warning_options(component)?);
+        warnings.extend(template_warning_options(root, component)?);
         out.insert(*project, ProjectFlags { c_only, definitions, warnings });
     }
     Ok(out)
@@ -182,18 +186,44 @@ fn knob_definitions(policy: &Policy) -> Vec<String> {
         .collect()
 }
 
-/// A short content key for cached build products.
+/// A short content key for cached build products: `fsutil::fnv1a64` as 16 hex digits.
 pub fn hash_of(parts: &[&[u8]]) -> String {
-    // FNV-1a: the same value from every Rust release (std's DefaultHasher promises no such thing),
-    // so a cache filled by one toolchain or clone serves the next.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.iter().chain(&[0xff]) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+    format!("{:016x}", fnv1a64(parts))
+}
+
+/// What this file does with the inputs beyond their content (cmake options, compiler flags,
+/// directory layout). Change it with the recipe: old cache directories then stop matching.
+const RECIPE: &str = "host-recipe-6: mbedTLS without Python; key from content";
+
+/// Where the stack's flags find the redirect header, relative to the clone.
+const INCLUDE_DIR: &str = "components/esp_dc_port/include";
+
+/// The host build's cache key, from content only: the recipe, the policy's flags, knobs and
+/// mbedTLS lines, the pinned versions, every file of the patched stack tree (so every patch),
+/// the port headers and port_host.c the stack links with, each component template. Paths count
+/// relative to the clone at `root`, never absolutely, so a second clone (or CI's scratch copy)
+/// finds the first one's build. The recorder and the driver are separate artifacts in the
+/// directory, each keyed by its own sources (`recorder-<hash>`, `driver-<hash>`): a recorder
+/// fix then costs a second, not a rebuild of the stack.
+pub(crate) fn cache_key(root: &Path, policy: &Policy, stack: &Tree) -> Result<String> {
+    let flags = component_flags(policy, root, Path::new(INCLUDE_DIR))?;
+    let mut parts: Vec<Vec<u8>> = vec![
+        RECIPE.into(),
+        upstream::DATACHANNEL_SYS_VERSION.into(),
+        upstream::MBEDTLS_SYS_VERSION.into(),
+        format!("{flags:?}").into_bytes(),
+        format!("{:?}", knob_definitions(policy)).into_bytes(),
+        mbedtls_config_lines(policy).into_bytes(),
+    ];
+    let port = Tree::read(&root.join(INCLUDE_DIR))?;
+    for (rel, bytes) in stack.files.iter().chain(&port.files) {
+        parts.push(rel.to_string_lossy().as_bytes().to_vec());
+        parts.push(bytes.clone());
     }
-    format!("{hash:016x}")
+    let port_host = root.join("lab/recorder/port_host.c");
+    parts.push(std::fs::read(&port_host).with_context(|| format!("reading {}", port_host.display()))?);
+    let refs: Vec<&[u8]> = parts.iter().map(|v| v.as_slice()).collect();
+    Ok(hash_of(&refs))
 }
 
 /// The compiler for mbedTLS and our lab code: warnings off (`-w`).
@@ -249,29 +279,14 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
     check_multilib()?;
     let sources = upstream::locate()?;
     let root = project_root();
-    let include_dir = root.join("components/esp_dc_port/include");
+    let include_dir = root.join(INCLUDE_DIR);
     let recorder_dir = root.join("lab/recorder");
 
     let stack = upstream::stage_stack(&sources, policy)?;
-    let flags = component_flags(policy, &include_dir)?;
+    let flags = component_flags(policy, &root, &include_dir)?;
     let knobs = knob_definitions(policy);
     let mbed_lines = mbedtls_config_lines(policy);
-    // The flags name files by absolute path: key them relative to the clone, so a second clone
-    // (CI's scratch copy) reuses the build instead of spending minutes on an identical one.
-    let flags_text = format!("{flags:?}").replace(&root.display().to_string(), "<project>");
-    let mut key_parts: Vec<Vec<u8>> = vec![format!("{flags_text}{knobs:?}{mbed_lines}v5").into_bytes()];
-    for (rel, bytes) in &stack.files {
-        if rel.extension().is_some_and(|e| e == "patch") {
-            continue;
-        }
-        key_parts.push(rel.to_string_lossy().as_bytes().to_vec());
-        key_parts.push(bytes.clone());
-    }
-    for f in ["esp_dc_alloc_redirect.h", "esp_dc_port_alloc.h"] {
-        key_parts.push(std::fs::read(include_dir.join(f))?);
-    }
-    let refs: Vec<&[u8]> = key_parts.iter().map(|v| v.as_slice()).collect();
-    let key = hash_of(&refs);
+    let key = cache_key(&root, policy, &stack)?;
     let dir = cache_root().join("host").join(format!("{}-{key}", policy.policy.name));
     std::fs::create_dir_all(&dir)?;
 
@@ -307,6 +322,11 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
                 ("ENABLE_PROGRAMS", "OFF"),
                 ("ENABLE_TESTING", "OFF"),
                 ("GEN_FILES", "OFF"),
+                // mbedTLS's CMakeLists runs scripts/config.py only to warn about a 128-bit CTR_DRBG
+                // key (which no policy sets); the crate's copy lacks the `framework/` that script
+                // imports, so it printed a `No module named 'mbedtls_framework'` traceback.
+                ("CMAKE_DISABLE_FIND_PACKAGE_Python3", "ON"),
+                ("CMAKE_DISABLE_FIND_PACKAGE_PythonInterp", "ON"),
             ],
             "",
             "",

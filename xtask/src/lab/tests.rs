@@ -235,7 +235,8 @@ fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
 fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
     use super::host::{component_flags, mbedtls_config_lines, project_include_cmake, IDF_WARNING_FLAGS, PROJECTS};
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
-    let flags = component_flags(&policy, &project_root().join("components/esp_dc_port/include")).unwrap();
+    let flags =
+        component_flags(&policy, &project_root(), &project_root().join("components/esp_dc_port/include")).unwrap();
     let text = project_include_cmake(&flags);
     let block = |project: &str| -> String {
         let start = text
@@ -274,4 +275,56 @@ fn cache_keys_are_stable_across_toolchains() {
     assert_eq!(hash_of(&[]), "cbf29ce484222325");
     assert_eq!(hash_of(&[b"a", b"b"]), hash_of(&[b"a", b"b"]));
     assert_ne!(hash_of(&[b"ab"]), hash_of(&[b"a", b"b"]), "part boundaries count");
+}
+
+/// Issue 17: the host-build key held the clone's absolute path, so a second clone rebuilt both
+/// policies. Two copies of the key's inputs at different paths must give one key, and a change
+/// to any input (a port header, port_host.c, a template, a staged source) a different one.
+#[test]
+fn two_clones_at_different_paths_share_the_host_cache_key() {
+    use super::host::{cache_key, PROJECTS};
+    use crate::upstream::Tree;
+    let real = project_root();
+    let clone = |dir: &Path| {
+        let mut files = vec!["lab/recorder/port_host.c".to_string()];
+        for (component, _) in PROJECTS {
+            files.push(format!("templates/{component}/CMakeLists.txt"));
+        }
+        for entry in std::fs::read_dir(real.join("components/esp_dc_port/include")).unwrap() {
+            files.push(format!("components/esp_dc_port/include/{}", entry.unwrap().file_name().to_string_lossy()));
+        }
+        for f in files {
+            std::fs::create_dir_all(dir.join(&f).parent().unwrap()).unwrap();
+            std::fs::copy(real.join(&f), dir.join(&f)).unwrap();
+        }
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b_root = b.path().join("deeper/esp-libdatachannel");
+    clone(a.path());
+    clone(&b_root);
+    let mut stack = Tree::default();
+    stack.files.insert(PathBuf::from("src/peerconnection.cpp"), b"int x;\n".to_vec());
+    stack.files.insert(PathBuf::from("deps/usrsctp/fix.patch"), b"--- a\n+++ b\n".to_vec());
+    let lean = Policy::load(&Policy::path_for("lean")).unwrap();
+    let stock = Policy::load(&Policy::path_for("stock")).unwrap();
+    let key = |root: &Path, policy: &Policy, stack: &Tree| cache_key(root, policy, stack).unwrap();
+    let first = key(a.path(), &lean, &stack);
+    assert_eq!(first, key(&b_root, &lean, &stack), "same content at another path");
+    assert_ne!(first, key(a.path(), &stock, &stack), "another policy");
+    let mut patched = stack.clone();
+    patched.files.get_mut(Path::new("src/peerconnection.cpp")).unwrap().push(b' ');
+    assert_ne!(first, key(a.path(), &lean, &patched), "a patched source");
+    // A template counts through the warning options it adds (all the host build takes from it).
+    for (f, extra) in [
+        ("lab/recorder/port_host.c", "\n"),
+        ("components/esp_dc_port/include/esp_dc_alloc_redirect.h", "\n"),
+        ("templates/usrsctp/CMakeLists.txt", "\ntarget_compile_options(${COMPONENT_LIB} PRIVATE -Wno-format)\n"),
+    ] {
+        let path = b_root.join(f);
+        let original = std::fs::read(&path).unwrap();
+        std::fs::write(&path, [original.as_slice(), extra.as_bytes()].concat()).unwrap();
+        assert_ne!(first, key(&b_root, &lean, &stack), "{f} changed");
+        std::fs::write(&path, original).unwrap();
+    }
+    assert_eq!(first, key(&b_root, &lean, &stack));
 }

@@ -973,10 +973,11 @@ int offered_h264_payload_type(const std::string &sdp, std::string &mid, std::str
 // ICE runs at all, data channels included. An application that offers media and data channels
 // must reorder like this before signaling (or offer data channels alone and add media later by
 // renegotiation). libdatachannel matches the answer's m-lines by mid, so its own order differs
-// harmlessly.
+// harmlessly. Its candidates sit in one m-section (the first, the video's): they move to the
+// application's too, or a browser that rejects video discards them with the video's transport.
 std::string application_first(const std::string &sdp) {
 	std::vector<std::string> sections(1); // [0] the session part, then one per m=
-	std::string bundle;
+	std::string candidates;
 	size_t pos = 0;
 	while (pos < sdp.size()) {
 		size_t eol = sdp.find("\r\n", pos);
@@ -984,14 +985,17 @@ std::string application_first(const std::string &sdp) {
 		pos = eol == std::string::npos ? sdp.size() : eol + 2;
 		if (line.compare(0, 2, "m=") == 0)
 			sections.emplace_back();
-		sections.back() += line + "\r\n";
+		if (line.compare(0, 12, "a=candidate:") == 0 || line == "a=end-of-candidates")
+			candidates += line + "\r\n";
+		else if (!line.empty())
+			sections.back() += line + "\r\n";
 	}
 	auto app = std::find_if(sections.begin() + 1, sections.end(),
 	                        [](const std::string &m) { return m.compare(0, 14, "m=application ") == 0; });
-	if (app == sections.end() || app == sections.begin() + 1)
+	if (app == sections.end())
 		return sdp;
 	std::string mid = attribute(*app, "a=mid:");
-	std::string moved = *app;
+	std::string moved = *app + candidates;
 	sections.erase(app);
 	sections.insert(sections.begin() + 1, moved);
 	std::string &session = sections[0];

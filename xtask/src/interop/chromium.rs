@@ -87,7 +87,16 @@ fn disabled_features(pqc: bool) -> &'static str {
     }
 }
 
-pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> Result<Remote> {
+/// The page's lines in and out, and its URL, for any browser (Firefox too: `firefox.rs`).
+pub struct Served {
+    pub bridge: Bridge,
+    pub url: String,
+    pub to_remote: mpsc::Sender<String>,
+    pub from_remote: mpsc::Receiver<String>,
+}
+
+/// Serves lab/interop/chromium_peer.html with its bridge; `extra` is appended to the page's query.
+pub fn serve_page(offer: &str, settings: &Settings, dir: &Path, extra: &str) -> Result<Served> {
     let page = std::fs::read_to_string(project_root().join("lab/interop/chromium_peer.html"))
         .context("reading lab/interop/chromium_peer.html")?;
     let server = Arc::new(
@@ -99,14 +108,25 @@ pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> R
     let page_log = std::fs::File::create(dir.join("page.log"))?;
     let serving = server.clone();
     std::thread::spawn(move || serve(serving, page, for_page, from_page, page_log));
-
-    let profile = tempfile::Builder::new().prefix("esp-dc-chromium-").tempdir()?;
+    let video = if settings.refuse_video {
+        "refuse"
+    } else if settings.video {
+        "1"
+    } else {
+        "0"
+    };
     let url = format!(
-        "http://127.0.0.1:{port}/?offer={offer}&messages={}&frames={}&video={}",
+        "http://127.0.0.1:{port}/?offer={offer}&messages={}&frames={}&video={video}&trickle={}{extra}",
         settings.messages,
         settings.frames,
-        u8::from(settings.video)
+        u8::from(settings.trickle)
     );
+    Ok(Served { bridge: Bridge { server }, url, to_remote, from_remote })
+}
+
+pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> Result<Remote> {
+    let Served { bridge, url, to_remote, from_remote } = serve_page(offer, settings, dir, "")?;
+    let profile = tempfile::Builder::new().prefix("esp-dc-chromium-").tempdir()?;
     let process = Command::new(chromium)
         .args([
             "--headless",
@@ -131,5 +151,5 @@ pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> R
         .stderr(std::fs::File::create(dir.join("browser.log"))?)
         .spawn()
         .with_context(|| format!("starting {}", chromium.display()))?;
-    Ok(Remote { to_remote, from_remote, process, _bridge: Some(Bridge { server }), _profile: Some(profile) })
+    Ok(Remote { to_remote, from_remote, process, _bridge: Some(bridge), _profile: Some(profile) })
 }

@@ -8,6 +8,8 @@
 //! runner keeps for itself instead of relaying.
 
 mod chromium;
+mod firefox;
+pub mod relay;
 #[cfg(test)]
 mod tests;
 
@@ -24,7 +26,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub const PEERS: &[&str] = &["chromium", "aiortc"];
+pub const PEERS: &[&str] = &["chromium", "firefox", "aiortc"];
 pub const OFFERERS: &[&str] = &["device", "remote"];
 
 /// Run the device peer (lean and stock) against Chromium and aiortc on loopback.
@@ -72,6 +74,22 @@ pub struct Args {
     /// (device = DTLS server) fail. Off by default so the matrix tests everything else.
     #[arg(long)]
     chromium_pqc: bool,
+    /// Trickle ICE: both sides send their description at once and their candidates as gathered
+    /// (`SIG 0 candidate` lines). The browsers trickle; aiortc does not (it gathers before its
+    /// description is made) but takes the device's trickled candidates.
+    #[arg(long)]
+    trickle: bool,
+    /// The browser rejects the device's video m-line (port 0), as one without H.264 does: the
+    /// data channels must still work (device offers; the device's offer puts them first).
+    #[arg(long)]
+    refuse_video: bool,
+    /// Lossy link: packets between the peers cross an in-process UDP relay that drops this
+    /// percentage of them (both directions, ICE and DTLS included).
+    #[arg(long, value_name = "PERCENT")]
+    loss: Option<f64>,
+    /// With --loss (or alone): each packet is held back a uniform 0..=MS, so packets reorder.
+    #[arg(long, value_name = "MS")]
+    jitter_ms: Option<u32>,
     /// Write every case as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -98,6 +116,19 @@ pub struct CaseResult {
     pub frames_received: u64,
     /// `None` when the remote cannot tell (no H.264 decoder).
     pub frames_decoded: Option<u64>,
+    /// What the device did with video: `sent`, `refused` (the remote rejected the m-line) or
+    /// `none` (the remote's offer had no H.264).
+    pub device_video: String,
+    /// Why the video part of this case was not checked, empty when it was (Firefox without OpenH264).
+    pub video_skipped: String,
+    /// Trickled candidate lines the device sent and applied (0 without trickle).
+    pub device_candidates_sent: u64,
+    pub device_candidates_received: u64,
+    /// NACKs the remote reports sending (browsers' getStats `nackCount`; aiortc: not reported).
+    pub remote_nacks_sent: Option<u64>,
+    /// The lossy link's settings and what crossed it (`--loss`/`--jitter-ms`).
+    pub link: Option<relay::Impairment>,
+    pub link_stats: Option<relay::LinkStats>,
     pub connected_bytes: u64,
     pub peak_bytes: u64,
     pub threads: u64,
@@ -105,13 +136,34 @@ pub struct CaseResult {
     pub log_dir: PathBuf,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Settings {
     pub messages: u32,
     pub frames: u32,
     pub video: bool,
     pub chromium_pqc: bool,
     pub out: PathBuf,
+    pub trickle: bool,
+    pub refuse_video: bool,
+    pub impairment: Option<relay::Impairment>,
+}
+
+impl Settings {
+    /// What the name of a case run with these settings ends with: the variants, so that their
+    /// logs do not overwrite the plain case's.
+    pub fn case_suffix(&self) -> String {
+        let mut suffix = String::new();
+        if self.trickle {
+            suffix += "-trickle";
+        }
+        if self.refuse_video {
+            suffix += "-refuse-video";
+        }
+        if let Some(i) = self.impairment {
+            suffix += &format!("-loss{}-jitter{}", i.loss_percent, i.jitter_ms);
+        }
+        suffix
+    }
 }
 
 pub fn run(args: Args) -> Outcome {
@@ -127,6 +179,13 @@ pub fn run(args: Args) -> Outcome {
         video: !args.no_video,
         chromium_pqc: args.chromium_pqc,
         out,
+        trickle: args.trickle,
+        refuse_video: args.refuse_video,
+        impairment: (args.loss.is_some() || args.jitter_ms.is_some()).then(|| relay::Impairment {
+            loss_percent: args.loss.unwrap_or(0.0),
+            jitter_ms: args.jitter_ms.unwrap_or(0),
+            delay_ms: 0,
+        }),
     };
     let mut results = Vec::new();
     for policy in &policies {
@@ -141,6 +200,9 @@ pub fn run(args: Args) -> Outcome {
                 results.push(result);
             }
         }
+    }
+    if settings.impairment.is_some() {
+        print_side_by_side(&results);
     }
     if let Some(path) = &args.json {
         write_atomic(path, serde_json::to_string_pretty(&results)?.as_bytes())?;
@@ -159,6 +221,9 @@ pub struct Prerequisites {
     pub python: Option<PathBuf>,
     pub chromium: Option<PathBuf>,
     pub clip: PathBuf,
+    pub firefox: Option<PathBuf>,
+    /// The OpenH264 plugin's folder for Firefox; None: Firefox cases skip their video part.
+    pub openh264: Option<PathBuf>,
 }
 
 impl Prerequisites {
@@ -168,7 +233,20 @@ impl Prerequisites {
             .unwrap_or_else(|| host::cache_root().join("interop-venv"));
         let chromium =
             std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-        Self::find_in(&venv, &chromium, peers)
+        let mut found = Self::find_in(&venv, &chromium, peers)?;
+        if peers.iter().any(|p| p == "firefox") {
+            let firefox =
+                std::env::var_os("FIREFOX").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/firefox-esr"));
+            if !firefox.exists() {
+                return Err(exit::bad_input(format!(
+                    "no Firefox at {} (Debian package `firefox-esr`); run `bash scripts/setup.sh` or set FIREFOX",
+                    firefox.display()
+                )));
+            }
+            found.firefox = Some(firefox);
+            found.openh264 = firefox::openh264();
+        }
+        Ok(found)
     }
 
     pub fn find_in(venv: &Path, chromium: &Path, peers: &[String]) -> Result<Prerequisites> {
@@ -197,7 +275,7 @@ impl Prerequisites {
             None
         };
         let clip = h264_clip(&python)?;
-        Ok(Prerequisites { python: Some(python), chromium, clip })
+        Ok(Prerequisites { python: Some(python), chromium, clip, firefox: None, openh264: None })
     }
 }
 
@@ -294,6 +372,7 @@ fn spawn_device(
     env.push(("LAB_INTEROP_OFFER".into(), offer.into()));
     env.push(("LAB_INTEROP_VIDEO".into(), u8::from(settings.video).to_string()));
     env.push(("LAB_H264_FILE".into(), clip.display().to_string()));
+    env.push(("LAB_INTEROP_TRICKLE".into(), u8::from(settings.trickle).to_string()));
     peers::spawn(build, "device", "interop", &env, log, Some((&build.recorder, trace)))
 }
 
@@ -309,7 +388,7 @@ pub fn run_case(
     offer: &str,
     settings: &Settings,
 ) -> Result<CaseResult> {
-    let case = case_name(peer, &policy.policy.name, offer);
+    let case = case_name(peer, &policy.policy.name, offer) + &settings.case_suffix();
     let dir = settings.out.join(&case);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -325,8 +404,24 @@ pub fn run_case(
         log_dir: dir.clone(),
         ..Default::default()
     };
+    result.link = settings.impairment;
+    if peer == "firefox" && pre.openh264.is_none() && settings.video {
+        result.video_skipped = format!(
+            "video skipped: Firefox has no H.264 without the OpenH264 plugin, not found at {} (set ESP_DC_FIREFOX_OPENH264)",
+            firefox::openh264_wanted()
+        );
+    }
+    let relay = match settings.impairment {
+        Some(i) => Some(relay::Relay::start(i, 0)?),
+        None => None,
+    };
+    if let Some(r) = &relay {
+        eprintln!("interop: {case}: lossy link {:?}, seed {}", r.impairment(), r.seed);
+    }
+    let relay = relay.map(std::sync::Arc::new);
     let remote = match peer {
         "aiortc" => spawn_aiortc(pre.python.as_ref().unwrap(), offer, settings, &dir.join("remote.log")),
+        "firefox" => firefox::spawn(pre.firefox.as_ref().unwrap(), pre.openh264.as_deref(), offer, settings, &dir),
         _ => chromium::spawn(pre.chromium.as_ref().unwrap(), offer, settings, &dir),
     };
     let mut remote = match remote {
@@ -344,8 +439,11 @@ pub fn run_case(
     let to_remote = remote.to_remote.clone();
     let device_out = device.stdout.take().unwrap();
     let device_signaling = signaling.clone();
+    let device_link = relay.clone();
     let device_relay = std::thread::spawn(move || {
         for line in BufReader::new(device_out).lines().map_while(Result::ok) {
+            // With a lossy link the remote is given the relay's address instead of the device's.
+            let line = device_link.as_ref().map(|r| r.line_from_device(&line)).unwrap_or(line);
             let _ = writeln!(device_signaling.lock().unwrap(), "device> {}", line.replace("\\r\\n", "\n        "));
             if to_remote.send(line).is_err() {
                 break;
@@ -361,6 +459,7 @@ pub fn run_case(
         match remote.from_remote.recv_timeout(Duration::from_millis(50)) {
             Ok(line) if line.starts_with("RESULT ") => remote_results.push(line),
             Ok(line) => {
+                let line = relay.as_ref().map(|r| r.line_from_remote(&line)).unwrap_or(line);
                 let _ = writeln!(signaling.lock().unwrap(), "remote> {}", line.replace("\\r\\n", "\n        "));
                 let _ = writeln!(device_in, "{line}").and_then(|_| device_in.flush());
             }
@@ -374,7 +473,7 @@ pub fn run_case(
             remote_done = remote.process.try_wait()?.is_some();
         }
         // Chromium never exits by itself: the case is over once the device is and the page reported.
-        let remote_finished = remote_done || (peer == "chromium" && !remote_results.is_empty());
+        let remote_finished = remote_done || (peer != "aiortc" && !remote_results.is_empty());
         if device_status.is_some() && remote_finished {
             break;
         }
@@ -411,6 +510,11 @@ pub fn run_case(
     result.messages_verified = number(&remote_fields, "messages").unwrap_or(0);
     result.frames_received = number(&remote_fields, "frames_received").unwrap_or(0);
     result.frames_decoded = number(&remote_fields, "frames_decoded");
+    result.device_video = device_fields.get("video").cloned().unwrap_or_default();
+    result.device_candidates_sent = number(&device_fields, "candidates_sent").unwrap_or(0);
+    result.device_candidates_received = number(&device_fields, "candidates_received").unwrap_or(0);
+    result.remote_nacks_sent = number(&remote_fields, "nacks_sent");
+    result.link_stats = relay.as_ref().map(|r| r.stats());
     std::fs::write(dir.join("remote-result.txt"), remote_results.join("\n") + "\n")?;
 
     let mut failures = Vec::new();
@@ -433,8 +537,21 @@ pub fn run_case(
     } else if result.messages_verified != result.messages_expected {
         failures.push(format!("{} of {} echoes verified", result.messages_verified, result.messages_expected));
     }
-    if settings.video && result.frames_received == 0 {
+    let video_expected = settings.video && !settings.refuse_video && result.video_skipped.is_empty();
+    if video_expected && result.frames_received == 0 {
         failures.push("no video frame received".into());
+    }
+    if settings.refuse_video && result.device_video != "refused" {
+        failures.push(format!(
+            "the remote was to refuse video, the device says video={:?} (see signaling.log)",
+            result.device_video
+        ));
+    }
+    if settings.trickle && device_status.is_some_and(|s| s.success()) && result.device_candidates_sent == 0 {
+        failures.push("trickle ICE: the device sent no candidate line".into());
+    }
+    if settings.trickle && peer != "aiortc" && number(&remote_fields, "candidates_received").unwrap_or(0) == 0 {
+        failures.push("trickle ICE: the browser applied none of the device's candidates".into());
     }
     if trace.exists() && device_status.is_some_and(|s| s.success()) {
         match account::build_report(&trace, "interop", policy, build) {
@@ -455,6 +572,60 @@ pub fn run_case(
 }
 
 pub fn case_line(r: &CaseResult) -> String {
+    let mut line = plain_case_line(r);
+    if r.device_video == "refused" {
+        line += "  video refused by the remote";
+    }
+    if r.device_candidates_sent + r.device_candidates_received > 0 {
+        line += &format!("  trickled {} out {} in", r.device_candidates_sent, r.device_candidates_received);
+    }
+    if let (Some(i), Some(s)) = (&r.link, &r.link_stats) {
+        line += &format!(
+            "\n  link loss {}% jitter {} ms: dropped {}/{} to remote, {}/{} to device, {} reordered; video rtp {} dropped {} retransmitted {}, remote nacks {}",
+            i.loss_percent,
+            i.jitter_ms,
+            s.device_to_remote_dropped,
+            s.device_to_remote_packets,
+            s.remote_to_device_dropped,
+            s.remote_to_device_packets,
+            s.reordered,
+            s.video_rtp_packets,
+            s.video_rtp_dropped,
+            s.video_rtp_retransmitted,
+            r.remote_nacks_sent.map(|n| n.to_string()).unwrap_or_else(|| "n/a".into())
+        );
+    }
+    if !r.video_skipped.is_empty() {
+        line += &format!("\n  {}: {}", r.case, r.video_skipped);
+    }
+    line
+}
+
+/// Lossy runs: lean and stock of each peer and offer on one line, the figures that loss moves.
+fn print_side_by_side(results: &[CaseResult]) {
+    println!("lossy link, lean vs stock:");
+    for lean in results.iter().filter(|r| r.policy == "lean") {
+        let Some(stock) = results.iter().find(|s| s.policy == "stock" && s.peer == lean.peer && s.offer == lean.offer)
+        else {
+            continue;
+        };
+        let cell = |r: &CaseResult| {
+            let s = r.link_stats.clone().unwrap_or_default();
+            format!(
+                "{:<4} msgs {:>2}/{:<2} frames {:>3} retx {:>3} peak {:>6} B",
+                if r.passed { "pass" } else { "FAIL" },
+                r.messages_verified,
+                r.messages_expected,
+                r.frames_received,
+                s.video_rtp_retransmitted,
+                r.peak_bytes
+            )
+        };
+        println!("  {:<8} {:<6} offers  lean: {}  |  stock: {}", lean.peer, lean.offer, cell(lean), cell(stock));
+    }
+}
+
+fn plain_case_line(r: &CaseResult) -> String {
     let decoded = r.frames_decoded.map(|d| d.to_string()).unwrap_or_else(|| "n/a".into());
     format!(
         "{:<32} {:<4}  dtls {:<6}  messages {:>2}/{:<2}  frames sent {:>3} received {:>3} decoded {:>3}  connected {:>6} B  peak {:>6} B  threads {}  stacks {:>6} B",

@@ -54,7 +54,7 @@ fn matrix_passes_for_lean_and_stock_against_chromium_and_aiortc() {
         Prerequisites::find(&peers).unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium and aiortc)"));
     // Kept after the run: a failing case's logs of both peers are where the message says.
     let out = project_root().join("lab-out/interop-test");
-    let settings = Settings { messages: 10, frames: 10, video: true, chromium_pqc: false, out };
+    let settings = Settings { messages: 10, frames: 10, video: true, chromium_pqc: false, out, ..Default::default() };
     let mut results = Vec::new();
     for name in ["lean", "stock"] {
         let policy = Policy::load(&Policy::path_for(name)).unwrap();
@@ -105,7 +105,7 @@ fn chromium_post_quantum_dtls_against_the_device_as_server_fails_and_keeps_both_
     let pre = Prerequisites::find(&["chromium".to_string()])
         .unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium)"));
     let out = project_root().join("lab-out/interop-test-pqc");
-    let settings = Settings { messages: 2, frames: 1, video: false, chromium_pqc: true, out };
+    let settings = Settings { messages: 2, frames: 1, video: false, chromium_pqc: true, out, ..Default::default() };
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
     let build = host::build(&policy).unwrap();
     let r = run_case(&pre, &build, &policy, "chromium", "device", &settings).unwrap();

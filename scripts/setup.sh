@@ -9,9 +9,10 @@ mkdir -p "$ESP_DC_CACHE"
 
 # Debian packages: cmake+ninja build the host replica, g++-multilib makes it 32-bit like the MCU,
 # libclang-dev serves bindgen, python3-venv holds Espressif's kconfgen for the Kconfig tests,
-# chromium is the browser `cargo xtask interop` tests the device against, libbsd-dev gives
-# ESP-IDF's linux target <sys/queue.h>.
-debian_packages=(cmake ninja-build g++-multilib libclang-dev python3-venv binutils chromium libbsd-dev)
+# chromium and firefox-esr are the browsers `cargo xtask interop` tests the device against
+# (Firefox's H.264 plugin comes from ../shared/firefox-openh264 or ESP_DC_FIREFOX_OPENH264, never
+# from the project), libbsd-dev gives ESP-IDF's linux target <sys/queue.h>.
+debian_packages=(cmake ninja-build g++-multilib libclang-dev python3-venv binutils chromium firefox-esr libbsd-dev)
 missing=()
 for p in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -143,6 +143,9 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
         }
         let cmake = render::cmakelists(&policy, component, &read_template(&format!("{component}/CMakeLists.txt"))?)?;
         tree.files.insert("CMakeLists.txt".into(), cmake.into_bytes());
+        if let Some(fragment) = render::linker_fragment(&policy, component) {
+            tree.files.insert("linker.lf".into(), fragment.into_bytes());
+        }
         tree.files.insert("Kconfig".into(), render::kconfig(&policy, component, &kconfig_template)?.into_bytes());
         tree.files.insert(
             "idf_component.yml".into(),

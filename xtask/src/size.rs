@@ -5,7 +5,7 @@
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
 use crate::idf;
-use crate::policy::{Policy, StaticBudget};
+use crate::policy::{Policy, StaticBudget, StaticPlacement};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -66,6 +66,9 @@ pub struct Sizes {
     pub iram_bytes: u64,
     /// .text + .rodata in flash.
     pub flash_bytes: u64,
+    /// .bss linked into external RAM (`.ext_ram.bss`, the `extern_ram` target of the
+    /// `extram_bss` scheme; on the host: the .bss that `static_placement = "psram"` moves).
+    pub psram_bytes: u64,
 }
 
 /// What a size-components archive name stands for among the policy's components.
@@ -89,6 +92,9 @@ pub fn component_of_archive(archive: &str) -> Option<&'static str> {
 fn classify(section: &str) -> Option<fn(&mut Sizes) -> &mut u64> {
     if section.contains("iram") {
         Some(|s| &mut s.iram_bytes)
+    } else if section.contains("ext_ram") && section.ends_with(".bss") {
+        // components/esp_system/ld/<chip>/sections.ld.in: `.ext_ram.bss` holds mapping[extern_ram].
+        Some(|s| &mut s.psram_bytes)
     } else if section.contains("dram") && (section.ends_with(".data") || section.ends_with(".bss")) {
         Some(|s| &mut s.dram_bytes)
     } else if section.contains(".flash.") && !section.contains("appdesc") {
@@ -316,15 +322,22 @@ pub fn is_host_ram_section(name: &str) -> bool {
 /// Static sizes of the host build's shared libraries: .data/.bss (and TLS) as DRAM, .text/.rodata
 /// as flash. `.data.rel.ro` (vtables and relocated constants of position-independent code) is
 /// left out: on the device those are .rodata in flash.
-pub fn host_sizes(libraries: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, Sizes>> {
+///
+/// With `static_placement = "psram"` a component's `.bss` counts as PSRAM, as the `extram_bss`
+/// fragment links it on the device; `.data` and thread-local storage stay internal (ESP-IDF
+/// copies `.data` from flash into DRAM at boot, and reserves TLS on every task's stack).
+pub fn host_sizes(libraries: &BTreeMap<String, PathBuf>, policy: &Policy) -> Result<BTreeMap<String, Sizes>> {
     use object::{Object, ObjectSection};
     let mut out = BTreeMap::new();
     for (component, path) in libraries {
         let bytes = std::fs::read(path).map_err(|e| exit::bad_input(format!("{}: {e}", path.display())))?;
         let file = object::File::parse(&*bytes).map_err(|e| exit::bad_input(format!("{}: {e}", path.display())))?;
         let mut s = Sizes::default();
+        let bss_to_psram = policy.memory.spiram
+            && policy.components.get(component).is_some_and(|c| c.static_placement == StaticPlacement::Psram);
         for section in file.sections() {
             match section.name().unwrap_or("") {
+                ".bss" if bss_to_psram => s.psram_bytes = s.psram_bytes.saturating_add(section.size()),
                 // Saturating: a damaged library shows as an absurd size and breaches, never panics.
                 name if is_host_ram_section(name) => s.dram_bytes = s.dram_bytes.saturating_add(section.size()),
                 ".text" | ".rodata" => s.flash_bytes = s.flash_bytes.saturating_add(section.size()),
@@ -358,15 +371,17 @@ pub fn check(budgets: &BTreeMap<String, StaticBudget>, sizes: &BTreeMap<String, 
     let mut lines = Vec::new();
     for (component, b) in budgets {
         type Measure = fn(&Sizes) -> u64;
-        let measures: [(&str, Option<u64>, Measure); 3] = if host {
+        let measures: [(&str, Option<u64>, Measure); 4] = if host {
             [
                 ("host dram", b.host_dram_bytes, |s| s.dram_bytes),
+                ("host psram", b.host_psram_bytes, |s| s.psram_bytes),
                 ("host flash", b.host_flash_bytes, |s| s.flash_bytes),
                 ("", None, |_| 0),
             ]
         } else {
             [
                 ("dram", b.dram_bytes, |s| s.dram_bytes),
+                ("psram", b.psram_bytes, |s| s.psram_bytes),
                 ("iram", b.iram_bytes, |s| s.iram_bytes),
                 ("flash", b.flash_bytes, |s| s.flash_bytes),
             ]
@@ -394,9 +409,13 @@ pub fn check(budgets: &BTreeMap<String, StaticBudget>, sizes: &BTreeMap<String, 
 
 fn print_table(sizes: &BTreeMap<String, Sizes>, lines: &[Line], source: &str) {
     println!("static sizes ({source})");
-    println!("{:<16} {:>10} {:>10} {:>10}", "component", "dram B", "iram B", "flash B");
+    // dram: internal data RAM (.data + .bss left in DRAM); psram: .bss linked into external RAM.
+    println!("{:<16} {:>10} {:>10} {:>10} {:>10}", "component", "dram B", "psram B", "iram B", "flash B");
     for (component, s) in sizes {
-        println!("{:<16} {:>10} {:>10} {:>10}", component, s.dram_bytes, s.iram_bytes, s.flash_bytes);
+        println!(
+            "{:<16} {:>10} {:>10} {:>10} {:>10}",
+            component, s.dram_bytes, s.psram_bytes, s.iram_bytes, s.flash_bytes
+        );
     }
     if lines.is_empty() {
         return;
@@ -416,7 +435,7 @@ pub fn run(args: Args) -> Outcome {
     let mut skipped = Skipped::new();
     let (sizes, source) = if args.host {
         let libraries = crate::lab::host::component_libraries(&policy)?;
-        (host_sizes(&libraries)?, format!("host build of `{}`", policy.policy.name))
+        (host_sizes(&libraries, &policy)?, format!("host build of `{}`", policy.policy.name))
     } else if let Some(from) = &args.from {
         let (sizes, lost) = read_report_lines(from)?;
         skipped = lost;

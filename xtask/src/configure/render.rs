@@ -5,7 +5,8 @@
 use crate::exit;
 use crate::kconfig_keys::{Known, Verdict};
 use crate::policy::{
-    KnobEffect, MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc, COMPONENTS, KNOBS,
+    KnobEffect, MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc, StaticPlacement, SyncPlacement,
+    COMPONENTS, KNOBS,
 };
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -241,12 +242,40 @@ pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
     b
 }
 
+/// The ESP-IDF linker fragment that moves a component's `.bss` to external RAM
+/// (`static_placement = "psram"`), or None. The `extram_bss` scheme maps `bss` and `common` to
+/// `extern_ram` (components/esp_wifi/linker.lf) when ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY is set,
+/// else to `dram0_bss` (components/esp_system/app.lf); lwip and wpa_supplicant use the same
+/// mapping for their own archives. `.data` has no such scheme: initialised data stays in DRAM.
+pub fn linker_fragment(policy: &Policy, component: &str) -> Option<String> {
+    let spec = policy.components.get(component)?;
+    if spec.static_placement != StaticPlacement::Psram || !policy.memory.spiram {
+        return None;
+    }
+    Some(format!(
+        "# Rendered by `cargo xtask configure` from components.{component}.static_placement = \"psram\"
+# (policy `{}`): the library's zero-initialised data (.bss, COMMON) is linked into PSRAM.
+# Initialised data (.data) cannot move: it is copied from flash into DRAM at boot.
+[mapping:{component}]
+archive: lib{component}.a
+entries:
+    if ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY = y:
+        * (extram_bss)
+",
+        policy.policy.name
+    ))
+}
+
 pub fn cmakelists(policy: &Policy, component: &str, template: &str) -> Result<String> {
     let info = upstream_info(component);
     fill(
         &format!("{component}/CMakeLists.txt"),
         template,
-        &[("version", info.version.to_string()), ("policy", cmake_policy_block(policy, component))],
+        &[
+            ("version", info.version.to_string()),
+            ("policy", cmake_policy_block(policy, component)),
+            ("ldfragments", if linker_fragment(policy, component).is_some() { "linker.lf" } else { "" }.to_string()),
+        ],
     )
 }
 
@@ -430,6 +459,27 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
         l.push("CONFIG_HEAP_TRACING_OFF=y".into());
     }
     l.push(format!("CONFIG_ESP_DC_PORT_HEAP_TRACE_RECORDS={}", p.heap_tracing.records));
+
+    l.push("# [sync] (esp_dc_port: FreeRTOS objects of pthread mutexes and condition variables)".into());
+    l.push(
+        match p.sync.placement {
+            SyncPlacement::WithOwner => "CONFIG_ESP_DC_PORT_SYNC_PLACEMENT_WITH_OWNER=y",
+            SyncPlacement::Internal => "CONFIG_ESP_DC_PORT_SYNC_PLACEMENT_INTERNAL=y",
+        }
+        .into(),
+    );
+    let psram_bss: Vec<&str> = p
+        .components
+        .iter()
+        .filter(|(name, _)| linker_fragment(p, name).is_some())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if p.memory.spiram {
+        if !psram_bss.is_empty() {
+            l.push(format!("# static_placement = psram ({}): their .bss through extram_bss", psram_bss.join(", ")));
+        }
+        l.push(yes("SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY", !psram_bss.is_empty()));
+    }
 
     l.push("# components.esp_dc_port (the port's own allocations: interface lists, shim buffers)".into());
     l.push(placement_choice("ESP_DC_PORT_OWN_PLACEMENT", p.component("esp_dc_port").placement));

@@ -276,6 +276,9 @@ fn every_policy_field_has_an_effect() {
         ("cxx.emergency_pool_bytes", with(&lean, "emergency_pool_bytes = 0", "emergency_pool_bytes = 1024"), sd, "CONFIG_COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE=1024"),
         ("cxx.shared_ptr_lock_policy (CMake)", with(&lean, "shared_ptr_lock_policy = \"atomic\"", "shared_ptr_lock_policy = \"mutex\""), "libdatachannel/CMakeLists.txt", "target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)"),
         ("cxx.shared_ptr_lock_policy (sdkconfig)", with(&lean, "shared_ptr_lock_policy = \"atomic\"", "shared_ptr_lock_policy = \"mutex\""), sd, "CONFIG_ESP_DC_PORT_SHARED_PTR_LOCK_POLICY_MUTEX=y"),
+        ("sync.placement", with(&lean, "[sync]\nplacement = \"with_owner\"", "[sync]\nplacement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_SYNC_PLACEMENT_INTERNAL=y"),
+        ("components.libsrtp.static_placement (sdkconfig)", lean.replace("static_placement = \"psram\"\n", ""), sd, "# CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY"),
+        ("components.usrsctp.static_placement (CMake)", with(&lean, "[components.usrsctp]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"\n# .bss (zero-initialised statics) linked into PSRAM (extram_bss); .data stays internal.\nstatic_placement = \"psram\"", "[components.usrsctp]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"\nstatic_placement = \"internal\""), "usrsctp/CMakeLists.txt", "LDFRAGMENTS \n"),
         ("heap_tracing.enabled", with(&lean, "enabled = false", "enabled = true"), sd, "CONFIG_HEAP_TRACING_STANDALONE=y"),
         ("heap_tracing.stack_depth", with(&with(&lean, "enabled = false", "enabled = true"), "stack_depth = 10", "stack_depth = 6"), sd, "CONFIG_HEAP_TRACING_STACK_DEPTH=6"),
         ("heap_tracing.records", with(&lean, "records = 1000", "records = 250"), sd, "CONFIG_ESP_DC_PORT_HEAP_TRACE_RECORDS=250"),
@@ -317,6 +320,45 @@ fn every_policy_field_has_an_effect() {
     ));
     assert_eq!(lab_only.components, base.components);
     assert_eq!(defaults(&lab_only), defaults(&base));
+}
+
+#[test]
+fn static_placement_psram_links_the_bss_into_external_ram() {
+    let lean = plan_of(&shipped("lean"));
+    let stock = plan_of(&shipped("stock"));
+    for component in crate::policy::STATIC_PLACEABLE {
+        let fragment = file(&lean, component, "linker.lf");
+        assert!(fragment.contains(&format!("archive: lib{component}.a")), "{component}:\n{fragment}");
+        assert!(fragment.contains("if ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY = y:\n        * (extram_bss)"));
+        assert!(file(&lean, component, "CMakeLists.txt").contains("LDFRAGMENTS linker.lf"));
+        assert!(!stock.components[*component].files.contains_key(Path::new("linker.lf")));
+    }
+    assert!(defaults(&lean).contains("CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY=y"));
+    assert!(defaults(&stock).contains("# CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY is not set"));
+
+    // plog and esp_dc_port have no generated library of their own; without PSRAM nothing can move.
+    let refused = |text: String, key: &str| {
+        let err = Policy::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    };
+    let lean_text = shipped("lean");
+    refused(
+        with(
+            &lean_text,
+            "[components.plog]\nplacement = \"psram\"\n",
+            "[components.plog]\nplacement = \"psram\"\nstatic_placement = \"psram\"\n",
+        ),
+        "components.plog.static_placement",
+    );
+    refused(
+        with(
+            &lean_text.replace("\"psram\"", "\"internal\""),
+            "static_placement = \"internal\"\n",
+            "static_placement = \"psram\"\n",
+        )
+        .replace("spiram = true", "spiram = false"),
+        "static_placement: `psram` needs `memory.spiram = true`",
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! connection came up); its peak is the highest live total until the next mark.
 
 use super::host::HostBuild;
-use super::projection::{self, Block, Census};
+use super::projection::{self, Block, Census, SyncObject};
 use super::trace::{self, Event};
 use crate::policy::{Policy, COMPONENTS};
 use crate::report::{self, ComponentReport, PhaseFigure, Report, Site, ThreadReport};
@@ -266,6 +266,33 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
     // Bytes and blocks by site at the connected mark: what a connection holds, line by line.
     let mut at_connected: HashMap<usize, (u64, u64)> = HashMap::new();
 
+    // Each of the stack's sync objects with the live block its pthread_*_t sits in (None: static
+    // or stack storage): sync.placement = "with_owner" places its FreeRTOS object by that block.
+    let sync_objects = |live: &HashMap<u32, Live>, sync: &HashMap<u32, (bool, &'static str)>| -> Vec<SyncObject> {
+        let mut blocks: Vec<(u32, &Live)> = live.iter().map(|(a, l)| (*a, l)).collect();
+        blocks.sort_unstable_by_key(|(a, _)| *a);
+        let mut objects: Vec<(u32, SyncObject)> = sync
+            .iter()
+            .filter(|(_, (_, component))| *component != "app")
+            .map(|(addr, (mutex, component))| {
+                let at = blocks.partition_point(|(a, _)| *a <= *addr);
+                let owner = at
+                    .checked_sub(1)
+                    .map(|i| blocks[i])
+                    .filter(|(a, l)| u64::from(*addr) < u64::from(*a) + l.size)
+                    .map(|(_, l)| Block {
+                        component: names[l.component].to_string(),
+                        size: l.size,
+                        origin: l.origin,
+                        caps: l.caps,
+                        shared_ptr_control: l.shared_ptr,
+                    });
+                (*addr, SyncObject { mutex: *mutex, component: component.to_string(), owner })
+            })
+            .collect();
+        objects.sort_unstable_by_key(|(a, _)| *a);
+        objects.into_iter().map(|(_, o)| o).collect()
+    };
     let census = |live: &HashMap<u32, Live>,
                   threads: &BTreeMap<u32, ThreadInfo>,
                   sync: &HashMap<u32, (bool, &'static str)>,
@@ -296,6 +323,7 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
                 .collect(),
             mutexes: stack_sync().filter(|(is_mutex, _)| *is_mutex).count() as u64,
             mutex_owners,
+            sync_objects: sync_objects(live, sync),
             condvars: stack_sync().filter(|(is_mutex, _)| !*is_mutex).count() as u64,
             udp_sockets: sockets.values().filter(|u| **u).count() as u64,
         }

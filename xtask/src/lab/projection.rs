@@ -3,7 +3,9 @@
 //! ESP-IDF 5.5 targets (Xtensa ESP32-S3, RISC-V ESP32-P4) and name the file they come from.
 //! They are a model, not a device measurement: `cargo xtask analyze` gives the device's truth.
 
-use crate::policy::{MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc};
+use crate::policy::{
+    MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc, StaticPlacement, SyncPlacement,
+};
 use crate::report::{Projection, ProjectionLine};
 
 /// TLSF block header overhead: one `size_t` per allocated block
@@ -21,13 +23,22 @@ pub const FREERTOS_TCB: u64 = 352;
 /// ESP-IDF's per-pthread bookkeeping `esp_pthread_t` (components/pthread/pthread.c): list node,
 /// task handle, join task, state, detached flag, task argument.
 pub const ESP_PTHREAD_T: u64 = 28;
-/// A pthread mutex on ESP-IDF: `esp_pthread_mutex_t` (components/pthread/pthread.c: list node,
-/// semaphore handle, type) plus the FreeRTOS mutex it creates, `sizeof(StaticQueue_t)`
+/// A pthread mutex on ESP-IDF: `esp_pthread_mutex_t` (components/pthread/pthread.c:59-63: semaphore
+/// handle, type), malloc'd, plus the FreeRTOS mutex it creates, `sizeof(StaticQueue_t)`
 /// (components/freertos/FreeRTOS-Kernel/include/freertos/FreeRTOS.h, `xSTATIC_QUEUE`, with the SMP spinlock).
-pub const PTHREAD_MUTEX: u64 = 12;
+pub const PTHREAD_MUTEX: u64 = 8;
 pub const FREERTOS_QUEUE: u64 = 84;
-/// A condition variable: `esp_pthread_cond_t` (components/pthread/pthread_cond_var.c: waiter list and spinlock).
-pub const PTHREAD_COND: u64 = 16;
+/// A condition variable: `esp_pthread_cond_t` (components/pthread/pthread_cond_var.c: a newlib
+/// `_lock_t` and the waiter list's TAILQ_HEAD), calloc'd, plus the FreeRTOS recursive mutex
+/// `_lock_init_recursive` creates for that lock (components/newlib/src/locks.c lock_init_generic:
+/// xQueueCreateMutex, a `StaticQueue_t`-sized queue from pvPortMalloc).
+pub const PTHREAD_COND: u64 = 12;
+/// With `sync.placement = "with_owner"` and the handle in PSRAM, esp_dc_port_sync.c builds the
+/// same two objects in one PSRAM block (ESP-IDF's struct, then the `StaticSemaphore_t`):
+/// `psram_mutex_t` and `psram_cond_t`. `StaticSemaphore_t` is `StaticQueue_t`
+/// (components/freertos/FreeRTOS-Kernel/include/freertos/FreeRTOS.h).
+pub const PSRAM_MUTEX_BLOCK: u64 = PTHREAD_MUTEX + FREERTOS_QUEUE;
+pub const PSRAM_COND_BLOCK: u64 = PTHREAD_COND + FREERTOS_QUEUE;
 /// lwIP state per UDP socket (components/lwip/lwip/src/include/lwip/api.h `struct netconn`,
 /// lwip/udp.h `struct udp_pcb`, lwip/src/api/sockets.c `struct lwip_sock`) and its receive
 /// mailbox, a FreeRTOS queue of CONFIG_LWIP_UDP_RECVMBOX_SIZE (6) pointers (components/lwip/port/freertos/sys_arch.c).
@@ -60,7 +71,20 @@ pub struct Census {
     /// Mutexes by the component whose code first used them.
     pub mutex_owners: std::collections::BTreeMap<String, u64>,
     pub condvars: u64,
+    /// The stack's sync objects with their owner: the live block holding the `pthread_*_t`, if
+    /// any. Objects counted in `mutexes`/`condvars` but not listed here have no known owner.
+    pub sync_objects: Vec<SyncObject>,
     pub udp_sockets: u64,
+}
+
+/// One pthread mutex or condition variable of the stack, as the recorder saw it first used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncObject {
+    pub mutex: bool,
+    /// The component whose code first used it.
+    pub component: String,
+    /// The live heap block its handle lives in; None for static (`.bss`/`.data`) or stack storage.
+    pub owner: Option<Block>,
 }
 
 const MALLOC_CAP_SPIRAM: u32 = 1 << 10;
@@ -181,19 +205,68 @@ pub fn project(policy: &Policy, census: &Census) -> Projection {
     );
 
     let sem = tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE);
-    let owners: Vec<String> = census.mutex_owners.iter().map(|(c, n)| format!("{c} {n}")).collect();
-    let owners = if owners.is_empty() { String::new() } else { format!(" ({})", owners.join(", ")) };
+    let cond = tlsf_cost(PTHREAD_COND) + tlsf_cost(FREERTOS_QUEUE);
+    // Where each sync object's FreeRTOS object goes: ESP-IDF's internal RAM, or with
+    // sync.placement = "with_owner" the heap of the memory holding its handle: the owner block's
+    // heap, or for static and stack storage the component's static_placement (its .bss).
+    let follows_owner = policy.sync.placement == SyncPlacement::WithOwner && policy.memory.spiram;
+    let mut in_psram = [0u64; 2]; // [mutexes, condition variables] placed in PSRAM
+    let mut psram_owners: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    if follows_owner {
+        for o in &census.sync_objects {
+            let owner_heap = match &o.owner {
+                Some(block) => heap_of(policy, block),
+                None => match policy.components.get(&o.component).map(|c| c.static_placement) {
+                    Some(StaticPlacement::Psram) => Heap::Psram,
+                    _ => Heap::Internal,
+                },
+            };
+            if owner_heap == Heap::Psram {
+                in_psram[usize::from(!o.mutex)] += 1;
+                if o.mutex {
+                    *psram_owners.entry(o.component.clone()).or_default() += 1;
+                }
+            }
+        }
+    }
+    let internal_owners: Vec<String> = census
+        .mutex_owners
+        .iter()
+        .map(|(c, n)| (c, n - psram_owners.get(c).copied().unwrap_or(0).min(*n)))
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    let owners = if internal_owners.is_empty() { String::new() } else { format!(" ({})", internal_owners.join(", ")) };
+    let internal_mutexes = census.mutexes.saturating_sub(in_psram[0]);
     add(
-        format!("{} pthread mutex(es){owners}: esp_pthread_mutex_t + FreeRTOS mutex", census.mutexes),
+        format!("{internal_mutexes} pthread mutex(es){owners}: esp_pthread_mutex_t + FreeRTOS mutex"),
         Heap::Internal,
-        census.mutexes * sem,
+        internal_mutexes * sem,
         "components/pthread/pthread.c; FreeRTOS.h StaticQueue_t",
     );
+    let psram_list: Vec<String> = psram_owners.iter().map(|(c, n)| format!("{c} {n}")).collect();
     add(
-        format!("{} condition variable(s)", census.condvars),
+        format!(
+            "{} pthread mutex(es) with their owner in PSRAM ({}): one block each",
+            in_psram[0],
+            psram_list.join(", ")
+        ),
+        Heap::Psram,
+        in_psram[0] * tlsf_cost(PSRAM_MUTEX_BLOCK),
+        "components/esp_dc_port/src/esp_dc_port_sync.c; freertos/esp_additions/idf_additions.c xSemaphoreCreateGenericWithCaps",
+    );
+    let internal_conds = census.condvars.saturating_sub(in_psram[1]);
+    add(
+        format!("{internal_conds} condition variable(s): esp_pthread_cond_t + its newlib lock's FreeRTOS mutex"),
         Heap::Internal,
-        census.condvars * tlsf_cost(PTHREAD_COND),
-        "components/pthread/pthread_cond_var.c",
+        internal_conds * cond,
+        "components/pthread/pthread_cond_var.c; components/newlib/src/locks.c",
+    );
+    add(
+        format!("{} condition variable(s) with their owner in PSRAM: one block each", in_psram[1]),
+        Heap::Psram,
+        in_psram[1] * tlsf_cost(PSRAM_COND_BLOCK),
+        "components/esp_dc_port/src/esp_dc_port_sync.c",
     );
     let lwip = tlsf_cost(LWIP_NETCONN) + tlsf_cost(LWIP_UDP_PCB) + tlsf_cost(LWIP_SOCK) + tlsf_cost(LWIP_UDP_RECVMBOX);
     add(
@@ -272,7 +345,8 @@ mod tests {
         };
         let p = project(&lean, &census);
         let tcb = 2 * (tlsf_cost(FREERTOS_TCB) + tlsf_cost(ESP_PTHREAD_T));
-        let sync = 3 * (tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE)) + 2 * tlsf_cost(PTHREAD_COND);
+        let sync = 3 * (tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE))
+            + 2 * (tlsf_cost(PTHREAD_COND) + tlsf_cost(FREERTOS_QUEUE));
         let lwip =
             tlsf_cost(LWIP_NETCONN) + tlsf_cost(LWIP_UDP_PCB) + tlsf_cost(LWIP_SOCK) + tlsf_cost(LWIP_UDP_RECVMBOX);
         assert_eq!(p.internal_bytes, tcb + sync + lwip);
@@ -280,6 +354,46 @@ mod tests {
         let lean_stack = lean.components["libdatachannel"].threads.as_ref().unwrap().stack_bytes as u64;
         assert_ne!(lean_stack, 8192, "the census must differ from the policy for the case to prove anything");
         assert_eq!(p.psram_bytes, tlsf_cost(lean_stack) + tlsf_cost(16384));
+    }
+
+    #[test]
+    fn sync_objects_follow_their_owner_only_under_with_owner() {
+        let lean = policy("lean");
+        assert_eq!(lean.sync.placement, SyncPlacement::WithOwner);
+        let in_psram_object = block("libdatachannel", 200, 1, 0); // operator new -> psram under lean
+        let small_internal = block("usrsctp", 64, 2, MALLOC_CAP_INTERNAL);
+        let object = |mutex: bool, component: &str, owner: Option<Block>| SyncObject {
+            mutex,
+            component: component.into(),
+            owner,
+        };
+        let census = Census {
+            mutexes: 3,
+            condvars: 1,
+            mutex_owners: [("libdatachannel".to_string(), 2), ("usrsctp".to_string(), 1)].into(),
+            sync_objects: vec![
+                object(true, "libdatachannel", Some(in_psram_object.clone())),
+                object(true, "usrsctp", Some(small_internal)),
+                object(true, "libdatachannel", None), // .bss of libdatachannel: static_placement psram
+                object(false, "libdatachannel", Some(in_psram_object)),
+            ],
+            ..Default::default()
+        };
+        let with_owner = project(&lean, &census);
+        let mut internal = lean.clone();
+        internal.sync.placement = SyncPlacement::Internal;
+        let all_internal = project(&internal, &census);
+        let sem = tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE);
+        let cond = tlsf_cost(PTHREAD_COND) + tlsf_cost(FREERTOS_QUEUE);
+        assert_eq!(all_internal.internal_bytes, 3 * sem + cond);
+        assert_eq!(all_internal.psram_bytes, 0);
+        // Only the usrsctp mutex, whose handle sits in an internal block, stays internal.
+        assert_eq!(with_owner.internal_bytes, sem);
+        assert_eq!(with_owner.psram_bytes, 2 * tlsf_cost(PSRAM_MUTEX_BLOCK) + tlsf_cost(PSRAM_COND_BLOCK));
+        // A static mutex of a component whose .bss stays internal stays internal too.
+        let mut bss_internal = lean.clone();
+        bss_internal.components.get_mut("libdatachannel").unwrap().static_placement = StaticPlacement::Internal;
+        assert_eq!(project(&bss_internal, &census).internal_bytes, 2 * sem);
     }
 
     #[test]

@@ -17,20 +17,26 @@ fn budget(dram: u64) -> StaticBudget {
 #[test]
 fn json2_sums_data_bss_iram_and_flash_per_component() {
     let sizes = read_report(&fixture("size-components.json")).unwrap();
-    assert_eq!(sizes["libdatachannel"], Sizes { dram_bytes: 1756 + 1240, iram_bytes: 0, flash_bytes: 301234 + 108720 });
-    assert_eq!(sizes["usrsctp"], Sizes { dram_bytes: 3108, iram_bytes: 0, flash_bytes: 247000 });
+    assert_eq!(
+        sizes["libdatachannel"],
+        Sizes { dram_bytes: 1756 + 1240, iram_bytes: 0, flash_bytes: 301234 + 108720, psram_bytes: 0 }
+    );
+    assert_eq!(sizes["usrsctp"], Sizes { dram_bytes: 3108, iram_bytes: 0, flash_bytes: 247000, psram_bytes: 0 });
     assert_eq!(sizes["libjuice"].dram_bytes, 2274);
     // libmbedcrypto and libmbedtls are one component.
-    assert_eq!(sizes["mbedtls"], Sizes { dram_bytes: 500, iram_bytes: 10000, flash_bytes: 120000 });
+    assert_eq!(sizes["mbedtls"], Sizes { dram_bytes: 500, iram_bytes: 10000, flash_bytes: 120000, psram_bytes: 0 });
     assert!(!sizes.contains_key("esp_system"), "archives outside the stack are not reported");
 }
 
 #[test]
 fn linker_map_gives_the_same_shape() {
     let sizes = read_report(&fixture("app.map")).unwrap();
-    assert_eq!(sizes["libdatachannel"], Sizes { dram_bytes: 0x40 + 0x6dc + 0x4d8, iram_bytes: 0, flash_bytes: 0x1000 });
+    assert_eq!(
+        sizes["libdatachannel"],
+        Sizes { dram_bytes: 0x40 + 0x6dc + 0x4d8, iram_bytes: 0, flash_bytes: 0x1000, psram_bytes: 0 }
+    );
     assert_eq!(sizes["usrsctp"].dram_bytes, 0x184);
-    assert_eq!(sizes["libjuice"], Sizes { dram_bytes: 0x20, iram_bytes: 0, flash_bytes: 0x100 });
+    assert_eq!(sizes["libjuice"], Sizes { dram_bytes: 0x20, iram_bytes: 0, flash_bytes: 0x100, psram_bytes: 0 });
     assert_eq!(sizes["mbedtls"].iram_bytes, 0x40);
 }
 
@@ -71,7 +77,7 @@ fn host_budgets_hold_for_lean_and_a_lowered_budget_breaks() {
     std::env::set_var("ESP_DC_LAB_BUILDING", "1"); // build in this process: the test binary is not xtask
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
     let libraries = crate::lab::host::component_libraries(&policy).unwrap();
-    let sizes = host_sizes(&libraries).unwrap();
+    let sizes = host_sizes(&libraries, &policy).unwrap();
     assert!(sizes["libdatachannel"].flash_bytes > 100_000, "{sizes:?}");
     let lines = check(&policy.budgets.static_, &sizes, true);
     assert!(!lines.is_empty(), "lean sets host budgets");
@@ -82,6 +88,38 @@ fn host_budgets_hold_for_lean_and_a_lowered_budget_breaks() {
     let lines = check(&lowered, &sizes, true);
     let line = lines.iter().find(|l| l.component == "usrsctp" && l.measure == "host dram").unwrap();
     assert_eq!((line.verdict.as_str(), line.margin), ("breach", Some(-1)));
+}
+
+/// `static_placement = "psram"` links a library's .bss into `.ext_ram.bss`: that is PSRAM, not
+/// DRAM, and has budgets of its own; the host build counts the same split from the policy.
+#[test]
+fn external_ram_bss_is_psram_on_the_device_and_on_the_host() {
+    let map = "Linker script and memory map\n\n.dram0.bss      0x3fc888a0       0x20\n .bss.x         0x3fc888a0       0x20 esp-idf/libsrtp/liblibsrtp.a(srtp.c.obj)\n.ext_ram.bss    0x3c000000      0x400\n .bss.bit_string\n                0x3c000000      0x401 esp-idf/libsrtp/liblibsrtp.a(datatypes.c.obj)\n";
+    let sizes = parse_map(map).unwrap();
+    assert_eq!(sizes["libsrtp"], Sizes { dram_bytes: 0x20, psram_bytes: 0x401, ..Default::default() });
+    let budgets: BTreeMap<String, StaticBudget> = [(
+        "libsrtp".to_string(),
+        StaticBudget { dram_bytes: Some(0x20), psram_bytes: Some(0x400), ..Default::default() },
+    )]
+    .into();
+    let lines = check(&budgets, &sizes, false);
+    let psram = lines.iter().find(|l| l.measure == "psram").unwrap();
+    assert_eq!((psram.verdict.as_str(), psram.margin), ("breach", Some(-1)));
+
+    std::env::set_var("ESP_DC_LAB_BUILDING", "1");
+    let lean = Policy::load(&Policy::path_for("lean")).unwrap();
+    let libraries = crate::lab::host::component_libraries(&lean).unwrap();
+    let mut internal = lean.clone();
+    for c in internal.components.values_mut() {
+        c.static_placement = crate::policy::StaticPlacement::Internal;
+    }
+    let moved = host_sizes(&libraries, &lean).unwrap();
+    let kept = host_sizes(&libraries, &internal).unwrap();
+    for c in crate::policy::STATIC_PLACEABLE {
+        assert_eq!(kept[*c].psram_bytes, 0);
+        assert!(moved[*c].psram_bytes > 0, "{c} has .bss on the host");
+        assert_eq!(moved[*c].dram_bytes + moved[*c].psram_bytes, kept[*c].dram_bytes, "{c}: the split adds up");
+    }
 }
 
 /// A linux-target build is a host program: its map has no ESP32 memory regions, which must be

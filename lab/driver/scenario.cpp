@@ -396,6 +396,9 @@ Conn *new_conn(int index) {
 	std::memset(&config, 0, sizeof(config));
 	config.bindAddress = "127.0.0.1";
 	config.maxMessageSize = int(env_long("LAB_MAX_MESSAGE_BYTES", 0));
+	// The camera creates its channel before its tracks: with auto-negotiation the channel alone
+	// would be offered at once and the tracks need a second round.
+	config.disableAutoNegotiation = camera_scenario && is_device;
 	auto conn = std::make_unique<Conn>();
 	conn->index = index;
 	conn->pc = rtcCreatePeerConnection(&config);
@@ -526,7 +529,10 @@ Conn *device_answer_channel(int index, const char *phase_prefix, bool first, con
 }
 
 void apply_runtime_knobs() {
-	rtcInitLogger(RTC_LOG_WARNING, nullptr);
+	// LAB_RTC_LOG_LEVEL=6 (verbose) when a scenario needs debugging; warnings otherwise. To
+	// stderr: stdout carries the signaling.
+	rtcInitLogger(rtcLogLevel(env_long("LAB_RTC_LOG_LEVEL", RTC_LOG_WARNING)),
+	              [](rtcLogLevel, const char *message) { std::fprintf(stderr, "rtc: %s\n", message); });
 	rtcSctpSettings s;
 	std::memset(&s, 0, sizeof(s));
 	s.recvBufferSize = int(env_long("LAB_SCTP_RECV_BUFFER_BYTES", 0));
@@ -714,7 +720,8 @@ void camera(long seconds) {
 		phase("gathered");
 		rtcSetRemoteDescription(c->pc, take_description(0, "answer").c_str(), "answer");
 		c->wait([&] { return c->connected; }, "the connection");
-		c->wait([&] { return c->track_open && c->channel_open; }, "the tracks and the channel");
+		c->wait([&] { return c->track_open; }, "the video track to open");
+		c->wait([&] { return c->channel_open; }, "the telemetry channel to open");
 		quiet_phase("connected");
 		auto start = std::chrono::steady_clock::now();
 		long long video_bytes = 0;

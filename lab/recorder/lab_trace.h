@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#define LAB_TRACE_MAGIC 0x4c414231u /* "LAB1" */
+#define LAB_TRACE_MAGIC 0x4c414232u /* "LAB2": the header with the completeness counts */
 #define LAB_MAX_FRAMES 16
 
 enum lab_event_kind {
@@ -36,10 +36,20 @@ enum lab_origin {
 	LAB_ORIGIN_TAGGED = 2, /* esp_dc_port_* via the force-included redirect header */
 };
 
+/* lab_trace_header.flags */
+#define LAB_TRACE_FULL 1u        /* the log filled up: lost_events events are missing */
+#define LAB_TRACE_UNPUBLISHED 2u /* unpublished_events were still being written and are left out */
+#define LAB_TRACE_UNTRACKED 4u   /* sync_untracked first uses found no room in the recorder's table */
+
+/* The counts say whether the trace is complete; the reader refuses one that is not. */
 typedef struct lab_trace_header {
 	uint32_t magic;
 	uint32_t pointer_bytes; /* 4 for the 32-bit replica */
 	uint32_t default_stack_bytes;
+	uint32_t flags;              /* LAB_TRACE_* */
+	uint32_t lost_events;        /* refused because the log was full */
+	uint32_t unpublished_events; /* reserved by a thread but not yet written when the trace was taken */
+	uint32_t sync_untracked;     /* mutex/cond first uses the table could not hold */
 	uint32_t reserved;
 } lab_trace_header;
 
@@ -56,7 +66,7 @@ typedef struct lab_event {
 	uint32_t a;
 	uint32_t b;
 	uint32_t caps; /* heap caps for tagged blocks */
-	uint32_t pad;
+	uint32_t size; /* this event's bytes with what follows it: lab_finish steps over an unfinished one */
 } lab_event;
 
 #ifdef __cplusplus

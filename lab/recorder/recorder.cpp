@@ -68,9 +68,11 @@ socket_fn real_socket;
 close_fn real_close;
 
 // dlsym's own allocations during resolution come from here and are never freed or recorded.
+// Each block is preceded by 16 bytes holding its size, so realloc copies the block and no more.
 alignas(16) char bootstrap_arena[16384];
 size_t bootstrap_used;
 bool resolving;
+const size_t bootstrap_header = 16;
 
 bool in_bootstrap(void *p) {
 	return p >= static_cast<void *>(bootstrap_arena) &&
@@ -78,12 +80,21 @@ bool in_bootstrap(void *p) {
 }
 
 void *bootstrap_alloc(size_t size) {
-	size = (size + 15) & ~size_t(15);
-	if (bootstrap_used + size > sizeof(bootstrap_arena))
+	if (size > sizeof(bootstrap_arena))
 		return nullptr;
-	void *p = bootstrap_arena + bootstrap_used;
-	bootstrap_used += size;
-	return p;
+	size_t need = bootstrap_header + ((size + 15) & ~size_t(15));
+	if (bootstrap_used + need > sizeof(bootstrap_arena))
+		return nullptr;
+	char *p = bootstrap_arena + bootstrap_used;
+	bootstrap_used += need;
+	memcpy(p, &size, sizeof(size));
+	return p + bootstrap_header;
+}
+
+size_t bootstrap_size(const void *p) {
+	size_t size;
+	memcpy(&size, static_cast<const char *>(p) - bootstrap_header, sizeof(size));
+	return size;
 }
 
 template <class F> void resolve(F &fn, const char *name) { fn = reinterpret_cast<F>(dlsym(RTLD_NEXT, name)); }
@@ -117,11 +128,19 @@ void resolve_all() {
 }
 
 // ---- the event log: one big mmap'd region, appended to lock-free ----
+//
+// A writer reserves a slot (begin), fills it, and publishes it by storing its kind last
+// (publish); until then the slot's kind is 0. lab_finish stops new events, waits for the
+// writers in flight, and writes only published events: a slot still being written is stepped
+// over (its `size` is set first) and counted, never copied half-written.
 
 char *log_base;
 size_t log_capacity;
 std::atomic<size_t> log_used{0};
-std::atomic<bool> log_full{false};
+// log_used once lab_finish has taken the log: no reservation fits after it.
+const size_t log_closed = ~size_t(0);
+std::atomic<uint32_t> lost_events{0}; // refused because the log was full
+std::atomic<uint32_t> writers{0};     // threads between begin() and publish()
 uint64_t start_ns;
 std::atomic<uint32_t> next_thread_index{1};
 std::atomic<uint32_t> next_thread_serial{1};
@@ -130,6 +149,7 @@ uint32_t default_stack_bytes;
 
 thread_local bool in_recorder;
 thread_local uint32_t thread_index;
+thread_local bool finishing; // the thread in lab_finish, which still appends the module list
 
 uint64_t now_ns() {
 	struct timespec ts;
@@ -140,7 +160,10 @@ uint64_t now_ns() {
 void log_init() {
 	if (log_base)
 		return;
-	log_capacity = size_t(1) << 30; // reserved, not committed: pages appear as they are written
+	// Reserved, not committed: pages appear as they are written. LAB_LOG_BYTES makes it smaller
+	// (the tests fill it on purpose).
+	const char *bytes = getenv("LAB_LOG_BYTES");
+	log_capacity = bytes ? size_t(strtoul(bytes, nullptr, 10)) : size_t(1) << 30;
 	void *p = mmap(nullptr, log_capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED) {
 		log_capacity = 0;
@@ -152,14 +175,19 @@ void log_init() {
 	default_stack_bytes = s ? uint32_t(strtoul(s, nullptr, 10)) : 0;
 }
 
-// Reserves space for an event plus `extra` bytes; returns nullptr when the log is full.
-char *log_reserve(size_t extra) {
-	size_t size = sizeof(lab_event) + ((extra + 3) & ~size_t(3));
-	size_t at = log_used.fetch_add(size);
-	if (!log_base || at + size > log_capacity) {
-		log_full = true;
-		return nullptr;
-	}
+// Reserves `size` bytes; nullptr when they do not fit (counted) or the log is closed. A
+// compare-and-swap, not fetch_add: refused reservations must not move log_used, which would
+// otherwise creep past the capacity, wrap around 32 bits and hand out slots over live events.
+char *log_reserve(size_t size) {
+	size_t at = log_used.load(std::memory_order_relaxed);
+	do {
+		if (at == log_closed)
+			return nullptr;
+		if (!log_base || size > log_capacity - at) {
+			lost_events.fetch_add(1);
+			return nullptr;
+		}
+	} while (!log_used.compare_exchange_weak(at, at + size));
 	return log_base + at;
 }
 
@@ -169,22 +197,52 @@ uint32_t current_thread() {
 	return thread_index;
 }
 
-lab_event *event(uint8_t kind, size_t extra) {
-	if (finished)
+// Starts an event with `extra` bytes after it; the caller fills it and Event publishes it.
+lab_event *begin(size_t extra) {
+	writers.fetch_add(1); // before the check: lab_finish either sees this writer or we see finished
+	if (finished.load() && !finishing) {
+		writers.fetch_sub(1);
 		return nullptr;
-	char *p = log_reserve(extra);
-	if (!p)
+	}
+	size_t size = sizeof(lab_event) + ((extra + 3) & ~size_t(3));
+	char *p = log_reserve(size);
+	if (!p) {
+		writers.fetch_sub(1);
 		return nullptr;
+	}
 	lab_event *e = reinterpret_cast<lab_event *>(p);
-	memset(e, 0, sizeof(*e));
-	e->kind = kind;
+	__atomic_store_n(&e->size, uint32_t(size), __ATOMIC_RELEASE); // first: lab_finish can step over
+	e->origin = 0;
+	e->frames = 0;
 	e->component = -1;
 	e->thread = current_thread();
 	uint64_t t = now_ns() - start_ns;
 	e->time_lo = uint32_t(t);
 	e->time_hi = uint32_t(t >> 32);
+	e->a = e->b = e->caps = 0;
 	return e;
 }
+
+void publish(lab_event *e, uint8_t kind) {
+	__atomic_store_n(&e->kind, kind, __ATOMIC_RELEASE); // last: the event is whole
+	writers.fetch_sub(1, std::memory_order_release);
+}
+
+// One event: `if (Event e{KIND, extra}) { e->a = ...; }` publishes it when the scope ends.
+struct Event {
+	lab_event *e;
+	uint8_t kind;
+	Event(uint8_t kind, size_t extra) : e(begin(extra)), kind(kind) {}
+	~Event() {
+		if (e)
+			publish(e, kind);
+	}
+	Event(const Event &) = delete;
+	Event &operator=(const Event &) = delete;
+	explicit operator bool() const { return e != nullptr; }
+	lab_event *operator->() const { return e; }
+	void *body() const { return e + 1; }
+};
 
 struct Frames {
 	uint32_t pc[LAB_MAX_FRAMES + 2];
@@ -210,7 +268,7 @@ void event_with_frames(uint8_t kind, uint8_t origin, uint32_t a, uint32_t b, int
 	f.count = 0;
 	f.skip = 2;
 	_Unwind_Backtrace(collect, &f);
-	lab_event *e = event(kind, size_t(f.count) * 4);
+	Event e(kind, size_t(f.count) * 4);
 	if (!e)
 		return;
 	e->origin = origin;
@@ -219,7 +277,7 @@ void event_with_frames(uint8_t kind, uint8_t origin, uint32_t a, uint32_t b, int
 	e->component = int8_t(component);
 	e->caps = caps;
 	e->frames = uint8_t(f.count);
-	memcpy(e + 1, f.pc, size_t(f.count) * 4);
+	memcpy(e.body(), f.pc, size_t(f.count) * 4);
 }
 
 struct Guard {
@@ -251,58 +309,133 @@ void record_free(void *p) {
 	Guard g;
 	if (!g.active)
 		return;
-	if (lab_event *e = event(LAB_EV_FREE, 0))
+	if (Event e{LAB_EV_FREE, 0})
 		e->a = uint32_t(uintptr_t(p));
 }
 
 // ---- first use of mutexes and condition variables: an open-addressing set in mmap'd memory ----
+//
+// Everything, the mapping included, happens under one lock: two threads meeting the table
+// before it existed each mapped one and all but one lost their entries. A destroyed object
+// leaves a tombstone that the next insertion reuses (a soak reuses the same addresses all day),
+// the table is rebuilt without tombstones when they crowd it, and it never fills beyond 7/8,
+// so a probe is short and always ends; a first use it has no room for is counted
+// (seen_untracked, in the trace header), never looped on.
 
-uint32_t *seen_set;
+std::atomic<uint32_t *> seen_set{nullptr};
 const size_t seen_slots = size_t(1) << 20;
+const size_t seen_limit = seen_slots / 8 * 7;    // occupied (live + tombstones) at most
+const size_t seen_rebuild = seen_slots / 16;     // tombstones worth a rebuild when at the limit
+const uint32_t seen_empty = 0, seen_tomb = 1;    // no object has address 0 or 1
+size_t seen_live, seen_tombs;
+std::atomic<uint32_t> seen_untracked{0};
 std::atomic_flag seen_lock = ATOMIC_FLAG_INIT;
 
-bool first_use(const void *addr) {
-	if (!seen_set) {
-		void *p = mmap(nullptr, seen_slots * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (p == MAP_FAILED)
-			return false;
-		seen_set = static_cast<uint32_t *>(p);
-	}
-	uint32_t key = uint32_t(uintptr_t(addr));
-	size_t slot = (key * 2654435761u) & (seen_slots - 1);
-	while (seen_lock.test_and_set(std::memory_order_acquire)) {
-	}
-	bool fresh = false;
-	while (true) {
-		if (seen_set[slot] == key)
-			break;
-		if (seen_set[slot] == 0) {
-			seen_set[slot] = key;
-			fresh = true;
-			break;
+struct SeenLock {
+	SeenLock() {
+		while (seen_lock.test_and_set(std::memory_order_acquire)) {
 		}
-		slot = (slot + 1) & (seen_slots - 1);
 	}
-	seen_lock.clear(std::memory_order_release);
-	return fresh;
+	~SeenLock() { seen_lock.clear(std::memory_order_release); }
+};
+
+size_t seen_home(uint32_t key) {
+	// Fibonacci hashing takes the product's high bits: the low ones only mirror the key's low
+	// bits, which are zero for aligned objects and would crowd them into a few slots.
+	return size_t((key * 2654435761u) >> 12) & (seen_slots - 1);
+}
+
+uint32_t *seen_map() {
+	void *p = mmap(nullptr, seen_slots * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? nullptr : static_cast<uint32_t *>(p);
+}
+
+// Where `key` is, or else where it would go (the first tombstone on its path, else the empty
+// slot that ends it); seen_slots when a whole sweep found neither.
+size_t seen_find(uint32_t *set, uint32_t key, bool *found) {
+	size_t slot = seen_home(key), reuse = seen_slots;
+	*found = false;
+	for (size_t probes = 0; probes < seen_slots; ++probes, slot = (slot + 1) & (seen_slots - 1)) {
+		uint32_t v = set[slot];
+		if (v == key) {
+			*found = true;
+			return slot;
+		}
+		if (v == seen_empty)
+			return reuse != seen_slots ? reuse : slot;
+		if (v == seen_tomb && reuse == seen_slots)
+			reuse = slot;
+	}
+	return reuse;
+}
+
+// Copies the live keys into a fresh table, dropping the tombstones.
+void seen_rebuild_table() {
+	uint32_t *fresh = seen_map();
+	if (!fresh)
+		return;
+	uint32_t *old = seen_set.load();
+	for (size_t i = 0; i < seen_slots; ++i) {
+		if (old[i] != seen_empty && old[i] != seen_tomb) {
+			bool found;
+			fresh[seen_find(fresh, old[i], &found)] = old[i];
+		}
+	}
+	seen_set.store(fresh);
+	seen_tombs = 0;
+	munmap(old, seen_slots * 4);
+}
+
+bool first_use(const void *addr) {
+	uint32_t key = uint32_t(uintptr_t(addr));
+	if (key == seen_empty || key == seen_tomb)
+		return false;
+	SeenLock lock;
+	if (!seen_set.load()) {
+		seen_set.store(seen_map());
+		seen_live = seen_tombs = 0;
+		if (!seen_set.load()) {
+			seen_untracked.fetch_add(1);
+			return false;
+		}
+	}
+	bool found;
+	size_t slot = seen_find(seen_set.load(), key, &found);
+	if (found)
+		return false;
+	bool into_tomb = slot != seen_slots && seen_set.load()[slot] == seen_tomb;
+	if (!into_tomb && seen_live + seen_tombs >= seen_limit) {
+		if (seen_tombs >= seen_rebuild)
+			seen_rebuild_table();
+		slot = seen_live + seen_tombs < seen_limit ? seen_find(seen_set.load(), key, &found) : seen_slots;
+	}
+	if (slot == seen_slots) {
+		seen_untracked.fetch_add(1);
+		return false;
+	}
+	uint32_t *set = seen_set.load();
+	if (set[slot] == seen_tomb)
+		--seen_tombs;
+	set[slot] = key;
+	++seen_live;
+	return true;
 }
 
 void forget(const void *addr) {
-	if (!seen_set)
-		return;
 	uint32_t key = uint32_t(uintptr_t(addr));
-	size_t slot = (key * 2654435761u) & (seen_slots - 1);
-	while (seen_lock.test_and_set(std::memory_order_acquire)) {
-	}
-	// Tombstone with a value no object can have, so probing continues past it.
-	while (seen_set[slot] != 0) {
-		if (seen_set[slot] == key) {
-			seen_set[slot] = 1;
-			break;
-		}
-		slot = (slot + 1) & (seen_slots - 1);
-	}
-	seen_lock.clear(std::memory_order_release);
+	if (key == seen_empty || key == seen_tomb)
+		return;
+	SeenLock lock;
+	uint32_t *set = seen_set.load();
+	if (!set)
+		return;
+	bool found;
+	size_t slot = seen_find(set, key, &found);
+	if (!found)
+		return;
+	set[slot] = seen_tomb; // probing continues past it; the next insertion on this path reuses it
+	--seen_live;
+	++seen_tombs;
 }
 
 void note_sync(uint8_t kind, const void *addr) {
@@ -316,7 +449,7 @@ void note_destroy(const void *addr) {
 	if (!g.active)
 		return;
 	forget(addr);
-	if (lab_event *e = event(LAB_EV_SYNC_DESTROY, 0))
+	if (Event e{LAB_EV_SYNC_DESTROY, 0})
 		e->a = uint32_t(uintptr_t(addr));
 }
 
@@ -324,6 +457,10 @@ void note_destroy(const void *addr) {
 
 const unsigned char paint = 0xA5;
 const size_t host_stack_bytes = size_t(1) << 20; // generous: the host must never overflow
+// Above a larger request: glibc keeps the thread descriptor and static TLS at the top of a
+// caller-provided stack, which must not eat into what the thread asked for.
+const size_t host_stack_slack = size_t(64) << 10;
+const size_t page_bytes = 4096;
 
 struct ThreadStart {
 	void *(*routine)(void *);
@@ -345,7 +482,7 @@ void end_of_thread(void *raw) {
 	uintptr_t low = reinterpret_cast<uintptr_t>(start->stack) + untouched;
 	Guard g;
 	if (g.active) {
-		if (lab_event *e = event(LAB_EV_THREAD_END, 0)) {
+		if (Event e{LAB_EV_THREAD_END, 0}) {
 			e->b = start->serial;
 			e->a = uint32_t(start->entry_sp > low ? start->entry_sp - low : 0);
 		}
@@ -373,9 +510,9 @@ extern "C" void lab_phase(const char *name) {
 	if (!g.active)
 		return;
 	size_t len = strlen(name);
-	if (lab_event *e = event(LAB_EV_PHASE, len)) {
+	if (Event e{LAB_EV_PHASE, len}) {
 		e->a = uint32_t(len);
-		memcpy(e + 1, name, len);
+		memcpy(e.body(), name, len);
 	}
 }
 
@@ -390,10 +527,10 @@ int add_module(struct dl_phdr_info *info, size_t, void *) {
 	if (!path || !*path)
 		path = "/proc/self/exe";
 	size_t len = strlen(path);
-	if (lab_event *e = event(LAB_EV_MODULE, len)) {
+	if (Event e{LAB_EV_MODULE, len}) {
 		e->a = uint32_t(len);
 		e->b = uint32_t(info->dlpi_addr);
-		memcpy(e + 1, path, len);
+		memcpy(e.body(), path, len);
 	}
 	return 0;
 }
@@ -416,19 +553,56 @@ extern "C" void lab_finish(void) {
 	Guard g;
 	if (!g.active || finished.exchange(true))
 		return;
-	finished = false; // modules are still to be appended
+	// From here other threads' events are refused; this thread still appends the module list.
+	finishing = true;
 	dl_iterate_phdr(add_module, nullptr);
-	finished = true;
+	finishing = false;
+	// Writers that began before `finished` publish within microseconds unless descheduled: give
+	// them a second, then take the log as it is.
+	for (int i = 0; i < 1000 && writers.load() != 0; ++i) {
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, nullptr);
+	}
+	size_t used = log_used.exchange(log_closed); // no reservation succeeds after this
+	if (used > log_capacity)
+		used = log_capacity;
 	const char *path = getenv("LAB_TRACE");
 	if (!path || !log_base)
 		return;
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0)
 		return;
-	lab_trace_header header = {LAB_TRACE_MAGIC, uint32_t(sizeof(void *)), default_stack_bytes, log_full ? 1u : 0u};
-	write_all(fd, reinterpret_cast<const char *>(&header), sizeof(header));
-	size_t used = log_used.load();
-	write_all(fd, log_base, used < log_capacity ? used : log_capacity);
+	lab_trace_header header = {};
+	write_all(fd, reinterpret_cast<const char *>(&header), sizeof(header)); // completed below
+	// Published events go out in runs; an unpublished slot is stepped over by its size and
+	// counted. One without even its size (reserved an instant ago) hides where the next event
+	// starts, so the log ends there.
+	uint32_t unpublished = 0;
+	size_t at = 0, run = 0;
+	while (at + sizeof(lab_event) <= used) {
+		lab_event *e = reinterpret_cast<lab_event *>(log_base + at);
+		if (__atomic_load_n(&e->kind, __ATOMIC_ACQUIRE) != 0) {
+			at += e->size;
+			continue;
+		}
+		write_all(fd, log_base + run, at - run);
+		++unpublished;
+		uint32_t size = __atomic_load_n(&e->size, __ATOMIC_ACQUIRE);
+		at = size ? at + size : used;
+		run = at;
+	}
+	write_all(fd, log_base + run, at > run ? at - run : 0);
+	header.magic = LAB_TRACE_MAGIC;
+	header.pointer_bytes = uint32_t(sizeof(void *));
+	header.default_stack_bytes = default_stack_bytes;
+	header.lost_events = lost_events.load();
+	header.unpublished_events = unpublished;
+	header.sync_untracked = seen_untracked.load();
+	header.flags = (header.lost_events ? LAB_TRACE_FULL : 0) | (unpublished ? LAB_TRACE_UNPUBLISHED : 0) |
+	               (header.sync_untracked ? LAB_TRACE_UNTRACKED : 0);
+	// Should this fail, the zeroed header stays, which the reader refuses (no magic).
+	if (pwrite(fd, &header, sizeof(header), 0) != ssize_t(sizeof(header))) {
+	}
 	close(fd);
 }
 
@@ -468,8 +642,9 @@ void *realloc(void *old, size_t size) {
 	resolve_all();
 	if (in_bootstrap(old)) {
 		void *p = malloc(size);
+		size_t had = bootstrap_size(old);
 		if (p)
-			memcpy(p, old, size);
+			memcpy(p, old, size < had ? size : had);
 		return p;
 	}
 	void *p = real_realloc(old, size);
@@ -553,16 +728,24 @@ int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*routin
 		if (size != default_size)
 			requested = size;
 	}
-	void *mem = mmap(nullptr, host_stack_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	// The host gives a thread at least what it asked for: a request above 1 MiB was cut to 1 MiB
+	// and the thread overflowed into whatever lay below.
+	size_t stack_bytes = host_stack_bytes;
+	if (requested > host_stack_bytes - host_stack_slack)
+		stack_bytes = (requested + host_stack_slack + page_bytes - 1) & ~(page_bytes - 1);
+	// One mapping: the stack, then a page above it for the recorder's ThreadStart (away from the
+	// direction a stack overflows). A mapping that fails is EAGAIN, as when glibc cannot
+	// allocate a stack: never a crash, never a thread the trace does not see.
+	void *mem = mmap(nullptr, stack_bytes + page_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 	if (mem == MAP_FAILED)
-		return real_pthread_create(thread, attr, routine, arg);
-	memset(mem, paint, host_stack_bytes);
-	ThreadStart *start = static_cast<ThreadStart *>(mmap(nullptr, sizeof(ThreadStart), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+		return EAGAIN;
+	memset(mem, paint, stack_bytes);
+	ThreadStart *start = reinterpret_cast<ThreadStart *>(static_cast<char *>(mem) + stack_bytes);
 	start->routine = routine;
 	start->arg = arg;
 	start->serial = next_thread_serial.fetch_add(1);
 	start->stack = static_cast<char *>(mem);
-	start->stack_size = host_stack_bytes;
+	start->stack_size = stack_bytes;
 	{
 		Guard g;
 		if (g.active)
@@ -571,7 +754,7 @@ int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*routin
 	pthread_attr_t ours;
 	pthread_attr_init(&ours);
 	pthread_attr_setdetachstate(&ours, detach);
-	pthread_attr_setstack(&ours, mem, host_stack_bytes);
+	pthread_attr_setstack(&ours, mem, stack_bytes);
 	int rc = real_pthread_create(thread, &ours, thread_trampoline, start);
 	pthread_attr_destroy(&ours);
 	return rc;
@@ -649,7 +832,10 @@ int socket(int domain, int type, int protocol) {
 	if (fd >= 0 && !in_recorder) {
 		Guard g;
 		if (g.active)
-			event_with_frames(LAB_EV_SOCKET, 0, uint32_t(fd), uint32_t((domain << 16) | (type & 0xffff)), -1, 0);
+			// The socket's type without the creation flags: SOCK_DGRAM | SOCK_NONBLOCK is a UDP
+			// socket, which the accounting compares with SOCK_DGRAM.
+			event_with_frames(LAB_EV_SOCKET, 0, uint32_t(fd),
+			                  uint32_t((domain << 16) | (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC) & 0xffff)), -1, 0);
 	}
 	return fd;
 }
@@ -659,7 +845,7 @@ int close(int fd) {
 	if (!in_recorder) {
 		Guard g;
 		if (g.active)
-			if (lab_event *e = event(LAB_EV_SOCKET_CLOSE, 0))
+			if (Event e{LAB_EV_SOCKET_CLOSE, 0})
 				e->a = uint32_t(fd);
 	}
 	return real_close(fd);

@@ -15,6 +15,8 @@ pub mod spread;
 pub mod trace;
 
 #[cfg(test)]
+mod recorder_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::exit::{self, Outcome};

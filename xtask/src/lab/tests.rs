@@ -129,7 +129,7 @@ fn trace_from_a_truncated_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path: PathBuf = dir.path().join("t.trace");
     let mut bytes = Vec::new();
-    for w in [trace::ffi::LAB_TRACE_MAGIC, 4, 0, 0] {
+    for w in [trace::ffi::LAB_TRACE_MAGIC, 4, 0, 0, 0, 0, 0, 0] {
         bytes.extend_from_slice(&w.to_le_bytes());
     }
     bytes.extend_from_slice(&[1, 0, 3, 0xff]); // an ALLOC event header promising 3 frames, cut short

@@ -34,6 +34,42 @@ pub struct Record {
 pub struct Trace {
     pub default_stack_bytes: u32,
     pub records: Vec<Record>,
+    /// Events the recorder refused because its log was full.
+    pub lost_events: u32,
+    /// Events other threads had begun but not finished writing when the trace was taken.
+    pub unpublished_events: u32,
+    /// First uses of mutexes and condition variables the recorder's table had no room for.
+    pub sync_untracked: u32,
+}
+
+impl Trace {
+    /// Whether the trace holds every event of the run; the error says what was missed and what
+    /// to do. A trace with gaps would give figures that look exact and are not.
+    pub fn check_complete(&self) -> Result<()> {
+        if self.lost_events > 0 {
+            bail!(
+                "the recorder's log was full: {} event(s) are missing, so every figure would be too low; \
+                 the log holds LAB_LOG_BYTES bytes (default 1 GiB): raise it, or run fewer cycles or messages",
+                self.lost_events
+            );
+        }
+        if self.unpublished_events > 0 {
+            bail!(
+                "{} event(s) were still being written by other threads when the device took its trace \
+                 (lab_finish), and are missing: the scenario must end the stack's threads (rtcCleanup) first",
+                self.unpublished_events
+            );
+        }
+        if self.sync_untracked > 0 {
+            bail!(
+                "{} first use(s) of a mutex or condition variable found no room in the recorder's table \
+                 (over 900,000 alive at once): the sync objects are not counted exactly; enlarge seen_slots \
+                 in lab/recorder/recorder.cpp",
+                self.sync_untracked
+            );
+        }
+        Ok(())
+    }
 }
 
 fn pod<T: Copy + Default>(bytes: &[u8]) -> T {
@@ -44,11 +80,13 @@ fn pod<T: Copy + Default>(bytes: &[u8]) -> T {
     value
 }
 
+/// Reads a trace and refuses one with gaps (`Trace::check_complete`).
 pub fn read(path: &Path) -> Result<Trace> {
     let bytes = std::fs::read(path)?;
-    parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    parse(&bytes).and_then(|t| t.check_complete().map(|_| t)).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// The trace as written, gaps included (their counts in `lost_events` and the like).
 pub fn parse(bytes: &[u8]) -> Result<Trace> {
     let header_len = std::mem::size_of::<ffi::lab_trace_header>();
     let event_len = std::mem::size_of::<ffi::lab_event>();
@@ -56,13 +94,24 @@ pub fn parse(bytes: &[u8]) -> Result<Trace> {
         bail!("not a lab trace (too short)");
     }
     let header: ffi::lab_trace_header = pod(bytes);
+    if header.magic == 0x4c41_4231 {
+        bail!(
+            "written by an older recorder (LAB1, no completeness counts): run the lab again, it rebuilds the recorder"
+        );
+    }
     if header.magic != ffi::LAB_TRACE_MAGIC {
         bail!("not a lab trace (bad magic)");
     }
     if header.pointer_bytes != 4 {
         bail!("the trace comes from a {}-bit process; the lab replica is 32-bit", header.pointer_bytes * 8);
     }
-    let mut trace = Trace { default_stack_bytes: header.default_stack_bytes, records: Vec::new() };
+    let mut trace = Trace {
+        default_stack_bytes: header.default_stack_bytes,
+        records: Vec::new(),
+        lost_events: header.lost_events,
+        unpublished_events: header.unpublished_events,
+        sync_untracked: header.sync_untracked,
+    };
     let mut at = header_len;
     let words = |from: usize, n: usize| -> Vec<u32> {
         (0..n).map(|i| u32::from_le_bytes(bytes[from + 4 * i..from + 4 * i + 4].try_into().unwrap())).collect()
@@ -121,7 +170,7 @@ mod tests {
     #[test]
     fn layouts_match_the_32_bit_writer() {
         assert_eq!(std::mem::size_of::<ffi::lab_event>(), 32);
-        assert_eq!(std::mem::size_of::<ffi::lab_trace_header>(), 16);
+        assert_eq!(std::mem::size_of::<ffi::lab_trace_header>(), 32);
     }
 
     #[test]

@@ -514,4 +514,113 @@ CONFIG_OLDER_NAME      CONFIG_OLD_STACK_EXT
         assert_eq!(known.check("CONFIG_LWIP_MAX_SOCKETS"), Ok(Verdict::InTree));
         assert!(known.check("CONFIG_LWIP_MAX_SOCKET").is_err());
     }
+
+    /// Every `sdkconfig.defaults` of the examples, per-target ones (`sdkconfig.defaults.esp32p4`)
+    /// included, by file: (file name, target or None, keys set or unset).
+    fn example_defaults() -> Vec<(String, Option<String>, Vec<String>)> {
+        let examples = crate::fsutil::project_root().join("examples");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&examples).unwrap().filter_map(|e| e.ok()) {
+            for file in std::fs::read_dir(entry.path()).into_iter().flatten().filter_map(|e| e.ok()) {
+                let name = file.file_name().to_string_lossy().to_string();
+                let Some(rest) = name.strip_prefix("sdkconfig.defaults") else { continue };
+                let target = rest.strip_prefix('.').map(str::to_string);
+                let text = std::fs::read_to_string(file.path()).unwrap();
+                let keys = text
+                    .lines()
+                    .filter_map(|l| {
+                        let l = l.trim();
+                        l.strip_prefix("# ").and_then(|r| r.strip_suffix(" is not set")).or_else(|| {
+                            if l.starts_with('#') {
+                                None
+                            } else {
+                                l.split('=').next()
+                            }
+                        })
+                    })
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                out.push((format!("{}/{name}", entry.file_name().to_string_lossy()), target, keys));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A per-target defaults file is only read for a target `cargo xtask build` knows.
+    #[test]
+    fn example_defaults_files_are_for_known_targets() {
+        let files = example_defaults();
+        assert!(files.iter().any(|(f, _, _)| f == "whep_camera/sdkconfig.defaults.esp32p4"), "{files:?}");
+        for (file, target, keys) in &files {
+            if let Some(target) = target {
+                assert!(crate::idf::TARGETS.contains(&target.as_str()), "{file}: no such target {target}");
+            }
+            for key in keys {
+                assert!(
+                    key.starts_with("CONFIG_") && !key.contains(char::is_lowercase),
+                    "{file}: `{key}` is no sdkconfig key"
+                );
+            }
+        }
+    }
+
+    /// The examples' defaults, per-target files included, name real options: each key is defined
+    /// by the ESP-IDF tree (under its current name), by protocol_examples_common (which the
+    /// examples use from IDF_PATH/examples) or by this project's Kconfig files. A key of a
+    /// per-target file must also be declared by a Kconfig file that target reads: one outside any
+    /// chip folder or inside that chip's own (components/esp_psram/esp32p4/Kconfig.spiram), so
+    /// an S3-only name such as SPIRAM_MODE_OCT in the P4's file fails. Not checked: `depends on`
+    /// (SPIRAM_SPEED_200M needs IDF_EXPERIMENTAL_FEATURES, set beside it) and chip capabilities
+    /// (SOC_EMAC_SUPPORTED), whose Kconfig this trimmed tree lacks for the chips.
+    #[test]
+    fn examples_defaults_files_name_real_options() {
+        let Some(root) = crate::idf::tree_for_tests() else {
+            crate::idf::say_skipped("kconfig_keys::tests::examples_defaults_files_name_real_options");
+            return;
+        };
+        let tree = scan_tree(&root).unwrap();
+        let examples_common = root.join("examples/common_components/protocol_examples_common/Kconfig.projbuild");
+        let common = kconfig_symbols(&std::fs::read_to_string(&examples_common).unwrap());
+        assert!(common.iter().any(|s| s == "EXAMPLE_ETH_PHY_IP101"), "{}", examples_common.display());
+        let mut ours: Vec<String> = project_symbols(&crate::fsutil::project_root(), &[]).unwrap().into_iter().collect();
+        ours.extend(common);
+        let known = Known::new(ours.clone()).with_tree(&tree);
+        let is_chip_dir =
+            |segment: &str| segment.strip_prefix("esp32").is_some_and(|r| r.chars().all(|c| c.is_ascii_alphanumeric()));
+        let mut problems = Vec::new();
+        let mut checked = 0;
+        for (file, target, keys) in example_defaults() {
+            for key in keys {
+                checked += 1;
+                match known.check(&key) {
+                    Ok(Verdict::Unchecked) => problems.push(format!("{file}: {key}: not checked")),
+                    Ok(_) => {}
+                    Err(why) => {
+                        problems.push(format!("{file}: {key}: {why}"));
+                        continue;
+                    }
+                }
+                let (Some(target), Some(files)) = (&target, tree.symbols.get(&key["CONFIG_".len()..])) else {
+                    continue;
+                };
+                if ours.iter().any(|s| s == &key["CONFIG_".len()..]) {
+                    continue;
+                }
+                let applies = files.iter().any(|f| {
+                    let chip = f.split('/').find(|seg| is_chip_dir(seg));
+                    chip.is_none_or(|c| c == target)
+                });
+                if !applies {
+                    problems.push(format!("{file}: {key} is only declared for other chips: {files:?}"));
+                }
+            }
+        }
+        assert!(checked > 30, "only {checked} keys found");
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        // The check sees a key of the wrong chip.
+        let octal = tree.symbols.get("SPIRAM_MODE_OCT").expect("the S3's octal PSRAM option");
+        assert!(octal.iter().all(|f| f.contains("/esp32s3/")), "{octal:?}");
+    }
 }

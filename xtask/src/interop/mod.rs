@@ -603,6 +603,13 @@ pub fn case_line(r: &CaseResult) -> String {
 
 /// Lossy runs: lean and stock of each peer and offer on one line, the figures that loss moves.
 fn print_side_by_side(results: &[CaseResult]) {
+    let pairs = results
+        .iter()
+        .filter(|r| r.policy == "lean")
+        .any(|lean| results.iter().any(|s| s.policy == "stock" && s.peer == lean.peer && s.offer == lean.offer));
+    if !pairs {
+        return; // one policy only: nothing to set side by side
+    }
     println!("lossy link, lean vs stock:");
     for lean in results.iter().filter(|r| r.policy == "lean") {
         let Some(stock) = results.iter().find(|s| s.policy == "stock" && s.peer == lean.peer && s.offer == lean.offer)

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 pub const TARGETS: &[&str] = &["esp32", "esp32s3", "esp32p4", "esp32c6", "linux"];
 /// Targets ESP-IDF 5.5 marks as preview (tools/idf_py_actions/constants.py PREVIEW_TARGETS).
 const PREVIEW_TARGETS: &[&str] = &["linux"];
-pub const EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender"];
+pub const EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender", "whep_camera"];
 
 /// Build an example application with ESP-IDF's idf.py for a chip.
 ///
@@ -340,6 +340,9 @@ pub fn build(args: BuildArgs) -> Outcome {
 
 #[cfg(test)]
 mod e2e;
+
+#[cfg(test)]
+mod whep_tests;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,8 @@ use crate::upstream::Tree;
 use std::io::Write;
 
 const RUNS: usize = 10;
+/// The examples signaled through their console (idf_example_peer.py types the answer).
+const CONSOLE_EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender"];
 
 /// Lines the test must show even when it passes (libtest captures only the print macros).
 fn say(line: &str) {
@@ -82,7 +84,7 @@ fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
         stage_project(&root).unwrap();
         let code = configure::configure_into(&root, &policy_path, false, false).unwrap();
         assert_eq!(code, ExitCode::SUCCESS);
-        for example in EXAMPLES {
+        for example in CONSOLE_EXAMPLES {
             let dir = build_dir(&root, example, "linux", policy_name);
             let started = std::time::Instant::now();
             let build_log = logs.join(format!("{policy_name}-{example}-build.log"));
@@ -188,4 +190,239 @@ fn idf_application_takes_the_tree_with_configure_into() {
         run.status.success() && stdout.contains("app: offer") && stdout.contains("data channel present"),
         "{stdout}"
     );
+}
+
+/// Runs per policy and client of the WHEP example (each against a fresh device process).
+const WHEP_RUNS: usize = 3;
+/// Frames Chromium must decode before the page ends the session with DELETE.
+const WHEP_FRAMES: u64 = 30;
+
+/// The example as a running program on a port of its own (tests may run side by side); killed
+/// when dropped.
+struct WhepDevice {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for WhepDevice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WhepDevice {
+    /// Starts the ELF with its console in `log` and waits until its HTTP server accepts.
+    fn start(elf: &Path, log: &Path) -> std::result::Result<WhepDevice, String> {
+        // A port the kernel just had free; the device takes it a moment later.
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let console = std::fs::File::create(log).map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(elf)
+            .env("WHEP_CAMERA_HTTP_PORT", port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(console.try_clone().map_err(|e| e.to_string())?)
+            .stderr(console)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", elf.display()))?;
+        let mut device = WhepDevice { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = device.child.try_wait() {
+                return Err(format!("the device exited ({status}) before serving"));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("nothing listens on port {port} after 20 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(device)
+    }
+}
+
+/// What the page reported: the highest `frames decoded` and echo counts, and how it ended.
+#[derive(Debug, Default)]
+struct PageReport {
+    frames: u64,
+    echoes: u64,
+    created: bool,
+    deleted: bool,
+    failure: Option<String>,
+}
+
+impl PageReport {
+    /// One line the page POSTed (page.html's log()).
+    fn read(&mut self, line: &str) {
+        if let Some(rest) = line.strip_prefix("status frames decoded ") {
+            // "status frames decoded 14, echoes 1 of 1, connected"
+            let mut numbers = rest.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty());
+            let frames = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let echoes = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            self.frames = self.frames.max(frames);
+            self.echoes = self.echoes.max(echoes);
+        } else if line.starts_with("POST /whep: 201") {
+            self.created = true;
+        } else if line.starts_with("POST /whep: ") || line == "connection failed" {
+            self.failure = Some(line.to_string());
+        } else if line.starts_with("DELETE /whep/") {
+            if line.ends_with(": 200") {
+                self.deleted = true;
+            } else {
+                self.failure = Some(line.to_string());
+            }
+        }
+    }
+}
+
+/// Headless Chromium loads the page from the device, connects (the page offers, POSTs to /whep),
+/// plays until WHEP_FRAMES frames are decoded and 3 messages echoed, then DELETEs the session. The
+/// page reports its log lines to a collector here (its `report` query). Post-quantum DTLS stays
+/// on (Chromium as shipped): the device answers, so it is the DTLS client and never has to
+/// reassemble the fragmented ClientHello mbedTLS's server refuses (README, Interoperability).
+fn whep_chromium_once(chromium: &Path, elf: &Path, logs: &Path, name: &str) -> std::result::Result<String, String> {
+    let device = WhepDevice::start(elf, &logs.join(format!("{name}-device.log")))?;
+    let collector = tiny_http::Server::http("127.0.0.1:0").map_err(|e| format!("collector: {e}"))?;
+    let collector_port = collector.server_addr().to_ip().map(|a| a.port()).ok_or("collector has no port")?;
+    let profile = tempfile::Builder::new().prefix("esp-dc-chromium-").tempdir().map_err(|e| e.to_string())?;
+    let url = format!(
+        "http://127.0.0.1:{}/?autoconnect&stop_after_frames={WHEP_FRAMES}&report=http://127.0.0.1:{collector_port}/",
+        device.port
+    );
+    // The flags of the interop runner (interop/chromium.rs): no network at start (this machine
+    // has no route out), plain host candidates instead of mDNS names.
+    let mut browser = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--autoplay-policy=no-user-gesture-required",
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+            "--enable-logging=stderr",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(logs.join(format!("{name}-browser.log"))).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", chromium.display()))?;
+    let mut page_log = std::fs::File::create(logs.join(format!("{name}-page.log"))).map_err(|e| e.to_string())?;
+    let mut report = PageReport::default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !report.deleted && report.failure.is_none() && std::time::Instant::now() < deadline {
+        let Ok(Some(mut request)) = collector.recv_timeout(std::time::Duration::from_millis(500)) else { continue };
+        let mut line = String::new();
+        let _ = request.as_reader().read_to_string(&mut line);
+        let _ = request.respond(tiny_http::Response::empty(204));
+        let _ = writeln!(page_log, "{line}");
+        report.read(&line);
+    }
+    let _ = browser.kill();
+    let _ = browser.wait();
+    drop(device);
+    let device_log = std::fs::read_to_string(logs.join(format!("{name}-device.log"))).unwrap_or_default();
+    let summary = format!("frames decoded {} echoes {} deleted {}", report.frames, report.echoes, report.deleted);
+    let device_saw_delete = device_log.contains("-> 200 OK") && device_log.contains("session ended");
+    if report.created
+        && report.deleted
+        && report.frames >= WHEP_FRAMES
+        && report.echoes >= 3
+        && report.failure.is_none()
+        && device_saw_delete
+    {
+        Ok(summary)
+    } else {
+        Err(format!("{summary}; {}", report.failure.as_deref().unwrap_or("no failure line (timed out after 60 s)")))
+    }
+}
+
+/// lab/interop/whep_client.py: aiortc as a WHEP player, with the endpoint's error statuses
+/// (415, 400, 405, 503 while a session runs, 405 PATCH, 404 after DELETE).
+fn whep_aiortc_once(python: &Path, elf: &Path, logs: &Path, name: &str) -> std::result::Result<String, String> {
+    let device = WhepDevice::start(elf, &logs.join(format!("{name}-device.log")))?;
+    let script = project_root().join("lab/interop/whep_client.py");
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(python)
+        .arg(&script)
+        .arg("--url")
+        .arg(format!("http://127.0.0.1:{}", device.port))
+        .args(["--frames", "10", "--messages", "8", "--errors"])
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", script.display()))?;
+    drop(device);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = stdout.lines().find(|l| l.starts_with("RESULT ")).unwrap_or("no RESULT line").to_string();
+    if out.status.success() && result.ends_with(" ok=1") {
+        Ok(result)
+    } else {
+        Err(format!(
+            "{result} (exit {:?}); client: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        ))
+    }
+}
+
+/// examples/whep_camera built by ESP-IDF for linux (esp_http_server on the host's sockets) under
+/// lean and stock; per policy WHEP_RUNS Chromium runs (page from the device, video decoded, data
+/// channel echoed, DELETE) and WHEP_RUNS aiortc runs (WHEP player plus error statuses).
+#[test]
+fn idf_whep_camera_serves_chromium_and_aiortc_over_http() {
+    let Some(idf_root) = tree_for_tests() else {
+        say_skipped("idf::e2e::idf_whep_camera_serves_chromium_and_aiortc_over_http");
+        return;
+    };
+    let _heavy = HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let idf = locate(Some(&idf_root), None, None).unwrap();
+    let python = interop_python();
+    let chromium =
+        std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(chromium.is_file(), "no Chromium at {}: run `bash scripts/setup.sh` or set CHROMIUM", chromium.display());
+    let logs = project_root().join("lab-out/idf-e2e");
+    std::fs::create_dir_all(&logs).unwrap();
+    let example = "whep_camera";
+    let mut failures = Vec::new();
+    for policy_name in ["lean", "stock"] {
+        let policy_path = Policy::path_for(policy_name);
+        let root = cache_root().join("idf-e2e").join(policy_name);
+        stage_project(&root).unwrap();
+        assert_eq!(configure::configure_into(&root, &policy_path, false, false).unwrap(), ExitCode::SUCCESS);
+        let dir = build_dir(&root, example, "linux", policy_name);
+        let started = std::time::Instant::now();
+        let build_log = logs.join(format!("{policy_name}-{example}-build.log"));
+        if let Err(e) = build_in(&idf, &root, example, "linux", &dir, &[], Some(&build_log)) {
+            panic!("idf.py build of {example} ({policy_name}) failed: {e:#}\n(build directory {})", dir.display());
+        }
+        let built = started.elapsed();
+        let elf = dir.join(format!("{example}.elf"));
+        let started = std::time::Instant::now();
+        let (mut chromium_passed, mut aiortc_passed) = (0, 0);
+        let mut last = String::new();
+        for run in 1..=WHEP_RUNS {
+            let name = format!("{policy_name}-{example}-chromium-{run}");
+            match whep_chromium_once(&chromium, &elf, &logs, &name) {
+                Ok(summary) => {
+                    chromium_passed += 1;
+                    last = summary;
+                }
+                Err(why) => failures.push(format!("{name}: {why}; logs {}/{name}-*.log", logs.display())),
+            }
+            let name = format!("{policy_name}-{example}-aiortc-{run}");
+            match whep_aiortc_once(&python, &elf, &logs, &name) {
+                Ok(_) => aiortc_passed += 1,
+                Err(why) => failures.push(format!("{name}: {why}; device log {}/{name}-device.log", logs.display())),
+            }
+        }
+        say(&format!(
+            "idf-e2e: {policy_name:<5} {example:<16} built in {:>4.0} s, chromium {chromium_passed}/{WHEP_RUNS} and aiortc {aiortc_passed}/{WHEP_RUNS} WHEP runs passed in {:.0} s (chromium: {last})",
+            built.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    assert!(failures.is_empty(), "{} run(s) failed:\n{}", failures.len(), failures.join("\n"));
 }

@@ -249,33 +249,154 @@ fn flags_without_w(cpp: bool, extra: &[&str]) -> String {
     out.join(" ")
 }
 
+/// `--verbose`: the build's full output on the terminal instead of progress lines and a log.
+pub static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What the build prints before each step; the parent shows it as a progress line.
+const STEP: &str = "lab-step: ";
+
+fn step(text: &str) {
+    eprintln!("{STEP}{text}");
+}
+
 /// Builds (or reuses) the replica for `policy`. The build runs in a child `cargo xtask lab
-/// --build-only` whose stdout goes to our stderr: the cmake and cc crates speak to cargo on
-/// stdout, and the lab's stdout is for its report.
+/// --build-only`: the cmake and cc crates speak to cargo on stdout, and the lab's stdout is for
+/// its report. By default the child's whole output (cmake, ninja, compilers) goes to a log file
+/// and the terminal gets one line per step with its time; `--verbose` shows everything.
 pub fn build(policy: &Policy) -> Result<HostBuild> {
     if std::env::var_os("ESP_DC_LAB_BUILDING").is_none() {
-        let status = std::process::Command::new(std::env::current_exe()?)
-            .args(["lab", "--build-only", "--policy"])
-            .arg(&policy.path)
-            .env("ESP_DC_LAB_BUILDING", "1")
-            .stdout(std::io::stderr())
-            .status()?;
-        if !status.success() {
-            return Err(crate::exit::bad_input(format!(
-                "the host build for `{}` failed (output above)",
-                policy.policy.name
-            )));
-        }
+        build_in_child(policy)?;
     }
     build_here(policy)
 }
 
-/// Tests build in-process and in parallel (lab, size, interop): two builds of one policy must not
-/// write the same cache directory at the same time.
-static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+fn build_in_child(policy: &Policy) -> Result<()> {
+    let name = &policy.policy.name;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["lab", "--build-only", "--policy"]).arg(&policy.path).env("ESP_DC_LAB_BUILDING", "1");
+    if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+        if !cmd.stdout(std::io::stderr()).status()?.success() {
+            return Err(crate::exit::bad_input(format!("the host build for `{name}` failed (output above)")));
+        }
+        return Ok(());
+    }
+    let logs = cache_root().join("host/logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    // Per process while it runs (two runs may build at once), then the policy's last build log.
+    let running = logs.join(format!("{name}-{}.log", std::process::id()));
+    let last = logs.join(format!("{name}.log"));
+    let mut log = std::fs::File::create(&running).with_context(|| format!("creating {}", running.display()))?;
+    let (reader, writer) = std::io::pipe()?;
+    cmd.stdout(writer.try_clone()?).stderr(writer);
+    let mut child = cmd.spawn()?;
+    drop(cmd); // its copies of the pipe's writing end: the reader sees the end when the child exits
+    let mut progress = Progress::start(format!("host replica ({name}): checking"));
+    let mut lines = std::io::BufReader::new(reader);
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if std::io::BufRead::read_until(&mut lines, b'\n', &mut line)? == 0 {
+            break;
+        }
+        std::io::Write::write_all(&mut log, &line)?;
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        if let Some(step) = text.strip_prefix(STEP) {
+            progress.done();
+            progress = Progress::start(format!("host replica ({name}): {step}"));
+        } else {
+            if tail.len() == 20 {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        progress.failed();
+        let tail: Vec<String> = tail.into();
+        return Err(crate::exit::bad_input(format!(
+            "the host build for `{name}` failed ({status}); its last lines:\n{}\nthe whole output is in {} \
+             (or run again with --verbose)",
+            tail.join("\n"),
+            running.display()
+        )));
+    }
+    progress.done();
+    drop(log);
+    std::fs::rename(&running, &last).with_context(|| format!("keeping the build log as {}", last.display()))?;
+    Ok(())
+}
+
+/// One progress line: "lab: <what>… 1m02s" on stderr, its time added when the step ends.
+pub struct Progress {
+    started: std::time::Instant,
+    open: bool,
+}
+
+impl Progress {
+    pub fn start(what: String) -> Progress {
+        eprint!("lab: {what}… ");
+        Progress { started: std::time::Instant::now(), open: true }
+    }
+
+    pub fn done(&mut self) {
+        if std::mem::take(&mut self.open) {
+            eprintln!("{}", elapsed(self.started.elapsed()));
+        }
+    }
+
+    pub fn failed(&mut self) {
+        if std::mem::take(&mut self.open) {
+            eprintln!("failed after {}", elapsed(self.started.elapsed()));
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// A step left by an error (`?`) still ends its line, so the error starts on its own.
+    fn drop(&mut self) {
+        self.failed();
+    }
+}
+
+pub fn elapsed(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// Held while this process writes one cache directory; another process (a second test binary,
+/// a second clone's run) or thread that wants the same directory waits, with a message. The
+/// kernel drops it when the process dies, so a killed build leaves no stale lock.
+fn lock_artifact(dir: &Path, what: &str) -> Result<std::fs::File> {
+    let path = dir.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            step(&format!("waiting for another build of {what} (it holds {})", path.display()));
+            file.lock().with_context(|| format!("waiting for the lock {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(crate::exit::bad_input(format!(
+                "{}: cannot lock ({e}); the cache must be on a file system with flock(2): set ESP_DC_CACHE",
+                path.display()
+            )))
+        }
+    }
+    Ok(file)
+}
 
 fn build_here(policy: &Policy) -> Result<HostBuild> {
-    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     check_multilib()?;
     let sources = upstream::locate()?;
     let root = project_root();
@@ -289,16 +410,19 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
     let key = cache_key(&root, policy, &stack)?;
     let dir = cache_root().join("host").join(format!("{}-{key}", policy.policy.name));
     std::fs::create_dir_all(&dir)?;
+    // One writer per cache directory: tests build in-process and in parallel (lab, size,
+    // interop), and separate processes (two test binaries, a second clone) share the cache.
+    let _only_writer = lock_artifact(&dir, &format!("`{}`", policy.policy.name))?;
 
     let port_host = build_port_host(&dir, &recorder_dir)?;
     let recorder = build_recorder(&dir, &recorder_dir)?;
 
     let mbed_prefix = dir.join("mbedtls-install");
     if !dir.join("mbedtls.done").exists() {
-        eprintln!(
-            "lab: building mbedTLS 3.6.5 (-m32, DTLS-SRTP, records {}/{}) for `{}`",
-            policy.mbedtls.ssl_in_content_len, policy.mbedtls.ssl_out_content_len, policy.policy.name
-        );
+        step(&format!(
+            "building mbedTLS 3.6.5 (-m32, DTLS-SRTP, records {}/{})",
+            policy.mbedtls.ssl_in_content_len, policy.mbedtls.ssl_out_content_len
+        ));
         let mut mbed = Tree::read(&sources.mbedtls)?;
         mbed.files
             .retain(|rel, _| !rel.starts_with("tests") && !rel.starts_with("programs") && !rel.starts_with("docs"));
@@ -337,10 +461,7 @@ fn build_here(policy: &Policy) -> Result<HostBuild> {
 
     let stack_prefix = dir.join("stack-install");
     if !dir.join("stack.done").exists() {
-        eprintln!(
-            "lab: building libdatachannel 0.23.2 + libjuice, usrsctp, libsrtp (-m32) for `{}`",
-            policy.policy.name
-        );
+        step("building libdatachannel 0.23.2 + libjuice, usrsctp, libsrtp (-m32)");
         let src = dir.join("stack-src");
         stack.write(&src)?;
         let project_include = dir.join("esp_dc_component_flags.cmake");
@@ -522,23 +643,55 @@ fn cmake_build(
     }
 }
 
+/// Compiles one artifact unless it exists: the compiler writes a unique temporary file beside
+/// it, renamed into place when whole, so no reader sees half a library and two writers (tests
+/// in parallel, a second clone) each rename a complete one. `command` gets the path to write.
+/// A failure says which: no compiler, or the compiler's own error.
+pub(crate) fn compile_artifact(
+    out: &Path,
+    what: &str,
+    command: impl FnOnce(&Path) -> std::process::Command,
+) -> Result<()> {
+    if out.exists() {
+        return Ok(());
+    }
+    let dir = out.parent().expect("an artifact lives in a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // A name no other writer uses (process, then a counter for this process's threads), not a
+    // created file: the linker makes the output itself, with an executable's mode.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = out.file_name().expect("an artifact has a name").to_string_lossy();
+    let partial = tempfile::TempPath::try_from_path(dir.join(format!(".{name}.{}-{n}.partial", std::process::id())))?;
+    let mut cmd = command(&partial);
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let output = match cmd.output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(crate::exit::bad_input(format!(
+                "building {what}: no compiler `{program}`; run `bash scripts/setup.sh` (g++-multilib)"
+            )))
+        }
+        Err(e) => return Err(e).with_context(|| format!("building {what}: starting `{program}`")),
+    };
+    if !output.status.success() {
+        bail!(
+            "building {what} failed: `{program}` exited with {}:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        );
+    }
+    partial.persist(out).with_context(|| format!("moving {what} into place at {}", out.display()))?;
+    Ok(())
+}
+
 fn build_port_host(dir: &Path, recorder_dir: &Path) -> Result<PathBuf> {
-    let out = dir.join("port-host");
-    let lib = out.join("libesp_dc_port_host.so");
-    if lib.exists() {
-        return Ok(lib);
-    }
-    std::fs::create_dir_all(&out)?;
-    let compiler = cc_build().get_compiler();
-    let status = compiler
-        .to_command()
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(recorder_dir.join("port_host.c"))
-        .status()?;
-    if !status.success() {
-        bail!("building libesp_dc_port_host.so failed");
-    }
+    let lib = dir.join("port-host/libesp_dc_port_host.so");
+    compile_artifact(&lib, "libesp_dc_port_host.so", |to| {
+        let mut cmd = cc_build().get_compiler().to_command();
+        cmd.args(["-shared", "-fPIC", "-o"]).arg(to).arg(recorder_dir.join("port_host.c"));
+        cmd
+    })?;
     Ok(lib)
 }
 
@@ -546,51 +699,35 @@ fn build_port_host(dir: &Path, recorder_dir: &Path) -> Result<PathBuf> {
 pub fn build_recorder(dir: &Path, recorder_dir: &Path) -> Result<PathBuf> {
     let src = std::fs::read(recorder_dir.join("recorder.cpp"))?;
     let hdr = std::fs::read(recorder_dir.join("lab_trace.h"))?;
-    let out = dir.join(format!("recorder-{}", hash_of(&[&src, &hdr])));
-    let lib = out.join("liblabrec.so");
-    if lib.exists() {
-        return Ok(lib);
-    }
-    std::fs::create_dir_all(&out)?;
-    let compiler = cc_build().cpp(true).get_compiler();
-    let status = compiler
-        .to_command()
-        .args(["-std=c++17", "-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(recorder_dir.join("recorder.cpp"))
-        .arg(format!("-I{}", recorder_dir.display()))
-        .args(["-ldl", "-lpthread"])
-        .status()?;
-    if !status.success() {
-        bail!("building liblabrec.so failed");
-    }
+    let lib = dir.join(format!("recorder-{}", hash_of(&[&src, &hdr]))).join("liblabrec.so");
+    compile_artifact(&lib, "the recorder liblabrec.so", |to| {
+        let mut cmd = cc_build().cpp(true).get_compiler().to_command();
+        cmd.args(["-std=c++17", "-shared", "-fPIC", "-o"])
+            .arg(to)
+            .arg(recorder_dir.join("recorder.cpp"))
+            .arg(format!("-I{}", recorder_dir.display()))
+            .args(["-ldl", "-lpthread"]);
+        cmd
+    })?;
     Ok(lib)
 }
 
 fn build_driver(dir: &Path, libdatachannel_src: &Path, libdatachannel: &Path) -> Result<PathBuf> {
     let src = project_root().join("lab/driver/scenario.cpp");
     let text = std::fs::read(&src)?;
-    let out = dir.join(format!("driver-{}", hash_of(&[&text])));
-    let exe = out.join("scenario");
-    if exe.exists() {
-        return Ok(exe);
-    }
-    std::fs::create_dir_all(&out)?;
+    let exe = dir.join(format!("driver-{}", hash_of(&[&text]))).join("scenario");
     let libdir = libdatachannel.parent().unwrap();
-    let compiler = cc_build().cpp(true).get_compiler();
-    let status = compiler
-        .to_command()
-        .args(["-std=c++17", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .arg(format!("-I{}", libdatachannel_src.join("include").display()))
-        .arg(format!("-L{}", libdir.display()))
-        .arg(format!("-Wl,-rpath,{}", libdir.display()))
-        .args(["-ldatachannel", "-ldl", "-lpthread"])
-        .status()?;
-    if !status.success() {
-        bail!("building the scenario driver failed");
-    }
+    compile_artifact(&exe, "the scenario driver", |to| {
+        let mut cmd = cc_build().cpp(true).get_compiler().to_command();
+        cmd.args(["-std=c++17", "-o"])
+            .arg(to)
+            .arg(&src)
+            .arg(format!("-I{}", libdatachannel_src.join("include").display()))
+            .arg(format!("-L{}", libdir.display()))
+            .arg(format!("-Wl,-rpath,{}", libdir.display()))
+            .args(["-ldatachannel", "-ldl", "-lpthread"]);
+        cmd
+    })?;
     Ok(exe)
 }
 

@@ -100,9 +100,14 @@ pub struct Args {
     /// Only build the host replica of each policy (what `lab` runs in a child process).
     #[arg(long, hide = true)]
     build_only: bool,
+    /// Show the host build's whole output (cmake, ninja, compilers) instead of one progress line
+    /// per step; without it that output goes to $ESP_DC_CACHE/host/logs/<policy>.log.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 pub fn run(args: Args) -> Outcome {
+    host::VERBOSE.store(args.verbose, std::sync::atomic::Ordering::Relaxed);
     let mut policies = Vec::new();
     for name in &args.policies {
         policies.push(Policy::load(&Policy::path_for(name))?);
@@ -153,13 +158,14 @@ pub fn run(args: Args) -> Outcome {
         let build = host::build(policy)?;
         for scenario in &args.scenarios {
             for (i, run_reports) in runs.iter_mut().enumerate() {
-                if args.runs > 1 {
-                    eprintln!("lab: {} / {scenario} (run {} of {})", policy.policy.name, i + 1, args.runs);
+                let mut progress = host::Progress::start(if args.runs > 1 {
+                    format!("running {scenario} ({}), run {} of {}", policy.policy.name, i + 1, args.runs)
                 } else {
-                    eprintln!("lab: {} / {scenario}", policy.policy.name);
-                }
+                    format!("running {scenario} ({})", policy.policy.name)
+                });
                 let trace = run::run_scenario(&build, policy, scenario, &settings, &out)?;
                 let report = account::build_report(&trace, scenario, policy, &build)?;
+                progress.done();
                 if i == 0 {
                     render::write_svg(&report, &out.join(format!("{}-{scenario}.svg", policy.policy.name)))?;
                 }

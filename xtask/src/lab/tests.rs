@@ -328,3 +328,60 @@ fn two_clones_at_different_paths_share_the_host_cache_key() {
     }
     assert_eq!(first, key(&b_root, &lean, &stack));
 }
+
+/// Issue 17: cached artifacts were compiled straight to their final name and reused when that
+/// name existed, so a second writer (parallel tests, a second process) could take a half-written
+/// library. Builders racing for one artifact must each get it whole, with no partial files left.
+#[test]
+fn concurrent_builders_of_one_artifact_each_get_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder_dir = project_root().join("lab/recorder");
+    let libs: Vec<PathBuf> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (dir, recorder_dir) = (dir.path(), &recorder_dir);
+                s.spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(300 * i));
+                    let lib = build_recorder(dir, recorder_dir).unwrap();
+                    // Whole: the section headers an ELF file ends with are all there.
+                    let bytes = std::fs::read(&lib).unwrap();
+                    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                    let u16_at = |at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap()) as usize;
+                    assert_eq!(&bytes[..5], b"\x7fELF\x01", "a 32-bit ELF file");
+                    assert!(u32_at(0x20) + u16_at(0x2e) * u16_at(0x30) <= bytes.len(), "{} cut short", lib.display());
+                    lib
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(libs.windows(2).all(|w| w[0] == w[1]));
+    let leftovers: Vec<_> = walkdir::WalkDir::new(dir.path())
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A failed artifact build says why: no compiler (and how to get one), or the compiler's own
+/// error, never only "failed".
+#[test]
+fn a_failed_artifact_build_names_its_cause() {
+    use super::host::compile_artifact;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lib/libx.so");
+    let err = compile_artifact(&out, "libx.so", |_| Command::new("/nonexistent/cc")).unwrap_err().to_string();
+    assert!(err.contains("no compiler `/nonexistent/cc`") && err.contains("scripts/setup.sh"), "{err}");
+    let bad = dir.path().join("bad.c");
+    std::fs::write(&bad, "int broken(void) { return undeclared_name; }\n").unwrap();
+    let err = compile_artifact(&out, "libx.so", |to| {
+        let mut cmd = cc_build().get_compiler().to_command();
+        cmd.args(["-shared", "-fPIC", "-o"]).arg(to).arg(&bad);
+        cmd
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("building libx.so failed") && err.contains("undeclared_name"), "{err}");
+    assert!(!out.exists() && std::fs::read_dir(out.parent().unwrap()).unwrap().next().is_none(), "nothing left behind");
+}

@@ -74,10 +74,10 @@ impl Soak {
 }
 
 pub fn soak(policies: &[Policy], settings: &Settings, out: &Path, json: Option<&Path>) -> Outcome {
-    // A cycle writes about 1.7 MB of trace: give the recorder's log room for all of them (it is
+    // A cycle writes about 1.7 MB of trace (lean): give the recorder's log room for all of them (it is
     // reserved address space, filled as written; a 32-bit process has about 3 GB of it).
     if std::env::var_os("LAB_LOG_BYTES").is_none() {
-        let bytes = (u64::from(settings.cycles) * 2_200_000 + (64 << 20)).clamp(1 << 30, 2_600_000_000);
+        let bytes = (u64::from(settings.cycles) * 1_900_000 + (64 << 20)).clamp(1 << 30, 2_400_000_000);
         std::env::set_var("LAB_LOG_BYTES", bytes.to_string());
     }
     let mut soaks = Vec::new();

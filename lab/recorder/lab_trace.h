@@ -74,8 +74,6 @@ extern "C" {
 #endif
 /* Marks the start of a phase; the driver finds it with dlsym so it runs without the recorder. */
 void lab_phase(const char *name);
-/* Bytes of trace so far; unchanged over a window means no allocation, free or thread event. */
-unsigned long lab_trace_bytes(void);
 /* Writes the trace now (the driver calls it before _Exit). */
 void lab_finish(void);
 #ifdef __cplusplus

@@ -516,11 +516,6 @@ extern "C" void lab_phase(const char *name) {
 	}
 }
 
-// Bytes of trace written so far: it grows with every allocation, free, thread and socket event,
-// so a driver that sees it stand still for a while knows the stack is quiet (nothing allocating,
-// nothing freeing) and can take a mark that does not move with thread timing.
-extern "C" unsigned long lab_trace_bytes(void) { return (unsigned long)log_used.load(); }
-
 namespace {
 int add_module(struct dl_phdr_info *info, size_t, void *) {
 	const char *path = info->dlpi_name;

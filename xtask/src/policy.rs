@@ -514,6 +514,15 @@ pub const KNOBS: &[KnobSpec] = &[
         help: "1: libdatachannel's thread_local random engine (RTP initial sequence number and timestamp, SDP session id, ICE server shuffle) is std::minstd_rand, 4 bytes, seeded as before, instead of std::mt19937's 2.5 KB (patch). ESP-IDF reserves a program's thread_local storage on the stack of every FreeRTOS task, so the 2.5 KB is paid once per task in the system, system tasks included.",
     },
     KnobSpec {
+        component: "libdatachannel",
+        name: "dtls_client_when_offering",
+        stock: 0,
+        min: 0,
+        max: 1,
+        effect: KnobEffect::Define("RTC_ESP_DTLS_OFFER_ACTIVE"),
+        help: "1: the device's first offer says a=setup:active instead of actpass, so it is the DTLS client whichever side offers (port patch patches/esp-idf/libdatachannel/dtls-offer-active.patch, every policy). mbedTLS 3.6.5's DTLS server refuses a ClientHello split into fragments, which Chromium and Firefox send with their post-quantum key share; as client the device never parses one. A remote that offers a=setup:active still makes the device the server. Not a memory knob: both shipped policies set it.",
+    },
+    KnobSpec {
         component: "libjuice",
         name: "max_turn_servers",
         stock: 2,

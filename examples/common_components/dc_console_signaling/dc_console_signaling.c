@@ -30,17 +30,6 @@ void dc_console_signaling_configure(rtcConfiguration *config)
     config->bindAddress = strlen(CONFIG_DC_EXAMPLE_BIND_ADDRESS) > 0 ? CONFIG_DC_EXAMPLE_BIND_ADDRESS : NULL;
 }
 
-/* a=setup:actpass -> a=setup:active in place (CONFIG_DC_EXAMPLE_DTLS_CLIENT): libdatachannel
- * keeps actpass for itself and takes the client role when the answer says passive. */
-static void prefer_dtls_client(char *sdp)
-{
-    static const char from[] = "a=setup:actpass", to[] = "a=setup:active";
-    for (char *at = strstr(sdp, from); at != NULL; at = strstr(at, from)) {
-        memcpy(at, to, sizeof(to) - 1);
-        memmove(at + sizeof(to) - 1, at + sizeof(from) - 1, strlen(at + sizeof(from) - 1) + 1);
-    }
-}
-
 static void on_gathering_state(int pc, rtcGatheringState state, void *ptr)
 {
     (void)pc;
@@ -102,9 +91,6 @@ int dc_console_signaling_exchange(int pc)
         free(sdp);
         return err < 0 ? err : RTC_ERR_FAILURE;
     }
-#if CONFIG_DC_EXAMPLE_DTLS_CLIENT
-    prefer_dtls_client(sdp);
-#endif
     printf("\n----- OFFER (paste into examples/web/index.html) -----\n%s\n----- END OFFER -----\n", sdp);
     printf("Paste the answer, then a line with only END:\n");
     fflush(stdout);

@@ -1123,6 +1123,14 @@ void interop() {
 		std::string offer = interop_local_description(c, trickled);
 		if (env_long("LAB_INTEROP_APP_FIRST", 1))
 			offer = application_first(offer);
+		// The stack offers a=setup:active (dtls_client_when_offering); actpass as upstream lets the
+		// remote answer active, so the device is the DTLS server (cargo xtask interop
+		// --device-dtls-server): mbedTLS's server path stays tested against aiortc. The stack's
+		// own role is still undecided (actpass) until the answer, so the text is all that changes.
+		if (env_long("LAB_INTEROP_DEVICE_DTLS_SERVER", 0)) {
+			for (size_t at; (at = offer.find("a=setup:active")) != std::string::npos;)
+				offer.replace(at, std::strlen("a=setup:active"), "a=setup:actpass");
+		}
 		send_interop_description(offer, "offer");
 		phase("gathered");
 		answer = take_description(0, "answer");

@@ -74,11 +74,11 @@ fn serve(
     }
 }
 
-/// mDNS names off: host candidates on 127.0.0.1 as plain addresses. Post-quantum DTLS off unless
-/// asked for: Chromium 156's ML-KEM key share makes its ClientHello span two DTLS records, and
-/// mbedTLS 3.6's DTLS server refuses a fragmented ClientHello ("ClientHello fragmentation not
-/// supported", MBEDTLS_ERR_SSL_FEATURE_UNAVAILABLE), so a device that offers (and so is the DTLS
-/// server) cannot connect to Chromium as shipped. `--chromium-pqc` shows that failure.
+/// mDNS names off: host candidates on 127.0.0.1 as plain addresses. Post-quantum DTLS on, as
+/// Chromium ships, unless the run says `--no-pqc`: Chromium 156's ML-KEM key share makes its
+/// ClientHello span two DTLS fragments, which mbedTLS 3.6.5's DTLS server refuses ("ClientHello
+/// fragmentation not supported"); the device is the DTLS client in both offer directions
+/// (dtls_client_when_offering), so only `--device-dtls-server` meets that refusal.
 fn disabled_features(pqc: bool) -> &'static str {
     if pqc {
         "--disable-features=WebRtcHideLocalIpsWithMdns"
@@ -143,7 +143,7 @@ pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> R
             "--enable-logging=stderr",
             "--v=0",
         ])
-        .arg(disabled_features(settings.chromium_pqc))
+        .arg(disabled_features(!settings.no_pqc))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(&url)
         .stdin(Stdio::null())

@@ -7,7 +7,7 @@
 //!   tool, never copied in): `ESP_DC_FIREFOX_OPENH264`, else `../shared/firefox-openh264` beside
 //!   the clone. Without it Firefox has no H.264: it rejects the device's video m-line or offers
 //!   none, and the case says by name that its video part was skipped;
-//! * post-quantum DTLS as shipped unless the run turns the browsers' off (`Settings::chromium_pqc`).
+//! * post-quantum DTLS as shipped unless the run turns the browsers' off (`Settings::no_pqc`).
 
 use super::chromium::{serve_page, Served};
 use super::{Remote, Settings};
@@ -79,7 +79,7 @@ pub fn user_js(openh264: bool, pqc: bool) -> String {
 pub fn spawn(firefox: &Path, openh264: Option<&Path>, offer: &str, settings: &Settings, dir: &Path) -> Result<Remote> {
     let Served { bridge, url, to_remote, from_remote } = serve_page(offer, settings, dir, "&capture=1")?;
     let profile = tempfile::Builder::new().prefix("esp-dc-firefox-").tempdir()?;
-    std::fs::write(profile.path().join("user.js"), user_js(openh264.is_some(), settings.chromium_pqc))?;
+    std::fs::write(profile.path().join("user.js"), user_js(openh264.is_some(), !settings.no_pqc))?;
     let mut cmd = Command::new(firefox);
     cmd.args(["--headless", "--no-remote", "--new-instance", "--profile"])
         .arg(profile.path())

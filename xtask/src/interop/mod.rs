@@ -47,7 +47,8 @@ pub const OFFERERS: &[&str] = &["device", "remote"];
 ///   cargo xtask interop --peer chromium --policy lean  # Chromium, lean, both directions
 ///   cargo xtask interop --peer aiortc --offer remote --json interop.json
 ///   cargo xtask interop --peer chromium --no-video     # data channels only
-///   cargo xtask interop --offer device --chromium-pqc  # the known failure (README)
+///   cargo xtask interop --peer aiortc --offer device --device-dtls-server --repeat 500
+///                                                      # the DTLS server path, 500 runs in a row
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -69,11 +70,22 @@ pub struct Args {
     /// Data channels only: the remote neither offers nor accepts video.
     #[arg(long)]
     no_video: bool,
-    /// Leave Chromium's post-quantum DTLS key exchange on, as Chromium 156 ships. Its ClientHello
-    /// then spans two DTLS records, which mbedTLS's DTLS server refuses: the device-offers cases
-    /// (device = DTLS server) fail. Off by default so the matrix tests everything else.
+    /// Turn the browsers' post-quantum DTLS key exchange off (Chromium's WebRtcPqcForDtls,
+    /// Firefox's ML-KEM key share). On by default, as they ship: their ClientHello then arrives
+    /// in two DTLS fragments, which the device never has to parse because it is the DTLS client
+    /// in both offer directions (policy knob libdatachannel.dtls_client_when_offering).
+    #[arg(long, alias = "chromium-no-pqc")]
+    no_pqc: bool,
+    /// The device offers a=setup:actpass (upstream's offer) instead of active, so the remote
+    /// answers active and the device is the DTLS server: mbedTLS's server path, tested against
+    /// aiortc. A browser with post-quantum DTLS then fails (fragmented ClientHello).
     #[arg(long)]
-    chromium_pqc: bool,
+    device_dtls_server: bool,
+    /// Run every selected case this many times in a row and count the failures (a reliability
+    /// run). Runs after the first go without the recorder, so they show no memory figures; a
+    /// failing run's logs stay in <out>/<case>/run-<n>/, a passing run's are removed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
     /// Trickle ICE: both sides send their description at once and their candidates as gathered
     /// (`SIG 0 candidate` lines). The browsers trickle; aiortc does not (it gathers before its
     /// description is made) but takes the device's trickled candidates.
@@ -141,11 +153,16 @@ pub struct Settings {
     pub messages: u32,
     pub frames: u32,
     pub video: bool,
-    pub chromium_pqc: bool,
+    /// The browsers' post-quantum DTLS off (on by default, as shipped).
+    pub no_pqc: bool,
     pub out: PathBuf,
     pub trickle: bool,
     pub refuse_video: bool,
     pub impairment: Option<relay::Impairment>,
+    /// The device offers actpass, so the remote answers active and the device is the DTLS server.
+    pub device_dtls_server: bool,
+    /// No recorder preloaded: no memory figures (repeated runs).
+    pub unrecorded: bool,
 }
 
 impl Settings {
@@ -162,6 +179,9 @@ impl Settings {
         if let Some(i) = self.impairment {
             suffix += &format!("-loss{}-jitter{}", i.loss_percent, i.jitter_ms);
         }
+        if self.device_dtls_server {
+            suffix += "-dtls-server";
+        }
         suffix
     }
 }
@@ -177,7 +197,9 @@ pub fn run(args: Args) -> Outcome {
         messages: args.messages,
         frames: args.frames,
         video: !args.no_video,
-        chromium_pqc: args.chromium_pqc,
+        no_pqc: args.no_pqc,
+        device_dtls_server: args.device_dtls_server,
+        unrecorded: false,
         out,
         trickle: args.trickle,
         refuse_video: args.refuse_video,
@@ -197,7 +219,20 @@ pub fn run(args: Args) -> Outcome {
                 if !result.passed {
                     print_failure(&result);
                 }
+                let name = result.case.clone();
                 results.push(result);
+                if args.repeat > 1 {
+                    results.extend(repeat_case(
+                        &prerequisites,
+                        &build,
+                        policy,
+                        peer,
+                        offer,
+                        &settings,
+                        &name,
+                        args.repeat,
+                    )?);
+                }
             }
         }
     }
@@ -214,6 +249,41 @@ pub fn run(args: Args) -> Outcome {
     } else {
         Err(exit::verdict(format!("interop case(s) failed: {}", failed.join(", "))))
     }
+}
+
+/// Runs one case again until it has run `runs` times (the first run is the caller's), without
+/// the recorder; prints each failure, a count every 50 runs and `<case>: N of M runs passed`.
+/// Returns the failed runs only, so that each fails the exit status.
+#[allow(clippy::too_many_arguments)]
+pub fn repeat_case(
+    pre: &Prerequisites,
+    build: &host::HostBuild,
+    policy: &Policy,
+    peer: &str,
+    offer: &str,
+    settings: &Settings,
+    case: &str,
+    runs: u32,
+) -> Result<Vec<CaseResult>> {
+    let mut failed = Vec::new();
+    for n in 2..=runs {
+        let run =
+            Settings { out: settings.out.join(case).join(format!("run-{n}")), unrecorded: true, ..settings.clone() };
+        let mut r = run_case(pre, build, policy, peer, offer, &run)?;
+        r.case = format!("{case}#{n}");
+        if r.passed {
+            let _ = std::fs::remove_dir_all(&run.out);
+        } else {
+            println!("{}", case_line(&r));
+            print_failure(&r);
+            failed.push(r);
+        }
+        if n % 50 == 0 {
+            println!("{case}: {n} runs, {} failed", failed.len());
+        }
+    }
+    println!("{case}: {} of {runs} runs passed", runs - failed.len() as u32);
+    Ok(failed)
 }
 
 /// The remotes' tools, found once; a missing one is exit 2 with what to run.
@@ -373,7 +443,9 @@ fn spawn_device(
     env.push(("LAB_INTEROP_VIDEO".into(), u8::from(settings.video).to_string()));
     env.push(("LAB_H264_FILE".into(), clip.display().to_string()));
     env.push(("LAB_INTEROP_TRICKLE".into(), u8::from(settings.trickle).to_string()));
-    peers::spawn(build, "device", "interop", &env, log, Some((&build.recorder, trace)))
+    env.push(("LAB_INTEROP_DEVICE_DTLS_SERVER".into(), u8::from(settings.device_dtls_server).to_string()));
+    let recorder = (!settings.unrecorded).then_some((build.recorder.as_path(), trace));
+    peers::spawn(build, "device", "interop", &env, log, recorder)
 }
 
 fn number(fields: &BTreeMap<String, String>, key: &str) -> Option<u64> {
@@ -553,7 +625,9 @@ pub fn run_case(
     if settings.trickle && peer != "aiortc" && number(&remote_fields, "candidates_received").unwrap_or(0) == 0 {
         failures.push("trickle ICE: the browser applied none of the device's candidates".into());
     }
-    if trace.exists() && device_status.is_some_and(|s| s.success()) {
+    if settings.unrecorded {
+        // A repeated run: whether it passes, not what it holds.
+    } else if trace.exists() && device_status.is_some_and(|s| s.success()) {
         match account::build_report(&trace, "interop", policy, build) {
             Ok(report) => {
                 result.connected_bytes = report.total_connected_bytes;

@@ -81,9 +81,9 @@ fn matrix_passes_for_lean_and_stock_against_chromium_firefox_and_aiortc() {
                 let mut r = run_case(&pre, &build, &policy, peer, offer, &settings).unwrap();
                 eprintln!("{}", case_line(&r));
                 if !r.passed {
-                    // One retry, into its own directory so the first failure's logs stay: a
-                    // handshake fails about once in 50 runs on a loaded machine, in either DTLS
-                    // role (README, "Intermittent"; issue 15). Two failures in a row fail the test.
+                    // One retry, into its own directory so the first failure's logs stay, until
+                    // 500 of 500 runs show the DTLS race fixed (README, "Fixed: the intermittent
+                    // DTLS failure"; issue 15). Two failures in a row fail the test.
                     eprintln!("first try failed, logs kept in {}: {}", r.log_dir.display(), r.failure);
                     let retry = Settings { out: settings.out.join("retry"), ..settings.clone() };
                     r = run_case(&pre, &build, &policy, peer, offer, &retry).unwrap();

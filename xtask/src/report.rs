@@ -50,6 +50,11 @@ pub struct Report {
     pub thread_list: Vec<ThreadReport>,
     pub total_stack_high_water_bytes: u64,
     pub projection: Projection,
+    /// Static data of the stack's host libraries that stays in internal RAM on the device:
+    /// `.data`, TLS, and `.bss` unless the component's `static_placement` is `psram`
+    /// (`size::host_sizes`). Added to the projection for the whole-stack internal RAM figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_internal_bytes: Option<u64>,
     /// Highest live total from the first PeerConnection until the connection is up.
     #[serde(default)]
     pub handshake_peak_bytes: u64,

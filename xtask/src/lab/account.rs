@@ -224,7 +224,10 @@ struct Mark {
 
 pub fn build_report(trace_path: &Path, scenario: &str, policy: &Policy, build: &HostBuild) -> Result<Report> {
     let trace = trace::read(trace_path)?;
-    account(&trace, scenario, policy, &build.driver.to_string_lossy())
+    let mut report = account(&trace, scenario, policy, &build.driver.to_string_lossy())?;
+    let statics = crate::size::host_sizes(&build.libraries, policy)?;
+    report.static_internal_bytes = Some(statics.values().map(|s| s.dram_bytes).sum());
+    Ok(report)
 }
 
 /// The accounting itself, on a parsed trace (tests feed hand-made and fixture traces).

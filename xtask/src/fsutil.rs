@@ -106,30 +106,40 @@ pub fn lock_project(root: &Path, command: &str) -> Result<ProjectLock> {
     let path = root.join(LOCK_FILE);
     let dir = path.parent().expect("the lock file is below components/");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = lock_file(&path, "work in a local clone", || {
+        eprintln!(
+            "{command}: another `cargo xtask` run is writing this tree (it holds {}); waiting for it to finish",
+            path.display()
+        )
+    })?;
+    Ok(ProjectLock { _file: file })
+}
+
+/// Opens `path` (creating it) and takes an exclusive flock(2) on it, calling `waiting` first when
+/// another process or thread holds it. The kernel drops the lock when the holder dies, so a
+/// killed run leaves no stale lock. `where_to` says what to do when the file system has no flock.
+pub fn lock_file(path: &Path, where_to: &str, waiting: impl FnOnce()) -> Result<std::fs::File> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("opening the lock file {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            eprintln!(
-                "{command}: another `cargo xtask` run is writing this tree (it holds {}); waiting for it to finish",
-                path.display()
-            );
+            waiting();
             file.lock().with_context(|| format!("waiting for the lock {}", path.display()))?;
         }
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(crate::exit::bad_input(format!(
-                "{}: cannot lock ({e}); the file system must support flock(2): work in a local clone",
+                "{}: cannot lock ({e}); the file system must support flock(2): {where_to}",
                 path.display()
             )))
         }
     }
-    Ok(ProjectLock { _file: file })
+    Ok(file)
 }
 
 /// The workspace root (where the top-level Cargo.toml lives), whatever the current directory.

@@ -51,13 +51,19 @@ fn run_once(python: &Path, elf: &Path, example: &str, log: &Path) -> std::result
         .arg(log)
         .output()
         .map_err(|e| format!("cannot start {}: {e}", script.display()))?;
+    verdict_of(&out, "peer")
+}
+
+/// A peer script's `RESULT ... ok=1` line, or what went wrong: its last RESULT line, exit code and
+/// last line of stderr (`who` names it).
+fn verdict_of(out: &std::process::Output, who: &str) -> Result<String, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let result = stdout.lines().find(|l| l.starts_with("RESULT ")).unwrap_or("no RESULT line").to_string();
     if out.status.success() && result.ends_with(" ok=1") {
         Ok(result)
     } else {
         Err(format!(
-            "{result} (exit {:?}); peer: {}",
+            "{result} (exit {:?}); {who}: {}",
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
         ))
@@ -355,17 +361,7 @@ fn whep_aiortc_once(python: &Path, elf: &Path, logs: &Path, name: &str) -> std::
         .output()
         .map_err(|e| format!("cannot start {}: {e}", script.display()))?;
     drop(device);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result = stdout.lines().find(|l| l.starts_with("RESULT ")).unwrap_or("no RESULT line").to_string();
-    if out.status.success() && result.ends_with(" ok=1") {
-        Ok(result)
-    } else {
-        Err(format!(
-            "{result} (exit {:?}); client: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
-        ))
-    }
+    verdict_of(&out, "client")
 }
 
 /// examples/whep_camera built by ESP-IDF for linux (esp_http_server on the host's sockets) under

@@ -374,26 +374,9 @@ pub fn elapsed(d: std::time::Duration) -> String {
 /// kernel drops it when the process dies, so a killed build leaves no stale lock.
 fn lock_artifact(dir: &Path, what: &str) -> Result<std::fs::File> {
     let path = dir.with_extension("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            step(&format!("waiting for another build of {what} (it holds {})", path.display()));
-            file.lock().with_context(|| format!("waiting for the lock {}", path.display()))?;
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(crate::exit::bad_input(format!(
-                "{}: cannot lock ({e}); the cache must be on a file system with flock(2): set ESP_DC_CACHE",
-                path.display()
-            )))
-        }
-    }
-    Ok(file)
+    crate::fsutil::lock_file(&path, "set ESP_DC_CACHE to a local directory", || {
+        step(&format!("waiting for another build of {what} (it holds {})", path.display()))
+    })
 }
 
 fn build_here(policy: &Policy) -> Result<HostBuild> {

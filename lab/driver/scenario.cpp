@@ -437,8 +437,24 @@ std::string local_description(Conn *c) {
 	return buffer.data();
 }
 
+// The remote stands for a browser, and browsers offer a=setup:actpass (RFC 5763). Our build
+// offers a=setup:active (policy libdatachannel.dtls_client_when_offering), which would make the
+// device the DTLS server when it answers; as actpass the device answers active and is the DTLS
+// client, as it is with every browser. Only the text changes: the remote's ICE transport keeps
+// ActPass until the answer and takes the server role from the device's active, as upstream does.
+// (Left as it is, a lean answerer acting as DTLS server missed its gathering-complete callback in
+// about one cycle run in four: README, issue 15.)
+std::string offer_as_a_browser_would(std::string sdp) {
+	for (size_t at; (at = sdp.find("a=setup:active\r\n")) != std::string::npos;)
+		sdp.replace(at, std::strlen("a=setup:active"), "a=setup:actpass");
+	return sdp;
+}
+
 void send_description(Conn *c, const char *type) {
-	send_line("SIG " + std::to_string(c->index) + " " + type + " " + escape(local_description(c)));
+	std::string sdp = local_description(c);
+	if (!is_device && std::strcmp(type, "offer") == 0 && !env_long("LAB_REMOTE_OFFERS_ACTIVE", 0))
+		sdp = offer_as_a_browser_would(std::move(sdp));
+	send_line("SIG " + std::to_string(c->index) + " " + type + " " + escape(sdp));
 }
 
 // Reads `SIG <index> <type> <sdp>` for this connection index.

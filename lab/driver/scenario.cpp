@@ -442,8 +442,9 @@ std::string local_description(Conn *c) {
 // device the DTLS server when it answers; as actpass the device answers active and is the DTLS
 // client, as it is with every browser. Only the text changes: the remote's ICE transport keeps
 // ActPass until the answer and takes the server role from the device's active, as upstream does.
-// (Left as it is, a lean answerer acting as DTLS server missed its gathering-complete callback in
-// about one cycle run in four: README, issue 15.)
+// LAB_REMOTE_OFFERS_ACTIVE=1 keeps our build's active offer: the device answers as DTLS server,
+// as it would to another device with the same policy (the pairing that found
+// patches/esp-idf/libdatachannel/dtls-server-idle-timer.patch).
 std::string offer_as_a_browser_would(std::string sdp) {
 	for (size_t at; (at = sdp.find("a=setup:active\r\n")) != std::string::npos;)
 		sdp.replace(at, std::strlen("a=setup:active"), "a=setup:actpass");

@@ -50,6 +50,11 @@ pub struct Report {
     pub thread_list: Vec<ThreadReport>,
     pub total_stack_high_water_bytes: u64,
     pub projection: Projection,
+    /// The stack's pthread mutexes and condition variables at the projection's mark, by the
+    /// allocation site of the block holding them (`static or stack` when none): which objects
+    /// own the locks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_owners: Vec<SyncOwner>,
     /// Static data of the stack's host libraries that stays in internal RAM on the device:
     /// `.data`, TLS, and `.bss` unless the component's `static_placement` is `psram`
     /// (`size::host_sizes`). Added to the projection for the whole-stack internal RAM figure.
@@ -184,6 +189,15 @@ pub struct ThreadReport {
     pub name: String,
     #[serde(default)]
     pub stack_free_min_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncOwner {
+    pub component: String,
+    /// `file:line function` of the owner block's allocation, or `static or stack`.
+    pub owner: String,
+    pub mutexes: u64,
+    pub condvars: u64,
 }
 
 /// Live bytes placed on the ESP32's heaps under the policy, with the ESP-IDF cost model applied.

@@ -279,18 +279,17 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
             .filter(|(_, (_, component))| *component != "app")
             .map(|(addr, (mutex, component))| {
                 let at = blocks.partition_point(|(a, _)| *a <= *addr);
-                let owner = at
-                    .checked_sub(1)
-                    .map(|i| blocks[i])
-                    .filter(|(a, l)| u64::from(*addr) < u64::from(*a) + l.size)
-                    .map(|(_, l)| Block {
-                        component: names[l.component].to_string(),
-                        size: l.size,
-                        origin: l.origin,
-                        caps: l.caps,
-                        shared_ptr_control: l.shared_ptr,
-                    });
-                (*addr, SyncObject { mutex: *mutex, component: component.to_string(), owner })
+                let owner =
+                    at.checked_sub(1).map(|i| blocks[i]).filter(|(a, l)| u64::from(*addr) < u64::from(*a) + l.size);
+                let owner_site = owner.map(|(_, l)| l.site);
+                let owner = owner.map(|(_, l)| Block {
+                    component: names[l.component].to_string(),
+                    size: l.size,
+                    origin: l.origin,
+                    caps: l.caps,
+                    shared_ptr_control: l.shared_ptr,
+                });
+                (*addr, SyncObject { mutex: *mutex, component: component.to_string(), owner, owner_site })
             })
             .collect();
         objects.sort_unstable_by_key(|(a, _)| *a);
@@ -570,6 +569,7 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
 
     let projection_census = connected_mark.or_else(|| mark("streaming")).map(|m| m.census.clone()).unwrap_or_default();
     let projection = projection::project(policy, &projection_census);
+    let sync_owners = sync_owners(&projection_census, &sites, &names);
 
     Ok(Report {
         scenario: scenario.to_string(),
@@ -595,6 +595,7 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
         total_stack_high_water_bytes: max_concurrent_high_water(&threads),
         thread_list,
         projection,
+        sync_owners,
         components,
         timeline_components: names.iter().map(|s| s.to_string()).collect(),
         timeline,
@@ -634,6 +635,34 @@ fn max_concurrent(threads: &BTreeMap<u32, ThreadInfo>, weight: fn(&ThreadInfo) -
 /// The mark where a scenario's first connection is up (one per scenario).
 const CONNECTED_MARKS: &[&str] = &["connected", "cycle-1-connected", "scale-1-connected"];
 
+/// The census's sync objects counted by owner site, most locks first.
+fn sync_owners(census: &Census, sites: &[SiteKey], names: &[&'static str]) -> Vec<crate::report::SyncOwner> {
+    let mut by: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for o in &census.sync_objects {
+        let owner = match o.owner_site.and_then(|si| sites.get(si)) {
+            Some(k) => format!("{}:{} {} [{}]", k.file, k.line, k.function, names[k.component]),
+            None => "static or stack".to_string(),
+        };
+        let e = by.entry((o.component.clone(), owner)).or_default();
+        if o.mutex {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    let mut list: Vec<crate::report::SyncOwner> = by
+        .into_iter()
+        .map(|((component, owner), (mutexes, condvars))| crate::report::SyncOwner {
+            component,
+            owner,
+            mutexes,
+            condvars,
+        })
+        .collect();
+    list.sort_by(|a, b| (b.mutexes + b.condvars).cmp(&(a.mutexes + a.condvars)));
+    list
+}
+
 /// Live blocks (site, size) right after event `until`.
 fn live_sites_replay(
     trace: &trace::Trace,
@@ -664,4 +693,37 @@ fn live_sites_replay(
         }
     }
     live
+}
+
+#[cfg(test)]
+mod sync_owner_tests {
+    use super::*;
+
+    #[test]
+    fn sync_owners_counts_locks_by_the_owner_blocks_site() {
+        let site = |file: &str, line| SiteKey { component: 0, file: file.into(), line, function: "f".into() };
+        let sites = vec![site("src/impl/peerconnection.cpp", 371), site("src/impl/processor.cpp", 13)];
+        let object =
+            |mutex, owner_site| SyncObject { mutex, component: "libdatachannel".into(), owner: None, owner_site };
+        let census = Census {
+            sync_objects: vec![
+                object(true, Some(0)),
+                object(true, Some(0)),
+                object(false, Some(0)),
+                object(true, Some(1)),
+                object(true, None),
+            ],
+            ..Default::default()
+        };
+        let owners = sync_owners(&census, &sites, &["libdatachannel"]);
+        let rows: Vec<(&str, u64, u64)> = owners.iter().map(|o| (o.owner.as_str(), o.mutexes, o.condvars)).collect();
+        assert_eq!(
+            rows,
+            [
+                ("src/impl/peerconnection.cpp:371 f [libdatachannel]", 2, 1),
+                ("src/impl/processor.cpp:13 f [libdatachannel]", 1, 0),
+                ("static or stack", 1, 0),
+            ]
+        );
+    }
 }

@@ -85,6 +85,9 @@ pub struct SyncObject {
     pub component: String,
     /// The live heap block its handle lives in; None for static (`.bss`/`.data`) or stack storage.
     pub owner: Option<Block>,
+    /// The owner block's allocation site (an index into the lab's site table), to count locks by
+    /// the object that holds them.
+    pub owner_site: Option<usize>,
 }
 
 const MALLOC_CAP_SPIRAM: u32 = 1 << 10;
@@ -366,6 +369,7 @@ mod tests {
             mutex,
             component: component.into(),
             owner,
+            owner_site: None,
         };
         let census = Census {
             mutexes: 3,

@@ -59,6 +59,14 @@ pub fn print_report(r: &Report) {
     for l in &r.projection.lines {
         println!("  {:>9} int {:>9} psram  {}  [{}]", l.internal_bytes, l.psram_bytes, l.what, l.source);
     }
+    if !r.sync_owners.is_empty() {
+        println!(
+            "locks at that mark by owner (mutexes, condition variables; component using them, owner's allocation):"
+        );
+        for o in &r.sync_owners {
+            println!("  {:>3} {:>3}  {:<14} {}", o.mutexes, o.condvars, o.component, o.owner);
+        }
+    }
     if !r.leaks.is_empty() {
         println!("still held at the end:");
         for s in r.leaks.iter().take(10) {

@@ -2,12 +2,14 @@
 //! with only that lever put back to upstream's value. The difference is the lever's saving,
 //! measured in the same run on the same machine.
 //!
-//! Levers are the policy's knobs that differ from upstream, its mbedTLS record buffer lengths and
-//! the patches that are fixes rather than knob plumbing (`*/knobs.patch` only makes knobs settable).
+//! Levers are the policy's knobs that differ from upstream, its mbedTLS record buffer lengths,
+//! the patches that are fixes rather than knob plumbing (`*/knobs.patch` only makes knobs settable),
+//! and the placement settings (`sync.placement`, `static_placement`), whose saving is internal RAM
+//! moved to PSRAM rather than bytes: the `internal` columns show it.
 
 use super::{account, host, run};
 use crate::fsutil::write_atomic;
-use crate::policy::{Policy, KNOBS};
+use crate::policy::{Policy, StaticPlacement, SyncPlacement, KNOBS};
 use crate::report::Report;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -25,6 +27,12 @@ pub struct Saving {
     pub handshake_peak_bytes: i64,
     pub stack_high_water_bytes: i64,
     pub threads: i64,
+    /// The ESP32 projection's internal RAM for one connection (heap, TCBs, sync objects, sockets).
+    pub internal_bytes: i64,
+    /// The stack's static data left in internal RAM (`size-check --host` split by `static_placement`).
+    pub static_internal_bytes: i64,
+    /// pthread mutexes and condition variables the stack holds when connected.
+    pub locks: i64,
     /// From the `video` scenario, for levers that act on media (the NACK responder).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video_live_bytes: Option<i64>,
@@ -86,6 +94,35 @@ fn levers(policy: &Policy) -> Vec<Lever> {
             });
         }
     }
+    if policy.sync.placement == SyncPlacement::WithOwner {
+        levers.push(Lever {
+            name: "sync.placement".into(),
+            policy_value: "with_owner".into(),
+            upstream_value: "internal".into(),
+            video: false,
+            revert: Box::new(|doc| doc["sync"]["placement"] = value("internal")),
+        });
+    }
+    // One lever for every component's .bss: the split moves no heap byte, so one host build shows it.
+    let psram_statics: Vec<String> = policy
+        .components
+        .iter()
+        .filter(|(_, c)| c.static_placement == StaticPlacement::Psram)
+        .map(|(name, _)| name.clone())
+        .collect();
+    if !psram_statics.is_empty() {
+        levers.push(Lever {
+            name: format!("components.{{{}}}.static_placement", psram_statics.join(",")),
+            policy_value: "psram".into(),
+            upstream_value: "internal".into(),
+            video: false,
+            revert: Box::new(move |doc| {
+                for c in &psram_statics {
+                    doc["components"][c.as_str()]["static_placement"] = value("internal");
+                }
+            }),
+        });
+    }
     for (component, c) in &policy.components {
         for patch in c.patches.iter().filter(|p| !p.ends_with("/knobs.patch")) {
             let (component, patch) = (component.clone(), patch.clone());
@@ -145,6 +182,9 @@ pub fn knob_savings(policy: &Policy, settings: &run::Settings, out: &Path) -> Re
             handshake_peak_bytes: d(r.handshake_peak_bytes, base.handshake_peak_bytes),
             stack_high_water_bytes: d(r.total_stack_high_water_bytes, base.total_stack_high_water_bytes),
             threads: d(r.threads, base.threads),
+            internal_bytes: d(r.projection.internal_bytes, base.projection.internal_bytes),
+            static_internal_bytes: d(r.static_internal_bytes.unwrap_or(0), base.static_internal_bytes.unwrap_or(0)),
+            locks: d(locks(&r), locks(&base)),
             video_live_bytes: match (&video, &base_video) {
                 (Some(v), Some(b)) => Some(d(v.streaming_bytes.unwrap_or(0), b.streaming_bytes.unwrap_or(0))),
                 _ => None,
@@ -154,7 +194,11 @@ pub fn knob_savings(policy: &Policy, settings: &run::Settings, out: &Path) -> Re
     Ok(savings)
 }
 
-fn cells(s: &Saving) -> [String; 8] {
+fn locks(r: &Report) -> u64 {
+    r.sync_owners.iter().map(|o| o.mutexes + o.condvars).sum()
+}
+
+fn cells(s: &Saving) -> [String; 11] {
     [
         s.lever.clone(),
         s.policy_value.clone(),
@@ -163,25 +207,76 @@ fn cells(s: &Saving) -> [String; 8] {
         s.handshake_peak_bytes.to_string(),
         s.stack_high_water_bytes.to_string(),
         s.threads.to_string(),
+        s.internal_bytes.to_string(),
+        s.static_internal_bytes.to_string(),
+        s.locks.to_string(),
         s.video_live_bytes.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
     ]
 }
 
 pub fn print_savings(policy: &str, savings: &[Saving]) {
     println!("== what each lever of `{policy}` saves (bytes; that lever alone put back to upstream's value)");
-    let header =
-        ["lever", "policy", "upstream", "connected", "handshake", "stacks", "threads", "video live"].map(String::from);
+    let header = [
+        "lever",
+        "policy",
+        "upstream",
+        "connected",
+        "handshake",
+        "stacks",
+        "threads",
+        "internal",
+        "static int",
+        "locks",
+        "video live",
+    ]
+    .map(String::from);
     for c in std::iter::once(header).chain(savings.iter().map(cells)) {
-        println!("{:<52} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>10}", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+        println!(
+            "{:<52} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8} {:>9} {:>10} {:>6} {:>10}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
+        );
     }
 }
 
 pub fn savings_markdown(savings: &[Saving]) -> String {
-    let mut md = String::from("| lever | lean | upstream | connected B | handshake peak B | stacks B | threads | video live B |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut md = String::from(
+        "| lever | lean | upstream | connected B | handshake peak B | stacks B | threads | internal/conn B | static internal B | locks | video live B |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
     for s in savings {
         let mut c = cells(s);
         c[0] = format!("`{}`", c[0]);
         md.push_str(&format!("| {} |\n", c.join(" | ")));
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lean's placement levers exist and each, reverted, gives a policy with that setting back at
+    /// ESP-IDF's default and everything else as it was.
+    #[test]
+    fn placement_levers_revert_to_internal() {
+        let path = crate::fsutil::project_root().join("policies/lean.toml");
+        let lean = Policy::load(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let levers = levers(&lean);
+        let dir = tempfile::tempdir().unwrap();
+        let reverted = |name: &str| {
+            let lever = levers.iter().find(|l| l.name == name).unwrap_or_else(|| panic!("no lever {name}"));
+            let mut doc: DocumentMut = text.parse().unwrap();
+            (lever.revert)(&mut doc);
+            let p = dir.path().join("lean.toml");
+            std::fs::write(&p, doc.to_string()).unwrap();
+            Policy::load(&p).unwrap()
+        };
+        let sync = reverted("sync.placement");
+        assert_eq!(sync.sync.placement, SyncPlacement::Internal);
+        assert!(sync.components.values().any(|c| c.static_placement == StaticPlacement::Psram));
+        let statics = reverted("components.{libdatachannel,libjuice,libsrtp,usrsctp}.static_placement");
+        assert!(statics.components.values().all(|c| c.static_placement == StaticPlacement::Internal));
+        assert_eq!(statics.sync.placement, SyncPlacement::WithOwner);
+        assert!(levers.iter().any(|l| l.name == "patch libdatachannel/fewer-locks.patch"));
+    }
 }

@@ -14,6 +14,7 @@ mod interop;
 mod kconfig_keys;
 mod lab;
 mod policy;
+mod relay;
 mod report;
 mod size;
 mod upstream;

@@ -9,7 +9,6 @@
 
 mod chromium;
 mod firefox;
-pub mod relay;
 #[cfg(test)]
 mod tests;
 
@@ -17,6 +16,7 @@ use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
 use crate::lab::{account, host, run as peers};
 use crate::policy::Policy;
+use crate::relay;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -1,5 +1,6 @@
-//! The lossy link of `cargo xtask interop --loss P --jitter-ms J`: an in-process UDP relay on
-//! 127.0.0.1 between the device and the remote that drops, delays and so reorders packets.
+//! The lossy link of `cargo xtask interop` and `cargo xtask lab` (`--loss P --jitter-ms J`): an
+//! in-process UDP relay on 127.0.0.1 between the device and the remote that drops, delays and so
+//! reorders packets. Both commands only hand it their signaling lines, so it lives beside them.
 //!
 //! In-process rather than `tc netem`: netem needs root and a network namespace per case (the
 //! browsers and aiortc would have to run inside it), while every peer here is on loopback and

@@ -22,6 +22,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -345,8 +347,162 @@ void on_remote_message(int dc, const char *data, int size, void *) {
 	c->notify();
 }
 
-void on_remote_media(int tr, const char *, int size, void *) {
+// ---- remote: a browser's receiver for the device's video (SSRC 42) ----
+//
+// On loopback nothing is lost; across the lab's lossy relay (`cargo xtask lab --loss`) the remote
+// does what a browser does: it asks for each missing packet with a generic NACK (RFC 4585) once
+// the packet is overdue by more than the link's jitter (LAB_NACK_DELAY_MS), again every 100 ms
+// until it comes or 1 s has passed, so the device's RtcpNackResponder answers from its store.
+// It reports the frames that arrived, the frames that arrived whole, the longest wait between
+// two frames and the packets a retransmission recovered.
+struct VideoReceiver {
+	using Clock = std::chrono::steady_clock;
+	struct Missing {
+		Clock::time_point since, last_nack;
+		int nacks = 0;
+	};
+	struct Packet {
+		uint32_t timestamp;
+		bool marker;
+	};
+	std::mutex mutex;
+	int track = -1;
+	bool started = false;
+	int64_t highest = 0;                // extended sequence number
+	std::map<int64_t, Packet> packets;  // every packet received, by extended sequence number
+	std::map<int64_t, Missing> missing; // gaps not yet filled nor given up
+	uint32_t last_timestamp = 0;
+	Clock::time_point last_frame_at;
+	long frames = 0, longest_gap_ms = 0, nack_packets = 0, nacked = 0, recovered = 0, given_up = 0;
+	std::atomic<bool> stop{false};
+	std::thread nacker;
+
+	void on_rtp(int tr, const uint8_t *p, int size) {
+		if (size < 12 || ((p[1] & 0x7f) >= 64 && (p[1] & 0x7f) < 96)) // RTCP (RFC 5761)
+			return;
+		if ((uint32_t(p[8]) << 24 | uint32_t(p[9]) << 16 | uint32_t(p[10]) << 8 | p[11]) != 42)
+			return;
+		uint16_t seq = uint16_t(p[2] << 8 | p[3]);
+		uint32_t ts = uint32_t(p[4]) << 24 | uint32_t(p[5]) << 16 | uint32_t(p[6]) << 8 | p[7];
+		auto now = Clock::now();
+		std::lock_guard<std::mutex> lock(mutex);
+		track = tr;
+		int64_t ext = started ? highest + int16_t(uint16_t(seq - uint16_t(highest))) : seq;
+		if (!started) {
+			started = true;
+			highest = ext;
+			last_timestamp = ts;
+			last_frame_at = now;
+			frames = 1;
+		} else if (int32_t(ts - last_timestamp) > 0) {
+			longest_gap_ms = std::max<long>(
+			    longest_gap_ms, long(std::chrono::duration_cast<std::chrono::milliseconds>(now - last_frame_at).count()));
+			last_timestamp = ts;
+			last_frame_at = now;
+			++frames;
+		}
+		packets.emplace(ext, Packet{ts, (p[1] & 0x80) != 0});
+		// Filled after a NACK asked for it: recovered. Filled before: it was only reordered.
+		if (auto gap = missing.find(ext); gap != missing.end()) {
+			recovered += gap->second.nacks > 0;
+			missing.erase(gap);
+		}
+		for (int64_t k = highest + 1; k < ext; ++k)
+			missing.emplace(k, Missing{now, {}, 0});
+		highest = std::max(highest, ext);
+	}
+
+	// One generic NACK (RTPFB, FMT 1) for the missing packets that are due, as PID + BLP pairs.
+	void nack_due(std::chrono::milliseconds delay) {
+		std::vector<uint16_t> due;
+		int tr;
+		{
+			std::lock_guard<std::mutex> lock(mutex);
+			auto now = Clock::now();
+			for (auto it = missing.begin(); it != missing.end();) {
+				Missing &m = it->second;
+				if (now - m.since > 1s) {
+					++given_up;
+					it = missing.erase(it);
+					continue;
+				}
+				if (now - m.since >= delay && (m.nacks == 0 || now - m.last_nack >= 100ms)) {
+					due.push_back(uint16_t(it->first));
+					m.last_nack = now;
+					++m.nacks;
+					++nacked;
+				}
+				++it;
+			}
+			tr = track;
+			if (!due.empty())
+				++nack_packets;
+		}
+		if (due.empty())
+			return;
+		std::vector<uint8_t> fci;
+		for (size_t i = 0; i < due.size();) {
+			uint16_t pid = due[i++], blp = 0;
+			while (i < due.size() && uint16_t(due[i] - pid) <= 16)
+				blp |= uint16_t(1u << (uint16_t(due[i++] - pid) - 1));
+			for (uint16_t v : {pid, blp}) {
+				fci.push_back(uint8_t(v >> 8));
+				fci.push_back(uint8_t(v));
+			}
+		}
+		std::vector<uint8_t> rtcp = {0x81, 205, 0, uint8_t(2 + fci.size() / 4), 0, 0, 0, 1, 0, 0, 0, 42};
+		rtcp.insert(rtcp.end(), fci.begin(), fci.end());
+		if (rtcSendMessage(tr, reinterpret_cast<const char *>(rtcp.data()), int(rtcp.size())) < 0)
+			std::fprintf(stderr, "sending a NACK failed\n");
+	}
+
+	void start() {
+		auto delay = std::chrono::milliseconds(env_long("LAB_NACK_DELAY_MS", 50));
+		nacker = std::thread([this, delay] {
+			while (!stop) {
+				std::this_thread::sleep_for(10ms);
+				nack_due(delay);
+			}
+		});
+	}
+
+	// Frames whose every packet, from the one after the previous frame's last to its own marked
+	// last, arrived (retransmissions included).
+	long whole_frames() {
+		long whole = 0;
+		int64_t after = INT64_MIN;
+		for (auto &[ext, packet] : packets) {
+			if (!packet.marker)
+				continue;
+			if (after != INT64_MIN) {
+				bool all = true;
+				for (int64_t k = after + 1; k <= ext && all; ++k)
+					all = packets.count(k) != 0;
+				whole += all;
+			}
+			after = ext;
+		}
+		return whole + (after != INT64_MIN); // the first frame has no predecessor to start from
+	}
+
+	// `RESULT` words: frames arrived and whole, the longest wait for a next frame, NACKs sent.
+	std::string result() {
+		stop = true;
+		if (nacker.joinable())
+			nacker.join();
+		std::lock_guard<std::mutex> lock(mutex);
+		return "frames_received=" + std::to_string(frames) + " frames_whole=" + std::to_string(whole_frames()) +
+		       " longest_frame_gap_ms=" + std::to_string(longest_gap_ms) + " rtp_received=" +
+		       std::to_string(packets.size()) + " nack_packets=" + std::to_string(nack_packets) +
+		       " nacked=" + std::to_string(nacked) + " recovered=" + std::to_string(recovered) +
+		       " unrecovered=" + std::to_string(given_up + long(missing.size()));
+	}
+};
+VideoReceiver video_receiver;
+
+void on_remote_media(int tr, const char *data, int size, void *) {
 	Conn *c = conn_of(tr);
+	video_receiver.on_rtp(tr, reinterpret_cast<const uint8_t *>(data), size);
 	std::lock_guard<std::mutex> lock(c->mutex);
 	c->media_bytes += size;
 }
@@ -634,6 +790,7 @@ int add_h264_sender(Conn *c, int payload_type, const char *mid, const std::strin
 void remote_receive_video(const char *scenario, long timeout_seconds) {
 	std::string offer = take_description(0, "offer");
 	Conn *c = new_conn(0);
+	video_receiver.start();
 	rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
 	send_description(c, "answer");
 	inbox.take("CTL done", std::chrono::seconds(timeout_seconds));
@@ -643,7 +800,7 @@ void remote_receive_video(const char *scenario, long timeout_seconds) {
 		std::lock_guard<std::mutex> lock(c->mutex);
 		bytes = c->media_bytes;
 	}
-	std::fprintf(stderr, "RESULT %s received_bytes=%lld\n", scenario, bytes);
+	std::fprintf(stderr, "RESULT %s received_bytes=%lld %s\n", scenario, bytes, video_receiver.result().c_str());
 	send_line("CTL counted");
 	inbox.take("CTL closed");
 	delete_conn(0);
@@ -787,6 +944,7 @@ void camera(long seconds) {
 	} else {
 		std::string offer = take_description(0, "offer");
 		Conn *c = new_conn(0);
+		video_receiver.start();
 		rtcSetRemoteDescription(c->pc, offer.c_str(), "offer");
 		send_description(c, "answer");
 		std::string done = inbox.take("CTL done ", std::chrono::seconds(seconds + 60));
@@ -802,7 +960,8 @@ void camera(long seconds) {
 			received = c->echoes;
 			damage = c->last_echo;
 		}
-		std::fprintf(stderr, "RESULT camera received_bytes=%lld messages_received=%ld\n", bytes, received);
+		std::fprintf(stderr, "RESULT camera received_bytes=%lld messages_received=%ld %s\n", bytes, received,
+		             video_receiver.result().c_str());
 		send_line("CTL counted");
 		inbox.take("CTL closed");
 		delete_conn(0);

@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod host;
+pub mod lossy;
 pub mod projection;
 pub mod render;
 pub mod run;
@@ -43,6 +44,7 @@ pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale", "came
 ///   cargo xtask lab --policy lean --runs 20          # budgets in every run, spread min..max
 ///   cargo xtask lab --policy lean --soak             # 1,000 cycles: slope per component
 ///   cargo xtask lab --policy lean --knob-savings     # what each lever saves (one build per lever)
+///   cargo xtask lab --loss 2 --loss 10 --jitter-ms 30 # datachannel, video, camera on a lossy link
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -89,6 +91,17 @@ pub struct Args {
     /// cycle or descriptors pile up.
     #[arg(long)]
     soak: bool,
+    /// Lossy link: device and remote talk through an in-process UDP relay that drops this
+    /// percentage of the packets both ways (ICE, DTLS, SCTP and RTP alike); repeat for several
+    /// rates. Runs datachannel, video and camera (the one-connection scenarios); exit 1 also
+    /// when a message arrives damaged or out of order, frames stop arriving for over a second,
+    /// or the device's NACK responder never resends a lost video packet. --json then writes
+    /// {"reports": [...], "lossy": [...]}, and --update-readme the README's `lossy` block.
+    #[arg(long, value_name = "PERCENT", value_parser = loss_percent)]
+    loss: Vec<f64>,
+    /// With --loss (or alone): each packet is held back a uniform 0..=MS, so packets reorder.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=2000))]
+    jitter_ms: Option<u32>,
     /// Do not check the dynamic budgets.
     #[arg(long)]
     no_budgets: bool,
@@ -106,8 +119,46 @@ pub struct Args {
     verbose: bool,
 }
 
+fn loss_percent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=50.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{text}`: a loss percentage from 0 to 50")),
+    }
+}
+
+/// The links to run on: none (plain loopback) or one per --loss rate with the jitter.
+fn links(args: &Args) -> Vec<Option<crate::relay::Impairment>> {
+    if args.loss.is_empty() && args.jitter_ms.is_none() {
+        return vec![None];
+    }
+    let rates = if args.loss.is_empty() { vec![0.0] } else { args.loss.clone() };
+    rates
+        .into_iter()
+        .map(|loss_percent| {
+            Some(crate::relay::Impairment { loss_percent, jitter_ms: args.jitter_ms.unwrap_or(0), delay_ms: 0 })
+        })
+        .collect()
+}
+
 pub fn run(args: Args) -> Outcome {
     host::VERBOSE.store(args.verbose, std::sync::atomic::Ordering::Relaxed);
+    let links = links(&args);
+    let lossy = links[0].is_some();
+    let mut scenarios = args.scenarios.clone();
+    if lossy {
+        if scenarios.len() == SCENARIOS.len() {
+            // The default set: the scenarios the link applies to.
+            scenarios.retain(|s| run::LOSSY_SCENARIOS.contains(&s.as_str()));
+        } else if let Some(s) = scenarios.iter().find(|s| !run::LOSSY_SCENARIOS.contains(&s.as_str())) {
+            return Err(exit::bad_input(format!(
+                "--loss/--jitter-ms: scenario `{s}` runs several connections, the lossy link stands between one ({})",
+                run::LOSSY_SCENARIOS.join(", ")
+            )));
+        }
+        if args.soak || args.knob_savings {
+            return Err(exit::bad_input("--loss/--jitter-ms go with the scenarios, not --soak or --knob-savings"));
+        }
+    }
     let mut policies = Vec::new();
     for name in &args.policies {
         policies.push(Policy::load(&Policy::path_for(name))?);
@@ -154,22 +205,34 @@ pub fn run(args: Args) -> Outcome {
     // runs[i]: every policy and scenario of the i-th run. The first run is the one reported;
     // the budgets hold in each.
     let mut runs: Vec<Vec<Report>> = vec![Vec::new(); args.runs as usize];
+    let mut lossy_runs = Vec::new();
     for policy in &policies {
         let build = host::build(policy)?;
-        for scenario in &args.scenarios {
-            for (i, run_reports) in runs.iter_mut().enumerate() {
-                let mut progress = host::Progress::start(if args.runs > 1 {
-                    format!("running {scenario} ({}), run {} of {}", policy.policy.name, i + 1, args.runs)
-                } else {
-                    format!("running {scenario} ({})", policy.policy.name)
-                });
-                let trace = run::run_scenario(&build, policy, scenario, &settings, &out)?;
-                let report = account::build_report(&trace, scenario, policy, &build)?;
-                progress.done();
-                if i == 0 {
-                    render::write_svg(&report, &out.join(format!("{}-{scenario}.svg", policy.policy.name)))?;
+        for link in &links {
+            for scenario in &scenarios {
+                for (i, run_reports) in runs.iter_mut().enumerate() {
+                    let on = link.map(|l| format!(", {}% loss, {} ms jitter", l.loss_percent, l.jitter_ms));
+                    let mut progress = host::Progress::start(if args.runs > 1 {
+                        format!(
+                            "running {scenario} ({}{}), run {} of {}",
+                            policy.policy.name,
+                            on.unwrap_or_default(),
+                            i + 1,
+                            args.runs
+                        )
+                    } else {
+                        format!("running {scenario} ({}{})", policy.policy.name, on.unwrap_or_default())
+                    });
+                    let ran = run::run_scenario_on_link(&build, policy, scenario, &settings, &out, *link)?;
+                    let report = account::build_report(&ran.trace, scenario, policy, &build)?;
+                    progress.done();
+                    if i == 0 {
+                        let name = format!("{}-{scenario}{}.svg", policy.policy.name, run::link_suffix(*link));
+                        render::write_svg(&report, &out.join(name))?;
+                    }
+                    lossy_runs.extend(lossy::LossyRun::new(&ran, &report));
+                    run_reports.push(report);
                 }
-                run_reports.push(report);
             }
         }
     }
@@ -184,7 +247,11 @@ pub fn run(args: Args) -> Outcome {
             r.spread = spread::of(&same);
         }
     }
-    if policies.len() > 1 {
+    if lossy {
+        // The link's own table instead of the loopback tables: the same figures the budgets
+        // hold, next to what the link did and what got through.
+        print!("{}", lossy::side_by_side(&lossy_runs));
+    } else if policies.len() > 1 {
         render::print_side_by_side(&reports);
     } else {
         for r in &reports {
@@ -192,13 +259,21 @@ pub fn run(args: Args) -> Outcome {
         }
     }
     if let Some(path) = &args.json {
-        write_atomic(path, serde_json::to_string_pretty(&reports)?.as_bytes())?;
+        let json = if lossy {
+            serde_json::to_string_pretty(&serde_json::json!({ "reports": reports, "lossy": lossy_runs }))?
+        } else {
+            serde_json::to_string_pretty(&reports)?
+        };
+        write_atomic(path, json.as_bytes())?;
     }
     let markdown = render::markdown_side_by_side(&reports);
     if let Some(path) = &args.markdown {
         write_atomic(path, markdown.as_bytes())?;
     }
-    if args.update_readme {
+    if args.update_readme && lossy {
+        let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+        update_readme("lossy", &format!("```\n$ cargo xtask {command}\n{}```", lossy::side_by_side(&lossy_runs)))?;
+    } else if args.update_readme {
         update_readme("lab", &markdown)?;
         if args.scenarios.iter().any(|s| s == "datachannel") {
             update_readme("threads", &render::threads_markdown(&reports, "datachannel"))?;
@@ -215,13 +290,17 @@ pub fn run(args: Args) -> Outcome {
     }
     let all: Vec<Report> = runs.into_iter().flatten().collect();
     let breaches = render::check_budgets(&policies, &all);
-    if breaches.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for b in &breaches {
-            eprintln!("budget: {b}");
-        }
-        Err(exit::verdict(format!("{} dynamic budget(s) exceeded", breaches.len())))
+    let broken: Vec<String> = lossy_runs.iter().flat_map(lossy::verdicts).collect();
+    for b in &breaches {
+        eprintln!("budget: {b}");
+    }
+    for b in &broken {
+        eprintln!("lossy link: {b}");
+    }
+    match (breaches.len(), broken.len()) {
+        (0, 0) => Ok(ExitCode::SUCCESS),
+        (b, 0) => Err(exit::verdict(format!("{b} dynamic budget(s) exceeded"))),
+        (b, l) => Err(exit::verdict(format!("{b} dynamic budget(s) exceeded, {l} lossy-link check(s) failed"))),
     }
 }
 

@@ -1,13 +1,16 @@
 //! Runs one scenario: the measured device process (recorder preloaded) and the unmeasured remote
-//! process, their signaling lines relayed between them, their stderr kept as logs.
+//! process, their signaling lines relayed between them, their stderr kept as logs. With a lossy
+//! link (`--loss`, `--jitter-ms`) their media crosses `crate::relay` instead of plain loopback.
 
 use super::host::HostBuild;
 use crate::policy::{knob, Policy};
+use crate::relay::{Impairment, LinkStats, Relay};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -54,19 +57,59 @@ pub fn spawn(
     cmd.spawn().with_context(|| format!("starting {}", build.driver.display()))
 }
 
-/// Copies lines from one peer's stdout to the other's stdin until the source closes.
+/// Which peer a signaling line comes from, for the lossy link's address rewriting.
+#[derive(Clone, Copy)]
+enum From {
+    Device,
+    Remote,
+}
+
+/// Copies lines from one peer's stdout to the other's stdin until the source closes; with a
+/// lossy link, each candidate in them is pointed at the relay.
 fn relay(
     from: impl std::io::Read + Send + 'static,
     mut to: impl Write + Send + 'static,
+    link: Option<(Arc<Relay>, From)>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(from).lines() {
             let Ok(line) = line else { break };
+            let line = match &link {
+                Some((r, From::Device)) => r.line_from_device(&line),
+                Some((r, From::Remote)) => r.line_from_remote(&line),
+                None => line,
+            };
             if writeln!(to, "{line}").and_then(|_| to.flush()).is_err() {
                 break;
             }
         }
     })
+}
+
+/// The scenarios whose device and remote run one connection at a time, which is what the
+/// relay can stand between (`cycle` and `scale` are about connections, not the link).
+pub const LOSSY_SCENARIOS: &[&str] = &["datachannel", "video", "camera"];
+
+/// One scenario's run: the device's trace, both peers' logs and, on a lossy link, what crossed it.
+#[derive(Debug, Clone)]
+pub struct ScenarioRun {
+    pub trace: PathBuf,
+    pub device_log: PathBuf,
+    pub remote_log: PathBuf,
+    pub link: Option<LinkRun>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkRun {
+    pub impairment: Impairment,
+    pub seed: u64,
+    pub stats: LinkStats,
+}
+
+/// What the names of a run's files end with: its link, so a lossy run keeps the plain run's files.
+pub fn link_suffix(link: Option<Impairment>) -> String {
+    // No dot: the logs are named by replacing the stem's extension.
+    link.map(|i| format!("-loss{}-jitter{}", i.loss_percent, i.jitter_ms).replace('.', "p")).unwrap_or_default()
 }
 
 /// Runs `scenario` and returns the device's trace file.
@@ -77,7 +120,20 @@ pub fn run_scenario(
     settings: &Settings,
     out: &Path,
 ) -> Result<PathBuf> {
-    let stem = format!("{}-{scenario}", policy.policy.name);
+    Ok(run_scenario_on_link(build, policy, scenario, settings, out, None)?.trace)
+}
+
+/// Runs `scenario`, with `link` across the relay (device and remote see each other only through
+/// it; LOSSY_SCENARIOS only).
+pub fn run_scenario_on_link(
+    build: &HostBuild,
+    policy: &Policy,
+    scenario: &str,
+    settings: &Settings,
+    out: &Path,
+    link: Option<Impairment>,
+) -> Result<ScenarioRun> {
+    let stem = format!("{}-{scenario}{}", policy.policy.name, link_suffix(link));
     let trace = out.join(format!("{stem}.trace"));
     let _ = std::fs::remove_file(&trace);
     let mut env = knob_env(policy);
@@ -85,12 +141,28 @@ pub fn run_scenario(
     env.push(("LAB_VIDEO_SECONDS".into(), settings.video_seconds.to_string()));
     env.push(("LAB_CYCLES".into(), settings.cycles.to_string()));
     // A cycle takes well under a second; quiet marks wait longer on a busy machine.
-    let timeout = Duration::from_secs(120 + settings.video_seconds as u64 + 3 * settings.cycles as u64);
-    run_peers(build, policy, scenario, &env, &out.join(&stem), Some(&trace), timeout)?;
+    let mut timeout = Duration::from_secs(120 + settings.video_seconds as u64 + 3 * settings.cycles as u64);
+    let relay = match link {
+        Some(i) => {
+            if !LOSSY_SCENARIOS.contains(&scenario) {
+                bail!("scenario `{scenario}` cannot run on a lossy link (only {})", LOSSY_SCENARIOS.join(", "));
+            }
+            // The remote asks again for a packet only once it is overdue by more than the
+            // jitter, as a browser's receiver does: a reordered packet is not a lost one.
+            env.push(("LAB_NACK_DELAY_MS".into(), (i.jitter_ms + 20).to_string()));
+            // SCTP recovers a lost tail only by its retransmission timer (a second and more).
+            timeout *= 4;
+            Some(Arc::new(Relay::start(i, 0)?))
+        }
+        None => None,
+    };
+    let (device_log, remote_log) =
+        run_peers_via(build, policy, scenario, &env, &out.join(&stem), Some(&trace), timeout, relay.clone())?;
     if !trace.exists() {
         bail!("the device wrote no trace at {} (was the recorder preloaded?)", trace.display());
     }
-    Ok(trace)
+    let link = relay.map(|r| LinkRun { impairment: r.impairment(), seed: r.seed, stats: r.stats() });
+    Ok(ScenarioRun { trace, device_log, remote_log, link })
 }
 
 /// Runs the device and remote peers of `scenario` to the end, their signaling relayed, and
@@ -105,12 +177,26 @@ pub fn run_peers(
     trace: Option<&Path>,
     timeout: Duration,
 ) -> Result<(PathBuf, PathBuf)> {
+    run_peers_via(build, policy, scenario, env, stem, trace, timeout, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_peers_via(
+    build: &HostBuild,
+    policy: &Policy,
+    scenario: &str,
+    env: &[(String, String)],
+    stem: &Path,
+    trace: Option<&Path>,
+    timeout: Duration,
+    link: Option<Arc<Relay>>,
+) -> Result<(PathBuf, PathBuf)> {
     let device_log = stem.with_extension("device.log");
     let remote_log = stem.with_extension("remote.log");
     let mut remote = spawn(build, "remote", scenario, env, &remote_log, None)?;
     let mut device = spawn(build, "device", scenario, env, &device_log, trace.map(|t| (build.recorder.as_path(), t)))?;
-    let a = relay(remote.stdout.take().unwrap(), device.stdin.take().unwrap());
-    let b = relay(device.stdout.take().unwrap(), remote.stdin.take().unwrap());
+    let a = relay(remote.stdout.take().unwrap(), device.stdin.take().unwrap(), link.clone().map(|r| (r, From::Remote)));
+    let b = relay(device.stdout.take().unwrap(), remote.stdin.take().unwrap(), link.map(|r| (r, From::Device)));
 
     let deadline = Instant::now() + timeout;
     let mut statuses = [None, None];

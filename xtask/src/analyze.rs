@@ -31,6 +31,10 @@ pub struct Args {
     /// Checked against the log's `ELF file SHA256` line and the chip's architecture.
     #[arg(long)]
     pub elf: Option<PathBuf>,
+    /// The build's linker map (build/<project>.map) for the stack's static data, internal vs
+    /// PSRAM per component. Default: the `.map` beside `--elf`, when there is one.
+    #[arg(long)]
+    pub map: Option<PathBuf>,
     /// Also write the report as JSON (the lab's shape, scenario `device-log`).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -60,7 +64,13 @@ pub fn run(args: Args) -> Outcome {
         }
         None => None,
     };
-    let report = build_report(&log, elf.as_mut(), &args.policy, args.top);
+    let mut report = build_report(&log, elf.as_mut(), &args.policy, args.top);
+    let map = args.map.clone().or_else(|| args.elf.as_ref().map(|e| e.with_extension("map")).filter(|m| m.is_file()));
+    if let Some(map) = map {
+        let sizes = crate::size::read_report(&map)
+            .map_err(|e| bad_input(format!("cannot read linker map {}: {e:#}", map.display())))?;
+        add_static(&mut report, &sizes, &map.display().to_string());
+    }
     print!("{}", render(&report, &args));
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)? + "\n";
@@ -239,12 +249,101 @@ fn sites_of<'a>(records: impl Iterator<Item = &'a Record>, keys: &BTreeMap<usize
     sites
 }
 
+/// The pthread objects the lab's projection counts, as a heap trace shows them on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum SyncKind {
+    /// esp_dc_port_sync.c (`sync.placement = "with_owner"`): one PSRAM block per object.
+    PsramMutex,
+    PsramCond,
+    /// ESP-IDF's own: a small struct plus a FreeRTOS queue, two blocks per object.
+    IdfMutex,
+    IdfCond,
+}
+
+impl SyncKind {
+    /// The same words as the lab's projection lines (lab/projection.rs), with the device's source.
+    fn line(self, objects: u64) -> (String, &'static str) {
+        match self {
+            SyncKind::PsramMutex => (
+                format!("{objects} pthread mutex(es) with their owner in PSRAM: one block each"),
+                "components/esp_dc_port/src/esp_dc_port_sync.c psram_mutex_new (heap trace)",
+            ),
+            SyncKind::PsramCond => (
+                format!("{objects} condition variable(s) with their owner in PSRAM: one block each"),
+                "components/esp_dc_port/src/esp_dc_port_sync.c psram_cond_new (heap trace)",
+            ),
+            SyncKind::IdfMutex => (
+                format!("{objects} pthread mutex(es): esp_pthread_mutex_t + FreeRTOS mutex"),
+                "components/pthread/pthread.c pthread_mutex_init (heap trace)",
+            ),
+            SyncKind::IdfCond => (
+                format!("{objects} condition variable(s): esp_pthread_cond_t + its newlib lock's FreeRTOS mutex"),
+                "components/pthread/pthread_cond_var.c pthread_cond_init (heap trace)",
+            ),
+        }
+    }
+}
+
+/// Whether a record belongs to a pthread mutex or condition variable, and whether it is the
+/// object's first block (counted once): esp_dc_port's PSRAM objects are one block; ESP-IDF's
+/// are its struct (allocated by pthread_*_init itself) and a FreeRTOS queue (allocated below it).
+fn sync_kind(record: &Record, elf: &mut elf::Elf) -> Option<(SyncKind, bool)> {
+    let mut first_outside_allocator: Option<String> = None;
+    let mut kind = None;
+    for &address in &record.callers {
+        for frame in elf.caller_frames(address) {
+            let file = frame.file.replace('\\', "/");
+            if first_outside_allocator.is_none() && !is_allocator_frame(&file) {
+                first_outside_allocator = Some(frame.function.clone());
+            }
+            let found = match frame.function.as_str() {
+                "psram_mutex_new" if file.ends_with("esp_dc_port_sync.c") => Some(SyncKind::PsramMutex),
+                "psram_cond_new" if file.ends_with("esp_dc_port_sync.c") => Some(SyncKind::PsramCond),
+                "pthread_mutex_init" if file.contains("components/pthread/") => Some(SyncKind::IdfMutex),
+                "pthread_cond_init" if file.contains("components/pthread/") => Some(SyncKind::IdfCond),
+                _ => None,
+            };
+            if let Some(found) = found {
+                kind = Some((found, frame.function.clone()));
+                break;
+            }
+        }
+        if kind.is_some() {
+            break;
+        }
+    }
+    let (kind, function) = kind?;
+    let first = matches!(kind, SyncKind::PsramMutex | SyncKind::PsramCond)
+        || first_outside_allocator.as_deref() == Some(function.as_str());
+    Some((kind, first))
+}
+
+/// The stack's static data from a linker map, as `size-check` reads it: per component internal
+/// (.data + .bss in DRAM) and PSRAM (.bss in .ext_ram.bss), the internal sum beside the lab's.
+pub(crate) fn add_static(report: &mut Report, sizes: &BTreeMap<String, crate::size::Sizes>, source: &str) {
+    let device = report.device.get_or_insert_with(Default::default);
+    device.static_source = source.to_string();
+    device.static_data = sizes
+        .iter()
+        .map(|(component, s)| report::StaticFigure {
+            component: component.clone(),
+            internal_bytes: s.dram_bytes,
+            psram_bytes: s.psram_bytes,
+        })
+        .collect();
+    report.static_internal_bytes = Some(saturating_sum(sizes.values().map(|s| s.dram_bytes)));
+}
+
 pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top: usize) -> Report {
     // Records are keyed by their line number, unique across the log.
     let mut keys: BTreeMap<usize, SiteKey> = BTreeMap::new();
+    let mut sync: BTreeMap<usize, (SyncKind, bool)> = BTreeMap::new();
     for dump in &log.dumps {
         for r in &dump.records {
             keys.insert(r.line, attribute(r, elf.as_deref_mut()));
+            if let Some(kind) = elf.as_deref_mut().and_then(|e| sync_kind(r, e)) {
+                sync.insert(r.line, kind);
+            }
         }
     }
     // Every dump lists what was live when it was printed: in LEAKS mode the unfreed
@@ -362,6 +461,26 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
             line.internal_bytes = bytes;
         }
         projection.lines.push(line);
+    }
+    // Of which sync objects: the lab's projection lines, counted from the connected dump.
+    let mut by_kind: BTreeMap<SyncKind, (u64, u64, u64)> = BTreeMap::new(); // objects, internal, psram
+    for r in connected.into_iter().flat_map(live) {
+        let Some(&(kind, first)) = sync.get(&r.line) else { continue };
+        let e = by_kind.entry(kind).or_default();
+        e.0 += u64::from(first);
+        match heap_of(r) {
+            Heap::Psram => e.2 = e.2.saturating_add(r.size),
+            Heap::Internal | Heap::Dma | Heap::Unknown => e.1 = e.1.saturating_add(r.size),
+        }
+    }
+    for (kind, (objects, internal, psram)) in by_kind {
+        let (what, source) = kind.line(objects);
+        projection.lines.push(ProjectionLine {
+            what: format!("of which {what}"),
+            internal_bytes: internal,
+            psram_bytes: psram,
+            source: source.into(),
+        });
     }
     report.projection = projection;
 
@@ -486,6 +605,22 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
         "measured at `connected`: internal {} bytes, psram {} bytes",
         report.projection.internal_bytes, report.projection.psram_bytes
     );
+    for l in report.projection.lines.iter().filter(|l| l.what.starts_with("of which ")) {
+        let _ = writeln!(o, "  {:>9} int {:>9} psram  {}  [{}]", l.internal_bytes, l.psram_bytes, l.what, l.source);
+    }
+    if !device.static_data.is_empty() {
+        let _ = writeln!(
+            o,
+            "static data, linker map {} (internal: .data + .bss in DRAM; psram: .ext_ram.bss):",
+            device.static_source
+        );
+        let _ = writeln!(o, "  {:<16} {:>10} {:>10}", "component", "internal", "psram");
+        for s in &device.static_data {
+            let _ = writeln!(o, "  {:<16} {:>10} {:>10}", s.component, s.internal_bytes, s.psram_bytes);
+        }
+        let psram = saturating_sum(device.static_data.iter().map(|s| s.psram_bytes));
+        let _ = writeln!(o, "  {:<16} {:>10} {:>10}", "total", report.static_internal_bytes.unwrap_or(0), psram);
+    }
     if let (Some(internal), Some(psram)) = (device.peak_internal_bytes, device.peak_psram_bytes) {
         let _ = writeln!(
             o,

@@ -111,6 +111,21 @@ pub struct DeviceLog {
     pub not_returned_internal_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_returned_psram_bytes: Option<u64>,
+    /// The stack's static data by component from the build's linker map (`--map`, or the map
+    /// beside `--elf`): internal = `.data` + `.bss` in DRAM, psram = `.bss` in `.ext_ram.bss`
+    /// (`static_placement = "psram"`). `Report.static_internal_bytes` is their internal sum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_data: Vec<StaticFigure>,
+    /// The linker map those figures come from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub static_source: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StaticFigure {
+    pub component: String,
+    pub internal_bytes: u64,
+    pub psram_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

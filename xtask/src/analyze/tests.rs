@@ -25,7 +25,12 @@ fn build_elf(dir: &Path, extra: &[&str]) -> PathBuf {
          -Wl,--section-start=.flash.heap=0x42010000 -Wl,--section-start=.flash.juice=0x42011000
          -Wl,--section-start=.flash.sctp_pcb=0x42012000 -Wl,--section-start=.flash.sctp_readq=0x42012100
          -Wl,--section-start=.flash.app=0x42013000
-         components/heap/heap_caps.c components/libjuice/agent.c components/usrsctp/sctp_pcb.c main/app_main.c -o {out}"
+         -Wl,--section-start=.flash.dcsync_mutex=0x42014000 -Wl,--section-start=.flash.dcsync_cond=0x42014100
+         -Wl,--section-start=.flash.pthread_mutex=0x42015000 -Wl,--section-start=.flash.pthread_cond=0x42015100
+         -Wl,--section-start=.flash.queue=0x42016000
+         components/heap/heap_caps.c components/libjuice/agent.c components/usrsctp/sctp_pcb.c
+         components/esp_dc_port/src/esp_dc_port_sync.c components/pthread/pthread.c
+         components/pthread/pthread_cond_var.c components/freertos/queue.c main/app_main.c -o {out}"
     )
     .quiet()
     .run()
@@ -244,6 +249,7 @@ fn run_writes_json_and_refuses_logs_without_tracker_output() {
     let args = Args {
         log: fixture_dir().join("device-log.txt"),
         elf: Some(elf),
+        map: None,
         json: Some(json.clone()),
         policy: "lean".into(),
         top: 10,
@@ -263,7 +269,7 @@ fn run_writes_json_and_refuses_logs_without_tracker_output() {
     let plain = dir.path().join("plain.txt");
     std::fs::write(&plain, "I (1) boot: nothing to see\n").unwrap();
     let json2 = dir.path().join("none.json");
-    let args = Args { log: plain, elf: None, json: Some(json2.clone()), policy: "lean".into(), top: 10 };
+    let args = Args { log: plain, elf: None, map: None, json: Some(json2.clone()), policy: "lean".into(), top: 10 };
     assert_eq!(exit_code(&run(args).err().unwrap()), 2);
     assert!(!json2.exists());
 }
@@ -378,6 +384,7 @@ fn docs_example_is_the_real_output() {
     let args = Args {
         log: "lab/fixtures/analyze/device-log.txt".into(),
         elf: Some(elf.clone()),
+        map: None,
         json: None,
         policy: "lean".into(),
         top: 10,
@@ -449,7 +456,7 @@ fn run_on(text: &str) -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.txt");
     std::fs::write(&path, text).unwrap();
-    run(Args { log: path, elf: None, json: None, policy: "lean".into(), top: 10 })
+    run(Args { log: path, elf: None, map: None, json: None, policy: "lean".into(), top: 10 })
 }
 
 const CLEAN_DUMP: &str = "\
@@ -502,4 +509,50 @@ fn records_that_cannot_be_placed_are_named_and_exit_1() {
     let report = analyze_text(&many, None).unwrap();
     assert_eq!(report.device.unwrap().skipped_examples.len(), 7);
     assert_eq!(run_on(CLEAN_DUMP).unwrap(), ExitCode::SUCCESS);
+}
+
+/// Issue 16: the sync objects esp_dc_port_sync.c places in PSRAM and ESP-IDF's own internal ones
+/// are counted from the heap trace with the lab projection's words, and the linker map beside the
+/// ELF gives the stack's static data split as `static_placement` linked it.
+#[test]
+fn sync_objects_and_static_placement_from_a_device_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let elf = build_elf(dir.path(), &["-g"]);
+    std::fs::copy(fixture_dir().join("app.map"), elf.with_extension("map")).unwrap();
+    let json = dir.path().join("report.json");
+    let args = Args {
+        log: fixture_dir().join("device-log-sync.txt"),
+        elf: Some(elf),
+        map: None,
+        json: Some(json.clone()),
+        policy: "lean".into(),
+        top: 10,
+    };
+    assert_eq!(run(args).unwrap(), ExitCode::SUCCESS);
+    let report: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let lines: Vec<(&str, u64, u64)> = report
+        .projection
+        .lines
+        .iter()
+        .filter(|l| l.what.starts_with("of which"))
+        .map(|l| (l.what.as_str(), l.internal_bytes, l.psram_bytes))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("of which 2 pthread mutex(es) with their owner in PSRAM: one block each", 0, 176),
+            ("of which 1 condition variable(s) with their owner in PSRAM: one block each", 0, 92),
+            ("of which 1 pthread mutex(es): esp_pthread_mutex_t + FreeRTOS mutex", 92, 0),
+            ("of which 1 condition variable(s): esp_pthread_cond_t + its newlib lock's FreeRTOS mutex", 96, 0),
+        ]
+    );
+    // The PSRAM objects are esp_dc_port's allocations, in PSRAM.
+    let port = report.components.iter().find(|c| c.name == "esp_dc_port").unwrap();
+    assert_eq!((port.internal_bytes, port.psram_bytes), (0, 268));
+    let device = report.device.unwrap();
+    let statics: Vec<(&str, u64, u64)> =
+        device.static_data.iter().map(|s| (s.component.as_str(), s.internal_bytes, s.psram_bytes)).collect();
+    assert_eq!(statics, [("libdatachannel", 16, 1212), ("libjuice", 32, 0), ("usrsctp", 2148, 1800)]);
+    assert_eq!(report.static_internal_bytes, Some(2196));
+    assert!(device.static_source.ends_with("app.map"), "{}", device.static_source);
 }

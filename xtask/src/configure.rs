@@ -32,7 +32,7 @@ patches/ copied into upstream/, git-ignored), the policy block of sdkconfig.defa
 outside the block are kept) and the stamp components/.esp_dc_policy. A second run changes nothing.
 
 With --into APP_DIR the same lands in your own ESP-IDF application: APP_DIR/components/ gets
-libdatachannel, libjuice, usrsctp, libsrtp, plog and esp_dc_port (ours: replaced on every run),
+libdatachannel, libjuice, usrsctp, libsrtp, plog, esp_dc_port and esp_dc_init (ours: replaced on every run),
 APP_DIR/sdkconfig.defaults the policy block (your lines are kept), and the stamp. Your main/,
 CMakeLists.txt, other components and sdkconfig are never touched.
 
@@ -69,8 +69,10 @@ pub fn run(args: Args) -> Outcome {
     configure_into(&root, &Policy::path_for(&args.policy), args.check, args.json)
 }
 
-/// Components of ours (committed, not generated) an application needs beside the generated ones.
-pub const OURS: &[&str] = &["esp_dc_port"];
+/// Components of ours (committed, not generated) an application needs beside the generated ones:
+/// esp_dc_port (a leaf the stack requires: the malloc redirect, shims) and esp_dc_init
+/// (esp_dc_port_init(), which calls libdatachannel).
+pub const OURS: &[&str] = &["esp_dc_port", "esp_dc_init"];
 
 /// The directory of an ESP-IDF application: its top CMakeLists.txt includes project.cmake and
 /// calls project(). Refusing anything else keeps `--into` from writing into a wrong directory.
@@ -115,6 +117,7 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     let policy_text = std::fs::read_to_string(policy_path)?;
     let shown_policy = shown(policy_path);
     reject_unplaceable_threads(&policy, &policy_text, &shown_policy)?;
+    reject_other_force_includes(&policy, &policy_text, &shown_policy)?;
 
     let sources = upstream::locate()?;
     let templates = project_root().join("templates");
@@ -141,16 +144,16 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
             }
             tree.files.insert(Path::new("upstream").join(rel), bytes);
         }
-        let cmake = render::cmakelists(&policy, component, &read_template(&format!("{component}/CMakeLists.txt"))?)?;
+        // The build files depend on the component only (the policy reaches them through
+        // Kconfig and sdkconfig.defaults); only upstream/ differs between policies (patches).
+        let cmake = render::cmakelists(component, &read_template(&format!("{component}/CMakeLists.txt"))?)?;
         tree.files.insert("CMakeLists.txt".into(), cmake.into_bytes());
-        if let Some(fragment) = render::linker_fragment(&policy, component) {
+        if let Some(fragment) = render::linker_fragment(component) {
             tree.files.insert("linker.lf".into(), fragment.into_bytes());
         }
-        tree.files.insert("Kconfig".into(), render::kconfig(&policy, component, &kconfig_template)?.into_bytes());
-        tree.files.insert(
-            "idf_component.yml".into(),
-            render::idf_component_yml(&policy, component, &yml_template)?.into_bytes(),
-        );
+        tree.files.insert("Kconfig".into(), render::kconfig(component, &kconfig_template)?.into_bytes());
+        tree.files
+            .insert("idf_component.yml".into(), render::idf_component_yml(component, &yml_template)?.into_bytes());
         patches_by_component.insert(component.to_string(), policy.component(component).patches.clone());
         components.insert(component.to_string(), tree);
     }
@@ -292,6 +295,30 @@ fn reject_unplaceable_threads(policy: &Policy, text: &str, shown_policy: &str) -
             let line = key_line(text, name, "threads");
             return Err(exit::bad_input(format!(
                 "{shown_policy}:{line}: components.{name}.threads: only components.libdatachannel.threads can be placed (the stack's threads all inherit its esp_pthread_cfg_t); remove this entry"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A generated component's Kconfig has one bool for the redirect, so the only header it can
+/// force-include is esp_dc_alloc_redirect.h (esp_dc_port is ours and force-includes nothing).
+fn reject_other_force_includes(policy: &Policy, text: &str, shown_policy: &str) -> Result<()> {
+    for (name, component) in &policy.components {
+        let header = component.force_include.as_str();
+        let allowed = header.is_empty() || (GENERATED.contains(&name.as_str()) && header == render::REDIRECT_HEADER);
+        if !allowed {
+            let line = key_line(text, name, "force_include");
+            let what = if GENERATED.contains(&name.as_str()) {
+                format!(
+                    "a component's Kconfig has one bool for the redirect; use \"{}\" or \"\"",
+                    render::REDIRECT_HEADER
+                )
+            } else {
+                "esp_dc_port is ours and force-includes nothing; use \"\"".to_string()
+            };
+            return Err(exit::bad_input(format!(
+                "{shown_policy}:{line}: components.{name}.force_include: `{header}` cannot be expressed: {what}"
             )));
         }
     }

@@ -82,7 +82,8 @@ pub fn component_of_archive(archive: &str) -> Option<&'static str> {
         "usrsctp" => Some("usrsctp"),
         "libsrtp" | "srtp2" => Some("libsrtp"),
         "plog" => Some("plog"),
-        "esp_dc_port" => Some("esp_dc_port"),
+        // esp_dc_init was part of esp_dc_port until it was split off (the port's run-time half).
+        "esp_dc_port" | "esp_dc_init" => Some("esp_dc_port"),
         "mbedtls" | "mbedtls_2" | "mbedcrypto" | "mbedx509" | "p256m" | "everest" => Some("mbedtls"),
         _ => None,
     }

@@ -1,10 +1,8 @@
 /*
- * esp_dc_port: call esp_dc_port_init() once, before the first rtcCreatePeerConnection().
- *
- * It applies the policy's run-time knobs (SCTP buffer sizes through rtcSetSctpSettings) and
- * places the stacks of every thread the stack starts afterwards from the calling task
- * (esp_pthread_cfg_t with stack_alloc_caps and inherit_cfg). Knobs that are per PeerConnection
- * or per track are exposed as macros for the application to pass on:
+ * esp_dc_port: the policy's knobs an application passes on, and the hardware RNG. The
+ * run-time half, esp_dc_port_init(), is in the component esp_dc_init (esp_dc_init.h), which
+ * depends on libdatachannel; this component stays a leaf that the stack's libraries require.
+ * Knobs that are per PeerConnection or per track are exposed as macros for the application:
  *
  *   rtcConfiguration config = {0};
  *   config.maxMessageSize = ESP_DC_MAX_MESSAGE_SIZE;
@@ -46,26 +44,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* What esp_dc_port_init() applied, for the application's start-up log. */
-typedef struct {
-    uint32_t thread_stack_bytes;
-    uint32_t thread_stack_caps; /* 0: ESP-IDF's default */
-    int sctp_recv_buffer_bytes;
-    int sctp_send_buffer_bytes;
-    int sctp_max_chunks_on_queue;
-    uint32_t new_caps; /* caps of operator new, MALLOC_CAP_DEFAULT for plain malloc */
-} esp_dc_port_settings_t;
-
-/*
- * Applies the policy to the calling task and to libdatachannel. Call it from the task that will
- * create the PeerConnections. Returns ESP_ERR_INVALID_STATE when libdatachannel refuses the
- * SCTP settings, or the esp_pthread_set_cfg() error.
- */
-esp_err_t esp_dc_port_init(void);
-
-/* The settings esp_dc_port_init() applies (valid before and after the call). */
-esp_dc_port_settings_t esp_dc_port_settings(void);
 
 /* Random bytes from the hardware RNG (esp_fill_random). */
 void esp_dc_port_random(void *buf, size_t len);

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "dc_console_signaling.h"
-#include "esp_dc_port.h"
+#include "esp_dc_init.h"
 #include "esp_heap_caps.h"
 #include "esp_log.h"
 #include "freertos/FreeRTOS.h"

@@ -11,7 +11,7 @@
 #include <time.h>
 
 #include "dc_console_signaling.h"
-#include "esp_dc_port.h"
+#include "esp_dc_init.h"
 #include "esp_heap_caps.h"
 #include "esp_log.h"
 #include "esp_random.h"

@@ -23,7 +23,7 @@
 #include <time.h>
 
 #include "dc_console_signaling.h" /* dc_console_signaling_configure(): STUN server, bind address */
-#include "esp_dc_port.h"
+#include "esp_dc_init.h"
 #include "esp_event.h"
 #include "esp_heap_caps.h"
 #include "esp_http_server.h"

@@ -1,12 +1,14 @@
-//! Pure functions from a policy to file contents: the generated components' CMakeLists.txt,
-//! Kconfig and idf_component.yml (from `templates/`), the policy block of sdkconfig.defaults,
-//! and the stamp. Nothing here touches the tree; `configure` decides what to write.
+//! Pure functions to file contents: the generated components' CMakeLists.txt, Kconfig, linker.lf
+//! and idf_component.yml (from `templates/`; they depend on the component only, so every policy
+//! gets the same files and reads its choices through Kconfig), the policy block of
+//! sdkconfig.defaults (where a policy lands), and the stamp. Nothing here touches the tree;
+//! `configure` decides what to write.
 
 use crate::exit;
 use crate::kconfig_keys::{Known, Verdict};
 use crate::policy::{
     KnobEffect, MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc, StaticPlacement, SyncPlacement,
-    COMPONENTS, KNOBS,
+    COMPONENTS, KNOBS, STATIC_PLACEABLE,
 };
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -78,14 +80,6 @@ pub fn caps_expression(placement: Placement) -> &'static str {
     }
 }
 
-fn placement_words(placement: Placement) -> &'static str {
-    match placement {
-        Placement::Psram => "PSRAM (heap_caps MALLOC_CAP_SPIRAM)",
-        Placement::Internal => "internal RAM (MALLOC_CAP_INTERNAL|MALLOC_CAP_8BIT)",
-        Placement::Default => "plain malloc, ESP-IDF's size threshold decides",
-    }
-}
-
 /// Replaces every `{{key}}`; a placeholder left over is a template error, not silent output.
 pub fn fill(template_name: &str, template: &str, values: &[(&str, String)]) -> Result<String> {
     let mut out = template.to_string();
@@ -102,68 +96,79 @@ pub fn fill(template_name: &str, template: &str, values: &[(&str, String)]) -> R
     Ok(out)
 }
 
-/// The policy-driven part of a generated component's CMakeLists.txt.
-pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
-    let spec = policy.component(component);
-    let mut b = String::new();
-    let _ = writeln!(
-        b,
-        "# ---- Policy `{}` (rendered by `cargo xtask configure`; change the policy, not this block) ----",
-        policy.policy.name
-    );
+/// The Kconfig prefix of a generated component's own options: `ESP_DC_<COMPONENT>`.
+pub fn kconfig_prefix(component: &str) -> String {
+    format!("ESP_DC_{}", component.to_uppercase())
+}
+
+/// `CONFIG_<prefix>_HEAP_<choice>`: the member of the heap placement choice a placement selects.
+fn heap_choice(component: &str, placement: Placement) -> String {
+    let member = match placement {
+        Placement::Psram => "PSRAM",
+        Placement::Internal => "INTERNAL",
+        Placement::Default => "DEFAULT",
+    };
+    format!("{}_HEAP_{member}", kconfig_prefix(component))
+}
+
+/// The header a component's redirect force-includes (the only one: configure refuses others).
+pub const REDIRECT_HEADER: &str = "esp_dc_alloc_redirect.h";
+
+/// The part of a generated component's CMakeLists.txt that reads the policy from Kconfig. It
+/// depends on the component only, never on a policy: every policy gets the same file, and
+/// `idf.py menuconfig` changes what the policy chose (sdkconfig.defaults) without a configure.
+pub fn cmake_kconfig_block(component: &str) -> String {
+    let prefix = kconfig_prefix(component);
     let header_only = component == "plog";
+    let mut b = String::new();
+    b.push_str(
+        "# ---- Policy, read from Kconfig (this component's Kconfig). `cargo xtask configure` writes the\n\
+         # policy's choices into sdkconfig.defaults; `idf.py menuconfig` overrides them. ----\n",
+    );
+    // esp_dc_port_dir: the redirect header, the lock-policy header.
+    b.push_str("idf_component_get_property(esp_dc_port_dir esp_dc_port COMPONENT_DIR)\n");
     if header_only {
         // An INTERFACE library compiles nothing; placement and the redirect would land on its
-        // consumers' C sources, which is not what the policy says. See the note at the top.
-        let _ = writeln!(
-            b,
-            "# placement `{}` is realised through cxx.new_placement = `{}` (plog is C++ and header-only).",
-            spec.placement.as_str(),
-            policy.cxx.new_placement.as_str()
-        );
-        if !spec.force_include.is_empty() {
-            let _ =
-                writeln!(b, "# force_include `{}`: nothing to force-include into (no sources).", spec.force_include);
-        }
-        if !spec.definitions.is_empty() {
-            b.push_str("target_compile_definitions(${COMPONENT_LIB} INTERFACE\n");
-            for (name, value) in &spec.definitions {
-                let _ = writeln!(b, "    \"{name}={}\"", value.render());
-            }
-            b.push_str(")\n");
-        }
+        // consumers' C sources. Its allocations are operator new in libdatachannel's C++ code.
+        b.push_str("# plog is header-only: its allocations are C++ `new` inside libdatachannel and follow\n");
+        b.push_str("# ESP_DC_PORT_NEW_PLACEMENT; there is no heap placement or redirect of its own.\n");
     } else {
-        let _ = writeln!(b, "# placement: {}", placement_words(spec.placement));
-        b.push_str("target_compile_definitions(${COMPONENT_LIB} PRIVATE\n");
-        let _ = writeln!(b, "    \"ESP_DC_ALLOC_CAPS={}\"", caps_expression(spec.placement));
-        let _ = writeln!(
+        let _ = write!(
             b,
-            "    ESP_DC_COMPONENT_ID={}  # ESP_DC_COMPONENT_{} in esp_dc_port_alloc.h",
-            component_id(component),
-            component.to_uppercase()
+            "if(CONFIG_{prefix}_HEAP_PSRAM)
+    set(esp_dc_alloc_caps \"{psram}\")
+elseif(CONFIG_{prefix}_HEAP_INTERNAL)
+    set(esp_dc_alloc_caps \"{internal}\")
+else()
+    set(esp_dc_alloc_caps \"{default}\")
+endif()
+target_compile_definitions(${{COMPONENT_LIB}} PRIVATE
+    \"ESP_DC_ALLOC_CAPS=${{esp_dc_alloc_caps}}\"
+    ESP_DC_COMPONENT_ID={id}  # ESP_DC_COMPONENT_{upper} in esp_dc_port_alloc.h
+)
+if(CONFIG_{prefix}_REDIRECT_MALLOC)
+    # Every C source sees the redirect before its first line (the header is inert in C++).
+    # `--include=` is GCC's joined spelling of `-include`: CMake de-duplicates repeated options,
+    # and two `-include` flags on one target would lose their arguments' pairing.
+    target_compile_options(${{COMPONENT_LIB}} PRIVATE \"--include=${{esp_dc_port_dir}}/include/{REDIRECT_HEADER}\")
+endif()
+",
+            psram = caps_expression(Placement::Psram),
+            internal = caps_expression(Placement::Internal),
+            default = caps_expression(Placement::Default),
+            id = component_id(component),
+            upper = component.to_uppercase(),
         );
-        b.push_str(")\n");
-        if spec.force_include.is_empty() {
-            b.push_str("# force_include: none, malloc() is not redirected in this component.\n");
-        } else {
-            // `--include=` is GCC's joined spelling of `-include`: CMake de-duplicates repeated
-            // options, and two `-include` flags on one target would lose their arguments' pairing.
-            b.push_str("# Every C source sees the redirect before its first line (the header is inert in C++).\n");
-            b.push_str("idf_component_get_property(esp_dc_port_dir esp_dc_port COMPONENT_DIR)\n");
-            let _ = writeln!(
-                b,
-                "target_compile_options(${{COMPONENT_LIB}} PRIVATE \"--include=${{esp_dc_port_dir}}/include/{}\")",
-                spec.force_include
-            );
-        }
-        if !spec.definitions.is_empty() {
-            b.push_str("# definitions\ntarget_compile_definitions(${COMPONENT_LIB} PRIVATE\n");
-            for (name, value) in &spec.definitions {
-                let _ = writeln!(b, "    \"{name}={}\"", value.render());
-            }
-            b.push_str(")\n");
-        }
     }
+    let scope = if header_only { "INTERFACE" } else { "PRIVATE" };
+    let _ = write!(
+        b,
+        "if(CONFIG_{prefix}_EXTRA_DEFINITIONS)
+    # components.{component}.definitions: NAME=value items, `;`-separated (a CMake list).
+    target_compile_definitions(${{COMPONENT_LIB}} {scope} ${{CONFIG_{prefix}_EXTRA_DEFINITIONS}})
+endif()
+"
+    );
     let defines: Vec<_> = KNOBS
         .iter()
         .filter(|k| k.component == component)
@@ -177,11 +182,7 @@ pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
     let (public, private): (Vec<_>, Vec<_>) =
         defines.into_iter().partition(|(_, name)| component != "libdatachannel" && name.starts_with("RTC_ESP_"));
     for (list, scope, why) in [
-        (
-            private,
-            if header_only { "INTERFACE" } else { "PRIVATE" },
-            "# Knobs: the value comes from Kconfig (default = the policy), so menuconfig can override it.\n",
-        ),
+        (private, scope, "# Knobs (each an option of this component's Kconfig).\n"),
         (public, "PUBLIC", "# Knobs read by libdatachannel's knobs.patch (PUBLIC so libdatachannel sees them).\n"),
     ] {
         if list.is_empty() {
@@ -199,94 +200,72 @@ pub fn cmake_policy_block(policy: &Policy, component: &str) -> String {
             KNOBS.iter().filter(|k| k.component == component && k.effect == KnobEffect::Runtime).collect();
         if !runtime.is_empty() {
             let names: Vec<_> = runtime.iter().map(|k| k.name).collect();
-            let _ = writeln!(b, "# Run-time knobs ({}) are applied by esp_dc_port_init().", names.join(", "));
+            let _ =
+                writeln!(b, "# Run-time knobs ({}) are applied by esp_dc_port_init() (esp_dc_init).", names.join(", "));
         }
-        match policy.cxx.shared_ptr_lock_policy {
-            SharedPtrLockPolicy::Atomic => {
-                b.push_str("# cxx.shared_ptr_lock_policy = atomic: libstdc++'s default (_S_atomic where the toolchain has atomics).\n");
-            }
-            SharedPtrLockPolicy::Mutex => {
-                // libstdc++ picks __default_lock_policy in <ext/concurrence.h>: _S_single without
-                // __GTHREADS, _S_atomic when bits/c++config.h defines _GLIBCXX_HAVE_ATOMIC_LOCK_POLICY
-                // (a toolchain configure result, #defined unconditionally), else _S_mutex. A -D or -U
-                // on the command line cannot win against c++config.h, so esp_dc_lock_policy.h includes
-                // c++config.h first and then #undefs the macro. It must be PUBLIC: std::shared_ptr<T>
-                // mangles without the policy, so two TUs disagreeing would share one symbol with two
-                // control-block layouts (an ODR violation, not a link error).
-                b.push_str(
-                    "# cxx.shared_ptr_lock_policy = mutex: force _S_mutex for every C++ user of libdatachannel's\n",
-                );
-                b.push_str("# headers (PUBLIC; see components/esp_dc_port/include/esp_dc_lock_policy.h for why a -D alone cannot).\n");
-                b.push_str(
-                    "target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)\n",
-                );
-                b.push_str("target_compile_options(${COMPONENT_LIB} PUBLIC\n");
-                b.push_str(
-                    "    \"$<$<COMPILE_LANGUAGE:CXX>:--include=${esp_dc_port_dir}/include/esp_dc_lock_policy.h>\")\n",
-                );
-                if spec.force_include.is_empty() {
-                    // esp_dc_port_dir is only fetched above when the redirect is on.
-                    let at = b.rfind("target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED").unwrap();
-                    b.insert_str(at, "idf_component_get_property(esp_dc_port_dir esp_dc_port COMPONENT_DIR)\n");
-                }
-            }
-        }
-    }
-    if !spec.patches.is_empty() {
-        let _ = writeln!(
-            b,
-            "# Patched at configure time with: {}",
-            spec.patches.iter().map(|p| format!("patches/{p}")).collect::<Vec<_>>().join(", ")
+        // libstdc++ picks __default_lock_policy in <ext/concurrence.h>: _S_single without
+        // __GTHREADS, _S_atomic when bits/c++config.h defines _GLIBCXX_HAVE_ATOMIC_LOCK_POLICY
+        // (a toolchain configure result, #defined unconditionally), else _S_mutex. A -D or -U
+        // on the command line cannot win against c++config.h, so esp_dc_lock_policy.h includes
+        // c++config.h first and then #undefs the macro. It must be PUBLIC: std::shared_ptr<T>
+        // mangles without the policy, so two TUs disagreeing would share one symbol with two
+        // control-block layouts (an ODR violation, not a link error).
+        b.push_str(
+            "# cxx.shared_ptr_lock_policy = mutex forces _S_mutex for every C++ user of libdatachannel's headers
+# (PUBLIC; see components/esp_dc_port/include/esp_dc_lock_policy.h for why a -D alone cannot).
+if(CONFIG_ESP_DC_PORT_SHARED_PTR_LOCK_POLICY_MUTEX)
+    target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)
+    target_compile_options(${COMPONENT_LIB} PUBLIC
+        \"$<$<COMPILE_LANGUAGE:CXX>:--include=${esp_dc_port_dir}/include/esp_dc_lock_policy.h>\")
+endif()
+",
         );
     }
     b
 }
 
-/// The ESP-IDF linker fragment that moves a component's `.bss` to external RAM
-/// (`static_placement = "psram"`), or None. The `extram_bss` scheme maps `bss` and `common` to
-/// `extern_ram` (components/esp_wifi/linker.lf) when ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY is set,
-/// else to `dram0_bss` (components/esp_system/app.lf); lwip and wpa_supplicant use the same
-/// mapping for their own archives. `.data` has no such scheme: initialised data stays in DRAM.
-pub fn linker_fragment(policy: &Policy, component: &str) -> Option<String> {
-    let spec = policy.components.get(component)?;
-    if spec.static_placement != StaticPlacement::Psram || !policy.memory.spiram {
+/// The ESP-IDF linker fragment of a component whose `.bss` the policy may move
+/// (`policy::STATIC_PLACEABLE`), else None. The `extram_bss` scheme maps `bss` and `common` to
+/// `extern_ram` (components/esp_wifi/linker.lf) when ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY is set
+/// (SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY selects it; it exists on every target, so the condition
+/// evaluates without PSRAM too), else to `dram0_bss` (components/esp_system/app.lf); lwip and
+/// wpa_supplicant use the same mapping. `.data` has no such scheme: initialised data stays in
+/// DRAM. ldgen evaluates `&&` with kconfiglib (components/esp_hw_support/linker.lf uses it).
+pub fn linker_fragment(component: &str) -> Option<String> {
+    if !STATIC_PLACEABLE.contains(&component) {
         return None;
     }
+    let prefix = kconfig_prefix(component);
     Some(format!(
-        "# Rendered by `cargo xtask configure` from components.{component}.static_placement = \"psram\"
-# (policy `{}`): the library's zero-initialised data (.bss, COMMON) is linked into PSRAM.
-# Initialised data (.data) cannot move: it is copied from flash into DRAM at boot.
+        "# Generated by `cargo xtask configure` (the same for every policy). With {prefix}_STATIC_PSRAM
+# (components.{component}.static_placement = \"psram\", or menuconfig) and
+# SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY, the library's zero-initialised data (.bss, COMMON) is
+# linked into PSRAM. Initialised data (.data) cannot move: it is copied from flash at boot.
 [mapping:{component}]
 archive: lib{component}.a
 entries:
-    if ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY = y:
+    if {prefix}_STATIC_PSRAM = y && ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY = y:
         * (extram_bss)
-",
-        policy.policy.name
+"
     ))
 }
 
-pub fn cmakelists(policy: &Policy, component: &str, template: &str) -> Result<String> {
+pub fn cmakelists(component: &str, template: &str) -> Result<String> {
     let info = upstream_info(component);
     fill(
         &format!("{component}/CMakeLists.txt"),
         template,
-        &[
-            ("version", info.version.to_string()),
-            ("policy", cmake_policy_block(policy, component)),
-            ("ldfragments", if linker_fragment(policy, component).is_some() { "linker.lf" } else { "" }.to_string()),
-        ],
+        &[("version", info.version.to_string()), ("kconfig", cmake_kconfig_block(component))],
     )
 }
 
-pub fn idf_component_yml(policy: &Policy, component: &str, template: &str) -> Result<String> {
+pub fn idf_component_yml(component: &str, template: &str) -> Result<String> {
     let info = upstream_info(component);
     fill(
         "idf_component.yml",
         template,
         &[
             ("component", component.to_string()),
-            ("policy", policy.policy.name.clone()),
             ("version", info.version.to_string()),
             ("description", info.description.to_string()),
             ("url", info.url.to_string()),
@@ -295,14 +274,16 @@ pub fn idf_component_yml(policy: &Policy, component: &str, template: &str) -> Re
     )
 }
 
-/// Kconfig help text: indented, wrapped, no line that Kconfig would mistake for syntax.
-fn help_block(text: &str) -> String {
-    let mut out = String::from("        help\n");
+/// Kconfig help text under an entry indented by `indent` spaces: wrapped, no line that Kconfig
+/// would mistake for syntax.
+fn help_at(indent: usize, text: &str) -> String {
+    let pad = " ".repeat(indent + 4);
+    let mut out = format!("{}help\n", " ".repeat(indent));
     for paragraph in text.split("\n\n") {
         let mut line = String::new();
         for word in paragraph.split_whitespace() {
             if !line.is_empty() && line.len() + 1 + word.len() > 88 {
-                let _ = writeln!(out, "            {line}");
+                let _ = writeln!(out, "{pad}{line}");
                 line.clear();
             }
             if !line.is_empty() {
@@ -311,7 +292,7 @@ fn help_block(text: &str) -> String {
             line.push_str(word);
         }
         if !line.is_empty() {
-            let _ = writeln!(out, "            {line}");
+            let _ = writeln!(out, "{pad}{line}");
         }
         out.push('\n');
     }
@@ -319,20 +300,116 @@ fn help_block(text: &str) -> String {
     out
 }
 
-pub fn kconfig(policy: &Policy, component: &str, template: &str) -> Result<String> {
-    let spec = policy.component(component);
+fn help_block(text: &str) -> String {
+    help_at(8, text)
+}
+
+/// A Kconfig `choice` at menu level: (symbol suffix, prompt, help) per member, the first the default.
+fn choice(prefix: &str, name: &str, prompt: &str, help: &str, members: &[(&str, &str, &str)]) -> String {
+    let mut c = format!(
+        "\n    choice {prefix}_{name}\n        prompt \"{prompt}\"\n        default {prefix}_{name}_{}\n{}",
+        members[0].0,
+        help_block(help)
+    );
+    for (member, prompt, help) in members {
+        let _ = write!(
+            c,
+            "\n        config {prefix}_{name}_{member}\n            bool \"{prompt}\"\n{}",
+            help_at(12, help)
+        );
+    }
+    c.push_str("    endchoice\n");
+    c
+}
+
+/// A generated component's Kconfig. It depends on the component only: the defaults are
+/// upstream's behaviour (malloc not redirected, ESP-IDF's heap, `.bss` in internal RAM, upstream's
+/// sizes) and the policy's values come through sdkconfig.defaults, so lean and stock get the same
+/// file and menuconfig shows each setting where the policy put it.
+pub fn kconfig(component: &str, template: &str) -> Result<String> {
+    let prefix = kconfig_prefix(component);
     let mut options = String::new();
+    if component != "plog" {
+        let _ = write!(
+            options,
+            "\n    config {prefix}_REDIRECT_MALLOC\n        bool \"Redirect {component}'s malloc/calloc/realloc/free through esp_dc_port\"\n        default n\n{}",
+            help_block(&format!(
+                "Force-includes esp_dc_port's {REDIRECT_HEADER} into every C source of {component}, so its heap \
+                 allocations go to the placement chosen below and the host lab can attribute them \
+                 (policy: components.{component}.force_include = \"{REDIRECT_HEADER}\"). C++ code is \
+                 untouched: operator new follows ESP_DC_PORT_NEW_PLACEMENT."
+            ))
+        );
+        options.push_str(&choice(
+            &prefix,
+            "HEAP",
+            &format!("Heap placement of {component}'s allocations"),
+            &format!(
+                "Where the redirected allocations of {component} go (policy: components.{component}.placement). \
+                 Without the redirect nothing reads it."
+            ),
+            &[
+                (
+                    "DEFAULT",
+                    "ESP-IDF default (plain malloc)",
+                    "malloc(): CONFIG_SPIRAM_MALLOC_ALWAYSINTERNAL decides by size (policy: default).",
+                ),
+                (
+                    "PSRAM",
+                    "PSRAM (MALLOC_CAP_SPIRAM)",
+                    "heap_caps_malloc(MALLOC_CAP_SPIRAM), falling back per ESP_DC_PORT_ALLOC_FALLBACK (policy: psram).",
+                ),
+                (
+                    "INTERNAL",
+                    "Internal RAM (MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT)",
+                    "Fast internal RAM (policy: internal).",
+                ),
+            ],
+        ));
+    }
+    if STATIC_PLACEABLE.contains(&component) {
+        options.push_str(&choice(
+            &prefix,
+            "STATIC",
+            &format!("Placement of {component}'s zero-initialised static data (.bss)"),
+            &format!(
+                "Where the linker puts {component}'s .bss and COMMON (policy: \
+                 components.{component}.static_placement), through this component's linker.lf. PSRAM needs \
+                 SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY; without it .bss stays internal. Initialised data \
+                 (.data) always stays in internal RAM."
+            ),
+            &[
+                ("INTERNAL", "Internal RAM (ESP-IDF's default)", "DRAM, as every library (policy: internal)."),
+                (
+                    "PSRAM",
+                    "PSRAM (extram_bss)",
+                    "The extram_bss scheme maps .bss and COMMON to external RAM (policy: psram).",
+                ),
+            ],
+        ));
+    }
+    let _ = write!(
+        options,
+        "\n    config {prefix}_EXTRA_DEFINITIONS\n        string \"Extra compile definitions of {component}\"\n        default \"\"\n{}",
+        help_block(&format!(
+            "NAME=value items separated by `;` (a CMake list), added to {component}'s compile definitions \
+             (policy: components.{component}.definitions). Empty: none."
+        ))
+    );
     for knob in KNOBS.iter().filter(|k| k.component == component) {
-        let value = policy.knob_value(knob);
         let how = match knob.effect {
             KnobEffect::Define(name) => format!(
                 "Compiled in as {name} (a value other than upstream's needs the knob patches listed in the policy)."
             ),
             KnobEffect::Runtime => {
-                "Applied at run time by esp_dc_port_init(), before the first PeerConnection.".to_string()
+                "Applied at run time by esp_dc_port_init() (component esp_dc_init), before the first PeerConnection."
+                    .to_string()
             }
         };
-        let help = format!("{}\n\n{how} Policy {}: {value}; upstream: {}.", knob.help, policy.policy.name, knob.stock);
+        let help = format!(
+            "{}\n\n{how} Policy: components.{component}.knobs.{}; the default is upstream's value.",
+            knob.help, knob.name
+        );
         let _ = write!(
             options,
             "\n    config {}\n        int \"{}\"\n        range {} {}\n        default {}\n{}",
@@ -340,29 +417,11 @@ pub fn kconfig(policy: &Policy, component: &str, template: &str) -> Result<Strin
             knob.name,
             knob.min,
             knob.max,
-            value,
+            knob.stock,
             help_block(&help)
         );
     }
-    let placement_comment = if component == "plog" {
-        format!("header-only, allocations follow cxx.new_placement ({})", policy.cxx.new_placement.as_str())
-    } else {
-        format!(
-            "allocations in {}{}",
-            placement_words(spec.placement),
-            if spec.force_include.is_empty() { ", malloc not redirected" } else { "" }
-        )
-    };
-    fill(
-        "Kconfig",
-        template,
-        &[
-            ("component", component.to_string()),
-            ("policy", policy.policy.name.clone()),
-            ("placement_comment", placement_comment),
-            ("options", options),
-        ],
-    )
+    fill("Kconfig", template, &[("component", component.to_string()), ("options", options)])
 }
 
 fn yes(symbol: &str, on: bool) -> String {
@@ -471,7 +530,7 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
     let psram_bss: Vec<&str> = p
         .components
         .iter()
-        .filter(|(name, _)| linker_fragment(p, name).is_some())
+        .filter(|(name, c)| STATIC_PLACEABLE.contains(&name.as_str()) && c.static_placement == StaticPlacement::Psram)
         .map(|(name, _)| name.as_str())
         .collect();
     if p.memory.spiram {
@@ -484,7 +543,34 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
     l.push("# components.esp_dc_port (the port's own allocations: interface lists, shim buffers)".into());
     l.push(placement_choice("ESP_DC_PORT_OWN_PLACEMENT", p.component("esp_dc_port").placement));
 
-    l.push("# Knobs (each is also the default of its Kconfig option)".into());
+    // Each generated component's Kconfig (the same file for every policy) reads these.
+    for &component in GENERATED {
+        let spec = p.component(component);
+        let prefix = kconfig_prefix(component);
+        if component == "plog" {
+            l.push(format!(
+                "# components.plog: header-only, its allocations follow cxx.new_placement ({}); placement `{}` has no option",
+                p.cxx.new_placement.as_str(),
+                spec.placement.as_str()
+            ));
+        } else {
+            l.push(format!("# components.{component}"));
+            l.push(yes(&format!("{prefix}_REDIRECT_MALLOC"), !spec.force_include.is_empty()));
+            l.push(format!("CONFIG_{}=y", heap_choice(component, spec.placement)));
+        }
+        if STATIC_PLACEABLE.contains(&component) {
+            let member = match spec.static_placement {
+                StaticPlacement::Psram => "PSRAM",
+                StaticPlacement::Internal => "INTERNAL",
+            };
+            l.push(format!("CONFIG_{prefix}_STATIC_{member}=y"));
+        }
+        let definitions: Vec<String> =
+            spec.definitions.iter().map(|(name, value)| format!("{name}={}", value.render())).collect();
+        l.push(format!("CONFIG_{prefix}_EXTRA_DEFINITIONS=\"{}\"", definitions.join(";")));
+    }
+
+    l.push("# Knobs (each an option of its component's Kconfig, whose default is upstream's value)".into());
     for knob in KNOBS {
         l.push(format!("CONFIG_{}={}", knob.kconfig_symbol(), policy.knob_value(knob)));
     }

@@ -8,6 +8,9 @@ fn shipped(name: &str) -> String {
     std::fs::read_to_string(Policy::path_for(name)).unwrap()
 }
 
+/// libdatachannel's patch list as policies/lean.toml spells it (the cases below remove it).
+const LEAN_LDC_PATCHES: &str = "patches = [\n    \"libdatachannel/knobs.patch\",\n    \"libdatachannel/inline-constants.patch\",\n    \"libdatachannel/lazy-log-counters.patch\",\n    \"libdatachannel/fewer-locks.patch\",\n]\n";
+
 /// Replaces `from` (which must be there) by `to`.
 fn with(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "the policy has no `{from}`");
@@ -139,12 +142,17 @@ const COMPONENTS_WITH_IDS: &[&str] = crate::policy::COMPONENTS;
 fn libsrtp_is_redirected_under_lean_and_not_under_stock() {
     let lean = plan_of(&shipped("lean"));
     let stock = plan_of(&shipped("stock"));
-    let lean_srtp = file(&lean, "libsrtp", "CMakeLists.txt");
-    let stock_srtp = file(&stock, "libsrtp", "CMakeLists.txt");
-    assert!(lean_srtp.contains("--include=${esp_dc_port_dir}/include/esp_dc_alloc_redirect.h"), "{lean_srtp}");
-    assert!(lean_srtp.contains("\"ESP_DC_ALLOC_CAPS=(MALLOC_CAP_SPIRAM)\""));
-    assert!(!stock_srtp.contains("esp_dc_alloc_redirect.h\""), "{stock_srtp}");
-    assert!(stock_srtp.contains("\"ESP_DC_ALLOC_CAPS=(MALLOC_CAP_DEFAULT)\""));
+    // The CMakeLists reads the choice from Kconfig; the policy sets it in sdkconfig.defaults.
+    let srtp = file(&lean, "libsrtp", "CMakeLists.txt");
+    let redirect = srtp.find("if(CONFIG_ESP_DC_LIBSRTP_REDIRECT_MALLOC)").expect("redirect option");
+    assert!(srtp[redirect..].contains("--include=${esp_dc_port_dir}/include/esp_dc_alloc_redirect.h"), "{srtp}");
+    let psram = srtp.find("if(CONFIG_ESP_DC_LIBSRTP_HEAP_PSRAM)").expect("heap choice");
+    assert!(srtp[psram..]
+        .starts_with("if(CONFIG_ESP_DC_LIBSRTP_HEAP_PSRAM)\n    set(esp_dc_alloc_caps \"(MALLOC_CAP_SPIRAM)\")"));
+    assert!(srtp.contains("\"ESP_DC_ALLOC_CAPS=${esp_dc_alloc_caps}\""));
+    assert!(defaults(&lean).contains("\nCONFIG_ESP_DC_LIBSRTP_REDIRECT_MALLOC=y\nCONFIG_ESP_DC_LIBSRTP_HEAP_PSRAM=y\n"));
+    assert!(defaults(&stock)
+        .contains("\n# CONFIG_ESP_DC_LIBSRTP_REDIRECT_MALLOC is not set\nCONFIG_ESP_DC_LIBSRTP_HEAP_DEFAULT=y\n"));
     // stock stays unpatched.
     assert!(!String::from_utf8(
         stock.components["libdatachannel"].files[Path::new("upstream/src/impl/internals.hpp")].clone()
@@ -232,7 +240,9 @@ fn every_knob_reaches_kconfig_sdkconfig_and_cmake() {
         assert!(defaults(&plan).contains(&format!("\nCONFIG_{symbol}={new}\n")), "{symbol} not in sdkconfig.defaults");
         let kconfig = file(&plan, spec.component, "Kconfig");
         let at = kconfig.find(&format!("config {symbol}\n")).unwrap_or_else(|| panic!("{symbol} not in Kconfig"));
-        assert!(kconfig[at..].contains(&format!("default {new}\n")), "{symbol}: Kconfig default is not {new}");
+        // Kconfig's default is upstream's value for every policy; the policy's is in sdkconfig.defaults.
+        let entry = &kconfig[at..kconfig[at + 1..].find("\n    config ").map(|e| at + 1 + e).unwrap_or(kconfig.len())];
+        assert!(entry.contains(&format!("default {}\n", spec.stock)), "{symbol}: Kconfig default is not upstream's");
         assert!(kconfig[at..].contains(spec.help.split_whitespace().next().unwrap()), "{symbol}: help missing");
         if let crate::policy::KnobEffect::Define(define) = spec.effect {
             let cmake = file(&plan, spec.component, "CMakeLists.txt");
@@ -253,13 +263,13 @@ fn every_policy_field_has_an_effect() {
     let cases: Vec<(&str, String, &str, &str)> = vec![
         ("policy.name", with(&lean, "name = \"lean\"", "name = \"mine\""), STAMP, "policy = \"mine\""),
         ("policy.description", with(&lean, "description = \"All", "description = \"Zebra"), sd, "# Policy `lean`: Zebra"),
-        ("components.libsrtp.placement", with(&lean, "[components.libsrtp]\nplacement = \"psram\"", "[components.libsrtp]\nplacement = \"internal\""), "libsrtp/CMakeLists.txt", "\"ESP_DC_ALLOC_CAPS=(MALLOC_CAP_INTERNAL|MALLOC_CAP_8BIT)\""),
-        ("components.usrsctp.placement", with(&lean, "[components.usrsctp]\nplacement = \"psram\"", "[components.usrsctp]\nplacement = \"default\""), "usrsctp/CMakeLists.txt", "\"ESP_DC_ALLOC_CAPS=(MALLOC_CAP_DEFAULT)\""),
-        ("components.plog.placement", with(&lean, "[components.plog]\nplacement = \"psram\"", "[components.plog]\nplacement = \"internal\""), "plog/CMakeLists.txt", "# placement `internal`"),
+        ("components.libsrtp.placement", with(&lean, "[components.libsrtp]\nplacement = \"psram\"", "[components.libsrtp]\nplacement = \"internal\""), sd, "\nCONFIG_ESP_DC_LIBSRTP_HEAP_INTERNAL=y\n"),
+        ("components.usrsctp.placement", with(&lean, "[components.usrsctp]\nplacement = \"psram\"", "[components.usrsctp]\nplacement = \"default\""), sd, "\nCONFIG_ESP_DC_USRSCTP_HEAP_DEFAULT=y\n"),
+        ("components.plog.placement", with(&lean, "[components.plog]\nplacement = \"psram\"", "[components.plog]\nplacement = \"internal\""), sd, "placement `internal` has no option"),
         ("components.esp_dc_port.placement", with(&lean, "[components.esp_dc_port]\nplacement = \"psram\"", "[components.esp_dc_port]\nplacement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_OWN_PLACEMENT_INTERNAL=y"),
-        ("components.libjuice.force_include", with(&lean, "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"", "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"\""), "libjuice/CMakeLists.txt", "# force_include: none"),
-        ("components.usrsctp.definitions", with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\ndefinitions = { SCTP_DEBUG_LEVEL = 3, NAME = \"x\" }\n"), "usrsctp/CMakeLists.txt", "\"SCTP_DEBUG_LEVEL=3\""),
-        ("components.libdatachannel.patches", with(&lean, "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\", \"libdatachannel/lazy-log-counters.patch\"]\n", ""), STAMP, "patches = [\"libjuice/knobs.patch\"]"),
+        ("components.libjuice.force_include", with(&lean, "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"", "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"\""), sd, "\n# CONFIG_ESP_DC_LIBJUICE_REDIRECT_MALLOC is not set\n"),
+        ("components.usrsctp.definitions", with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\ndefinitions = { SCTP_DEBUG_LEVEL = 3, NAME = \"x\" }\n"), sd, "\nCONFIG_ESP_DC_USRSCTP_EXTRA_DEFINITIONS=\"NAME=x;SCTP_DEBUG_LEVEL=3\"\n"),
+        ("components.libdatachannel.patches", with(&lean, LEAN_LDC_PATCHES, ""), STAMP, "patches = [\"libjuice/knobs.patch\"]"),
         ("components.libdatachannel.threads.stack_bytes", with(&lean, "stack_bytes = 15360", "stack_bytes = 12288"), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES=12288"),
         ("pthread.stack_placement + threads.placement", with(&with(&lean, "stack_placement = \"psram\"", "stack_placement = \"internal\""), "stack_bytes = 15360, placement = \"psram\"", "stack_bytes = 15360, placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_INTERNAL=y\n"),
         ("memory.spiram", with(&lean.replace("\"psram\"", "\"internal\""), "spiram = true", "spiram = false"), sd, "# CONFIG_SPIRAM is not set"),
@@ -274,11 +284,10 @@ fn every_policy_field_has_an_effect() {
         ("pthread.stack_placement (no threads entry)", with(&with(&lean, "threads = { stack_bytes = 15360, placement = \"psram\" }\n", ""), "stack_placement = \"psram\"", "stack_placement = \"default\""), sd, "# CONFIG_FREERTOS_TASK_CREATE_ALLOW_EXT_MEM is not set"),
         ("cxx.new_placement", with(&lean, "new_placement = \"psram\"", "new_placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_NEW_PLACEMENT_INTERNAL=y"),
         ("cxx.emergency_pool_bytes", with(&lean, "emergency_pool_bytes = 0", "emergency_pool_bytes = 1024"), sd, "CONFIG_COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE=1024"),
-        ("cxx.shared_ptr_lock_policy (CMake)", with(&lean, "shared_ptr_lock_policy = \"atomic\"", "shared_ptr_lock_policy = \"mutex\""), "libdatachannel/CMakeLists.txt", "target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)"),
         ("cxx.shared_ptr_lock_policy (sdkconfig)", with(&lean, "shared_ptr_lock_policy = \"atomic\"", "shared_ptr_lock_policy = \"mutex\""), sd, "CONFIG_ESP_DC_PORT_SHARED_PTR_LOCK_POLICY_MUTEX=y"),
         ("sync.placement", with(&lean, "[sync]\nplacement = \"with_owner\"", "[sync]\nplacement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_SYNC_PLACEMENT_INTERNAL=y"),
         ("components.libsrtp.static_placement (sdkconfig)", lean.replace("static_placement = \"psram\"\n", ""), sd, "# CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY"),
-        ("components.usrsctp.static_placement (CMake)", with(&lean, "[components.usrsctp]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"\n# .bss (zero-initialised statics) linked into PSRAM (extram_bss); .data stays internal.\nstatic_placement = \"psram\"", "[components.usrsctp]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"\nstatic_placement = \"internal\""), "usrsctp/CMakeLists.txt", "LDFRAGMENTS \n"),
+        ("components.usrsctp.static_placement (CMake)", with(&lean, "[components.usrsctp]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"\n# .bss (zero-initialised statics) linked into PSRAM (extram_bss); .data stays internal.\nstatic_placement = \"psram\"", "[components.usrsctp]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"\nstatic_placement = \"internal\""), sd, "\nCONFIG_ESP_DC_USRSCTP_STATIC_INTERNAL=y\n"),
         ("heap_tracing.enabled", with(&lean, "enabled = false", "enabled = true"), sd, "CONFIG_HEAP_TRACING_STANDALONE=y"),
         ("heap_tracing.stack_depth", with(&with(&lean, "enabled = false", "enabled = true"), "stack_depth = 10", "stack_depth = 6"), sd, "CONFIG_HEAP_TRACING_STACK_DEPTH=6"),
         ("heap_tracing.records", with(&lean, "records = 1000", "records = 250"), sd, "CONFIG_ESP_DC_PORT_HEAP_TRACE_RECORDS=250"),
@@ -302,7 +311,7 @@ fn every_policy_field_has_an_effect() {
     }
 
     // The patch list also changes the code: without the patch the knob is not compiled in.
-    let unpatched = plan_of(&with(&lean, "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\", \"libdatachannel/lazy-log-counters.patch\"]\n", ""));
+    let unpatched = plan_of(&with(&lean, LEAN_LDC_PATCHES, ""));
     let internals = |p: &Plan| {
         String::from_utf8(p.components["libdatachannel"].files[Path::new("upstream/src/impl/internals.hpp")].clone())
             .unwrap()
@@ -327,12 +336,19 @@ fn static_placement_psram_links_the_bss_into_external_ram() {
     let lean = plan_of(&shipped("lean"));
     let stock = plan_of(&shipped("stock"));
     for component in crate::policy::STATIC_PLACEABLE {
+        // One fragment for every policy; the component's Kconfig choice decides.
         let fragment = file(&lean, component, "linker.lf");
+        assert_eq!(fragment, file(&stock, component, "linker.lf"));
         assert!(fragment.contains(&format!("archive: lib{component}.a")), "{component}:\n{fragment}");
-        assert!(fragment.contains("if ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY = y:\n        * (extram_bss)"));
+        let prefix = component.to_uppercase();
+        assert!(fragment.contains(&format!(
+            "    if ESP_DC_{prefix}_STATIC_PSRAM = y && ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY = y:\n        * (extram_bss)\n"
+        )));
         assert!(file(&lean, component, "CMakeLists.txt").contains("LDFRAGMENTS linker.lf"));
-        assert!(!stock.components[*component].files.contains_key(Path::new("linker.lf")));
+        assert!(defaults(&lean).contains(&format!("\nCONFIG_ESP_DC_{prefix}_STATIC_PSRAM=y\n")));
+        assert!(defaults(&stock).contains(&format!("\nCONFIG_ESP_DC_{prefix}_STATIC_INTERNAL=y\n")));
     }
+    assert!(!lean.components["plog"].files.contains_key(Path::new("linker.lf")));
     assert!(defaults(&lean).contains("CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY=y"));
     assert!(defaults(&stock).contains("# CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY is not set"));
 
@@ -361,6 +377,47 @@ fn static_placement_psram_links_the_bss_into_external_ram() {
     );
 }
 
+/// The generated build files depend on the component only: lean and stock configured into two
+/// applications give byte-identical CMakeLists.txt, Kconfig, linker.lf and idf_component.yml, and
+/// the policies differ only in sdkconfig.defaults (and the patched upstream sources).
+#[test]
+fn lean_and_stock_generate_identical_component_build_files() {
+    let (a, b) = (Scratch::new(), Scratch::new());
+    configure_into(a.root(), &Policy::path_for("lean"), false, true).unwrap();
+    configure_into(b.root(), &Policy::path_for("stock"), false, true).unwrap();
+    for component in GENERATED {
+        let dir = Path::new("components").join(component);
+        let names = ["CMakeLists.txt", "Kconfig", "linker.lf", "idf_component.yml"];
+        let read = |root: &Path, name: &str| std::fs::read(root.join(&dir).join(name)).ok();
+        for name in names {
+            let lean = read(a.root(), name);
+            assert_eq!(lean, read(b.root(), name), "{component}/{name} differs between lean and stock");
+            let expected = name != "linker.lf" || crate::policy::STATIC_PLACEABLE.contains(component);
+            assert_eq!(lean.is_some(), expected, "{component}/{name}");
+            let text = String::from_utf8(lean.unwrap_or_default()).unwrap();
+            assert!(!text.contains("lean") && !text.contains("stock"), "{component}/{name} names a policy:\n{text}");
+        }
+    }
+    let sd = |s: &Scratch| std::fs::read_to_string(s.root().join("sdkconfig.defaults")).unwrap();
+    assert_ne!(sd(&a), sd(&b));
+    // A force_include the Kconfig's bool cannot express is refused with file, line and key.
+    let lean = shipped("lean");
+    let text = with(
+        &lean,
+        "[components.usrsctp]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"",
+        "[components.usrsctp]\nplacement = \"psram\"\nforce_include = \"esp_dc_port.h\"",
+    );
+    let path = a.policy(&text);
+    let err = plan(a.root(), &path).unwrap_err();
+    let line = text.lines().position(|l| l.contains("\"esp_dc_port.h\"")).unwrap() + 1;
+    assert_eq!(exit_code_of(&err), 2);
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:{line}: components.usrsctp.force_include: `esp_dc_port.h`", path.display())),
+        "{err}"
+    );
+}
+
 #[test]
 fn configure_is_idempotent_and_check_detects_drift() {
     let scratch = Scratch::new();
@@ -377,6 +434,7 @@ fn configure_is_idempotent_and_check_detects_drift() {
             "libdatachannel/knobs.patch".to_string(),
             "libdatachannel/inline-constants.patch".to_string(),
             "libdatachannel/lazy-log-counters.patch".to_string(),
+            "libdatachannel/fewer-locks.patch".to_string(),
             "libjuice/knobs.patch".to_string()
         ]
     );
@@ -611,6 +669,22 @@ fn generated_kconfig_parses_with_kconfgen_and_carries_the_policy() {
         let stack = policy.component("libdatachannel").threads.as_ref().map(|t| t.stack_bytes).unwrap();
         assert!(h.contains(&format!("#define CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES {stack}\n")), "{policy_name}");
         assert!(h.contains(&format!("#define CONFIG_ESP_DC_PORT_HEAP_TRACE_RECORDS {}\n", policy.heap_tracing.records)));
+        // Each generated component's placement reaches sdkconfig.h through its Kconfig choice.
+        for component in ["libdatachannel", "libjuice", "usrsctp", "libsrtp"] {
+            let spec = policy.component(component);
+            let member = match spec.placement {
+                crate::policy::Placement::Psram => "PSRAM",
+                crate::policy::Placement::Internal => "INTERNAL",
+                crate::policy::Placement::Default => "DEFAULT",
+            };
+            let prefix = format!("CONFIG_ESP_DC_{}", component.to_uppercase());
+            assert!(h.contains(&format!("#define {prefix}_HEAP_{member} 1\n")), "{policy_name}: {component}\n{h}");
+            assert_eq!(
+                h.contains(&format!("#define {prefix}_REDIRECT_MALLOC 1\n")),
+                !spec.force_include.is_empty(),
+                "{policy_name}: {component}"
+            );
+        }
         // A symbol of ours that the block sets but Kconfig does not define would be dropped silently.
         for line in std::fs::read_to_string(scratch.root().join("sdkconfig.defaults")).unwrap().lines() {
             if let Some(symbol) = line.strip_prefix("CONFIG_ESP_DC_").and_then(|l| l.split('=').next()) {
@@ -663,7 +737,8 @@ fn a_stack_resident_64k_receive_buffer_with_small_stacks_is_warned_about() {
     assert!(fixed.warnings.is_empty(), "lean must not warn: {:?}", fixed.warnings);
     let warned = plan_of(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 65536));
     assert!(warned.warnings.iter().any(|w| w.contains("64 KB receive buffer")), "{:?}", warned.warnings);
-    let unpatched = plan_of(&with(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096), "patches = [\"libdatachannel/knobs.patch\", \"libdatachannel/inline-constants.patch\", \"libdatachannel/lazy-log-counters.patch\"]\n", ""));
+    let unpatched =
+        plan_of(&with(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096), LEAN_LDC_PATCHES, ""));
     assert!(unpatched.warnings.iter().any(|w| w.contains("knobs.patch not applied")));
 }
 
@@ -853,12 +928,20 @@ fn mutex_lock_policy_finds_esp_dc_port_without_the_redirect() {
         "[components.libdatachannel]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"",
         "[components.libdatachannel]\nplacement = \"psram\"\nforce_include = \"\"",
     );
-    let cmake = file(&plan_of(&text), "libdatachannel", "CMakeLists.txt");
+    let plan = plan_of(&text);
+    let cmake = file(&plan, "libdatachannel", "CMakeLists.txt");
     let lookup = cmake.find("idf_component_get_property(esp_dc_port_dir esp_dc_port COMPONENT_DIR)").expect("lookup");
+    let redirect = cmake.find("if(CONFIG_ESP_DC_LIBDATACHANNEL_REDIRECT_MALLOC)").expect("redirect");
+    let mutex = cmake.find("if(CONFIG_ESP_DC_PORT_SHARED_PTR_LOCK_POLICY_MUTEX)").expect("mutex option");
     let use_ = cmake.find("${esp_dc_port_dir}/include/esp_dc_lock_policy.h").expect("use");
-    assert!(lookup < use_, "{cmake}");
-    assert!(!cmake.contains("esp_dc_alloc_redirect.h"));
+    // The lookup is unconditional, ahead of both conditional uses.
+    assert!(lookup < redirect && redirect < mutex && mutex < use_, "{cmake}");
     assert_eq!(cmake.matches("idf_component_get_property(").count(), 1);
+    assert!(cmake[mutex..]
+        .contains("target_compile_definitions(${COMPONENT_LIB} PUBLIC ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1)"));
+    let sd = defaults(&plan);
+    assert!(sd.contains("\n# CONFIG_ESP_DC_LIBDATACHANNEL_REDIRECT_MALLOC is not set\n"), "{sd}");
+    assert!(sd.contains("\nCONFIG_ESP_DC_PORT_SHARED_PTR_LOCK_POLICY_MUTEX=y\n"), "{sd}");
 }
 
 /// The committed sdkconfig.defaults carries the default (lean) policy's current block: a user
@@ -1067,7 +1150,7 @@ fn into_an_application_writes_only_ours_and_checks_there() {
     let a = app.path();
     let own: &[(&str, &str)] = &[
         ("CMakeLists.txt", "cmake_minimum_required(VERSION 3.16)\ninclude($ENV{IDF_PATH}/tools/cmake/project.cmake)\nproject(camera)\n"),
-        ("main/CMakeLists.txt", "idf_component_register(SRCS main.c PRIV_REQUIRES libdatachannel esp_dc_port)\n"),
+        ("main/CMakeLists.txt", "idf_component_register(SRCS main.c PRIV_REQUIRES libdatachannel esp_dc_init)\n"),
         ("main/main.c", "void app_main(void) {}\n"),
         ("components/sensor/CMakeLists.txt", "idf_component_register()\n"),
         ("sdkconfig.defaults", "CONFIG_CAMERA_FPS=30\n"),
@@ -1089,12 +1172,12 @@ fn into_an_application_writes_only_ours_and_checks_there() {
         assert!(a.join("components").join(component).join("CMakeLists.txt").is_file(), "{component} missing");
     }
     assert_eq!(
-        std::fs::read(a.join("components/esp_dc_port/src/esp_dc_port_init.c")).unwrap(),
-        std::fs::read(project_root().join("components/esp_dc_port/src/esp_dc_port_init.c")).unwrap()
+        std::fs::read(a.join("components/esp_dc_init/src/esp_dc_port_init.c")).unwrap(),
+        std::fs::read(project_root().join("components/esp_dc_init/src/esp_dc_port_init.c")).unwrap()
     );
     assert!(apply(&plan(&root, &lean).unwrap(), &root).unwrap().is_empty(), "a second run changes nothing");
     assert_eq!(configure_into(&root, &lean, true, false).unwrap(), ExitCode::SUCCESS);
-    std::fs::write(a.join("components/esp_dc_port/src/esp_dc_port_init.c"), "edited\n").unwrap();
+    std::fs::write(a.join("components/esp_dc_init/src/esp_dc_port_init.c"), "edited\n").unwrap();
     assert_eq!(configure_into(&root, &lean, true, false).unwrap(), ExitCode::from(1), "--check sees our files drift");
     assert_eq!(configure_into(&root, &lean, false, false).unwrap(), ExitCode::SUCCESS);
     assert_eq!(configure_into(&root, &lean, true, false).unwrap(), ExitCode::SUCCESS);

@@ -198,6 +198,108 @@ fn idf_application_takes_the_tree_with_configure_into() {
     );
 }
 
+/// The compile command of every source under `components/<component>/` in a build directory's
+/// compile_commands.json (what ESP-IDF's CMake really passes to the compiler).
+fn compile_commands_of(build: &Path, component: &str) -> Vec<String> {
+    let path = build.join("compile_commands.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let marker = format!("/components/{component}/");
+    let commands: Vec<String> = entries
+        .iter()
+        .filter(|e| e["file"].as_str().is_some_and(|f| f.contains(&marker) && f.ends_with(".c")))
+        .map(|e| e["command"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!commands.is_empty(), "{}: no C source of {component}", path.display());
+    commands
+}
+
+/// Placement is Kconfig, not generated CMake: an application configured once under lean, whose
+/// sdkconfig is then edited as `idf.py menuconfig` would save it (libsrtp's heap to internal RAM,
+/// libjuice's malloc redirect off, a libjuice knob changed), compiles with the changed definitions
+/// after `idf.py reconfigure`, without configure running again; compile_commands.json shows both.
+#[test]
+fn idf_menuconfig_changes_placement_without_configure() {
+    let Some(idf_root) = tree_for_tests() else {
+        say_skipped("idf::e2e::idf_menuconfig_changes_placement_without_configure");
+        return;
+    };
+    let idf = locate(Some(&idf_root), None, None).unwrap();
+    let _heavy = HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let app = cache_root().join("idf-e2e/kconfig-app");
+    Tree::read(&project_root().join("lab/fixtures/idf_app")).unwrap().write(&app).unwrap();
+    let root = configure::application_root(&app).unwrap();
+    assert_eq!(configure::configure_into(&root, &Policy::path_for("lean"), false, false).unwrap(), ExitCode::SUCCESS);
+    let build = app.join("build");
+    let sdkconfig = app.join("sdkconfig");
+    // Start from the policy: a sdkconfig left by an earlier run holds that run's edit.
+    let _ = std::fs::remove_file(&sdkconfig);
+    let python = std::env::var_os("IDF_PYTHON_ENV_PATH")
+        .map(|v| PathBuf::from(v).join("bin/python"))
+        .unwrap_or_else(|| "python3".into());
+    let log = project_root().join("lab-out/idf-e2e/kconfig-app.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let mut output = Vec::new();
+    let mut idf_py = |args: &[&str]| {
+        let out = std::process::Command::new(&python)
+            .arg(idf.idf_py.as_os_str())
+            .arg("-C")
+            .arg(&app)
+            .arg("-B")
+            .arg(&build)
+            .args(args)
+            .env("IDF_PATH", &idf.path)
+            .output()
+            .unwrap();
+        output.extend_from_slice(&out.stdout);
+        output.extend_from_slice(&out.stderr);
+        std::fs::write(&log, &output).unwrap();
+        assert!(out.status.success(), "idf.py {} failed; see {}", args.join(" "), log.display());
+    };
+    let first: &[&str] =
+        if configured_for(&build, "linux") { &["reconfigure"] } else { &["--preview", "set-target", "linux"] };
+    idf_py(first);
+    let component_files = || {
+        ["libsrtp", "libjuice"].map(|c| std::fs::read(app.join("components").join(c).join("CMakeLists.txt")).unwrap())
+    };
+    let generated = component_files();
+    let redirect = "esp_dc_alloc_redirect.h";
+    let psram = "ESP_DC_ALLOC_CAPS=(MALLOC_CAP_SPIRAM)";
+    let internal = "ESP_DC_ALLOC_CAPS=(MALLOC_CAP_INTERNAL|MALLOC_CAP_8BIT)";
+    let lean_candidates = "-DICE_MAX_CANDIDATES_COUNT=8 ";
+    for command in compile_commands_of(&build, "libsrtp") {
+        assert!(command.contains(psram) && command.contains(redirect), "lean libsrtp: {command}");
+    }
+    for command in compile_commands_of(&build, "libjuice") {
+        assert!(command.contains(redirect) && command.contains(lean_candidates), "lean libjuice: {command}");
+    }
+
+    // What menuconfig writes: the other member of a choice unset, the chosen one set.
+    let text = std::fs::read_to_string(&sdkconfig).unwrap();
+    let mut edited = text.clone();
+    for (from, to) in [
+        ("CONFIG_ESP_DC_LIBSRTP_HEAP_PSRAM=y", "# CONFIG_ESP_DC_LIBSRTP_HEAP_PSRAM is not set"),
+        ("# CONFIG_ESP_DC_LIBSRTP_HEAP_INTERNAL is not set", "CONFIG_ESP_DC_LIBSRTP_HEAP_INTERNAL=y"),
+        ("CONFIG_ESP_DC_LIBJUICE_REDIRECT_MALLOC=y", "# CONFIG_ESP_DC_LIBJUICE_REDIRECT_MALLOC is not set"),
+        ("CONFIG_ESP_DC_LIBJUICE_MAX_CANDIDATES=8", "CONFIG_ESP_DC_LIBJUICE_MAX_CANDIDATES=12"),
+    ] {
+        assert!(edited.lines().any(|l| l == from), "{}: no line `{from}`", sdkconfig.display());
+        edited = edited.replacen(&format!("{from}\n"), &format!("{to}\n"), 1);
+    }
+    std::fs::write(&sdkconfig, edited).unwrap();
+    idf_py(&["reconfigure"]);
+    for command in compile_commands_of(&build, "libsrtp") {
+        assert!(command.contains(internal) && !command.contains(psram), "edited libsrtp: {command}");
+        assert!(command.contains(redirect), "libsrtp's redirect was not edited: {command}");
+    }
+    for command in compile_commands_of(&build, "libjuice") {
+        assert!(!command.contains(redirect), "edited libjuice still redirected: {command}");
+        assert!(command.contains("-DICE_MAX_CANDIDATES_COUNT=12 "), "edited libjuice: {command}");
+    }
+    assert_eq!(component_files(), generated, "the component files changed: configure must not be needed");
+    say("idf-e2e: menuconfig edit (libsrtp heap internal, libjuice redirect off, max_candidates 12) reached compile_commands.json");
+}
+
 /// Runs per policy and client of the WHEP example (each against a fresh device process).
 const WHEP_RUNS: usize = 3;
 /// Frames Chromium must decode before the page ends the session with DELETE.

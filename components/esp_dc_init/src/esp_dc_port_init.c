@@ -11,7 +11,7 @@
 
 #include "rtc/rtc.h"
 
-#include "esp_dc_port.h"
+#include "esp_dc_init.h"
 
 static const char *TAG = "esp_dc_port";
 

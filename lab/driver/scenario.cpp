@@ -648,7 +648,8 @@ long long exchange(Conn *c, long count) {
 		}
 		if (rtcSendMessage(c->dc, body.data(), int(body.size())) < 0)
 			die("rtcSendMessage failed at message " + std::to_string(i));
-		c->wait([&] { return c->echoes > before; }, "an echo");
+		std::string what = "the echo of message " + std::to_string(i) + " (" + std::to_string(body.size()) + " B)";
+		c->wait([&] { return c->echoes > before; }, what.c_str());
 		std::lock_guard<std::mutex> lock(c->mutex);
 		if (c->last_echo != body)
 			die("echo " + std::to_string(i) + " differs (" + std::to_string(c->last_echo.size()) +

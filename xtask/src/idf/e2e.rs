@@ -199,7 +199,8 @@ fn idf_application_takes_the_tree_with_configure_into() {
 }
 
 /// The compile command of every source under `components/<component>/` in a build directory's
-/// compile_commands.json (what ESP-IDF's CMake really passes to the compiler).
+/// compile_commands.json (what ESP-IDF's CMake really passes to the compiler), without the shell
+/// quotes CMake puts around values such as `-DESP_DC_ALLOC_CAPS="(MALLOC_CAP_SPIRAM)"`.
 fn compile_commands_of(build: &Path, component: &str) -> Vec<String> {
     let path = build.join("compile_commands.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -208,7 +209,7 @@ fn compile_commands_of(build: &Path, component: &str) -> Vec<String> {
     let commands: Vec<String> = entries
         .iter()
         .filter(|e| e["file"].as_str().is_some_and(|f| f.contains(&marker) && f.ends_with(".c")))
-        .map(|e| e["command"].as_str().unwrap_or_default().to_string())
+        .map(|e| e["command"].as_str().unwrap_or_default().replace('"', ""))
         .collect();
     assert!(!commands.is_empty(), "{}: no C source of {component}", path.display());
     commands

@@ -4,6 +4,7 @@
 mod analyze;
 mod audit;
 mod bench;
+mod components;
 mod configure;
 mod exit;
 mod fsutil;

@@ -71,22 +71,11 @@ pub struct Sizes {
     pub psram_bytes: u64,
 }
 
-/// What a size-components archive name stands for among the policy's components.
+/// What a size-components archive name stands for among the policy's components
+/// (`components::REGISTRY`'s archive names: ESP-IDF names a component's archive
+/// lib<directory>.a, components/libdatachannel -> liblibdatachannel.a).
 pub fn component_of_archive(archive: &str) -> Option<&'static str> {
-    let file = archive.rsplit('/').next().unwrap_or(archive);
-    let stem = file.strip_prefix("lib")?.strip_suffix(".a")?;
-    match stem {
-        // ESP-IDF names a component's archive lib<directory>.a: components/libdatachannel -> liblibdatachannel.a.
-        "libdatachannel" | "datachannel" => Some("libdatachannel"),
-        "libjuice" | "juice" => Some("libjuice"),
-        "usrsctp" => Some("usrsctp"),
-        "libsrtp" | "srtp2" => Some("libsrtp"),
-        "plog" => Some("plog"),
-        // esp_dc_init was part of esp_dc_port until it was split off (the port's run-time half).
-        "esp_dc_port" | "esp_dc_init" => Some("esp_dc_port"),
-        "mbedtls" | "mbedtls_2" | "mbedcrypto" | "mbedx509" | "p256m" | "everest" => Some("mbedtls"),
-        _ => None,
-    }
+    crate::components::of_archive(archive)
 }
 
 /// Which budget a section counts against, by its output section name.

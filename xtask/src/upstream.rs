@@ -35,15 +35,9 @@ impl Sources {
     }
 }
 
-/// Directory of a dependency under libdatachannel's `deps/`.
+/// Directory of a dependency under libdatachannel's `deps/` (its `components::REGISTRY` row).
 pub fn dep_dir(component: &str) -> Option<&'static str> {
-    Some(match component {
-        "libjuice" => "libjuice",
-        "usrsctp" => "usrsctp",
-        "libsrtp" => "libsrtp",
-        "plog" => "plog",
-        _ => return None,
-    })
+    crate::components::get(component)?.upstream.map(|u| u.deps_dir).filter(|d| !d.is_empty())
 }
 
 /// Fetches (if needed) and locates the pinned crates. Fails with exit 2 and a hint when offline.

@@ -8,7 +8,7 @@ use crate::exit;
 use crate::kconfig_keys::{Known, Verdict};
 use crate::policy::{
     KnobEffect, MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc, StaticPlacement, SyncPlacement,
-    COMPONENTS, KNOBS, STATIC_PLACEABLE,
+    KNOBS, STATIC_PLACEABLE,
 };
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -20,54 +20,15 @@ pub const GENERATED: &[&str] = &["libdatachannel", "libjuice", "usrsctp", "libsr
 pub const BLOCK_BEGIN: &str = "# >>> esp-libdatachannel policy (cargo xtask configure) >>>";
 pub const BLOCK_END: &str = "# <<< esp-libdatachannel policy (cargo xtask configure) <<<";
 
-/// What idf_component.yml says about each upstream library.
-struct Upstream {
-    version: &'static str,
-    description: &'static str,
-    url: &'static str,
-    license: &'static str,
+/// `ESP_DC_COMPONENT_ID` of a component: its row's id in `components::REGISTRY` (esp_dc_port_alloc.h
+/// lists the same numbers; a test there holds them together).
+pub fn component_id(component: &str) -> u8 {
+    crate::components::known(component).id
 }
 
-fn upstream_info(component: &str) -> Upstream {
-    match component {
-        "libdatachannel" => Upstream {
-            version: "0.23.2",
-            description: "WebRTC data channels and media transport (C/C++)",
-            url: "https://github.com/paullouisageneau/libdatachannel",
-            license: "MPL-2.0",
-        },
-        "libjuice" => Upstream {
-            version: "1.6.1",
-            description: "ICE (RFC 8445) for libdatachannel",
-            url: "https://github.com/paullouisageneau/libjuice",
-            license: "MPL-2.0",
-        },
-        "usrsctp" => Upstream {
-            version: "0.9.5.0",
-            description: "Userland SCTP stack carrying WebRTC data channels",
-            url: "https://github.com/sctplab/usrsctp",
-            license: "BSD-3-Clause",
-        },
-        "libsrtp" => Upstream {
-            version: "2.7.0",
-            description: "SRTP for WebRTC media, mbedTLS crypto engine",
-            url: "https://github.com/cisco/libsrtp",
-            license: "BSD-3-Clause",
-        },
-        "plog" => Upstream {
-            version: "1.1.10",
-            description: "Header-only C++ logging used by libdatachannel",
-            url: "https://github.com/SergiusTheBest/plog",
-            license: "MIT",
-        },
-        other => unreachable!("{other} is not a generated component"),
-    }
-}
-
-/// `ESP_DC_COMPONENT_ID` of a component: its position in `policy::COMPONENTS`, from 1
-/// (esp_dc_port_alloc.h lists the same numbers; a test holds them together).
-pub fn component_id(component: &str) -> usize {
-    COMPONENTS.iter().position(|c| *c == component).expect("known component") + 1
+/// What idf_component.yml says about a generated component: its registry row's upstream facts.
+fn upstream_info(component: &str) -> crate::components::Upstream {
+    crate::components::known(component).upstream.unwrap_or_else(|| unreachable!("{component} is not generated"))
 }
 
 pub fn caps_expression(placement: Placement) -> &'static str {
@@ -269,7 +230,7 @@ pub fn idf_component_yml(component: &str, template: &str) -> Result<String> {
             ("version", info.version.to_string()),
             ("description", info.description.to_string()),
             ("url", info.url.to_string()),
-            ("license", info.license.to_string()),
+            ("license", info.licence.to_string()),
         ],
     )
 }

@@ -128,17 +128,6 @@ fn lean_lays_out_every_component_with_its_upstream_sources() {
 }
 
 #[test]
-fn component_ids_match_the_alloc_header() {
-    let header =
-        std::fs::read_to_string(project_root().join("components/esp_dc_port/include/esp_dc_port_alloc.h")).unwrap();
-    for name in COMPONENTS_WITH_IDS {
-        let line = format!("#define ESP_DC_COMPONENT_{} {}", name.to_uppercase(), render::component_id(name));
-        assert!(header.contains(&line), "esp_dc_port_alloc.h lacks `{line}`");
-    }
-}
-const COMPONENTS_WITH_IDS: &[&str] = crate::policy::COMPONENTS;
-
-#[test]
 fn libsrtp_is_redirected_under_lean_and_not_under_stock() {
     let lean = plan_of(&shipped("lean"));
     let stock = plan_of(&shipped("stock"));

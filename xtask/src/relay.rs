@@ -56,6 +56,9 @@ pub struct LinkStats {
     pub nack_packets_seen: u64,
     /// Packets that held back longer than the one sent after them (reordered on the way).
     pub reordered: u64,
+    /// How late the relay itself sent its latest packet past the time the impairment gave it:
+    /// a busy relay must not pass for the link's delay.
+    pub max_send_late_ms: u64,
 }
 
 /// The device's video SSRC (lab/driver/scenario.cpp, add_h264_sender).
@@ -98,6 +101,7 @@ struct Counters {
     rtp_retransmitted: AtomicU64,
     nacks: AtomicU64,
     reordered: AtomicU64,
+    max_late_us: AtomicU64,
 }
 
 struct Shared {
@@ -180,6 +184,7 @@ impl Relay {
             video_rtp_retransmitted: n(&c.rtp_retransmitted),
             nack_packets_seen: n(&c.nacks),
             reordered: n(&c.reordered),
+            max_send_late_ms: n(&c.max_late_us) / 1000,
         }
     }
 
@@ -252,6 +257,8 @@ impl Shared {
                 Some(due) if due <= now => {
                     let p = queue.0.pop().unwrap();
                     drop(queue);
+                    let late = now.duration_since(p.due).as_micros() as u64;
+                    self.counters.max_late_us.fetch_max(late, Ordering::SeqCst);
                     let _ = p.socket.send_to(&p.bytes, p.to);
                     queue = self.queue.lock().unwrap();
                 }

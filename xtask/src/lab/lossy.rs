@@ -157,6 +157,7 @@ fn rows(runs: &[&LossyRun]) -> Vec<(&'static str, Vec<String>)> {
             }),
         ),
         ("packets reordered", all(&|r| r.stats.reordered.to_string())),
+        ("relay's own delay, worst (ms)", all(&|r| r.stats.max_send_late_ms.to_string())),
     ];
     if runs.iter().any(|r| r.messages_sent.is_some()) {
         rows.push((

@@ -156,8 +156,12 @@ pub fn run_scenario_on_link(
         }
         None => None,
     };
-    let (device_log, remote_log) =
-        run_peers_via(build, policy, scenario, &env, &out.join(&stem), Some(&trace), timeout, relay.clone())?;
+    let ran = run_peers_via(build, policy, scenario, &env, &out.join(&stem), Some(&trace), timeout, relay.clone());
+    // A run that failed on the link says what the link did.
+    let (device_log, remote_log) = match (ran, &relay) {
+        (Err(e), Some(r)) => bail!("{e:#}\nlossy link {:?}, seed {}: {:?}", r.impairment(), r.seed, r.stats()),
+        (ran, _) => ran?,
+    };
     if !trace.exists() {
         bail!("the device wrote no trace at {} (was the recorder preloaded?)", trace.display());
     }

@@ -271,16 +271,21 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
 
     // Each of the stack's sync objects with the live block its pthread_*_t sits in (None: static
     // or stack storage): sync.placement = "with_owner" places its FreeRTOS object by that block.
+    // A lock inside a block the driver allocated is the driver's, even when a stack thread (a
+    // callback) happened to take it first: which thread is first is timing.
     let sync_objects = |live: &HashMap<u32, Live>, sync: &HashMap<u32, (bool, &'static str)>| -> Vec<SyncObject> {
         let mut blocks: Vec<(u32, &Live)> = live.iter().map(|(a, l)| (*a, l)).collect();
         blocks.sort_unstable_by_key(|(a, _)| *a);
         let mut objects: Vec<(u32, SyncObject)> = sync
             .iter()
             .filter(|(_, (_, component))| *component != "app")
-            .map(|(addr, (mutex, component))| {
+            .filter_map(|(addr, (mutex, component))| {
                 let at = blocks.partition_point(|(a, _)| *a <= *addr);
                 let owner =
                     at.checked_sub(1).map(|i| blocks[i]).filter(|(a, l)| u64::from(*addr) < u64::from(*a) + l.size);
+                if owner.is_some_and(|(_, l)| names[l.component] == "app") {
+                    return None;
+                }
                 let owner_site = owner.map(|(_, l)| l.site);
                 let owner = owner.map(|(_, l)| Block {
                     component: names[l.component].to_string(),
@@ -289,7 +294,7 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
                     caps: l.caps,
                     shared_ptr_control: l.shared_ptr,
                 });
-                (*addr, SyncObject { mutex: *mutex, component: component.to_string(), owner, owner_site })
+                Some((*addr, SyncObject { mutex: *mutex, component: component.to_string(), owner, owner_site }))
             })
             .collect();
         objects.sort_unstable_by_key(|(a, _)| *a);
@@ -301,10 +306,10 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
                   sockets: &HashMap<u32, bool>|
      -> Census {
         // The driver's own locks are the application's, not the stack's (as its threads are).
-        let stack_sync = || sync.values().filter(|(_, component)| *component != "app");
+        let objects = sync_objects(live, sync);
         let mut mutex_owners: BTreeMap<String, u64> = BTreeMap::new();
-        for (_, component) in stack_sync().filter(|(is_mutex, _)| *is_mutex) {
-            *mutex_owners.entry(component.to_string()).or_default() += 1;
+        for o in objects.iter().filter(|o| o.mutex) {
+            *mutex_owners.entry(o.component.clone()).or_default() += 1;
         }
         Census {
             blocks: live
@@ -323,10 +328,10 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
                 .filter(|t| t.end_ns.is_none() && t.component != "app")
                 .map(|t| (t.component.clone(), t.requested))
                 .collect(),
-            mutexes: stack_sync().filter(|(is_mutex, _)| *is_mutex).count() as u64,
+            mutexes: objects.iter().filter(|o| o.mutex).count() as u64,
             mutex_owners,
-            sync_objects: sync_objects(live, sync),
-            condvars: stack_sync().filter(|(is_mutex, _)| !*is_mutex).count() as u64,
+            condvars: objects.iter().filter(|o| !o.mutex).count() as u64,
+            sync_objects: objects,
             udp_sockets: sockets.values().filter(|u| **u).count() as u64,
         }
     };

@@ -110,6 +110,11 @@ pub struct Args {
     /// Uses the short runs of --quick; one host build per compile-time lever (about a minute each).
     #[arg(long)]
     knob_savings: bool,
+    /// With --knob-savings: only the levers whose name contains this text (repeatable), e.g.
+    /// `--lever sync.placement --lever fewer-locks`. --update-readme then leaves the savings
+    /// block alone: it holds every lever.
+    #[arg(long, value_name = "TEXT", requires = "knob_savings")]
+    lever: Vec<String>,
     /// Only build the host replica of each policy (what `lab` runs in a child process).
     #[arg(long, hide = true)]
     build_only: bool,
@@ -190,9 +195,10 @@ pub fn run(args: Args) -> Outcome {
         let quick = run::Settings { messages: 50, video_seconds: 4, cycles: 4 };
         let mut all = Vec::new();
         for policy in policies.iter().filter(|p| p.policy.name != "stock") {
-            let savings = savings::knob_savings(policy, &quick, &out.join(format!("savings-{}", policy.policy.name)))?;
+            let dir = out.join(format!("savings-{}", policy.policy.name));
+            let savings = savings::knob_savings(policy, &quick, &dir, &args.lever)?;
             savings::print_savings(&policy.policy.name, &savings);
-            if args.update_readme && policy.policy.name == "lean" {
+            if args.update_readme && args.lever.is_empty() && policy.policy.name == "lean" {
                 update_readme("savings", &savings::savings_markdown(&savings))?;
             }
             all.push(serde_json::json!({ "policy": policy.policy.name, "levers": savings }));

@@ -156,10 +156,21 @@ fn measure(policy: &Policy, settings: &run::Settings, out: &Path, video: bool) -
     Ok((dc, video))
 }
 
-/// Measures `policy` and each of its levers reverted; writes the variant policies under `out`.
-pub fn knob_savings(policy: &Policy, settings: &run::Settings, out: &Path) -> Result<Vec<Saving>> {
+/// Measures `policy` and each of its levers reverted (only those whose name contains one of
+/// `only`, when given); writes the variant policies under `out`.
+pub fn knob_savings(policy: &Policy, settings: &run::Settings, out: &Path, only: &[String]) -> Result<Vec<Saving>> {
     let text = std::fs::read_to_string(&policy.path)?;
-    let levers = levers(policy);
+    let mut levers = levers(policy);
+    if !only.is_empty() {
+        levers.retain(|l| only.iter().any(|o| l.name.contains(o.as_str())));
+        if levers.is_empty() {
+            return Err(crate::exit::bad_input(format!(
+                "no lever of `{}` matches {}",
+                policy.policy.name,
+                only.join(", ")
+            )));
+        }
+    }
     eprintln!("lab: {} as it is", policy.policy.name);
     let (base, base_video) = measure(policy, settings, &out.join("as-is"), levers.iter().any(|l| l.video))?;
     let mut savings = Vec::new();

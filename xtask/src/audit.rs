@@ -42,8 +42,9 @@ const NOT_COMPILED: &[&str] = &[
 /// List every allocation and thread site of the stack and whether the policy places it.
 ///
 /// Walks the sources `cargo xtask configure` laid out under components/ (the compiled sources
-/// of each component, its headers, and our port), following the `#if` branches its compile
-/// definitions decide, and reports per site:
+/// of each component, its headers, and our port), following the `#if` branches their compile
+/// definitions decide (as the host replica compiled the same sources: its compile_commands.json,
+/// built if needed), and reports per site:
 ///   c-alloc        malloc/calloc/realloc, also through wrappers (SCTP_MALLOC, SCTP_ZONE_GET,
 ///                  srtp_crypto_alloc → what they expand to); covered when the component
 ///                  force-includes the redirect header (C files only)
@@ -57,7 +58,7 @@ const NOT_COMPILED: &[&str] = &[
 ///   task           xTaskCreate*: FreeRTOS takes the stack from internal RAM (not covered)
 ///   runtime        a line where the lab measured allocations but the scan saw no site
 /// plus static objects of at least audit.static_object_threshold_bytes in the component's
-/// 32-bit host library (built by the lab if needed; --no-statics skips them).
+/// 32-bit host library (the replica's; --no-statics skips them).
 ///
 /// With a lab report (--lab, default lab-out/lab.json when present) each site carries the bytes
 /// the lab measured live there at the peak (largest over the policy's scenarios; a thread: its
@@ -80,7 +81,7 @@ pub struct Args {
     /// A `cargo xtask lab --json` report whose measured bytes rank the sites.
     #[arg(long)]
     lab: Option<PathBuf>,
-    /// Skip static objects (they need the lab's host build).
+    /// Skip static objects.
     #[arg(long)]
     no_statics: bool,
     /// List covered sites too, not only uncovered ones.
@@ -141,61 +142,153 @@ pub struct Report {
     pub statics: Vec<StaticObject>,
 }
 
-/// Compile definitions of a component from its generated CMakeLists.txt
-/// (`target_compile_definitions` entries), so `#if` branches follow what ESP-IDF compiles.
-pub fn component_defines(cmake: &str) -> Defines {
-    const KEY: &str = "target_compile_definitions(";
-    let mut defines = Defines::new();
-    let mut from = 0;
-    while let Some(at) = cmake[from..].find(KEY) {
-        let start = from + at + KEY.len();
-        let end = start + closing_paren(&cmake[start..]);
-        for line in cmake[start..end].lines() {
-            // `#` starts a CMake comment, but not inside a quoted value.
-            let line = if line.trim_start().starts_with('#') { "" } else { line.split(" #").next().unwrap_or("") };
-            for word in line.split_whitespace() {
-                let word = word.trim_matches('"');
-                if matches!(word, "PUBLIC" | "PRIVATE" | "INTERFACE") || word.starts_with("${") || word.is_empty() {
-                    continue;
-                }
-                match word.split_once('=') {
-                    Some((name, value)) => {
-                        defines.insert(name.to_string(), value.parse::<i64>().ok());
-                    }
-                    None if word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
-                        defines.insert(word.to_string(), Some(1));
-                    }
-                    None => {}
-                }
-            }
+/// What the host replica compiled, from its compile_commands.json (CMAKE_EXPORT_COMPILE_COMMANDS):
+/// each of the stack's compiled sources as (component, path under components/<component>/) with
+/// the definitions it was compiled with. The same upstream sources, patches and knobs as the
+/// ESP-IDF tree, so `#if` branches follow what is built, whatever text configure writes.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    pub sources: BTreeMap<(String, String), Defines>,
+}
+
+impl Compiled {
+    /// Reads `compile_commands` whose sources were staged under `stack_src` (libdatachannel at
+    /// the top, its dependencies under deps/<dir>/, as components/<component>/upstream/ holds them).
+    pub fn read(compile_commands: &Path, stack_src: &Path) -> Result<Compiled> {
+        #[derive(Deserialize)]
+        struct Entry {
+            directory: PathBuf,
+            file: PathBuf,
+            command: String,
         }
-        from = end;
+        let text = std::fs::read_to_string(compile_commands)
+            .map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", compile_commands.display())))?;
+        let entries: Vec<Entry> = serde_json::from_str(&text).map_err(|e| {
+            exit::bad_input(format!("{}: not a compile_commands.json: {e}", compile_commands.display()))
+        })?;
+        let mut compiled = Compiled::default();
+        for e in entries {
+            let file = lexically_normal(&e.directory.join(&e.file));
+            let Ok(rel) = file.strip_prefix(stack_src) else { continue };
+            let Some(key) = tree_source(&rel.to_string_lossy()) else { continue };
+            compiled.sources.insert(key, command_defines(&e.command));
+        }
+        Ok(compiled)
     }
-    // ESP-IDF's compilers define it for every component.
-    defines.insert("ESP_PLATFORM".into(), Some(1));
+
+    /// The tree paths of `component`'s compiled sources.
+    fn listed(&self, component: &str) -> Vec<&str> {
+        self.sources.keys().filter(|(c, _)| c == component).map(|(_, f)| f.as_str()).collect()
+    }
+
+    /// A source's own definitions; a header (or a component the replica does not compile, like
+    /// our port) gets every definition of the component's sources. ESP_PLATFORM always: ESP-IDF's
+    /// compilers define it, so the audit follows the device's branches.
+    fn defines(&self, component: &str, file: &str) -> Defines {
+        let mut defines = match self.sources.get(&(component.to_string(), file.to_string())) {
+            Some(own) => own.clone(),
+            None => {
+                let mut all = Defines::new();
+                for ((c, _), d) in &self.sources {
+                    if c == component {
+                        for (k, v) in d {
+                            all.entry(k.clone()).or_insert(*v);
+                        }
+                    }
+                }
+                all
+            }
+        };
+        defines.insert("ESP_PLATFORM".into(), Some(1));
+        defines
+    }
+}
+
+/// `path` with `.` and `a/..` taken out, without asking the file system (the build may be gone).
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// (component, path under components/<component>/) of a source staged for the replica at `rel`.
+fn tree_source(rel: &str) -> Option<(String, String)> {
+    match rel.strip_prefix("deps/") {
+        Some(rest) => {
+            let (dir, path) = rest.split_once('/')?;
+            let component = COMPONENTS.iter().find(|c| crate::upstream::dep_dir(c) == Some(dir))?;
+            Some((component.to_string(), format!("upstream/{path}")))
+        }
+        None => Some(("libdatachannel".to_string(), format!("upstream/{rel}"))),
+    }
+}
+
+/// The `-D` definitions of a compile command (`-DNAME`, `-DNAME=VALUE`, `-D NAME`); a value that
+/// is not a number is known to be defined, with no value.
+pub fn command_defines(command: &str) -> Defines {
+    let words = shell_words(command);
+    let mut defines = Defines::new();
+    let mut words = words.iter();
+    while let Some(w) = words.next() {
+        let def = match w.strip_prefix("-D") {
+            Some("") => words.next().map(String::as_str),
+            Some(d) => Some(d),
+            None => None,
+        };
+        let Some(def) = def else { continue };
+        match def.split_once('=') {
+            Some((name, value)) => defines.insert(name.to_string(), value.parse::<i64>().ok()),
+            None => defines.insert(def.to_string(), Some(1)),
+        };
+    }
     defines
 }
 
-/// Offset of the `)` closing a CMake command's arguments (quoted parentheses do not count).
-fn closing_paren(body: &str) -> usize {
-    let mut depth = 0;
-    let mut quoted = false;
-    for (i, c) in body.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '(' if !quoted => depth += 1,
-            ')' if !quoted && depth == 0 => return i,
-            ')' if !quoted => depth -= 1,
-            _ => {}
+/// A command line split as sh splits it: whitespace separates words, quotes group, a backslash
+/// escapes the next character (CMake quotes `-DNAME="value"` this way).
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut in_word) = (Vec::new(), String::new(), false);
+    let mut quote: Option<char> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') | (None, '\\') => word.extend(chars.next()),
+            (Some(_), c) => word.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+                continue;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                }
+                in_word = false;
+                continue;
+            }
+            (None, c) => word.push(c),
         }
+        in_word = true;
     }
-    body.len()
+    if in_word {
+        words.push(word);
+    }
+    words
 }
 
-/// Sources a component compiles: the .c/.cpp files its CMakeLists.txt lists, every header
-/// outside test and example directories, and for our own components everything under src/.
-fn component_files(dir: &Path, cmake: &str) -> Vec<PathBuf> {
-    let listed: Vec<&str> = cmake.split_whitespace().map(|w| w.trim_matches('"')).filter(|w| is_source(w)).collect();
+/// Sources a component compiles: the .c/.cpp files in `listed` (paths under the component; all
+/// of them when empty, as for our own components), and every header outside test and example
+/// directories.
+fn component_files(dir: &Path, listed: &[&str]) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(dir)
         .sort_by_file_name()
@@ -209,12 +302,9 @@ fn component_files(dir: &Path, cmake: &str) -> Vec<PathBuf> {
         .filter(|e| e.file_type().is_file())
     {
         let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-        let rel_s = rel.to_string_lossy();
+        let rel_s = rel.to_string_lossy().replace('\\', "/");
         let header = ["h", "hpp", "hh", "hxx", "inl", "ipp"].iter().any(|e| rel_s.ends_with(&format!(".{e}")));
-        if header
-            || (is_source(&rel_s)
-                && (listed.is_empty() || listed.iter().any(|l| *l == rel_s || l.ends_with(&format!("/{rel_s}")))))
-        {
+        if header || (is_source(&rel_s) && (listed.is_empty() || listed.contains(&rel_s.as_str()))) {
             files.push(entry.path().to_path_buf());
         }
     }
@@ -314,20 +404,21 @@ fn inherited_stack(policy: &Policy) -> String {
     format!("inherited {}", policy.thread_stack_bytes())
 }
 
-/// Scans every component of the tree under `root` (a project root).
-pub fn scan_tree(root: &Path, policy: &Policy) -> Result<Vec<Site>> {
+/// Scans every component of the tree under `root` (a project root), the stack's sources with
+/// the definitions the replica compiled them with (`compiled`).
+pub fn scan_tree(root: &Path, policy: &Policy, compiled: &Compiled) -> Result<Vec<Site>> {
     let mut sites = Vec::new();
     for component in COMPONENTS {
         let dir = root.join("components").join(component);
-        let cmake_path = dir.join("CMakeLists.txt");
-        let Ok(cmake) = std::fs::read_to_string(&cmake_path) else { continue };
-        let defines = component_defines(&cmake);
-        for path in component_files(&dir, &cmake) {
+        if !dir.is_dir() {
+            continue;
+        }
+        for path in component_files(&dir, &compiled.listed(component)) {
             let rel = path.strip_prefix(&dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             let bytes =
                 std::fs::read(&path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
             let text = String::from_utf8_lossy(&bytes);
-            for f in scan::scan(&text, language(component, &rel), &defines) {
+            for f in scan::scan(&text, language(component, &rel), &compiled.defines(component, &rel)) {
                 let (covered, placement) = coverage(policy, component, &rel, f.kind, &f.call);
                 let stack = match f.kind {
                     Kind::Thread => Some(f.stack.clone().unwrap_or_else(|| inherited_stack(policy))),
@@ -557,7 +648,9 @@ pub fn configured_policy(root: &Path, name: Option<&str>) -> Result<Policy> {
 pub fn run(args: Args) -> Outcome {
     let root = project_root();
     let policy = configured_policy(&root, args.policy.as_deref())?;
-    let mut sites = scan_tree(&root, &policy)?;
+    let replica = crate::replica::build(&policy)?;
+    let compiled = Compiled::read(&replica.compile_commands, &replica.stack_src)?;
+    let mut sites = scan_tree(&root, &policy, &compiled)?;
     let lab_path = args.lab.clone().or_else(|| Some(root.join("lab-out/lab.json")).filter(|p| p.is_file()));
     let mut lab_note = None;
     if let Some(path) = &lab_path {
@@ -577,8 +670,7 @@ pub fn run(args: Args) -> Outcome {
     let statics = if args.no_statics {
         Vec::new()
     } else {
-        let libraries = crate::lab::host::component_libraries(&policy)?;
-        statics(&libraries, policy.audit.static_object_threshold_bytes)?
+        statics(&replica.libraries, policy.audit.static_object_threshold_bytes)?
     };
     rank(&mut sites);
     let report = Report {

@@ -4,8 +4,8 @@
 
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
-use crate::lab::{host, run as peers};
 use crate::policy::Policy;
+use crate::replica::{self, run as peers};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -91,7 +91,7 @@ pub fn run(args: Args) -> Outcome {
     }
     let out = if args.out.is_absolute() { args.out.clone() } else { project_root().join(&args.out) };
     std::fs::create_dir_all(&out)?;
-    let builds = policies.iter().map(host::build).collect::<Result<Vec<_>>>()?;
+    let builds = policies.iter().map(replica::build).collect::<Result<Vec<_>>>()?;
     let load = Load { bytes: u64::from(args.megabytes) << 20, frames: args.frames };
     let mut samples = Vec::new();
     for round in 1..=args.rounds {
@@ -129,7 +129,13 @@ pub struct Load {
 }
 
 /// One round of one policy: the throughput and videorate scenarios, parsed from the peers' logs.
-pub fn measure(build: &host::HostBuild, policy: &Policy, load: &Load, round: u32, out: &Path) -> Result<Vec<Sample>> {
+pub fn measure(
+    build: &replica::HostBuild,
+    policy: &Policy,
+    load: &Load,
+    round: u32,
+    out: &Path,
+) -> Result<Vec<Sample>> {
     let mut env = peers::knob_env(policy);
     env.push(("LAB_BENCH_BYTES".into(), load.bytes.to_string()));
     env.push(("LAB_BENCH_FRAMES".into(), load.frames.to_string()));
@@ -311,9 +317,8 @@ mod tests {
     /// benchmark, not to tests); the driver itself fails the run if a byte is missing or out of order.
     #[test]
     fn bench_measures_a_real_transfer_and_video_push() {
-        std::env::set_var("ESP_DC_LAB_BUILDING", "1"); // build in this process: the test binary is not xtask
         let policy = Policy::load(&Policy::path_for("lean")).unwrap();
-        let build = host::build(&policy).unwrap();
+        let build = replica::build(&policy).unwrap();
         let out = tempfile::tempdir().unwrap();
         let samples = measure(&build, &policy, &Load { bytes: 1 << 20, frames: 60 }, 1, out.path()).unwrap();
         let measures: Vec<&str> = samples.iter().map(|s| s.measure.as_str()).collect();

@@ -40,7 +40,7 @@ pub struct Component {
     /// the redirect passes to esp_dc_port_malloc and the host recorder attributes by (0 = other).
     pub id: u8,
     // origin, host_project and source_markers are read by the tests below, which hold the
-    // tables the lab (lab::host::PROJECTS) and report (component_of_source_path) still keep to
+    // tables the lab (replica::flags::PROJECTS) and report (component_of_source_path) still keep to
     // these rows; deriving those tables from here is the next step of issue 19.
     #[cfg_attr(not(test), allow(dead_code))]
     pub origin: Origin,
@@ -48,7 +48,7 @@ pub struct Component {
     /// Stems of the archives `idf.py size-components` names (`lib<stem>.a`): ESP-IDF's
     /// `lib<component directory>.a` first, then upstream's own library names.
     pub archives: &'static [&'static str],
-    /// CMake project of the lab's host build of the stack (lab::host::PROJECTS).
+    /// CMake project of the lab's host build of the stack (replica::flags::PROJECTS).
     #[cfg_attr(not(test), allow(dead_code))]
     pub host_project: Option<&'static str>,
     /// Path fragments that mark a source of this component in debug info (lab and device).
@@ -223,10 +223,10 @@ mod tests {
         for c in REGISTRY {
             assert_eq!(c.upstream.is_some(), c.origin == Origin::Generated, "{}", c.name);
             if c.origin != Origin::External {
-                assert_eq!(crate::lab::host::component_id(c.name), i32::from(c.id), "{}", c.name);
+                assert_eq!(crate::replica::flags::component_id(c.name), i32::from(c.id), "{}", c.name);
             }
-            let project = crate::lab::host::PROJECTS.iter().find(|(n, _)| *n == c.name).map(|(_, p)| *p);
-            assert_eq!(project, c.host_project, "{}: lab::host::PROJECTS", c.name);
+            let project = crate::replica::flags::PROJECTS.iter().find(|(n, _)| *n == c.name).map(|(_, p)| *p);
+            assert_eq!(project, c.host_project, "{}: replica::flags::PROJECTS", c.name);
             for marker in c.source_markers {
                 let path = format!("/src/x/{marker}file.c");
                 assert_eq!(crate::report::component_of_source_path(&path), Some(c.name), "{path}");

@@ -396,7 +396,8 @@ fn fuzz_policy() {
 #[test]
 fn fuzz_device_log() {
     use crate::analyze::{build_report, data_lost, log, render, Args};
-    let args = Args { log: Path::new("fuzz.log").into(), elf: None, map: None, json: None, policy: "lean".into(), top: 10 };
+    let args =
+        Args { log: Path::new("fuzz.log").into(), elf: None, map: None, json: None, policy: "lean".into(), top: 10 };
     fuzz("device log", &[DEVICE_LOG], |text| {
         // What `analyze LOG` does without --elf: read, report, print, JSON, verdict.
         let parsed = log::parse(text);

@@ -16,6 +16,7 @@ mod kconfig_keys;
 mod lab;
 mod policy;
 mod relay;
+mod replica;
 mod report;
 mod size;
 mod upstream;

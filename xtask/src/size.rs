@@ -424,7 +424,7 @@ pub fn run(args: Args) -> Outcome {
     let policy = Policy::load(&Policy::path_for(&args.policy))?;
     let mut skipped = Skipped::new();
     let (sizes, source) = if args.host {
-        let libraries = crate::lab::host::component_libraries(&policy)?;
+        let libraries = crate::replica::component_libraries(&policy)?;
         (host_sizes(&libraries, &policy)?, format!("host build of `{}`", policy.policy.name))
     } else if let Some(from) = &args.from {
         let (sizes, lost) = read_report_lines(from)?;

@@ -7,6 +7,15 @@ fn fixture_root() -> PathBuf {
     project_root().join("lab/fixtures/audit")
 }
 
+/// The fixture's compile commands, as if its sources had been staged under /stack-src.
+fn compiled() -> Compiled {
+    Compiled::read(&fixture_root().join("compile_commands.json"), Path::new("/stack-src")).unwrap()
+}
+
+fn scan_tree(root: &Path, policy: &Policy) -> Result<Vec<Site>> {
+    super::scan_tree(root, policy, &compiled())
+}
+
 fn policy(name: &str) -> Policy {
     Policy::load(&Policy::path_for(name)).unwrap()
 }
@@ -207,14 +216,31 @@ fn statics_over_the_threshold_from_an_object_file() {
 }
 
 #[test]
-fn component_definitions_come_from_the_cmakelists() {
-    let defines =
-        component_defines(&std::fs::read_to_string(fixture_root().join("components/libjuice/CMakeLists.txt")).unwrap());
+fn component_definitions_come_from_the_compile_commands() {
+    let compiled = compiled();
+    let sources: Vec<(&str, &str)> = compiled.sources.keys().map(|(c, f)| (c.as_str(), f.as_str())).collect();
+    assert_eq!(
+        sources,
+        [
+            ("libdatachannel", "upstream/src/peer.cpp"),
+            ("libjuice", "upstream/src/agent.c"),
+            ("libsrtp", "upstream/crypto/kernel/alloc.c"),
+            ("usrsctp", "upstream/usrsctplib/user_mbuf.c"),
+        ],
+        "deps/<dir>/ is the component's upstream/, the top is libdatachannel's; a relative file counts from its directory"
+    );
+    let defines = compiled.defines("libjuice", "upstream/src/agent.c");
     assert_eq!(defines.get("JUICE_STATIC"), Some(&Some(1)));
     assert_eq!(defines.get("USE_FOO"), Some(&Some(0)));
     assert_eq!(defines.get("ESP_DC_ALLOC_CAPS"), Some(&None), "defined, value unknown");
+    assert_eq!(defines.get("JUICE_VERSION"), Some(&None), "a quoted string value");
+    assert_eq!(defines.get("JUICE_EXPORTS"), Some(&Some(1)), "`-D NAME`");
     assert_eq!(defines.get("ESP_PLATFORM"), Some(&Some(1)));
-    assert!(!defines.contains_key("PRIVATE") && !defines.contains_key("a"), "{defines:?}");
+    assert!(!defines.contains_key("RTC_ENABLE_WEBSOCKET"), "another component's: {defines:?}");
+    // A header gets its component's definitions.
+    let header = compiled.defines("libjuice", "upstream/include/juice/juice.h");
+    assert_eq!(header.get("USE_FOO"), Some(&Some(0)));
+    assert_eq!(command_defines(r#"cc "-DA=1 2" -DB=\"x\" -c f.c"#).keys().collect::<Vec<_>>(), ["A", "B"]);
 }
 
 #[test]
@@ -240,7 +266,9 @@ fn lean_on_the_real_tree_leaves_only_the_listed_sites() {
     let dir = tempfile::tempdir().unwrap();
     configure::configure_into(dir.path(), &Policy::path_for("lean"), false, false).unwrap();
     let policy = configured_policy(dir.path(), Some("lean")).unwrap();
-    let sites = scan_tree(dir.path(), &policy).unwrap();
+    let replica = crate::replica::build(&policy).unwrap();
+    let compiled = Compiled::read(&replica.compile_commands, &replica.stack_src).unwrap();
+    let sites = super::scan_tree(dir.path(), &policy, &compiled).unwrap();
     let uncovered: Vec<String> = sites
         .iter()
         .filter(|s| !s.covered)

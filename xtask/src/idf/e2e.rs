@@ -9,7 +9,7 @@
 //! of every run are kept in `lab-out/idf-e2e/`, with each build's idf.py output.
 
 use super::*;
-use crate::lab::host::cache_root;
+use crate::replica::cache_root;
 use crate::upstream::Tree;
 use std::io::Write;
 

@@ -14,9 +14,10 @@ mod tests;
 
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
-use crate::lab::{account, host, run as peers};
+use crate::lab::account;
 use crate::policy::Policy;
 use crate::relay;
+use crate::replica::{self, run as peers};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -211,7 +212,7 @@ pub fn run(args: Args) -> Outcome {
     };
     let mut results = Vec::new();
     for policy in &policies {
-        let build = host::build(policy)?;
+        let build = replica::build(policy)?;
         for peer in &args.peers {
             for offer in &args.offerers {
                 let result = run_case(&prerequisites, &build, policy, peer, offer, &settings)?;
@@ -257,7 +258,7 @@ pub fn run(args: Args) -> Outcome {
 #[allow(clippy::too_many_arguments)]
 pub fn repeat_case(
     pre: &Prerequisites,
-    build: &host::HostBuild,
+    build: &replica::HostBuild,
     policy: &Policy,
     peer: &str,
     offer: &str,
@@ -300,7 +301,7 @@ impl Prerequisites {
     pub fn find(peers: &[String]) -> Result<Prerequisites> {
         let venv = std::env::var_os("ESP_DC_INTEROP_VENV")
             .map(PathBuf::from)
-            .unwrap_or_else(|| host::cache_root().join("interop-venv"));
+            .unwrap_or_else(|| replica::cache_root().join("interop-venv"));
         let chromium =
             std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
         let mut found = Self::find_in(&venv, &chromium, peers)?;
@@ -352,8 +353,8 @@ impl Prerequisites {
 /// The real H.264 clip the device sends, encoded once and cached beside the host builds.
 fn h264_clip(python: &Path) -> Result<PathBuf> {
     let script = project_root().join("lab/interop/make_clip.py");
-    let digest = host::hash_of(&[&std::fs::read(&script)?]);
-    let clip = host::cache_root().join(format!("interop/clip-{digest}.h264"));
+    let digest = replica::hash_of(&[&std::fs::read(&script)?]);
+    let clip = replica::cache_root().join(format!("interop/clip-{digest}.h264"));
     // Tests in one process ask at once (the matrix and the post-quantum test): encode once.
     static ENCODING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ENCODING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -430,7 +431,7 @@ fn spawn_aiortc(python: &Path, offer: &str, settings: &Settings, log: &Path) -> 
 }
 
 fn spawn_device(
-    build: &host::HostBuild,
+    build: &replica::HostBuild,
     policy: &Policy,
     offer: &str,
     settings: &Settings,
@@ -454,7 +455,7 @@ fn number(fields: &BTreeMap<String, String>, key: &str) -> Option<u64> {
 
 pub fn run_case(
     pre: &Prerequisites,
-    build: &host::HostBuild,
+    build: &replica::HostBuild,
     policy: &Policy,
     peer: &str,
     offer: &str,

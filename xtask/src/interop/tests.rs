@@ -39,7 +39,7 @@ fn missing_venv_or_chromium_exits_2_and_says_to_run_setup() {
     assert!(message.contains("scripts/setup.sh"), "{message}");
     let venv = std::env::var_os("ESP_DC_INTEROP_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| host::cache_root().join("interop-venv"));
+        .unwrap_or_else(|| replica::cache_root().join("interop-venv"));
     let (exit_code, message) =
         code(Prerequisites::find_in(&venv, &nowhere.path().join("chromium"), &["chromium".into()]).err().unwrap());
     assert_eq!(exit_code, Some(2), "{message}");
@@ -60,7 +60,6 @@ fn browser_turn() -> std::sync::MutexGuard<'static, ()> {
 /// DTLS server (it offers actpass) against aiortc, so mbedTLS's server path stays tested.
 #[test]
 fn matrix_passes_for_lean_and_stock_against_chromium_firefox_and_aiortc() {
-    std::env::set_var("ESP_DC_LAB_BUILDING", "1"); // build in this process: the test binary is not xtask
     let _turn = browser_turn();
     let peers: Vec<String> = PEERS.iter().map(|p| p.to_string()).collect();
     let pre = Prerequisites::find(&peers)
@@ -72,7 +71,7 @@ fn matrix_passes_for_lean_and_stock_against_chromium_firefox_and_aiortc() {
     let mut results = Vec::new();
     for name in ["lean", "stock"] {
         let policy = Policy::load(&Policy::path_for(name)).unwrap();
-        let build = host::build(&policy).unwrap();
+        let build = replica::build(&policy).unwrap();
         let r = run_case(&pre, &build, &policy, "aiortc", "device", &as_server).unwrap();
         eprintln!("{}", case_line(&r));
         results.push(r);
@@ -122,7 +121,6 @@ fn matrix_passes_for_lean_and_stock_against_chromium_firefox_and_aiortc() {
 /// mbedTLS reassembles ClientHello fragments: revisit dtls_client_when_offering and the README.
 #[test]
 fn chromium_post_quantum_dtls_against_the_device_as_server_fails_and_keeps_both_logs() {
-    std::env::set_var("ESP_DC_LAB_BUILDING", "1");
     let _turn = browser_turn();
     let pre = Prerequisites::find(&["chromium".to_string()])
         .unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium)"));
@@ -130,7 +128,7 @@ fn chromium_post_quantum_dtls_against_the_device_as_server_fails_and_keeps_both_
     let settings =
         Settings { messages: 2, frames: 1, video: false, device_dtls_server: true, out, ..Default::default() };
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
-    let build = host::build(&policy).unwrap();
+    let build = replica::build(&policy).unwrap();
     let r = run_case(&pre, &build, &policy, "chromium", "device", &settings).unwrap();
     assert!(!r.passed, "{}", case_line(&r));
     assert!(
@@ -163,12 +161,11 @@ fn variant_settings(out: &str) -> Settings {
 /// the plugin). The device's offer puts its application m-line first, so the data channels live.
 #[test]
 fn trickle_per_browser_and_a_remote_refusing_video_keeps_its_data_channels() {
-    std::env::set_var("ESP_DC_LAB_BUILDING", "1");
     let _turn = browser_turn();
     let pre = Prerequisites::find(&["chromium".to_string(), "firefox".to_string()])
         .unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs the browsers and aiortc)"));
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
-    let build = host::build(&policy).unwrap();
+    let build = replica::build(&policy).unwrap();
     let trickle = Settings { trickle: true, ..variant_settings("lab-out/interop-test-variants") };
     let mut checked = Vec::new();
     for (peer, offer) in [("chromium", "device"), ("firefox", "remote")] {
@@ -216,7 +213,6 @@ fn trickle_per_browser_and_a_remote_refusing_video_keeps_its_data_channels() {
 /// stack budgets and under stock's peak.
 #[test]
 fn lossy_link_keeps_data_and_video_flowing_and_the_nack_responder_answers() {
-    std::env::set_var("ESP_DC_LAB_BUILDING", "1");
     let _turn = browser_turn();
     let pre = Prerequisites::find(&["chromium".to_string()])
         .unwrap_or_else(|e| panic!("{e:#} (scripts/setup.sh installs Chromium and aiortc)"));
@@ -226,7 +222,7 @@ fn lossy_link_keeps_data_and_video_flowing_and_the_nack_responder_answers() {
         let settings = Settings { impairment: Some(impairment), ..variant_settings("lab-out/interop-test-lossy") };
         for name in ["lean", "stock"] {
             let policy = Policy::load(&Policy::path_for(name)).unwrap();
-            let build = host::build(&policy).unwrap();
+            let build = replica::build(&policy).unwrap();
             let r = run_case(&pre, &build, &policy, "chromium", "remote", &settings).unwrap();
             eprintln!("{}", case_line(&r));
             results.push((policy, r));

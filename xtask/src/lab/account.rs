@@ -11,10 +11,10 @@
 //! A phase's figure is taken at the moment the driver marks it (`connected` = live bytes when the
 //! connection came up); its peak is the highest live total until the next mark.
 
-use super::host::HostBuild;
 use super::projection::{self, Block, Census, SyncObject};
-use super::trace::{self, Event};
 use crate::policy::{Policy, COMPONENTS};
+use crate::replica::trace::{self, Event};
+use crate::replica::HostBuild;
 use crate::report::{self, ComponentReport, PhaseFigure, Report, Site, ThreadReport};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap};

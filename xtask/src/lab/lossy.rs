@@ -6,8 +6,8 @@
 //! otherwise), frames must keep arriving, and the policy's dynamic budgets must hold as on
 //! loopback. Lean and stock side by side, per loss rate.
 
-use super::run::ScenarioRun;
 use crate::relay::{Impairment, LinkStats};
+use crate::replica::run::ScenarioRun;
 use crate::report::Report;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -49,7 +49,7 @@ pub struct LossyRun {
 
 fn fields(path: &std::path::Path) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    super::run::result_fields(text.lines())
+    crate::replica::run::result_fields(text.lines())
 }
 
 impl LossyRun {
@@ -236,8 +236,9 @@ pub fn side_by_side(runs: &[LossyRun]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::{account, host, render, run};
+    use crate::lab::{account, render};
     use crate::policy::Policy;
+    use crate::replica::{self, run};
 
     fn video_run(dropped: u64, retransmitted: u64, gap_ms: u64) -> LossyRun {
         LossyRun {
@@ -293,13 +294,12 @@ mod tests {
     /// responder resends lost packets, and lean's dynamic budgets hold as on loopback.
     #[test]
     fn lean_on_a_lossy_link_resends_lost_video_and_holds_its_budgets() {
-        std::env::set_var("ESP_DC_LAB_BUILDING", "1"); // build in this process: the test binary is not xtask
         let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let out = tempfile::tempdir().unwrap();
         let settings = run::Settings { messages: 50, video_seconds: 4, cycles: 4 };
         let link = Impairment { loss_percent: 10.0, jitter_ms: 30, delay_ms: 0 };
         let policy = Policy::load(&Policy::path_for("lean")).unwrap();
-        let build = host::build(&policy).unwrap();
+        let build = replica::build(&policy).unwrap();
         let (mut reports, mut runs) = (Vec::new(), Vec::new());
         for scenario in run::LOSSY_SCENARIOS {
             let ran = run::run_scenario_on_link(&build, &policy, scenario, &settings, out.path(), Some(link)).unwrap();

@@ -5,24 +5,21 @@
 //! -> account (component x phase) -> projection (ESP32 heaps) -> render (tables, SVG, JSON, budgets)
 
 pub mod account;
-pub mod host;
+pub mod compare;
 pub mod lossy;
 pub mod projection;
 pub mod render;
-pub mod run;
 pub mod savings;
 pub mod soak;
 pub mod spread;
-pub mod trace;
 
-#[cfg(test)]
-mod recorder_tests;
 #[cfg(test)]
 mod tests;
 
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
 use crate::policy::Policy;
+use crate::replica::{self, run};
 use crate::report::Report;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +42,7 @@ pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale", "came
 ///   cargo xtask lab --policy lean --soak             # 1,000 cycles: slope per component
 ///   cargo xtask lab --policy lean --knob-savings     # what each lever saves (one build per lever)
 ///   cargo xtask lab --loss 2 --loss 10 --jitter-ms 30 # datachannel, video, camera on a lossy link
+///   cargo xtask lab --runs 5 --json after.json && cargo xtask lab --compare before.json after.json
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -115,8 +113,17 @@ pub struct Args {
     /// block alone: it holds every lever.
     #[arg(long, value_name = "TEXT", requires = "knob_savings")]
     lever: Vec<String>,
-    /// Only build the host replica of each policy (what `lab` runs in a child process).
-    #[arg(long, hide = true)]
+    /// Instead of measuring: compare two `--json` reports (BEFORE AFTER). Same policies,
+    /// scenarios, components and keys, and every budget/README measure where repeated runs put
+    /// it (each file's --runs spread, apart by at most the wider one's width, plus --tolerance);
+    /// a table of what moved. Exit 1 on a difference beyond it.
+    #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"])]
+    compare: Option<Vec<PathBuf>>,
+    /// With --compare: bytes every measure may lie beyond its spread.
+    #[arg(long, default_value_t = 0)]
+    tolerance: u64,
+    /// Only build the host replica of each policy.
+    #[arg(long)]
     build_only: bool,
     /// Show the host build's whole output (cmake, ninja, compilers) instead of one progress line
     /// per step; without it that output goes to $ESP_DC_CACHE/host/logs/<policy>.log.
@@ -146,7 +153,10 @@ fn links(args: &Args) -> Vec<Option<crate::relay::Impairment>> {
 }
 
 pub fn run(args: Args) -> Outcome {
-    host::VERBOSE.store(args.verbose, std::sync::atomic::Ordering::Relaxed);
+    if let Some([before, after]) = args.compare.as_deref() {
+        return compare::run(before, after, args.tolerance);
+    }
+    replica::VERBOSE.store(args.verbose, std::sync::atomic::Ordering::Relaxed);
     let links = links(&args);
     let lossy = links[0].is_some();
     let mut scenarios = args.scenarios.clone();
@@ -170,7 +180,7 @@ pub fn run(args: Args) -> Outcome {
     }
     if args.build_only {
         for policy in &policies {
-            host::build(policy)?;
+            replica::build(policy)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -213,12 +223,12 @@ pub fn run(args: Args) -> Outcome {
     let mut runs: Vec<Vec<Report>> = vec![Vec::new(); args.runs as usize];
     let mut lossy_runs = Vec::new();
     for policy in &policies {
-        let build = host::build(policy)?;
+        let build = replica::build(policy)?;
         for link in &links {
             for scenario in &scenarios {
                 for (i, run_reports) in runs.iter_mut().enumerate() {
                     let on = link.map(|l| format!(", {}% loss, {} ms jitter", l.loss_percent, l.jitter_ms));
-                    let mut progress = host::Progress::start(if args.runs > 1 {
+                    let mut progress = replica::Progress::start(if args.runs > 1 {
                         format!(
                             "running {scenario} ({}{}), run {} of {}",
                             policy.policy.name,

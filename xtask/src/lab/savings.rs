@@ -7,9 +7,10 @@
 //! and the placement settings (`sync.placement`, `static_placement`), whose saving is internal RAM
 //! moved to PSRAM rather than bytes: the `internal` columns show it.
 
-use super::{account, host, run};
+use super::account;
 use crate::fsutil::write_atomic;
 use crate::policy::{Policy, StaticPlacement, SyncPlacement, KNOBS};
+use crate::replica::{self, run};
 use crate::report::Report;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -144,7 +145,7 @@ fn levers(policy: &Policy) -> Vec<Lever> {
 
 fn measure(policy: &Policy, settings: &run::Settings, out: &Path, video: bool) -> Result<(Report, Option<Report>)> {
     std::fs::create_dir_all(out)?;
-    let build = host::build(policy)?;
+    let build = replica::build(policy)?;
     let dc = run::run_scenario(&build, policy, "datachannel", settings, out)?;
     let dc = account::build_report(&dc, "datachannel", policy, &build)?;
     let video = if video {

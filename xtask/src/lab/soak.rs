@@ -3,8 +3,9 @@
 //! median of pairwise slopes over the second half (the first half lets pools and caches reach their size), plus
 //! threads created against threads ended and open file descriptors at every mark.
 
-use super::run::{self as scenario_run, Settings};
-use super::{account, host};
+use super::account;
+use crate::replica;
+use crate::replica::run::{self as scenario_run, Settings};
 
 /// The Theil-Sen slope: the median of the slopes between every pair of points. A leak moves
 /// every pair; a queue that happens to hold 168 B at a few marks moves only the pairs that
@@ -104,7 +105,7 @@ pub fn soak(policies: &[Policy], settings: &Settings, out: &Path, json: Option<&
     }
     let mut soaks = Vec::new();
     for policy in policies {
-        let build = host::build(policy)?;
+        let build = replica::build(policy)?;
         eprintln!("lab: {} / soak of {} cycles", policy.policy.name, settings.cycles);
         let trace = scenario_run::run_scenario(&build, policy, "cycle", settings, out)?;
         let report = account::build_report(&trace, "cycle", policy, &build)?;

@@ -4,10 +4,10 @@
 
 use crate::report::{Report, Spread};
 
-type Measure = fn(&Report) -> Option<u64>;
+pub type Measure = fn(&Report) -> Option<u64>;
 
 /// The measures a budget or a README table rests on.
-const MEASURES: &[(&str, Measure)] = &[
+pub const MEASURES: &[(&str, Measure)] = &[
     ("first PeerConnection (init) B", |r| Some(r.init_bytes)),
     ("connected B", |r| Some(r.total_connected_bytes)),
     ("handshake peak B", |r| Some(r.handshake_peak_bytes)),

@@ -74,9 +74,8 @@ fn unreadable_input_exits_2_naming_the_file() {
 /// CI holds the shipped lean policy's host budgets, and a lowered budget fails.
 #[test]
 fn host_budgets_hold_for_lean_and_a_lowered_budget_breaks() {
-    std::env::set_var("ESP_DC_LAB_BUILDING", "1"); // build in this process: the test binary is not xtask
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
-    let libraries = crate::lab::host::component_libraries(&policy).unwrap();
+    let libraries = crate::replica::component_libraries(&policy).unwrap();
     let sizes = host_sizes(&libraries, &policy).unwrap();
     assert!(sizes["libdatachannel"].flash_bytes > 100_000, "{sizes:?}");
     let lines = check(&policy.budgets.static_, &sizes, true);
@@ -106,9 +105,8 @@ fn external_ram_bss_is_psram_on_the_device_and_on_the_host() {
     let psram = lines.iter().find(|l| l.measure == "psram").unwrap();
     assert_eq!((psram.verdict.as_str(), psram.margin), ("breach", Some(-1)));
 
-    std::env::set_var("ESP_DC_LAB_BUILDING", "1");
     let lean = Policy::load(&Policy::path_for("lean")).unwrap();
-    let libraries = crate::lab::host::component_libraries(&lean).unwrap();
+    let libraries = crate::replica::component_libraries(&lean).unwrap();
     let mut internal = lean.clone();
     for c in internal.components.values_mut() {
         c.static_placement = crate::policy::StaticPlacement::Internal;

@@ -2,7 +2,7 @@
 //! process, their signaling lines relayed between them, their stderr kept as logs. With a lossy
 //! link (`--loss`, `--jitter-ms`) their media crosses `crate::relay` instead of plain loopback.
 
-use super::host::HostBuild;
+use super::HostBuild;
 use crate::policy::{knob, Policy};
 use crate::relay::{Impairment, LinkStats, Relay};
 use anyhow::{bail, Context, Result};

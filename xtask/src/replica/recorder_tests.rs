@@ -2,7 +2,8 @@
 //! defects/preloaded.c` runs with the recorder preloaded (one case per run), `table_unit.cpp`
 //! includes recorder.cpp and calls its internals. Needs g++-multilib (scripts/setup.sh).
 
-use super::host::{build_recorder, cc_build};
+use super::build_recorder;
+use super::tools::compiler;
 use super::trace::{self, Event, Trace};
 use crate::fsutil::project_root;
 use std::path::{Path, PathBuf};
@@ -14,9 +15,7 @@ fn defects_dir() -> PathBuf {
 }
 
 fn compile(cpp: bool, args: &[String], out: &Path) {
-    let compiler = cc_build().cpp(cpp).get_compiler();
-    let output =
-        compiler.to_command().args(args).arg("-o").arg(out).output().expect("a C compiler (run scripts/setup.sh)");
+    let output = compiler(cpp).args(args).arg("-o").arg(out).output().expect("a C compiler (run scripts/setup.sh)");
     assert!(output.status.success(), "compiling {}:\n{}", out.display(), String::from_utf8_lossy(&output.stderr));
 }
 

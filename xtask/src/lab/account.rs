@@ -20,21 +20,26 @@ use anyhow::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// Least-squares slope of `values` against their index (bytes per step); 0 for fewer than two.
-pub fn slope(values: &[u64]) -> f64 {
-    let n = values.len() as f64;
-    if values.len() < 2 {
+/// The Theil-Sen slope: the median of the slopes between every pair of points. A leak moves
+/// every pair; a queue that happens to hold 168 B at a few marks moves only the pairs that
+/// touch those marks, so it cannot fake a leak the way it tips a least-squares fit.
+pub fn median_slope(values: &[u64]) -> f64 {
+    let mut slopes = Vec::with_capacity(values.len() * values.len().saturating_sub(1) / 2);
+    for i in 0..values.len() {
+        for j in i + 1..values.len() {
+            slopes.push((values[j] as f64 - values[i] as f64) / (j - i) as f64);
+        }
+    }
+    if slopes.is_empty() {
         return 0.0;
     }
-    let mean_x = (n - 1.0) / 2.0;
-    let mean_y = values.iter().map(|v| *v as f64).sum::<f64>() / n;
-    let (mut num, mut den) = (0.0, 0.0);
-    for (i, v) in values.iter().enumerate() {
-        let dx = i as f64 - mean_x;
-        num += dx * (*v as f64 - mean_y);
-        den += dx * dx;
+    slopes.sort_by(f64::total_cmp);
+    let mid = slopes.len() / 2;
+    if slopes.len() % 2 == 1 {
+        slopes[mid]
+    } else {
+        (slopes[mid - 1] + slopes[mid]) / 2.0
     }
-    num / den
 }
 
 /// Components counted as the stack's, in report order.
@@ -232,98 +237,269 @@ pub fn build_report(trace_path: &Path, scenario: &str, policy: &Policy, build: &
 
 /// The accounting itself, on a parsed trace (tests feed hand-made and fixture traces).
 pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: &str) -> Result<Report> {
-    let modules: Vec<(u32, String)> = trace
-        .records
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::Module { path, base } => Some((*base, path.clone())),
-            _ => None,
-        })
-        .collect();
-    let mut sym = Symbolizer::new(modules, app_path.to_string());
+    let mut ledger = Ledger::new(trace, app_path);
+    for (i, record) in trace.records.iter().enumerate() {
+        ledger.record(i, record);
+    }
+    ledger.close_phase();
+    Ok(ledger.report(scenario, policy))
+}
 
-    let mut names: Vec<&'static str> = stack_components();
-    names.push("libstdc++");
-    names.extend(UNCOUNTED);
-    let index = |n: &str| names.iter().position(|c| *c == n).unwrap_or(names.len() - 1);
-    let counted: Vec<bool> = names.iter().map(|n| !UNCOUNTED.contains(n) && *n != "libstdc++").collect();
-    let n = names.len();
+/// The component columns: the stack's, then `libstdc++`, then the uncounted ones. Anything not
+/// named falls in the last (`runtime`).
+struct Columns {
+    names: Vec<&'static str>,
+    counted: Vec<bool>,
+}
 
-    let mut sites: Vec<SiteKey> = Vec::new();
-    let mut site_index: HashMap<SiteKey, usize> = HashMap::new();
-    let mut live: HashMap<u32, Live> = HashMap::new();
-    let mut live_bytes = vec![0u64; n];
-    let mut live_blocks = vec![0u64; n];
-    let mut peak_in_phase = vec![0u64; n];
-    let mut peak_total_in_phase = 0u64;
-    let mut total = 0u64;
-    let mut global_peak = 0u64;
-    let mut global_peak_at = 0usize;
-    let mut marks: Vec<Mark> = Vec::new();
-    let mut threads: BTreeMap<u32, ThreadInfo> = BTreeMap::new();
-    let mut sync: HashMap<u32, (bool, &'static str)> = HashMap::new(); // addr -> (is mutex, component)
-    let mut sockets: HashMap<u32, bool> = HashMap::new(); // fd -> is UDP
-    let mut timeline: Vec<(u64, Vec<u64>)> = Vec::new();
-    let mut last_sample = 0u64;
-    let mut in_phase: Option<usize> = None;
-    // Bytes and blocks by site at the connected mark: what a connection holds, line by line.
-    let mut at_connected: HashMap<usize, (u64, u64)> = HashMap::new();
+impl Columns {
+    fn new() -> Columns {
+        let mut names: Vec<&'static str> = stack_components();
+        names.push("libstdc++");
+        names.extend(UNCOUNTED);
+        let counted = names.iter().map(|n| !UNCOUNTED.contains(n) && *n != "libstdc++").collect();
+        Columns { names, counted }
+    }
 
-    // Each of the stack's sync objects with the live block its pthread_*_t sits in (None: static
-    // or stack storage): sync.placement = "with_owner" places its FreeRTOS object by that block.
-    // A lock inside a block the driver allocated is the driver's, even when a stack thread (a
-    // callback) happened to take it first: which thread is first is timing.
-    let sync_objects = |live: &HashMap<u32, Live>, sync: &HashMap<u32, (bool, &'static str)>| -> Vec<SyncObject> {
-        let mut blocks: Vec<(u32, &Live)> = live.iter().map(|(a, l)| (*a, l)).collect();
-        blocks.sort_unstable_by_key(|(a, _)| *a);
-        let mut objects: Vec<(u32, SyncObject)> = sync
+    fn index(&self, name: &str) -> usize {
+        self.names.iter().position(|c| *c == name).unwrap_or(self.names.len() - 1)
+    }
+
+    fn total(&self, per_column: &[u64]) -> u64 {
+        per_column.iter().zip(&self.counted).filter(|(_, c)| **c).map(|(v, _)| *v).sum()
+    }
+}
+
+/// The replay's state: live blocks and their sums per column, the marks so far, threads, sync
+/// objects and sockets. One method per trace event.
+struct Ledger<'t> {
+    trace: &'t trace::Trace,
+    sym: Symbolizer,
+    cols: Columns,
+    sites: Vec<SiteKey>,
+    site_index: HashMap<SiteKey, usize>,
+    live: HashMap<u32, Live>,
+    live_bytes: Vec<u64>,
+    live_blocks: Vec<u64>,
+    /// Live bytes of the counted columns.
+    total: u64,
+    peak_in_phase: Vec<u64>,
+    peak_total_in_phase: u64,
+    global_peak: u64,
+    global_peak_at: usize,
+    marks: Vec<Mark>,
+    threads: BTreeMap<u32, ThreadInfo>,
+    /// addr -> (is mutex, component of the first user).
+    sync: HashMap<u32, (bool, &'static str)>,
+    /// fd -> is UDP.
+    sockets: HashMap<u32, bool>,
+    timeline: Vec<(u64, Vec<u64>)>,
+    last_sample_ms: u64,
+    /// Bytes and blocks by site at the connected mark: what a connection holds, line by line.
+    at_connected: HashMap<usize, (u64, u64)>,
+}
+
+impl<'t> Ledger<'t> {
+    fn new(trace: &'t trace::Trace, app_path: &str) -> Ledger<'t> {
+        let modules = trace
+            .records
             .iter()
-            .filter(|(_, (_, component))| *component != "app")
-            .filter_map(|(addr, (mutex, component))| {
-                let at = blocks.partition_point(|(a, _)| *a <= *addr);
-                let owner =
-                    at.checked_sub(1).map(|i| blocks[i]).filter(|(a, l)| u64::from(*addr) < u64::from(*a) + l.size);
-                if owner.is_some_and(|(_, l)| names[l.component] == "app") {
-                    return None;
-                }
-                let owner_site = owner.map(|(_, l)| l.site);
-                let owner = owner.map(|(_, l)| Block {
-                    component: names[l.component].to_string(),
-                    size: l.size,
-                    origin: l.origin,
-                    caps: l.caps,
-                    shared_ptr_control: l.shared_ptr,
-                });
-                Some((*addr, SyncObject { mutex: *mutex, component: component.to_string(), owner, owner_site }))
+            .filter_map(|r| match &r.event {
+                Event::Module { path, base } => Some((*base, path.clone())),
+                _ => None,
             })
             .collect();
-        objects.sort_unstable_by_key(|(a, _)| *a);
-        objects.into_iter().map(|(_, o)| o).collect()
-    };
-    let census = |live: &HashMap<u32, Live>,
-                  threads: &BTreeMap<u32, ThreadInfo>,
-                  sync: &HashMap<u32, (bool, &'static str)>,
-                  sockets: &HashMap<u32, bool>|
-     -> Census {
-        // The driver's own locks are the application's, not the stack's (as its threads are).
-        let objects = sync_objects(live, sync);
+        let cols = Columns::new();
+        let n = cols.names.len();
+        Ledger {
+            trace,
+            sym: Symbolizer::new(modules, app_path.to_string()),
+            cols,
+            sites: Vec::new(),
+            site_index: HashMap::new(),
+            live: HashMap::new(),
+            live_bytes: vec![0; n],
+            live_blocks: vec![0; n],
+            total: 0,
+            peak_in_phase: vec![0; n],
+            peak_total_in_phase: 0,
+            global_peak: 0,
+            global_peak_at: 0,
+            marks: Vec::new(),
+            threads: BTreeMap::new(),
+            sync: HashMap::new(),
+            sockets: HashMap::new(),
+            timeline: Vec::new(),
+            last_sample_ms: 0,
+            at_connected: HashMap::new(),
+        }
+    }
+
+    /// Event `i` of the trace, then a timeline sample every 50 ms.
+    fn record(&mut self, i: usize, record: &trace::Record) {
+        match &record.event {
+            Event::Alloc { addr, size, origin, component, caps, frames } => {
+                self.alloc(i, *addr, u64::from(*size), *origin, *component, *caps, frames)
+            }
+            Event::Free { addr } => self.free(*addr),
+            Event::Phase { name } => self.phase(name, record.time_ns),
+            Event::ThreadCreate { requested, serial, frames } => {
+                self.thread_create(*requested, *serial, frames, record.time_ns)
+            }
+            Event::ThreadEnd { high_water, serial } => self.thread_end(*high_water, *serial, record.time_ns),
+            Event::Mutex { addr, frames } => self.sync_first_use(*addr, true, frames),
+            Event::Cond { addr, frames } => self.sync_first_use(*addr, false, frames),
+            Event::SyncDestroy { addr } => {
+                self.sync.remove(addr);
+            }
+            Event::Socket { fd, kind, .. } => {
+                self.sockets.insert(*fd, *kind == 2 /* SOCK_DGRAM */);
+            }
+            Event::SocketClose { fd } => {
+                self.sockets.remove(fd);
+            }
+            Event::Module { .. } => {}
+        }
+        let ms = record.time_ns / 1_000_000;
+        if ms >= self.last_sample_ms + 50 {
+            self.last_sample_ms = ms;
+            self.timeline.push((ms, self.live_bytes.clone()));
+        }
+    }
+
+    /// Column and site of a block: a tagged block's component is its tag, its site the frames'.
+    fn attribute(&mut self, component: i8, frames: &[u32]) -> (usize, SiteKey, bool) {
+        let (by_frames, file, line, function, shared_ptr) = self.sym.attribute(frames);
+        let name = if component > 0 {
+            COMPONENTS.get(component as usize - 1).copied().unwrap_or("runtime")
+        } else {
+            by_frames
+        };
+        let ci = self.cols.index(name);
+        (ci, SiteKey { component: ci, file, line, function }, shared_ptr)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alloc(&mut self, i: usize, addr: u32, size: u64, origin: u8, component: i8, caps: u32, frames: &[u32]) {
+        let (ci, key, shared_ptr) = self.attribute(component, frames);
+        let sites = &mut self.sites;
+        let site = *self.site_index.entry(key.clone()).or_insert_with(|| {
+            sites.push(key);
+            sites.len() - 1
+        });
+        let block = Live { size, component: ci, site, origin, caps, shared_ptr };
+        if let Some(old) = self.live.insert(addr, block) {
+            self.forget(&old);
+        }
+        self.live_bytes[ci] += size;
+        self.live_blocks[ci] += 1;
+        if self.cols.counted[ci] {
+            self.total += size;
+        }
+        self.peak_in_phase[ci] = self.peak_in_phase[ci].max(self.live_bytes[ci]);
+        if self.total > self.global_peak {
+            self.global_peak = self.total;
+            self.global_peak_at = i;
+        }
+        self.peak_total_in_phase = self.peak_total_in_phase.max(self.total);
+    }
+
+    fn free(&mut self, addr: u32) {
+        if let Some(old) = self.live.remove(&addr) {
+            self.forget(&old);
+        }
+    }
+
+    /// Takes a block that is no longer live out of the sums.
+    fn forget(&mut self, old: &Live) {
+        self.live_bytes[old.component] -= old.size;
+        self.live_blocks[old.component] -= 1;
+        if self.cols.counted[old.component] {
+            self.total -= old.size;
+        }
+    }
+
+    /// A mark: the previous phase's peaks are final, this one's figures and census are taken.
+    fn phase(&mut self, name: &str, time_ns: u64) {
+        let is_connected = |n: &str| CONNECTED_MARKS.contains(&n);
+        if is_connected(name) && !self.marks.iter().any(|m| is_connected(&m.name)) {
+            for l in self.live.values() {
+                let e = self.at_connected.entry(l.site).or_default();
+                e.0 += l.size;
+                e.1 += 1;
+            }
+        }
+        self.close_phase();
+        self.marks.push(Mark {
+            name: name.to_string(),
+            live: self.live_bytes.clone(),
+            blocks: self.live_blocks.clone(),
+            peak: self.live_bytes.clone(),
+            peak_total: self.total,
+            census: self.census(),
+        });
+        self.peak_in_phase = self.live_bytes.clone();
+        self.peak_total_in_phase = self.total;
+        self.timeline.push((time_ns / 1_000_000, self.live_bytes.clone()));
+    }
+
+    /// The last mark's peaks: the highest seen since it was taken.
+    fn close_phase(&mut self) {
+        if let Some(m) = self.marks.last_mut() {
+            m.peak = self.peak_in_phase.clone();
+            m.peak_total = self.peak_total_in_phase;
+        }
+    }
+
+    fn thread_create(&mut self, requested: u32, serial: u32, frames: &[u32], time_ns: u64) {
+        let (component, file, line, function, _) = self.sym.attribute(frames);
+        let requested = if requested == 0 { self.trace.default_stack_bytes } else { requested };
+        self.threads.insert(
+            serial,
+            ThreadInfo {
+                component: component.to_string(),
+                created_at: format!("{file}:{line} {function}"),
+                requested: u64::from(requested),
+                high_water: 0,
+                start_ns: time_ns,
+                end_ns: None,
+            },
+        );
+    }
+
+    fn thread_end(&mut self, high_water: u32, serial: u32, time_ns: u64) {
+        if let Some(t) = self.threads.get_mut(&serial) {
+            t.high_water = u64::from(high_water);
+            t.end_ns = Some(time_ns);
+        }
+    }
+
+    fn sync_first_use(&mut self, addr: u32, mutex: bool, frames: &[u32]) {
+        let component = self.sym.attribute(frames).0;
+        self.sync.insert(addr, (mutex, component));
+    }
+
+    fn block(&self, l: &Live) -> Block {
+        Block {
+            component: self.cols.names[l.component].to_string(),
+            size: l.size,
+            origin: l.origin,
+            caps: l.caps,
+            shared_ptr_control: l.shared_ptr,
+        }
+    }
+
+    /// What is alive now, for the projection: counted blocks, the stack's threads, locks, sockets.
+    fn census(&self) -> Census {
+        let objects = self.sync_objects();
         let mut mutex_owners: BTreeMap<String, u64> = BTreeMap::new();
         for o in objects.iter().filter(|o| o.mutex) {
             *mutex_owners.entry(o.component.clone()).or_default() += 1;
         }
         Census {
-            blocks: live
-                .values()
-                .filter(|l| counted[l.component])
-                .map(|l| Block {
-                    component: names[l.component].to_string(),
-                    size: l.size,
-                    origin: l.origin,
-                    caps: l.caps,
-                    shared_ptr_control: l.shared_ptr,
-                })
-                .collect(),
-            threads: threads
+            blocks: self.live.values().filter(|l| self.cols.counted[l.component]).map(|l| self.block(l)).collect(),
+            threads: self
+                .threads
                 .values()
                 .filter(|t| t.end_ns.is_none() && t.component != "app")
                 .map(|t| (t.component.clone(), t.requested))
@@ -332,280 +508,224 @@ pub fn account(trace: &trace::Trace, scenario: &str, policy: &Policy, app_path: 
             mutex_owners,
             condvars: objects.iter().filter(|o| !o.mutex).count() as u64,
             sync_objects: objects,
-            udp_sockets: sockets.values().filter(|u| **u).count() as u64,
+            udp_sockets: self.sockets.values().filter(|u| **u).count() as u64,
         }
-    };
-
-    for (i, record) in trace.records.iter().enumerate() {
-        match &record.event {
-            Event::Alloc { addr, size, origin, component, caps, frames } => {
-                let (comp, file, line, function, shared_ptr) = if *component > 0 {
-                    let name = COMPONENTS.get(*component as usize - 1).copied().unwrap_or("runtime");
-                    let (_, file, line, function, sp) = sym.attribute(frames);
-                    (name, file, line, function, sp)
-                } else {
-                    sym.attribute(frames)
-                };
-                let ci = index(comp);
-                let key = SiteKey { component: ci, file, line, function };
-                let si = *site_index.entry(key.clone()).or_insert_with(|| {
-                    sites.push(key);
-                    sites.len() - 1
-                });
-                if let Some(old) = live.insert(
-                    *addr,
-                    Live { size: u64::from(*size), component: ci, site: si, origin: *origin, caps: *caps, shared_ptr },
-                ) {
-                    // The allocator handed out a live address again: the free was not seen.
-                    live_bytes[old.component] -= old.size;
-                    live_blocks[old.component] -= 1;
-                    if counted[old.component] {
-                        total -= old.size;
-                    }
-                }
-                live_bytes[ci] += u64::from(*size);
-                live_blocks[ci] += 1;
-                if counted[ci] {
-                    total += u64::from(*size);
-                }
-                peak_in_phase[ci] = peak_in_phase[ci].max(live_bytes[ci]);
-                if total > global_peak {
-                    global_peak = total;
-                    global_peak_at = i;
-                }
-                peak_total_in_phase = peak_total_in_phase.max(total);
-            }
-            Event::Free { addr } => {
-                if let Some(old) = live.remove(addr) {
-                    live_bytes[old.component] -= old.size;
-                    live_blocks[old.component] -= 1;
-                    if counted[old.component] {
-                        total -= old.size;
-                    }
-                }
-            }
-            Event::Phase { name } => {
-                if CONNECTED_MARKS.contains(&name.as_str())
-                    && !marks.iter().any(|m| CONNECTED_MARKS.contains(&m.name.as_str()))
-                {
-                    for l in live.values() {
-                        let e = at_connected.entry(l.site).or_default();
-                        e.0 += l.size;
-                        e.1 += 1;
-                    }
-                }
-                if let Some(p) = in_phase {
-                    marks[p].peak = peak_in_phase.clone();
-                    marks[p].peak_total = peak_total_in_phase;
-                }
-                marks.push(Mark {
-                    name: name.clone(),
-                    live: live_bytes.clone(),
-                    blocks: live_blocks.clone(),
-                    peak: live_bytes.clone(),
-                    peak_total: total,
-                    census: census(&live, &threads, &sync, &sockets),
-                });
-                in_phase = Some(marks.len() - 1);
-                peak_in_phase = live_bytes.clone();
-                peak_total_in_phase = total;
-                timeline.push((record.time_ns / 1_000_000, live_bytes.clone()));
-            }
-            Event::ThreadCreate { requested, serial, frames } => {
-                let (comp, file, line, function, _) = sym.attribute(frames);
-                threads.insert(
-                    *serial,
-                    ThreadInfo {
-                        component: comp.to_string(),
-                        created_at: format!("{file}:{line} {function}"),
-                        requested: u64::from(if *requested == 0 { trace.default_stack_bytes } else { *requested }),
-                        high_water: 0,
-                        start_ns: record.time_ns,
-                        end_ns: None,
-                    },
-                );
-            }
-            Event::ThreadEnd { high_water, serial } => {
-                if let Some(t) = threads.get_mut(serial) {
-                    t.high_water = u64::from(*high_water);
-                    t.end_ns = Some(record.time_ns);
-                }
-            }
-            Event::Mutex { addr, frames } => {
-                sync.insert(*addr, (true, sym.attribute(frames).0));
-            }
-            Event::Cond { addr, frames } => {
-                sync.insert(*addr, (false, sym.attribute(frames).0));
-            }
-            Event::SyncDestroy { addr } => {
-                sync.remove(addr);
-            }
-            Event::Socket { fd, kind, .. } => {
-                sockets.insert(*fd, *kind == 2 /* SOCK_DGRAM */);
-            }
-            Event::SocketClose { fd } => {
-                sockets.remove(fd);
-            }
-            Event::Module { .. } => {}
-        }
-        if record.time_ns / 1_000_000 >= last_sample + 50 {
-            last_sample = record.time_ns / 1_000_000;
-            timeline.push((last_sample, live_bytes.clone()));
-        }
-    }
-    if let Some(p) = in_phase {
-        marks[p].peak = peak_in_phase.clone();
-        marks[p].peak_total = peak_total_in_phase;
     }
 
-    // Sites: bytes live at the global peak, by site (second pass up to the peak).
-    let mut at_peak: HashMap<usize, (u64, u64)> = HashMap::new();
-    for (si, size) in live_sites_replay(trace, &mut sym, &names, &site_index, global_peak_at).into_values() {
-        let e = at_peak.entry(si).or_default();
-        e.0 += size;
-        e.1 += 1;
+    /// Each of the stack's sync objects with the live block its pthread_*_t sits in (None: static
+    /// or stack storage): sync.placement = "with_owner" places its FreeRTOS object by that block.
+    /// The driver's own locks are the application's, not the stack's (as its threads are); a
+    /// lock inside a block the driver allocated is the driver's, even when a stack thread (a
+    /// callback) happened to take it first: which thread is first is timing.
+    fn sync_objects(&self) -> Vec<SyncObject> {
+        let mut blocks: Vec<(u32, &Live)> = self.live.iter().map(|(a, l)| (*a, l)).collect();
+        blocks.sort_unstable_by_key(|(a, _)| *a);
+        let mut objects: Vec<(u32, SyncObject)> = self
+            .sync
+            .iter()
+            .filter(|(_, (_, component))| *component != "app")
+            .filter_map(|(addr, (mutex, component))| {
+                let at = blocks.partition_point(|(a, _)| *a <= *addr);
+                let owner =
+                    at.checked_sub(1).map(|i| blocks[i]).filter(|(a, l)| u64::from(*addr) < u64::from(*a) + l.size);
+                if owner.is_some_and(|(_, l)| self.cols.names[l.component] == "app") {
+                    return None;
+                }
+                let (owner, owner_site) = (owner.map(|(_, l)| self.block(l)), owner.map(|(_, l)| l.site));
+                Some((*addr, SyncObject { mutex: *mutex, component: component.to_string(), owner, owner_site }))
+            })
+            .collect();
+        objects.sort_unstable_by_key(|(a, _)| *a);
+        objects.into_iter().map(|(_, o)| o).collect()
     }
-    // Every counted site with bytes, largest first: tables show the first few, `audit` ranks by all.
-    let ranked = |by_site: HashMap<usize, (u64, u64)>| -> Vec<Site> {
+
+    /// Every counted site with bytes, largest first: tables show the first few, `audit` ranks by all.
+    fn ranked(&self, by_site: HashMap<usize, (u64, u64)>) -> Vec<Site> {
         let mut list: Vec<Site> = by_site
             .into_iter()
-            .filter(|(si, (bytes, _))| counted[sites[*si].component] && *bytes > 0)
+            .filter(|(si, (bytes, _))| self.cols.counted[self.sites[*si].component] && *bytes > 0)
             .map(|(si, (bytes, count))| {
-                let k = &sites[si];
-                Site {
-                    component: names[k.component].to_string(),
-                    file: k.file.clone(),
-                    line: k.line,
-                    function: k.function.clone(),
-                    bytes,
-                    count,
-                }
+                let k = &self.sites[si];
+                let component = self.cols.names[k.component].to_string();
+                Site { component, file: k.file.clone(), line: k.line, function: k.function.clone(), bytes, count }
             })
             .collect();
-        list.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.file.cmp(&b.file)).then(a.line.cmp(&b.line)));
-        list
-    };
-    let top = ranked(at_peak);
-    let connected_sites = ranked(at_connected);
-
-    // Leaks: what the stack still holds at the end.
-    let mut leaks_by_site: HashMap<usize, (u64, u64)> = HashMap::new();
-    for l in live.values() {
-        let e = leaks_by_site.entry(l.site).or_default();
-        e.0 += l.size;
-        e.1 += 1;
-    }
-    let leaks = ranked(leaks_by_site);
-
-    let mark = |name: &str| marks.iter().find(|m| m.name == name);
-    let total_of = |m: &Mark| -> u64 { m.live.iter().zip(&counted).filter(|(_, c)| **c).map(|(v, _)| *v).sum() };
-    let connected_mark = marks.iter().find(|m| CONNECTED_MARKS.contains(&m.name.as_str()));
-
-    let mut components = Vec::new();
-    for (ci, name) in names.iter().enumerate() {
-        let phases: Vec<PhaseFigure> = marks
-            .iter()
-            .map(|m| PhaseFigure {
-                phase: m.name.clone(),
-                live_bytes: m.live[ci],
-                peak_bytes: m.peak[ci],
-                blocks: m.blocks[ci],
-            })
-            .collect();
-        let peak = marks.iter().map(|m| m.peak[ci]).max().unwrap_or(0);
-        if peak == 0 && !counted[ci] {
-            continue;
-        }
-        components.push(ComponentReport {
-            name: name.to_string(),
-            connected_bytes: connected_mark.map(|m| m.live[ci]).unwrap_or(0),
-            peak_bytes: peak,
-            phases,
-            ..Default::default()
+        // Ties in full, so the order does not depend on the hash map's.
+        list.sort_by(|a, b| {
+            (b.bytes, &a.file, a.line, &a.function, &a.component, a.count).cmp(&(
+                a.bytes,
+                &b.file,
+                b.line,
+                &b.function,
+                &b.component,
+                b.count,
+            ))
         });
+        list
     }
 
-    let thread_list: Vec<ThreadReport> = threads
-        .values()
-        .filter(|t| t.component != "app")
-        .map(|t| ThreadReport {
-            component: t.component.clone(),
-            created_at: t.created_at.clone(),
-            requested_bytes: t.requested,
-            high_water_bytes: t.high_water,
-            lifetime_ms: t
-                .end_ns
-                .unwrap_or(trace.records.last().map(|r| r.time_ns).unwrap_or(0))
-                .saturating_sub(t.start_ns)
-                / 1_000_000,
-            ended: t.end_ns.is_some(),
-            ..Default::default()
-        })
-        .collect();
+    /// Bytes and blocks by site of the blocks live right after event `until` (a second pass: the
+    /// global peak's moment is known only at the end).
+    fn sites_live_at(&mut self, until: usize) -> HashMap<usize, (u64, u64)> {
+        let mut live: HashMap<u32, (usize, u64)> = HashMap::new();
+        for record in self.trace.records.iter().take(until + 1) {
+            match &record.event {
+                Event::Alloc { addr, size, component, frames, .. } => {
+                    let (by_frames, file, line, function, _) = self.sym.attribute(frames);
+                    let name = match *component {
+                        c if c > 0 => COMPONENTS.get(c as usize - 1).copied().unwrap_or(by_frames),
+                        _ => by_frames,
+                    };
+                    let key = SiteKey { component: self.cols.index(name), file, line, function };
+                    if let Some(si) = self.site_index.get(&key) {
+                        live.insert(*addr, (*si, u64::from(*size)));
+                    }
+                }
+                Event::Free { addr } => {
+                    live.remove(addr);
+                }
+                _ => {}
+            }
+        }
+        let mut by_site: HashMap<usize, (u64, u64)> = HashMap::new();
+        for (si, size) in live.into_values() {
+            let e = by_site.entry(si).or_default();
+            e.0 += size;
+            e.1 += 1;
+        }
+        by_site
+    }
 
-    let handshake_peak = marks
-        .iter()
-        .filter(|m| matches!(m.name.as_str(), "pc-created" | "gathered" | "connected"))
-        .map(|m| m.peak_total)
-        .max()
-        .unwrap_or(0);
+    fn mark(&self, name: &str) -> Option<&Mark> {
+        self.marks.iter().find(|m| m.name == name)
+    }
 
-    let leak_per_cycle = if scenario == "cycle" {
-        let closed: Vec<u64> = marks
+    fn total_at(&self, name: &str) -> Option<u64> {
+        self.mark(name).map(|m| self.cols.total(&m.live))
+    }
+
+    fn connected_mark(&self) -> Option<&Mark> {
+        self.marks.iter().find(|m| CONNECTED_MARKS.contains(&m.name.as_str()))
+    }
+
+    /// Per column: live bytes at the connected mark, the highest peak and every mark's figures;
+    /// an uncounted column only when it ever held something.
+    fn component_reports(&self) -> Vec<ComponentReport> {
+        let connected = self.connected_mark();
+        let mut components = Vec::new();
+        for (ci, name) in self.cols.names.iter().enumerate() {
+            let phases: Vec<PhaseFigure> = self
+                .marks
+                .iter()
+                .map(|m| PhaseFigure {
+                    phase: m.name.clone(),
+                    live_bytes: m.live[ci],
+                    peak_bytes: m.peak[ci],
+                    blocks: m.blocks[ci],
+                })
+                .collect();
+            let peak = self.marks.iter().map(|m| m.peak[ci]).max().unwrap_or(0);
+            if peak == 0 && !self.cols.counted[ci] {
+                continue;
+            }
+            components.push(ComponentReport {
+                name: name.to_string(),
+                connected_bytes: connected.map(|m| m.live[ci]).unwrap_or(0),
+                peak_bytes: peak,
+                phases,
+                ..Default::default()
+            });
+        }
+        components
+    }
+
+    fn thread_reports(&self) -> Vec<ThreadReport> {
+        let last_ns = self.trace.records.last().map(|r| r.time_ns).unwrap_or(0);
+        self.threads
+            .values()
+            .filter(|t| t.component != "app")
+            .map(|t| ThreadReport {
+                component: t.component.clone(),
+                created_at: t.created_at.clone(),
+                requested_bytes: t.requested,
+                high_water_bytes: t.high_water,
+                lifetime_ms: t.end_ns.unwrap_or(last_ns).saturating_sub(t.start_ns) / 1_000_000,
+                ended: t.end_ns.is_some(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// `cycle`: what each cycle keeps, the median slope of the totals at the `closed` marks.
+    /// The first cycle also pays the global init that stays until rtcCleanup: fit from the
+    /// second. Each `closed` mark is a quiet point (usrsctp's teardown done), so the slope of the
+    /// rest is what a cycle keeps; a negative slope keeps nothing.
+    fn leak_per_cycle(&self) -> Option<u64> {
+        let closed: Vec<u64> = self
+            .marks
             .iter()
             .filter(|m| m.name.starts_with("cycle-") && m.name.ends_with("-closed"))
-            .map(total_of)
+            .map(|m| self.cols.total(&m.live))
             .collect();
-        // The first cycle also pays the global init that stays until rtcCleanup: fit from the
-        // second. Each `closed` mark is a quiet point (usrsctp's teardown done), so the slope of
-        // the rest is what a cycle keeps; a negative slope keeps nothing.
-        (closed.len() >= 4).then(|| slope(&closed[1..]).max(0.0).round() as u64)
-    } else {
-        None
-    };
-    let per_extra = if scenario == "scale" {
-        match (mark("scale-1-connected"), mark("scale-4-connected")) {
-            (Some(a), Some(b)) => Some(total_of(b).saturating_sub(total_of(a)) / 3),
-            _ => None,
+        (closed.len() >= 4).then(|| median_slope(&closed[1..]).max(0.0).round() as u64)
+    }
+
+    /// `scale`: the marginal bytes of each connection beyond the first (1 -> 4 connected).
+    fn per_extra_connection(&self) -> Option<u64> {
+        Some(self.total_at("scale-4-connected")?.saturating_sub(self.total_at("scale-1-connected")?) / 3)
+    }
+
+    fn handshake_peak(&self) -> u64 {
+        let handshake = |m: &&Mark| matches!(m.name.as_str(), "pc-created" | "gathered" | "connected");
+        self.marks.iter().filter(handshake).map(|m| m.peak_total).max().unwrap_or(0)
+    }
+
+    fn report(mut self, scenario: &str, policy: &Policy) -> Report {
+        let top = self.sites_live_at(self.global_peak_at);
+        let top = self.ranked(top);
+        let at_connected = std::mem::take(&mut self.at_connected);
+        let connected_sites = self.ranked(at_connected);
+        // Leaks: what the stack still holds at the end.
+        let mut leaks_by_site: HashMap<usize, (u64, u64)> = HashMap::new();
+        for l in self.live.values() {
+            let e = leaks_by_site.entry(l.site).or_default();
+            e.0 += l.size;
+            e.1 += 1;
         }
-    } else {
-        None
-    };
-
-    let projection_census = connected_mark.or_else(|| mark("streaming")).map(|m| m.census.clone()).unwrap_or_default();
-    let projection = projection::project(policy, &projection_census);
-    let sync_owners = sync_owners(&projection_census, &sites, &names);
-
-    Ok(Report {
-        scenario: scenario.to_string(),
-        policy: policy.policy.name.clone(),
-        total_connected_bytes: connected_mark.map(total_of).unwrap_or(0),
-        total_peak_bytes: global_peak,
-        handshake_peak_bytes: handshake_peak,
-        init_bytes: mark("pc-created")
-            .map(total_of)
-            .unwrap_or(0)
-            .saturating_sub(mark("start").map(total_of).unwrap_or(0)),
-        load_bytes: mark("start").map(total_of).unwrap_or(0),
-        streaming_bytes: mark("streaming").map(total_of),
-        streaming_peak_bytes: mark("streaming").map(|m| m.peak_total.max(total_of(m))),
-        threads: max_concurrent_threads(&threads),
-        threads_created: thread_list.len() as u64,
-        leak_bytes_per_cycle: leak_per_cycle,
-        bytes_per_extra_connection: per_extra,
-        leak_bytes: leaks.iter().map(|l| l.bytes).sum(),
-        leaks,
-        sites: top,
-        connected_sites,
-        total_stack_high_water_bytes: max_concurrent_high_water(&threads),
-        thread_list,
-        projection,
-        sync_owners,
-        components,
-        timeline_components: names.iter().map(|s| s.to_string()).collect(),
-        timeline,
-        ..Default::default()
-    })
+        let leaks = self.ranked(leaks_by_site);
+        let census = self.connected_mark().or_else(|| self.mark("streaming")).map(|m| m.census.clone());
+        let census = census.unwrap_or_default();
+        let load = self.total_at("start").unwrap_or(0);
+        let streaming = self.mark("streaming");
+        let thread_list = self.thread_reports();
+        Report {
+            scenario: scenario.to_string(),
+            policy: policy.policy.name.clone(),
+            total_connected_bytes: self.connected_mark().map(|m| self.cols.total(&m.live)).unwrap_or(0),
+            total_peak_bytes: self.global_peak,
+            handshake_peak_bytes: self.handshake_peak(),
+            init_bytes: self.total_at("pc-created").unwrap_or(0).saturating_sub(load),
+            load_bytes: load,
+            streaming_bytes: streaming.map(|m| self.cols.total(&m.live)),
+            streaming_peak_bytes: streaming.map(|m| m.peak_total.max(self.cols.total(&m.live))),
+            threads: max_concurrent_threads(&self.threads),
+            threads_created: thread_list.len() as u64,
+            leak_bytes_per_cycle: if scenario == "cycle" { self.leak_per_cycle() } else { None },
+            bytes_per_extra_connection: if scenario == "scale" { self.per_extra_connection() } else { None },
+            leak_bytes: leaks.iter().map(|l| l.bytes).sum(),
+            leaks,
+            sites: top,
+            connected_sites,
+            total_stack_high_water_bytes: max_concurrent_high_water(&self.threads),
+            thread_list,
+            projection: projection::project(policy, &census),
+            sync_owners: sync_owners(&census, &self.sites, &self.cols.names),
+            components: self.component_reports(),
+            timeline_components: self.cols.names.iter().map(|s| s.to_string()).collect(),
+            timeline: std::mem::take(&mut self.timeline),
+            ..Default::default()
+        }
+    }
 }
 
 /// Most stack threads alive at once: what stacks and TCBs cost at the worst moment. (libdatachannel's
@@ -664,40 +784,8 @@ fn sync_owners(census: &Census, sites: &[SiteKey], names: &[&'static str]) -> Ve
             condvars,
         })
         .collect();
-    list.sort_by(|a, b| (b.mutexes + b.condvars).cmp(&(a.mutexes + a.condvars)));
+    list.sort_by_key(|o| std::cmp::Reverse(o.mutexes + o.condvars));
     list
-}
-
-/// Live blocks (site, size) right after event `until`.
-fn live_sites_replay(
-    trace: &trace::Trace,
-    sym: &mut Symbolizer,
-    names: &[&'static str],
-    site_index: &HashMap<SiteKey, usize>,
-    until: usize,
-) -> HashMap<u32, (usize, u64)> {
-    let mut live: HashMap<u32, (usize, u64)> = HashMap::new();
-    for record in trace.records.iter().take(until + 1) {
-        match &record.event {
-            Event::Alloc { addr, size, component, frames, .. } => {
-                let (comp, file, line, function, _) = sym.attribute(frames);
-                let comp = if *component > 0 {
-                    COMPONENTS.get(*component as usize - 1).copied().unwrap_or(comp)
-                } else {
-                    comp
-                };
-                let ci = names.iter().position(|c| *c == comp).unwrap_or(names.len() - 1);
-                if let Some(si) = site_index.get(&SiteKey { component: ci, file, line, function }) {
-                    live.insert(*addr, (*si, u64::from(*size)));
-                }
-            }
-            Event::Free { addr } => {
-                live.remove(addr);
-            }
-            _ => {}
-        }
-    }
-    live
 }
 
 #[cfg(test)]

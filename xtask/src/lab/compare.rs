@@ -3,9 +3,10 @@
 //! between runs of the same build (`--runs`, README "spread"). So the two reports must have the
 //! same shape (policies, scenarios, components, JSON keys) and each measure a budget or README
 //! table rests on (`spread::MEASURES`, each component's connected bytes, static internal RAM)
-//! may differ by at most the width of its spread over repeated runs (the `spread` a `--runs N`
-//! report carries; the wider of the two files'), plus `--tolerance`. With no spread a measure
-//! must be equal.
+//! must be where repeated runs of one build put it: each file's range for it (its `--runs N`
+//! spread, else its one value) may lie apart from the other's by at most the wider range's
+//! width plus `--tolerance`. Two samples of the same build overlap or nearly; a few runs see
+//! only part of the spread, hence the width's leeway. With no spread a measure must be equal.
 
 use super::spread::MEASURES;
 use crate::exit::{self, Outcome};
@@ -23,18 +24,23 @@ pub struct Row {
     pub measure: String,
     pub before: Option<u64>,
     pub after: Option<u64>,
-    /// The largest difference the spread allows (width + tolerance).
+    /// Lowest..highest over each file's runs (its spread and its reported value).
+    pub before_range: Option<(u64, u64)>,
+    pub after_range: Option<(u64, u64)>,
+    /// How far apart the two ranges may lie (the wider range's width + tolerance).
     pub allowed: u64,
 }
 
 impl Row {
-    fn diff(&self) -> Option<u64> {
-        Some(self.before?.abs_diff(self.after?))
+    /// How far apart the two ranges lie (0 when they overlap).
+    fn gap(&self) -> Option<u64> {
+        let ((b_lo, b_hi), (a_lo, a_hi)) = (self.before_range?, self.after_range?);
+        Some(b_lo.saturating_sub(a_hi).max(a_lo.saturating_sub(b_hi)))
     }
 
     pub fn holds(&self) -> bool {
         match (self.before, self.after) {
-            (Some(_), Some(_)) => self.diff().unwrap() <= self.allowed,
+            (Some(_), Some(_)) => self.gap().unwrap() <= self.allowed,
             (None, None) => true,
             _ => false,
         }
@@ -117,23 +123,28 @@ fn rows(b: &Report, a: &Report, tolerance: u64) -> Vec<Row> {
         measures.push((format!("  {} connected B", comp.name), Some(comp.connected_bytes), connected(a, &comp.name)));
     }
     measures.push(("static internal RAM B".into(), b.static_internal_bytes, a.static_internal_bytes));
-    let width = |measure: &str| {
-        [b, a]
-            .iter()
-            .filter_map(|r| r.spread.iter().find(|s| s.measure == measure))
-            .map(|s| s.max - s.min)
-            .max()
-            .unwrap_or(0)
+    let range = |r: &Report, measure: &str, value: Option<u64>| {
+        let v = value?;
+        Some(match r.spread.iter().find(|s| s.measure == measure) {
+            Some(s) => (s.min.min(v), s.max.max(v)),
+            None => (v, v),
+        })
     };
     measures
         .into_iter()
-        .map(|(measure, before, after)| Row {
-            policy: b.policy.clone(),
-            scenario: b.scenario.clone(),
-            allowed: width(&measure) + tolerance,
-            measure,
-            before,
-            after,
+        .map(|(measure, before, after)| {
+            let (before_range, after_range) = (range(b, &measure, before), range(a, &measure, after));
+            let width = [before_range, after_range].iter().flatten().map(|(lo, hi)| hi - lo).max().unwrap_or(0);
+            Row {
+                policy: b.policy.clone(),
+                scenario: b.scenario.clone(),
+                allowed: width + tolerance,
+                measure,
+                before,
+                after,
+                before_range,
+                after_range,
+            }
         })
         .collect()
 }
@@ -165,20 +176,24 @@ fn print(c: &Comparison, before: &Path, after: &Path) {
     for s in &c.shape {
         println!("shape: {s}");
     }
-    let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "–".into());
     println!(
         "{:<7} {:<12} {:<38} {:>9} {:>9} {:>6} {:>7}  verdict",
         "policy", "scenario", "measure", "before", "after", "diff", "allowed"
     );
-    for r in c.rows.iter().filter(|r| r.before != r.after) {
+    let range = |r: Option<(u64, u64)>| match r {
+        Some((lo, hi)) if lo == hi => lo.to_string(),
+        Some((lo, hi)) => format!("{lo}..{hi}"),
+        None => "–".into(),
+    };
+    for r in c.rows.iter().filter(|r| r.before != r.after || r.before_range != r.after_range) {
         println!(
-            "{:<7} {:<12} {:<38} {:>9} {:>9} {:>6} {:>7}  {}",
+            "{:<7} {:<12} {:<38} {:>15} {:>15} {:>5} {:>7}  {}",
             r.policy,
             r.scenario,
             r.measure.trim_start(),
-            show(r.before),
-            show(r.after),
-            r.diff().map(|d| d.to_string()).unwrap_or_else(|| "–".into()),
+            range(r.before_range),
+            range(r.after_range),
+            r.gap().map(|d| d.to_string()).unwrap_or_else(|| "–".into()),
             r.allowed,
             if r.holds() { "within spread" } else { "BEYOND" }
         );
@@ -239,15 +254,17 @@ mod tests {
 
     #[test]
     fn a_move_within_the_spread_holds_and_one_beyond_it_fails() {
-        let before = [report("lean", 46_900, 6_193)];
-        // After: 5 runs moved `connected` over 300 B; the reported run is 250 B off before.
+        // After: 5 runs put `connected` anywhere in 46,850..47,150; before's one run is 250 B below.
         let after = [with_spread(report("lean", 47_150, 6_193), "connected B", 46_850, 47_150)];
-        let c = run(&before, &after, 0);
+        let c = run(&[report("lean", 46_600, 6_193)], &after, 0);
         assert!(c.holds(), "{c:?}");
         let row = c.rows.iter().find(|r| r.measure == "connected B").unwrap();
-        assert_eq!((row.before, row.after, row.allowed), (Some(46_900), Some(47_150), 300));
-        // 400 B off with the same spread: beyond.
-        let after = [with_spread(report("lean", 47_300, 6_193), "connected B", 46_850, 47_150)];
+        assert_eq!(
+            (row.before_range, row.after_range, row.gap(), row.allowed),
+            (Some((46_600, 46_600)), Some((46_850, 47_150)), Some(250), 300)
+        );
+        // 450 B below: beyond.
+        let before = [report("lean", 46_400, 6_193)];
         let c = run(&before, &after, 0);
         assert!(!c.holds());
         assert_eq!(
@@ -255,7 +272,10 @@ mod tests {
             ["connected B"]
         );
         // --tolerance widens every band.
-        assert!(run(&before, &after, 100).holds());
+        assert!(run(&before, &after, 150).holds());
+        // Both with a spread: overlapping ranges hold whatever their reported runs.
+        let before = [with_spread(report("lean", 46_400, 6_193), "connected B", 46_400, 46_900)];
+        assert!(run(&before, &after, 0).holds());
     }
 
     #[test]

@@ -1,14 +1,14 @@
 /*
  * H.264 sender: the ESP32 offers a sendonly H.264 video track (plus a data channel for control
  * messages), a browser (examples/web/index.html) answers and plays it. Frames come from
- * h264_testsrc (moving colour bars, no camera needed); replace h264_testsrc_frame() with a
- * camera + encoder to send real video. The NACK responder keeps the policy's number of packets
- * (ESP_DC_NACK_MAX_PACKETS), the biggest per-track buffer in the stack.
+ * h264_testsrc (moving colour bars, no camera needed) through common_components/h264_track_sender;
+ * replace h264_testsrc_frame() there with a camera + encoder to send real video. The NACK
+ * responder keeps the policy's number of packets (ESP_DC_NACK_MAX_PACKETS), the biggest
+ * per-track buffer in the stack.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dc_console_signaling.h"
 #include "esp_dc_init.h"
@@ -17,7 +17,7 @@
 #include "esp_random.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
-#include "h264_testsrc.h"
+#include "h264_track_sender.h"
 #include "rtc/rtc.h"
 #include "sdkconfig.h"
 #if !CONFIG_IDF_TARGET_LINUX
@@ -28,15 +28,6 @@
 #endif
 
 static const char *TAG = "h264_sender";
-
-/* Microseconds on a monotonic clock. newlib on the chips and glibc on the linux target both have
- * CLOCK_MONOTONIC (esp_timer is header-only on the linux target). */
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 #define FPS 5
 #define PAYLOAD_TYPE 96
@@ -52,35 +43,16 @@ static void on_state(int pc, rtcState state, void *ptr)
 
 static void stream(int track)
 {
-    size_t capacity = h264_testsrc_max_frame_bytes();
-    /* A frame is ~19 KB: PSRAM when there is some, so internal RAM stays for the stack. */
-    uint8_t *frame = heap_caps_malloc(capacity, MALLOC_CAP_SPIRAM);
-    if (frame == NULL) {
-        frame = malloc(capacity);
-    }
-    if (frame == NULL) {
-        ESP_LOGE(TAG, "no memory for a %u-byte frame", (unsigned)capacity);
+    h264_track_sender_t sender;
+    if (h264_track_sender_init(&sender, FPS * 10) != ESP_OK) {
         return;
     }
-    int64_t start_us = now_us();
-    uint32_t start_timestamp = 0;
-    rtcGetCurrentTrackTimestamp(track, &start_timestamp);
-    for (uint32_t n = 0;; ++n) {
+    for (;;) {
         if (!rtcIsOpen(track)) {
             vTaskDelay(pdMS_TO_TICKS(100));
             continue;
         }
-        size_t size = h264_testsrc_frame(n, frame, capacity);
-        uint32_t elapsed = 0;
-        rtcTransformSecondsToTimestamp(track, (double)(now_us() - start_us) / 1e6, &elapsed);
-        rtcSetTrackRtpTimestamp(track, start_timestamp + elapsed);
-        if (rtcSendMessage(track, (const char *)frame, (int)size) < 0) {
-            ESP_LOGW(TAG, "frame %u not sent", (unsigned)n);
-        }
-        if (n % (FPS * 10) == 0) {
-            ESP_LOGI(TAG, "frame %u (%u bytes); min free internal %u", (unsigned)n, (unsigned)size,
-                     (unsigned)heap_caps_get_minimum_free_size(MALLOC_CAP_INTERNAL));
-        }
+        h264_track_sender_send(&sender, track);
         vTaskDelay(pdMS_TO_TICKS(1000 / FPS));
     }
 }

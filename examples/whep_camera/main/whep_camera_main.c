@@ -32,7 +32,7 @@
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
 #include "freertos/task.h"
-#include "h264_testsrc.h"
+#include "h264_track_sender.h"
 #include "rtc/rtc.h"
 #include "sdkconfig.h"
 #include "whep_endpoint.h"
@@ -341,19 +341,10 @@ static httpd_handle_t start_http_server(void)
 /* The main task: frames on the session's track while it is open; clears a session that ended. */
 static void stream(session_t *s)
 {
-    size_t capacity = h264_testsrc_max_frame_bytes();
-    /* A frame is ~19 KB: PSRAM when there is some, so internal RAM stays for the stack. */
-    uint8_t *frame = heap_caps_malloc(capacity, MALLOC_CAP_SPIRAM);
-    if (frame == NULL) {
-        frame = malloc(capacity);
-    }
-    if (frame == NULL) {
-        ESP_LOGE(TAG, "no memory for a %u-byte frame", (unsigned)capacity);
+    h264_track_sender_t sender;
+    if (h264_track_sender_init(&sender, FPS * 10) != ESP_OK) {
         return;
     }
-    int current = -1; /* the track frames go to; a new one restarts the count and the clock */
-    uint32_t n = 0, start_timestamp = 0;
-    int64_t start_us = 0;
     for (;;) {
         vTaskDelay(pdMS_TO_TICKS(1000 / FPS));
         xSemaphoreTake(s->lock, portMAX_DELAY);
@@ -361,24 +352,7 @@ static void stream(session_t *s)
             session_delete(s); /* the peer left without DELETE: free the memory now */
         }
         if (s->track >= 0 && rtcIsOpen(s->track)) {
-            if (s->track != current) {
-                current = s->track;
-                n = 0;
-                start_us = now_us();
-                rtcGetCurrentTrackTimestamp(current, &start_timestamp);
-            }
-            size_t size = h264_testsrc_frame(n, frame, capacity);
-            uint32_t elapsed = 0;
-            rtcTransformSecondsToTimestamp(current, (double)(now_us() - start_us) / 1e6, &elapsed);
-            rtcSetTrackRtpTimestamp(current, start_timestamp + elapsed);
-            if (rtcSendMessage(current, (const char *)frame, (int)size) < 0) {
-                ESP_LOGW(TAG, "frame %u not sent", (unsigned)n);
-            }
-            if (n % (FPS * 10) == 0) {
-                ESP_LOGI(TAG, "frame %u (%u bytes); min free internal %u", (unsigned)n, (unsigned)size,
-                         (unsigned)heap_caps_get_minimum_free_size(MALLOC_CAP_INTERNAL));
-            }
-            ++n;
+            h264_track_sender_send(&sender, s->track); /* a new session's track restarts the clock */
         }
         xSemaphoreGive(s->lock);
     }

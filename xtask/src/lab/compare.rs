@@ -177,8 +177,8 @@ fn print(c: &Comparison, before: &Path, after: &Path) {
         println!("shape: {s}");
     }
     println!(
-        "{:<7} {:<12} {:<38} {:>9} {:>9} {:>6} {:>7}  verdict",
-        "policy", "scenario", "measure", "before", "after", "diff", "allowed"
+        "{:<7} {:<12} {:<38} {:>15} {:>15} {:>5} {:>7}  verdict",
+        "policy", "scenario", "measure", "before", "after", "gap", "allowed"
     );
     let range = |r: Option<(u64, u64)>| match r {
         Some((lo, hi)) if lo == hi => lo.to_string(),

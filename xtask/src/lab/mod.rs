@@ -83,7 +83,7 @@ pub struct Args {
     #[arg(long)]
     quick: bool,
     /// Instead of the scenarios: one long `cycle` run per policy (1,000 cycles unless --cycles)
-    /// and the least-squares slope of live bytes at the quiet `closed` marks over its second
+    /// and the median (Theil-Sen) slope of live bytes at the quiet `closed` marks over its second
     /// half, per component, with threads created and ended and open file descriptors. Exit 1
     /// when a component grows or shrinks by more than 1 B per cycle, a thread outlives its
     /// cycle or descriptors pile up.

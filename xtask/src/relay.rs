@@ -59,6 +59,12 @@ pub struct LinkStats {
     /// How late the relay itself sent its latest packet past the time the impairment gave it:
     /// a busy relay must not pass for the link's delay.
     pub max_send_late_ms: u64,
+    /// Milliseconds since the relay started at which it last read a packet from each side (a
+    /// side that falls silent shows here).
+    pub last_from_device_ms: u64,
+    pub last_from_remote_ms: u64,
+    /// Milliseconds since the relay started, when these stats were taken.
+    pub taken_at_ms: u64,
 }
 
 /// The device's video SSRC (lab/driver/scenario.cpp, add_h264_sender).
@@ -102,10 +108,13 @@ struct Counters {
     nacks: AtomicU64,
     reordered: AtomicU64,
     max_late_us: AtomicU64,
+    last_from_device_ms: AtomicU64,
+    last_from_remote_ms: AtomicU64,
 }
 
 struct Shared {
     impairment: Impairment,
+    started: Instant,
     stop: AtomicBool,
     device_face: Arc<UdpSocket>,
     /// The device's real address, from its candidate.
@@ -150,6 +159,7 @@ impl Relay {
         };
         let shared = Arc::new(Shared {
             impairment,
+            started: Instant::now(),
             stop: AtomicBool::new(false),
             device_face: bind()?,
             device: Mutex::new(None),
@@ -185,6 +195,9 @@ impl Relay {
             nack_packets_seen: n(&c.nacks),
             reordered: n(&c.reordered),
             max_send_late_ms: n(&c.max_late_us) / 1000,
+            last_from_device_ms: n(&c.last_from_device_ms),
+            last_from_remote_ms: n(&c.last_from_remote_ms),
+            taken_at_ms: self.shared.started.elapsed().as_millis() as u64,
         }
     }
 
@@ -277,6 +290,7 @@ impl Shared {
             let Ok(face) = self.remote_face(from) else { continue };
             let bytes = buf[..n].to_vec();
             self.counters.r2d.fetch_add(1, Ordering::SeqCst);
+            self.counters.last_from_remote_ms.store(self.started.elapsed().as_millis() as u64, Ordering::SeqCst);
             if is_generic_nack(&bytes) {
                 self.counters.nacks.fetch_add(1, Ordering::SeqCst);
             }
@@ -293,6 +307,7 @@ impl Shared {
             let Ok((n, _)) = face.recv_from(&mut buf) else { continue };
             let bytes = buf[..n].to_vec();
             self.counters.d2r.fetch_add(1, Ordering::SeqCst);
+            self.counters.last_from_device_ms.store(self.started.elapsed().as_millis() as u64, Ordering::SeqCst);
             let video_seq = video_rtp_sequence(&bytes);
             if let Some(seq) = video_seq {
                 if self.seen_video.lock().unwrap().insert(seq) {

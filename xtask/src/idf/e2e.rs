@@ -13,6 +13,17 @@ use crate::replica::cache_root;
 use crate::upstream::Tree;
 use std::io::Write;
 
+/// ESP-IDF for one of these tests, held alone (they build and run heavily), or None once the test
+/// has said by name that it is skipped: a machine with neither `IDF_PATH` nor the shared tree.
+fn idf_for(test: &str) -> Option<(Idf, std::sync::MutexGuard<'static, ()>)> {
+    let Some(idf_root) = tree_for_tests() else {
+        say_skipped(test);
+        return None;
+    };
+    let heavy = HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    Some((locate(Some(&idf_root), None, None).unwrap(), heavy))
+}
+
 const RUNS: usize = 10;
 /// The examples signaled through their console (idf_example_peer.py types the answer).
 const CONSOLE_EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender"];
@@ -72,12 +83,9 @@ fn verdict_of(out: &std::process::Output, who: &str) -> Result<String, String> {
 
 #[test]
 fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
-    let Some(idf_root) = tree_for_tests() else {
-        say_skipped("idf::e2e::idf_e2e_examples_build_for_linux_and_connect_to_aiortc");
+    let Some((idf, _heavy)) = idf_for("idf::e2e::idf_e2e_examples_build_for_linux_and_connect_to_aiortc") else {
         return;
     };
-    let _heavy = HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let idf = locate(Some(&idf_root), None, None).unwrap();
     let python = interop_python();
     let logs = project_root().join("lab-out/idf-e2e");
     std::fs::create_dir_all(&logs).unwrap();
@@ -133,12 +141,9 @@ fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
 /// idf.py builds it for linux and it runs: one PeerConnection, an offer with its data channel.
 #[test]
 fn idf_application_takes_the_tree_with_configure_into() {
-    let Some(idf_root) = tree_for_tests() else {
-        say_skipped("idf::e2e::idf_application_takes_the_tree_with_configure_into");
+    let Some((idf, _heavy)) = idf_for("idf::e2e::idf_application_takes_the_tree_with_configure_into") else {
         return;
     };
-    let idf = locate(Some(&idf_root), None, None).unwrap();
-    let _heavy = HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let app = cache_root().join("idf-e2e/app");
     Tree::read(&project_root().join("lab/fixtures/idf_app")).unwrap().write(&app).unwrap();
     let own_main = std::fs::read(app.join("main/app_main.c")).unwrap();
@@ -221,12 +226,9 @@ fn compile_commands_of(build: &Path, component: &str) -> Vec<String> {
 /// after `idf.py reconfigure`, without configure running again; compile_commands.json shows both.
 #[test]
 fn idf_menuconfig_changes_placement_without_configure() {
-    let Some(idf_root) = tree_for_tests() else {
-        say_skipped("idf::e2e::idf_menuconfig_changes_placement_without_configure");
+    let Some((idf, _heavy)) = idf_for("idf::e2e::idf_menuconfig_changes_placement_without_configure") else {
         return;
     };
-    let idf = locate(Some(&idf_root), None, None).unwrap();
-    let _heavy = HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let app = cache_root().join("idf-e2e/kconfig-app");
     Tree::read(&project_root().join("lab/fixtures/idf_app")).unwrap().write(&app).unwrap();
     let root = configure::application_root(&app).unwrap();
@@ -472,12 +474,9 @@ fn whep_aiortc_once(python: &Path, elf: &Path, logs: &Path, name: &str) -> std::
 /// channel echoed, DELETE) and WHEP_RUNS aiortc runs (WHEP player plus error statuses).
 #[test]
 fn idf_whep_camera_serves_chromium_and_aiortc_over_http() {
-    let Some(idf_root) = tree_for_tests() else {
-        say_skipped("idf::e2e::idf_whep_camera_serves_chromium_and_aiortc_over_http");
+    let Some((idf, _heavy)) = idf_for("idf::e2e::idf_whep_camera_serves_chromium_and_aiortc_over_http") else {
         return;
     };
-    let _heavy = HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let idf = locate(Some(&idf_root), None, None).unwrap();
     let python = interop_python();
     let chromium =
         std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));

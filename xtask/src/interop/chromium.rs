@@ -1,8 +1,12 @@
 //! Headless Chromium as the remote peer: the runner serves lab/interop/chromium_peer.html on
 //! 127.0.0.1 and bridges the page to the SIG/CTL lines over HTTP (tiny_http):
 //!   GET  /            the page (its query says who offers, how many messages, video or not)
-//!   GET  /next        long poll: the lines waiting for the page, one per line (empty after 20 s)
-//!   POST /line        one line from the page (SIG, CTL or RESULT)
+//!   GET  /next?after=N long poll: the lines for the page from the Nth on, one per line (empty
+//!                     after 20 s). The page says how many it has, so a response lost with its
+//!                     connection (a browser may drop a kept-alive one and retry the GET) loses
+//!                     no line: the retry gets the same lines again.
+//!   POST /line?seq=K  the page's Kth batch of lines (SIG, CTL or RESULT); the page retries a
+//!                     failed POST with the same K and a batch already taken is not taken twice
 //!   POST /log         one line for page.log
 
 use super::{Remote, Settings};
@@ -32,14 +36,22 @@ fn serve(
     from_page: mpsc::Sender<String>,
     page_log: std::fs::File,
 ) {
-    let for_page = Arc::new(Mutex::new(for_page));
+    // Every line sent to the page so far (its index is what `after` counts) and the receiver
+    // still to drain; the next batch number expected from the page.
+    let for_page = Arc::new(Mutex::new((Vec::<String>::new(), for_page)));
+    let next_batch = Arc::new(Mutex::new(0u64));
     let page_log = Arc::new(Mutex::new(page_log));
     for mut request in server.incoming_requests() {
-        let (page, for_page, from_page, page_log) =
-            (page.clone(), for_page.clone(), from_page.clone(), page_log.clone());
+        let (page, for_page, from_page, page_log, next_batch) =
+            (page.clone(), for_page.clone(), from_page.clone(), page_log.clone(), next_batch.clone());
         // One thread per request: /next blocks while the page's other requests must go through.
         std::thread::spawn(move || {
-            let path = request.url().split('?').next().unwrap_or("").to_string();
+            let url = request.url().to_string();
+            let path = url.split('?').next().unwrap_or("").to_string();
+            let number = |key: &str| -> u64 {
+                let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+                query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or(0)
+            };
             let mut body = String::new();
             let _ = request.as_reader().read_to_string(&mut body);
             let text = match (request.method(), path.as_str()) {
@@ -49,14 +61,22 @@ fn serve(
                     return;
                 }
                 (tiny_http::Method::Get, "/next") => {
-                    let inbox = for_page.lock().unwrap();
-                    let mut lines: Vec<String> = inbox.recv_timeout(Duration::from_secs(20)).into_iter().collect();
-                    lines.extend(inbox.try_iter());
-                    lines.join("\n")
+                    let after = number("after") as usize;
+                    let mut guard = for_page.lock().unwrap();
+                    let (sent, inbox) = &mut *guard;
+                    if sent.len() <= after {
+                        sent.extend(inbox.recv_timeout(Duration::from_secs(20)));
+                    }
+                    sent.extend(inbox.try_iter());
+                    sent.get(after..).unwrap_or_default().join("\n")
                 }
                 (tiny_http::Method::Post, "/line") => {
-                    for line in body.lines().filter(|l| !l.is_empty()) {
-                        let _ = from_page.send(line.to_string());
+                    let mut expected = next_batch.lock().unwrap();
+                    if number("seq") == *expected {
+                        *expected += 1;
+                        for line in body.lines().filter(|l| !l.is_empty()) {
+                            let _ = from_page.send(line.to_string());
+                        }
                     }
                     String::new()
                 }
@@ -152,4 +172,48 @@ pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> R
         .spawn()
         .with_context(|| format!("starting {}", chromium.display()))?;
     Ok(Remote { to_remote, from_remote, process, _bridge: Some(bridge), _profile: Some(profile) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// One HTTP/1.1 request on its own connection; the response body.
+    fn request(url: &str, method: &str, path: &str, body: &str) -> String {
+        let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+        let mut stream = std::net::TcpStream::connect(authority).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
+
+    /// A browser may lose a response with its connection and send the request again: the bridge
+    /// must then give the page the same lines again and take a batch from the page only once.
+    #[test]
+    fn a_repeated_poll_or_post_loses_and_doubles_no_line() {
+        let dir = std::env::temp_dir().join(format!("esp-dc-bridge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let served = serve_page("device", &Settings::default(), &dir, "").unwrap();
+        served.to_remote.send("CTL open".into()).unwrap();
+        served.to_remote.send("SIG 0 answer x".into()).unwrap();
+        let first = request(&served.url, "GET", "/next?after=0", "");
+        assert_eq!(first, "CTL open\nSIG 0 answer x");
+        assert_eq!(request(&served.url, "GET", "/next?after=0", ""), first, "a retried poll gets the lines again");
+        served.to_remote.send("CTL closed".into()).unwrap();
+        assert_eq!(request(&served.url, "GET", "/next?after=2", ""), "CTL closed");
+
+        request(&served.url, "POST", "/line?seq=0", "CTL done");
+        request(&served.url, "POST", "/line?seq=0", "CTL done");
+        request(&served.url, "POST", "/line?seq=1", "RESULT ok");
+        let got: Vec<String> = served.from_remote.try_iter().collect();
+        assert_eq!(got, ["CTL done", "RESULT ok"], "a retried POST is taken once");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

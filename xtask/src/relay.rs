@@ -67,7 +67,7 @@ pub struct LinkStats {
     pub taken_at_ms: u64,
 }
 
-/// The device's video SSRC (lab/driver/scenario.cpp, add_h264_sender).
+/// The device's video SSRC (lab/driver/media.cpp, add_h264_sender).
 const VIDEO_SSRC: u32 = 42;
 
 struct Pending {

@@ -257,21 +257,44 @@ pub fn build_recorder(dir: &Path, recorder_dir: &Path) -> Result<PathBuf> {
     Ok(lib)
 }
 
+/// The scenario driver: every `.cpp` of lab/driver, one program, rebuilt when any of its files
+/// (headers included) changes.
 fn build_driver(dir: &Path, libdatachannel_src: &Path, libdatachannel: &Path) -> Result<PathBuf> {
-    let src = project_root().join("lab/driver/scenario.cpp");
-    let exe = dir.join(format!("driver-{}", hash_of(&[&std::fs::read(&src)?]))).join("scenario");
+    let driver_dir = project_root().join("lab/driver");
+    let files = driver_files(&driver_dir)?;
+    let mut parts = Vec::new();
+    for file in &files {
+        parts.push(file.file_name().unwrap_or_default().as_encoded_bytes().to_vec());
+        parts.push(std::fs::read(file)?);
+    }
+    let key = hash_of(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let exe = dir.join(format!("driver-{key}")).join("scenario");
+    let sources: Vec<&PathBuf> = files.iter().filter(|f| f.extension().is_some_and(|e| e == "cpp")).collect();
     let libdir = libdatachannel.parent().expect("a library lives in a directory");
     let include = libdatachannel_src.join("include");
     compile_artifact(&exe, "the scenario driver", |to| {
         let sh = shell();
         cmd!(
             sh,
-            "{CXX} {ARTIFACT_FLAGS...} -std=c++17 -o {to} {src} -I{include}
+            "{CXX} {ARTIFACT_FLAGS...} -std=c++17 -o {to} {sources...} -I{driver_dir} -I{include}
              -L{libdir} -Wl,-rpath,{libdir} -ldatachannel -ldl -lpthread"
         )
         .into()
     })?;
     Ok(exe)
+}
+
+/// The driver's sources and headers, sorted (the cache key and the compile order are stable).
+pub fn driver_files(driver_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(driver_dir).with_context(|| format!("reading {}", driver_dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "cpp" || e == "h") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn shell() -> Shell {

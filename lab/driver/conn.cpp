@@ -17,6 +17,9 @@ std::mutex conns_mutex;
 void on_device_message(int dc, const char *data, int size, void *) {
 	if (rtcSendMessage(dc, data, size) < 0)
 		std::fprintf(stderr, "echo of %d bytes failed\n", size);
+	Conn *c = conn_of(dc);
+	std::lock_guard<std::mutex> lock(c->mutex);
+	++c->received;
 }
 
 // Remote: remember the echo so the sender can verify it.

@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -66,6 +67,10 @@ struct Inbox {
 	// Like take, but false after `timeout` or once the peer went away: for lines that may never
 	// come (trickled ICE candidates).
 	bool poll(const std::string &prefix, std::chrono::milliseconds timeout, std::string &out);
+	// Like take, but for a line that ends work whose length the link decides: gives up only after
+	// `idle` in which `progress()` did not change, and says how far it got.
+	std::string take_while(const std::string &prefix, const std::function<long()> &progress,
+	                       std::chrono::seconds idle);
 };
 extern Inbox inbox;
 
@@ -84,6 +89,7 @@ struct Conn {
 	bool channel_open = false;
 	bool track_open = false;
 	long echoes = 0;           // remote: messages echoed back and verified
+	long received = 0;         // device: messages received (and echoed)
 	long long media_bytes = 0; // remote: RTP bytes received
 	std::string last_echo;
 

@@ -89,6 +89,30 @@ std::string Inbox::take(const std::string &prefix, std::chrono::seconds timeout)
 	}
 }
 
+std::string Inbox::take_while(const std::string &prefix, const std::function<long()> &progress,
+                              std::chrono::seconds idle) {
+	long last = progress();
+	auto deadline = std::chrono::steady_clock::now() + idle;
+	std::string line;
+	// Progress is checked once a second; the line itself is taken as soon as it comes.
+	while (!poll(prefix, 1s, line)) {
+		{
+			std::lock_guard<std::mutex> lock(mutex);
+			if (closed)
+				die("peer went away while waiting for `" + prefix + "`");
+		}
+		long now = progress();
+		if (now != last) {
+			last = now;
+			deadline = std::chrono::steady_clock::now() + idle;
+		} else if (std::chrono::steady_clock::now() >= deadline) {
+			die("timed out waiting for `" + prefix + "`: no progress for " + std::to_string(idle.count()) +
+			    " s, stuck at " + std::to_string(now));
+		}
+	}
+	return line;
+}
+
 bool Inbox::poll(const std::string &prefix, std::chrono::milliseconds timeout, std::string &out) {
 	std::unique_lock<std::mutex> lock(mutex);
 	auto deadline = std::chrono::steady_clock::now() + timeout;

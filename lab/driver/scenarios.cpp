@@ -39,8 +39,19 @@ void device_close_stream() {
 
 void datachannel(long messages) {
 	if (is_device) {
-		device_answer_channel(0, nullptr, true, "channel-open");
-		inbox.take("CTL done");
+		Conn *c = device_answer_channel(0, nullptr, true, "channel-open");
+		// The remote sends a message only after the echo of the one before, so the link sets the
+		// pace: 1,000 messages take ~105 s through 30 ms of jitter. A fixed 60 s from the channel's
+		// opening ended every such run early (the device left at message ~560 and the remote then
+		// waited for an echo that could not come); the device gives up only after 60 s without a
+		// message.
+		inbox.take_while(
+		    "CTL done",
+		    [c] {
+			    std::lock_guard<std::mutex> lock(c->mutex);
+			    return c->received;
+		    },
+		    60s);
 		delete_conn(0);
 		quiet_phase("closed");
 		send_line("CTL closed");

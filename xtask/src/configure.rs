@@ -12,7 +12,7 @@ mod render;
 use crate::exit::{self, Outcome};
 use crate::fsutil::{fnv1a64, lock_project, project_root, write_atomic};
 use crate::kconfig_keys;
-use crate::policy::Policy;
+use crate::policy::{runtime_knobs_header, Policy, RUNTIME_KNOBS_HEADER};
 use crate::upstream::{self, Tree};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -152,6 +152,10 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
             tree.files.insert("linker.lf".into(), fragment.into_bytes());
         }
         tree.files.insert("Kconfig".into(), render::kconfig(component, &kconfig_template)?.into_bytes());
+        if component == "libdatachannel" {
+            // The run-time knobs' list, for esp_dc_port_init() (esp_dc_init requires libdatachannel).
+            tree.files.insert(RUNTIME_KNOBS_HEADER.into(), runtime_knobs_header().into_bytes());
+        }
         tree.files
             .insert("idf_component.yml".into(), render::idf_component_yml(component, &yml_template)?.into_bytes());
         patches_by_component.insert(component.to_string(), policy.component(component).patches.clone());

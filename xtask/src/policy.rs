@@ -343,8 +343,43 @@ fn default_static_threshold() -> u64 {
 pub enum KnobEffect {
     /// A compile definition on the component (`-DNAME=value`), read by upstream code or one of our patches.
     Define(&'static str),
-    /// A value esp_dc_port applies at run time before the first PeerConnection (rtcSetSctpSettings, sysctls, ...).
-    Runtime,
+    /// A value libdatachannel takes through its C API at run time: the call and the field it sets.
+    /// `esp_dc_port_init()` and the lab's driver both expand the generated list of these rows
+    /// (`esp_dc_runtime_knobs.h`, `runtime_knobs_header`), so neither names a knob itself.
+    Runtime(RuntimeApi, &'static str),
+}
+
+/// Where libdatachannel's C API takes a run-time knob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeApi {
+    /// A field of `rtcSctpSettings`, set once for the process by `esp_dc_port_init()` through
+    /// `rtcSetSctpSettings()` before the first PeerConnection.
+    SctpSettings,
+    /// A field of `rtcConfiguration`, which the application fills for every PeerConnection.
+    Configuration,
+    /// The argument of `rtcChainRtcpNackResponder()`, which the application passes for every
+    /// video sender.
+    NackResponder,
+}
+
+impl RuntimeApi {
+    /// The token of the generated X-macro list (`X(SCTP_SETTINGS, ...)`).
+    pub fn token(self) -> &'static str {
+        match self {
+            RuntimeApi::SctpSettings => "SCTP_SETTINGS",
+            RuntimeApi::Configuration => "CONFIGURATION",
+            RuntimeApi::NackResponder => "NACK_RESPONDER",
+        }
+    }
+
+    /// What the knob sets, as the docs and Kconfig help name it: `rtcSctpSettings.recvBufferSize`.
+    pub fn target(self, field: &str) -> String {
+        match self {
+            RuntimeApi::SctpSettings => format!("rtcSctpSettings.{field}"),
+            RuntimeApi::Configuration => format!("rtcConfiguration.{field}"),
+            RuntimeApi::NackResponder => format!("rtcChainRtcpNackResponder({field})"),
+        }
+    }
 }
 
 /// One memory knob: the policy key, the Kconfig option it becomes, and how it acts.
@@ -365,6 +400,11 @@ impl KnobSpec {
     pub fn kconfig_symbol(&self) -> String {
         format!("ESP_DC_{}_{}", self.component.to_uppercase(), self.name.to_uppercase())
     }
+
+    /// The environment variable the lab's driver reads a run-time knob from: `LAB_<NAME>`.
+    pub fn lab_env(&self) -> String {
+        format!("LAB_{}", self.name.to_uppercase())
+    }
 }
 
 /// The knob catalogue. A policy may only set knobs listed here, within [min, max].
@@ -384,7 +424,7 @@ pub const KNOBS: &[KnobSpec] = &[
         stock: 1048576,
         min: 4096,
         max: 16777216,
-        effect: KnobEffect::Runtime,
+        effect: KnobEffect::Runtime(RuntimeApi::SctpSettings, "recvBufferSize"),
         help: "SCTP receive window (rtcSctpSettings.recvBufferSize). Bounds what usrsctp queues for a slow reader; must hold the largest message.",
     },
     KnobSpec {
@@ -393,7 +433,7 @@ pub const KNOBS: &[KnobSpec] = &[
         stock: 1048576,
         min: 4096,
         max: 16777216,
-        effect: KnobEffect::Runtime,
+        effect: KnobEffect::Runtime(RuntimeApi::SctpSettings, "sendBufferSize"),
         help: "SCTP send buffer (rtcSctpSettings.sendBufferSize). Bounds what usrsctp keeps queued for retransmission.",
     },
     KnobSpec {
@@ -402,7 +442,7 @@ pub const KNOBS: &[KnobSpec] = &[
         stock: 10240,
         min: 16,
         max: 1048576,
-        effect: KnobEffect::Runtime,
+        effect: KnobEffect::Runtime(RuntimeApi::SctpSettings, "maxChunksOnQueue"),
         help: "Chunks usrsctp may queue per association (rtcSctpSettings.maxChunksOnQueue).",
     },
     KnobSpec {
@@ -411,7 +451,7 @@ pub const KNOBS: &[KnobSpec] = &[
         stock: 262144,
         min: 1024,
         max: 16777216,
-        effect: KnobEffect::Runtime,
+        effect: KnobEffect::Runtime(RuntimeApi::Configuration, "maxMessageSize"),
         help: "Largest data-channel message accepted (rtcConfiguration.maxMessageSize, DEFAULT_LOCAL_MAX_MESSAGE_SIZE).",
     },
     KnobSpec {
@@ -438,7 +478,7 @@ pub const KNOBS: &[KnobSpec] = &[
         stock: 512,
         min: 1,
         max: 65535,
-        effect: KnobEffect::Runtime,
+        effect: KnobEffect::Runtime(RuntimeApi::NackResponder, "maxStoredPacketsCount"),
         help: "Packets RtcpNackResponder keeps for retransmission (rtcChainRtcpNackResponder maxStoredPacketsCount).",
     },
     KnobSpec {
@@ -589,6 +629,52 @@ pub const KNOBS: &[KnobSpec] = &[
 
 pub fn knob(component: &str, name: &str) -> Option<&'static KnobSpec> {
     KNOBS.iter().find(|k| k.component == component && k.name == name)
+}
+
+/// Where `configure` writes `runtime_knobs_header` in the generated libdatachannel component (a
+/// public include directory of its CMakeLists), and the name the driver includes it by.
+pub const RUNTIME_KNOBS_HEADER: &str = "include/esp_dc_runtime_knobs.h";
+
+/// The run-time rows of KNOBS as one X-macro list, `ESP_DC_RUNTIME_KNOBS(X)`, which
+/// `esp_dc_port_init.c` (with the `CONFIG_` values) and the lab's driver (with the `LAB_*`
+/// environment) expand: a run-time knob is one row of KNOBS and nothing else. The same text for
+/// every policy: the values come from Kconfig on the device and from the environment on the host.
+pub fn runtime_knobs_header() -> String {
+    let mut rows = String::new();
+    for k in KNOBS {
+        if let KnobEffect::Runtime(api, field) = k.effect {
+            rows.push_str(&format!(
+                " \\\n    X({}, {field}, {}, {}, \"{}\", {})",
+                api.token(),
+                k.name,
+                k.kconfig_symbol(),
+                k.lab_env(),
+                k.stock
+            ));
+        }
+    }
+    format!(
+        "/* Generated by `cargo xtask configure` (and the lab's replica build) from the knob catalogue,
+ * xtask/src/policy.rs KNOBS; do not edit. One row per run-time knob:
+ *   X(api, field, name, kconfig, lab_env, upstream)
+ *   api      where libdatachannel takes it: SCTP_SETTINGS (a field of rtcSctpSettings, set once by
+ *            esp_dc_port_init() through rtcSetSctpSettings), CONFIGURATION (a field of
+ *            rtcConfiguration, every PeerConnection), NACK_RESPONDER (rtcChainRtcpNackResponder's
+ *            argument, every video sender)
+ *   field    the C field or argument it sets
+ *   name     the policy key (components.<component>.knobs.<name>)
+ *   kconfig  its Kconfig symbol without CONFIG_: the device's value is CONFIG_<kconfig>
+ *   lab_env  the environment variable the host lab passes the policy's value in
+ *   upstream upstream's value (libdatachannel's own default)
+ */
+#ifndef ESP_DC_RUNTIME_KNOBS_H
+#define ESP_DC_RUNTIME_KNOBS_H
+
+#define ESP_DC_RUNTIME_KNOBS(X){rows}
+
+#endif /* ESP_DC_RUNTIME_KNOBS_H */
+"
+    )
 }
 
 impl Policy {
@@ -1131,19 +1217,88 @@ mod tests {
         assert_eq!(spec.kconfig_symbol(), "ESP_DC_LIBDATACHANNEL_SCTP_MAX_STREAMS");
     }
 
-    /// docs/policy.md's knob table lists every knob with lean's and stock's values as shipped.
+    /// docs/policy.md's knob table has one row per knob of KNOBS and no other: lean's and stock's
+    /// values as shipped, and how it acts as the row says (the definition, or the C API field).
     #[test]
     fn knob_table_in_docs_follows_the_policies() {
         let doc = std::fs::read_to_string(crate::fsutil::project_root().join("docs/policy.md")).unwrap();
         let stock = Policy::load(&Policy::path_for("stock")).unwrap();
         let lean = Policy::load(&Policy::path_for("lean")).unwrap();
+        let table: Vec<&str> = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("| knob | how it acts |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert_eq!(
+            table.len(),
+            KNOBS.len(),
+            "docs/policy.md's knob table: {} rows for {} knobs",
+            table.len(),
+            KNOBS.len()
+        );
         for spec in KNOBS {
             let key = format!("| `{}.{}` |", spec.component, spec.name);
             let row =
-                doc.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("docs/policy.md has no row {key}"));
+                table.iter().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("docs/policy.md has no row {key}"));
             let cells: Vec<&str> = row.trim_end_matches('|').rsplitn(3, '|').map(str::trim).collect();
             assert_eq!(cells[1], lean.knob_value(spec).to_string(), "{key} lean");
             assert_eq!(cells[0], stock.knob_value(spec).to_string(), "{key} stock");
+            let how = match spec.effect {
+                KnobEffect::Define(name) => format!("| Define `{name}`"),
+                KnobEffect::Runtime(api, field) => format!("| Runtime: `{}`", api.target(field)),
+            };
+            assert!(row[key.len() - 1..].starts_with(&how), "{key}: how it acts should start with {how}");
+        }
+    }
+
+    /// The generated list holds exactly the catalogue's run-time rows, each with its API, field,
+    /// Kconfig symbol, lab variable and upstream value; the lab variables are distinct.
+    #[test]
+    fn runtime_knobs_header_lists_exactly_the_runtime_rows() {
+        let header = runtime_knobs_header();
+        let rows: Vec<&str> = header.lines().map(str::trim).filter(|l| l.starts_with("X(")).collect();
+        let runtime: Vec<&KnobSpec> = KNOBS.iter().filter(|k| matches!(k.effect, KnobEffect::Runtime(..))).collect();
+        assert_eq!(rows.len(), runtime.len(), "{header}");
+        assert!(runtime.len() >= 5, "sctp buffers, chunks, message size and the NACK store are run-time knobs");
+        for (row, k) in rows.iter().zip(&runtime) {
+            let KnobEffect::Runtime(api, field) = k.effect else { unreachable!() };
+            let want = format!(
+                "X({}, {field}, {}, {}, \"{}\", {})",
+                api.token(),
+                k.name,
+                k.kconfig_symbol(),
+                k.lab_env(),
+                k.stock
+            );
+            assert_eq!(row.trim_end_matches(" \\"), want);
+        }
+        let mut envs: Vec<String> = runtime.iter().map(|k| k.lab_env()).collect();
+        envs.sort();
+        envs.dedup();
+        assert_eq!(envs.len(), runtime.len(), "two run-time knobs share a LAB_ variable");
+        assert_eq!(knob("libdatachannel", "nack_max_packets").unwrap().lab_env(), "LAB_NACK_MAX_PACKETS");
+    }
+
+    /// esp_dc_port_init.c and the lab's driver expand the generated list and name no run-time
+    /// knob themselves: a knob added to KNOBS reaches both without touching either.
+    #[test]
+    fn runtime_knob_consumers_name_no_knob() {
+        let root = crate::fsutil::project_root();
+        let expanders = [root.join("components/esp_dc_init/src/esp_dc_port_init.c"), root.join("lab/driver/knobs.cpp")];
+        let mut files = expanders.to_vec();
+        files.extend(crate::replica::driver_files(&root.join("lab/driver")).unwrap());
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            if expanders.contains(&file) {
+                assert!(text.contains("ESP_DC_RUNTIME_KNOBS("), "{} does not expand the list", file.display());
+            }
+            for k in KNOBS.iter().filter(|k| matches!(k.effect, KnobEffect::Runtime(..))) {
+                let KnobEffect::Runtime(_, field) = k.effect else { unreachable!() };
+                for word in [k.name.to_string(), k.lab_env(), k.kconfig_symbol(), field.to_string()] {
+                    assert!(!text.contains(&word), "{} names {word} by hand", file.display());
+                }
+            }
         }
     }
 

@@ -14,19 +14,22 @@
 #include "esp_err.h"
 
 #include "esp_dc_port.h"
+#include "esp_dc_runtime_knobs.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* What esp_dc_port_init() applied, for the application's start-up log. */
+/* What esp_dc_port_init() applied, for the application's start-up log, and the policy's value of
+ * every run-time knob under its policy name (sctp_recv_buffer_bytes, max_message_bytes, ...): the
+ * rows of esp_dc_runtime_knobs.h, generated from the knob catalogue. */
 typedef struct {
     uint32_t thread_stack_bytes;
     uint32_t thread_stack_caps; /* 0: ESP-IDF's default */
-    int sctp_recv_buffer_bytes;
-    int sctp_send_buffer_bytes;
-    int sctp_max_chunks_on_queue;
-    uint32_t new_caps; /* caps of operator new, MALLOC_CAP_DEFAULT for plain malloc */
+    uint32_t new_caps;          /* caps of operator new, MALLOC_CAP_DEFAULT for plain malloc */
+#define ESP_DC_SETTINGS_MEMBER(api, field, name, kconfig, lab_env, upstream) int name;
+    ESP_DC_RUNTIME_KNOBS(ESP_DC_SETTINGS_MEMBER)
+#undef ESP_DC_SETTINGS_MEMBER
 } esp_dc_port_settings_t;
 
 /*

@@ -1,6 +1,8 @@
 /*
  * esp_dc_port_init(): the policy's run-time half. Compile-time knobs are definitions on the
- * generated components; these are the ones libdatachannel only takes through its API.
+ * generated components; the run-time ones, which libdatachannel only takes through its API, are
+ * the rows of esp_dc_runtime_knobs.h (generated from the knob catalogue, xtask/src/policy.rs),
+ * so none is named here.
  */
 #include <string.h>
 
@@ -15,16 +17,9 @@
 
 static const char *TAG = "esp_dc_port";
 
-/* Knob values from the generated libdatachannel Kconfig; 0 = libdatachannel's own default. */
-#ifndef CONFIG_ESP_DC_LIBDATACHANNEL_SCTP_RECV_BUFFER_BYTES
-#define CONFIG_ESP_DC_LIBDATACHANNEL_SCTP_RECV_BUFFER_BYTES 0
-#endif
-#ifndef CONFIG_ESP_DC_LIBDATACHANNEL_SCTP_SEND_BUFFER_BYTES
-#define CONFIG_ESP_DC_LIBDATACHANNEL_SCTP_SEND_BUFFER_BYTES 0
-#endif
-#ifndef CONFIG_ESP_DC_LIBDATACHANNEL_SCTP_MAX_CHUNKS_ON_QUEUE
-#define CONFIG_ESP_DC_LIBDATACHANNEL_SCTP_MAX_CHUNKS_ON_QUEUE 0
-#endif
+/* Expands one row of esp_dc_runtime_knobs.h to `api(field, name, kconfig)`; each use defines
+ * what the three apis become. */
+#define ESP_DC_BY_API(api, field, name, kconfig, lab_env, upstream) api(field, name, kconfig)
 
 esp_dc_port_settings_t esp_dc_port_settings(void)
 {
@@ -37,9 +32,6 @@ esp_dc_port_settings_t esp_dc_port_settings(void)
 #else
         .thread_stack_caps = 0,
 #endif
-        .sctp_recv_buffer_bytes = CONFIG_ESP_DC_LIBDATACHANNEL_SCTP_RECV_BUFFER_BYTES,
-        .sctp_send_buffer_bytes = CONFIG_ESP_DC_LIBDATACHANNEL_SCTP_SEND_BUFFER_BYTES,
-        .sctp_max_chunks_on_queue = CONFIG_ESP_DC_LIBDATACHANNEL_SCTP_MAX_CHUNKS_ON_QUEUE,
 #if CONFIG_ESP_DC_PORT_NEW_PLACEMENT_PSRAM
         .new_caps = MALLOC_CAP_SPIRAM,
 #elif CONFIG_ESP_DC_PORT_NEW_PLACEMENT_INTERNAL
@@ -48,8 +40,38 @@ esp_dc_port_settings_t esp_dc_port_settings(void)
         .new_caps = MALLOC_CAP_DEFAULT,
 #endif
     };
+    /* Every run-time knob's Kconfig value (libdatachannel's Kconfig declares each one). */
+#define ESP_DC_SETTING(field, name, kconfig) s.name = CONFIG_##kconfig;
+#define SCTP_SETTINGS ESP_DC_SETTING
+#define CONFIGURATION ESP_DC_SETTING
+#define NACK_RESPONDER ESP_DC_SETTING
+    ESP_DC_RUNTIME_KNOBS(ESP_DC_BY_API)
+#undef SCTP_SETTINGS
+#undef CONFIGURATION
+#undef NACK_RESPONDER
     return s;
 }
+
+#if CONFIG_ESP_DC_PORT_APPLY_SCTP_SETTINGS
+/* rtcSetSctpSettings with the SCTP_SETTINGS rows; 0 (libdatachannel's default) in every other field. */
+static esp_err_t apply_sctp_settings(const esp_dc_port_settings_t *s)
+{
+    rtcSctpSettings sctp;
+    memset(&sctp, 0, sizeof(sctp));
+#define SCTP_SETTINGS(field, name, kconfig) sctp.field = s->name;
+#define CONFIGURATION(field, name, kconfig)
+#define NACK_RESPONDER(field, name, kconfig)
+    ESP_DC_RUNTIME_KNOBS(ESP_DC_BY_API)
+#undef SCTP_SETTINGS
+#undef CONFIGURATION
+#undef NACK_RESPONDER
+    if (rtcSetSctpSettings(&sctp) < 0) {
+        ESP_LOGE(TAG, "rtcSetSctpSettings refused the policy's SCTP settings");
+        return ESP_ERR_INVALID_STATE;
+    }
+    return ESP_OK;
+}
+#endif
 
 esp_err_t esp_dc_port_init(void)
 {
@@ -73,19 +95,21 @@ esp_err_t esp_dc_port_init(void)
     }
 
 #if CONFIG_ESP_DC_PORT_APPLY_SCTP_SETTINGS
-    rtcSctpSettings sctp;
-    memset(&sctp, 0, sizeof(sctp)); /* 0: libdatachannel's default for every other field */
-    sctp.recvBufferSize = s.sctp_recv_buffer_bytes;
-    sctp.sendBufferSize = s.sctp_send_buffer_bytes;
-    sctp.maxChunksOnQueue = s.sctp_max_chunks_on_queue;
-    if (rtcSetSctpSettings(&sctp) < 0) {
-        ESP_LOGE(TAG, "rtcSetSctpSettings refused the policy's SCTP settings");
-        return ESP_ERR_INVALID_STATE;
+    err = apply_sctp_settings(&s);
+    if (err != ESP_OK) {
+        return err;
     }
 #endif
 
-    ESP_LOGI(TAG, "threads: %u-byte stacks (caps 0x%x); SCTP recv %d send %d chunks %d; operator new caps 0x%x",
-             (unsigned)s.thread_stack_bytes, (unsigned)s.thread_stack_caps, s.sctp_recv_buffer_bytes,
-             s.sctp_send_buffer_bytes, s.sctp_max_chunks_on_queue, (unsigned)s.new_caps);
+    ESP_LOGI(TAG, "threads: %u-byte stacks (caps 0x%x); operator new caps 0x%x", (unsigned)s.thread_stack_bytes,
+             (unsigned)s.thread_stack_caps, (unsigned)s.new_caps);
+#define ESP_DC_LOG_KNOB(field, name, kconfig) ESP_LOGI(TAG, "knob %s = %d", #name, s.name);
+#define SCTP_SETTINGS ESP_DC_LOG_KNOB
+#define CONFIGURATION ESP_DC_LOG_KNOB
+#define NACK_RESPONDER ESP_DC_LOG_KNOB
+    ESP_DC_RUNTIME_KNOBS(ESP_DC_BY_API)
+#undef SCTP_SETTINGS
+#undef CONFIGURATION
+#undef NACK_RESPONDER
     return ESP_OK;
 }

@@ -7,8 +7,8 @@
 use crate::exit;
 use crate::kconfig_keys::{Known, Verdict};
 use crate::policy::{
-    KnobEffect, MbedtlsAllocator, Placement, Policy, SharedPtrLockPolicy, SpiramMalloc, StaticPlacement, SyncPlacement,
-    KNOBS, STATIC_PLACEABLE,
+    KnobEffect, MbedtlsAllocator, Placement, Policy, RuntimeApi, SharedPtrLockPolicy, SpiramMalloc, StaticPlacement,
+    SyncPlacement, KNOBS, RUNTIME_KNOBS_HEADER, STATIC_PLACEABLE,
 };
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -135,7 +135,7 @@ endif()
         .filter(|k| k.component == component)
         .filter_map(|k| match k.effect {
             KnobEffect::Define(name) => Some((k, name)),
-            KnobEffect::Runtime => None,
+            KnobEffect::Runtime(..) => None,
         })
         .collect();
     // RTC_ESP_* knobs of other components are read by libdatachannel's knobs.patch (usrsctp's
@@ -158,11 +158,15 @@ endif()
     }
     if component == "libdatachannel" {
         let runtime: Vec<_> =
-            KNOBS.iter().filter(|k| k.component == component && k.effect == KnobEffect::Runtime).collect();
+            KNOBS.iter().filter(|k| k.component == component && matches!(k.effect, KnobEffect::Runtime(..))).collect();
         if !runtime.is_empty() {
             let names: Vec<_> = runtime.iter().map(|k| k.name).collect();
-            let _ =
-                writeln!(b, "# Run-time knobs ({}) are applied by esp_dc_port_init() (esp_dc_init).", names.join(", "));
+            let _ = writeln!(
+                b,
+                "# Run-time knobs ({}): the list {} that esp_dc_port_init() (esp_dc_init) applies.",
+                names.join(", "),
+                RUNTIME_KNOBS_HEADER
+            );
         }
         // libstdc++ picks __default_lock_policy in <ext/concurrence.h>: _S_single without
         // __GTHREADS, _S_atomic when bits/c++config.h defines _GLIBCXX_HAVE_ATOMIC_LOCK_POLICY
@@ -362,9 +366,18 @@ pub fn kconfig(component: &str, template: &str) -> Result<String> {
             KnobEffect::Define(name) => format!(
                 "Compiled in as {name} (a value other than upstream's needs the knob patches listed in the policy)."
             ),
-            KnobEffect::Runtime => {
-                "Applied at run time by esp_dc_port_init() (component esp_dc_init), before the first PeerConnection."
-                    .to_string()
+            KnobEffect::Runtime(api, field) => {
+                let target = api.target(field);
+                match api {
+                    RuntimeApi::SctpSettings => format!(
+                        "Applied at run time as {target} by esp_dc_port_init() (component esp_dc_init), before the \
+                         first PeerConnection."
+                    ),
+                    RuntimeApi::Configuration | RuntimeApi::NackResponder => format!(
+                        "Applied at run time as {target} by the application (esp_dc_port.h and \
+                         esp_dc_port_settings() give the value)."
+                    ),
+                }
             }
         };
         let help = format!(

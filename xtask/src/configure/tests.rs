@@ -376,12 +376,17 @@ fn lean_and_stock_generate_identical_component_build_files() {
     configure_into(b.root(), &Policy::path_for("stock"), false, true).unwrap();
     for component in GENERATED {
         let dir = Path::new("components").join(component);
-        let names = ["CMakeLists.txt", "Kconfig", "linker.lf", "idf_component.yml"];
+        let names =
+            ["CMakeLists.txt", "Kconfig", "linker.lf", "idf_component.yml", crate::policy::RUNTIME_KNOBS_HEADER];
         let read = |root: &Path, name: &str| std::fs::read(root.join(&dir).join(name)).ok();
         for name in names {
             let lean = read(a.root(), name);
             assert_eq!(lean, read(b.root(), name), "{component}/{name} differs between lean and stock");
-            let expected = name != "linker.lf" || crate::policy::STATIC_PLACEABLE.contains(component);
+            let expected = match name {
+                "linker.lf" => crate::policy::STATIC_PLACEABLE.contains(component),
+                crate::policy::RUNTIME_KNOBS_HEADER => *component == "libdatachannel",
+                _ => true,
+            };
             assert_eq!(lean.is_some(), expected, "{component}/{name}");
             let text = String::from_utf8(lean.unwrap_or_default()).unwrap();
             assert!(!text.contains("lean") && !text.contains("stock"), "{component}/{name} names a policy:\n{text}");
@@ -753,7 +758,7 @@ fn knobs_at_stock_values_preprocess_to_upstream_code() {
         .iter()
         .filter_map(|k| match k.effect {
             crate::policy::KnobEffect::Define(name) => Some(format!("-D{name}={}", k.stock)),
-            crate::policy::KnobEffect::Runtime => None,
+            crate::policy::KnobEffect::Runtime(..) => None,
         })
         .collect();
     let preprocess = |root: &Path, compiler: &str, file: &str, defines: &[String]| -> String {

@@ -154,6 +154,8 @@ fn real_stack_smoke_run_stock_figures_and_lean_budgets() {
         // run_scenario fails unless the remote got every one of its messages echoed back intact.
         let trace = run::run_scenario(&build, &policy, "datachannel", &settings, out.path()).unwrap();
         reports.push(account::build_report(&trace, "datachannel", &policy, &build).unwrap());
+        let device_log = std::fs::read_to_string(out.path().join(format!("{name}-datachannel.device.log"))).unwrap();
+        assert_runtime_knobs_applied(&device_log, &policy);
         policies.push(policy);
     }
     let (stock, lean) = (&reports[0], &reports[1]);
@@ -174,4 +176,21 @@ fn real_stack_smoke_run_stock_figures_and_lean_budgets() {
         lean.total_connected_bytes,
         stock.total_connected_bytes
     );
+}
+
+/// The driver's `[knobs] <name>=<value> (<api> <field>)` lines, read back from the structures it
+/// hands libdatachannel, are exactly the catalogue's run-time knobs with the policy's values.
+fn assert_runtime_knobs_applied(device_log: &str, policy: &Policy) {
+    use crate::policy::{KnobEffect, KNOBS};
+    let applied: Vec<String> = device_log
+        .lines()
+        .filter_map(|l| l.strip_prefix("[knobs] "))
+        .map(|l| l.split(" (").next().unwrap_or(l).to_string())
+        .collect();
+    let expected: Vec<String> = KNOBS
+        .iter()
+        .filter(|k| matches!(k.effect, KnobEffect::Runtime(..)))
+        .map(|k| format!("{}={}", k.name, policy.knob_value(k)))
+        .collect();
+    assert_eq!(applied, expected, "{}: the knobs the driver applied", policy.policy.name);
 }

@@ -22,7 +22,7 @@ pub use flags::hash_of;
 pub use tools::{Progress, VERBOSE};
 
 use crate::fsutil::{project_root, write_atomic};
-use crate::policy::Policy;
+use crate::policy::{runtime_knobs_header, Policy, RUNTIME_KNOBS_HEADER};
 use crate::upstream::{self, Tree};
 use anyhow::{Context, Result};
 use flags::{component_flags, knob_definitions, mbedtls_config_lines, project_include_cmake, INCLUDE_DIR};
@@ -258,17 +258,26 @@ pub fn build_recorder(dir: &Path, recorder_dir: &Path) -> Result<PathBuf> {
 }
 
 /// The scenario driver: every `.cpp` of lab/driver, one program, rebuilt when any of its files
-/// (headers included) changes.
+/// (headers included) or the knob catalogue changes. The catalogue's run-time rows reach it as
+/// the generated `esp_dc_runtime_knobs.h` that the device's esp_dc_port_init.c expands too.
 fn build_driver(dir: &Path, libdatachannel_src: &Path, libdatachannel: &Path) -> Result<PathBuf> {
     let driver_dir = project_root().join("lab/driver");
     let files = driver_files(&driver_dir)?;
-    let mut parts = Vec::new();
+    let knobs_header = runtime_knobs_header();
+    let mut parts = vec![knobs_header.as_bytes().to_vec()];
     for file in &files {
         parts.push(file.file_name().unwrap_or_default().as_encoded_bytes().to_vec());
         parts.push(std::fs::read(file)?);
     }
     let key = hash_of(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
     let exe = dir.join(format!("driver-{key}")).join("scenario");
+    let generated = dir.join(format!("driver-{key}"));
+    let header = generated.join(RUNTIME_KNOBS_HEADER);
+    if !header.exists() {
+        std::fs::create_dir_all(header.parent().expect("the header lives in a directory"))?;
+        write_atomic(&header, knobs_header.as_bytes())?;
+    }
+    let generated_include = header.parent().expect("the header lives in a directory").to_path_buf();
     let sources: Vec<&PathBuf> = files.iter().filter(|f| f.extension().is_some_and(|e| e == "cpp")).collect();
     let libdir = libdatachannel.parent().expect("a library lives in a directory");
     let include = libdatachannel_src.join("include");
@@ -276,7 +285,7 @@ fn build_driver(dir: &Path, libdatachannel_src: &Path, libdatachannel: &Path) ->
         let sh = shell();
         cmd!(
             sh,
-            "{CXX} {ARTIFACT_FLAGS...} -std=c++17 -o {to} {sources...} -I{driver_dir} -I{include}
+            "{CXX} {ARTIFACT_FLAGS...} -std=c++17 -o {to} {sources...} -I{driver_dir} -I{generated_include} -I{include}
              -L{libdir} -Wl,-rpath,{libdir} -ldatachannel -ldl -lpthread"
         )
         .into()

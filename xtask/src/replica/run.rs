@@ -3,7 +3,7 @@
 //! link (`--loss`, `--jitter-ms`) their media crosses `crate::relay` instead of plain loopback.
 
 use super::HostBuild;
-use crate::policy::{knob, Policy};
+use crate::policy::{KnobEffect, Policy, KNOBS};
 use crate::relay::{Impairment, LinkStats, Relay};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -20,17 +20,17 @@ pub struct Settings {
     pub cycles: u32,
 }
 
-/// Environment both peers get: the policy's runtime knobs (what esp_dc_port_init applies on the device).
+/// Environment both peers get: the policy's value of every run-time knob under its `LAB_*` name
+/// (what esp_dc_port_init and the application apply on the device; the driver expands the same
+/// generated list), and the thread stack size.
 pub fn knob_env(policy: &Policy) -> Vec<(String, String)> {
-    let value = |c: &str, n: &str| policy.knob_value(knob(c, n).expect("catalogued knob")).to_string();
-    vec![
-        ("LAB_SCTP_RECV_BUFFER_BYTES".into(), value("libdatachannel", "sctp_recv_buffer_bytes")),
-        ("LAB_SCTP_SEND_BUFFER_BYTES".into(), value("libdatachannel", "sctp_send_buffer_bytes")),
-        ("LAB_SCTP_MAX_CHUNKS_ON_QUEUE".into(), value("libdatachannel", "sctp_max_chunks_on_queue")),
-        ("LAB_MAX_MESSAGE_BYTES".into(), value("libdatachannel", "max_message_bytes")),
-        ("LAB_NACK_MAX_PACKETS".into(), value("libdatachannel", "nack_max_packets")),
-        ("LAB_DEFAULT_STACK_BYTES".into(), policy.thread_stack_bytes().to_string()),
-    ]
+    let mut env: Vec<(String, String)> = KNOBS
+        .iter()
+        .filter(|k| matches!(k.effect, KnobEffect::Runtime(..)))
+        .map(|k| (k.lab_env(), policy.knob_value(k).to_string()))
+        .collect();
+    env.push(("LAB_DEFAULT_STACK_BYTES".into(), policy.thread_stack_bytes().to_string()));
+    env
 }
 
 /// Starts one peer of `scenario` with the stack's libraries, `env`, stderr to `log` and stdin and

@@ -3,10 +3,11 @@
 
 mod scan;
 
+use crate::components;
 use crate::configure;
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
-use crate::policy::{MbedtlsAllocator, Placement, Policy, COMPONENTS};
+use crate::policy::{MbedtlsAllocator, Placement, Policy};
 use anyhow::Result;
 use scan::{Defines, Kind, Lang};
 use serde::{Deserialize, Serialize};
@@ -224,7 +225,7 @@ fn tree_source(rel: &str) -> Option<(String, String)> {
     match rel.strip_prefix("deps/") {
         Some(rest) => {
             let (dir, path) = rest.split_once('/')?;
-            let component = COMPONENTS.iter().find(|c| crate::upstream::dep_dir(c) == Some(dir))?;
+            let component = components::placed().into_iter().find(|c| crate::upstream::dep_dir(c) == Some(dir))?;
             Some((component.to_string(), format!("upstream/{path}")))
         }
         None => Some(("libdatachannel".to_string(), format!("upstream/{rel}"))),
@@ -408,7 +409,7 @@ fn inherited_stack(policy: &Policy) -> String {
 /// the definitions the replica compiled them with (`compiled`).
 pub fn scan_tree(root: &Path, policy: &Policy, compiled: &Compiled) -> Result<Vec<Site>> {
     let mut sites = Vec::new();
-    for component in COMPONENTS {
+    for component in components::placed() {
         let dir = root.join("components").join(component);
         if !dir.is_dir() {
             continue;

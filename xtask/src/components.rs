@@ -1,10 +1,14 @@
 //! The stack's components, one row each: what a component is (generated from upstream, ours, or
 //! someone else's), where its upstream sources come from, what its ESP-IDF archive and host
-//! library are called and which source paths belong to it. Configure's upstream table
-//! (idf_component.yml), the `ESP_DC_COMPONENT_ID` of each component, size-check's archive names
-//! and the upstream directories are read from here; the tests below hold the tables that are
-//! still listed elsewhere (policy::COMPONENTS, configure::GENERATED and OURS, the lab's host
-//! ids and projects, report's source paths, esp_dc_port_alloc.h's C ids) to these rows.
+//! library are called and which source paths belong to it. Every list of components is read
+//! from here: the policy's components and the budgets' names, configure's generated and own
+//! components and upstream table (idf_component.yml), the `ESP_DC_COMPONENT_ID` of each
+//! component, the replica's CMake projects, the pinned crates upstream::locate resolves,
+//! size-check's archive names and the source paths the lab and `analyze` attribute by.
+//!
+//! esp_dc_port_alloc.h's C ids are checked against the rows by a test rather than generated: the
+//! header is committed source that ESP-IDF builds without running xtask (menuconfig, a plain
+//! `idf.py build`), so a generated header would either be committed anyway or missing there.
 
 /// Where a component's code comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,13 +24,15 @@ pub enum Origin {
 /// Upstream facts idf_component.yml carries, and where the sources are in the pinned crate.
 #[derive(Debug, Clone, Copy)]
 pub struct Upstream {
-    /// The crates.io crate of upstream/Cargo.toml that carries the sources.
-    // Read by the tests only until upstream::locate takes its crate names from here.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The crates.io crate of upstream/Cargo.toml that carries the sources (its version is pinned
+    /// there, and only there).
     pub crate_name: &'static str,
+    /// Directory of the upstream project in the crate (`libdatachannel`, `mbedtls`).
+    pub crate_dir: &'static str,
     /// Directory of the sources under the crate's `libdatachannel/` (`deps/<dir>`), "" for
-    /// libdatachannel itself.
+    /// libdatachannel itself and for a project of its own crate.
     pub deps_dir: &'static str,
+    /// The upstream project's own version, as its build files declare it (idf_component.yml).
     pub version: &'static str,
     pub licence: &'static str,
     pub url: &'static str,
@@ -37,22 +43,19 @@ pub struct Upstream {
 pub struct Component {
     pub name: &'static str,
     /// `ESP_DC_COMPONENT_<NAME>` in components/esp_dc_port/include/esp_dc_port_alloc.h: the id
-    /// the redirect passes to esp_dc_port_malloc and the host recorder attributes by (0 = other).
+    /// the redirect passes to esp_dc_port_malloc and the host recorder attributes by. 0 (the
+    /// header's OTHER): the component allocates nothing of its own, so the policy places nothing
+    /// of it and the lab has no column for it.
     pub id: u8,
-    // origin, host_project and source_markers are read by the tests below, which hold the
-    // tables the lab (replica::flags::PROJECTS) and report (component_of_source_path) still keep to
-    // these rows; deriving those tables from here is the next step of issue 19.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub origin: Origin,
     pub upstream: Option<Upstream>,
     /// Stems of the archives `idf.py size-components` names (`lib<stem>.a`): ESP-IDF's
     /// `lib<component directory>.a` first, then upstream's own library names.
     pub archives: &'static [&'static str],
-    /// CMake project of the lab's host build of the stack (replica::flags::PROJECTS).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// CMake project of the lab's host build of the stack (replica::flags::host_projects).
     pub host_project: Option<&'static str>,
-    /// Path fragments that mark a source of this component in debug info (lab and device).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Path fragments that mark a source of this component in debug info (lab and device); where
+    /// a path holds markers of two components, the one further right (the inner directory) wins.
     pub source_markers: &'static [&'static str],
 }
 
@@ -66,6 +69,7 @@ pub const REGISTRY: &[Component] = &[
         origin: Origin::Generated,
         upstream: Some(Upstream {
             crate_name: DATACHANNEL_SYS,
+            crate_dir: "libdatachannel",
             deps_dir: "",
             version: "0.23.2",
             licence: "MPL-2.0",
@@ -74,7 +78,14 @@ pub const REGISTRY: &[Component] = &[
         }),
         archives: &["libdatachannel", "datachannel"],
         host_project: Some("libdatachannel"),
-        source_markers: &["components/libdatachannel/", "libdatachannel/src/", "libdatachannel/include/"],
+        // The replica's staged copy is ~/.cache/esp-dc/host/<policy>/stack-src.
+        source_markers: &[
+            "components/libdatachannel/",
+            "libdatachannel/src/",
+            "libdatachannel/include/",
+            "/stack-src/src/",
+            "/stack-src/include/",
+        ],
     },
     Component {
         name: "libjuice",
@@ -82,6 +93,7 @@ pub const REGISTRY: &[Component] = &[
         origin: Origin::Generated,
         upstream: Some(Upstream {
             crate_name: DATACHANNEL_SYS,
+            crate_dir: "libdatachannel",
             deps_dir: "libjuice",
             version: "1.6.1",
             licence: "MPL-2.0",
@@ -98,6 +110,7 @@ pub const REGISTRY: &[Component] = &[
         origin: Origin::Generated,
         upstream: Some(Upstream {
             crate_name: DATACHANNEL_SYS,
+            crate_dir: "libdatachannel",
             deps_dir: "usrsctp",
             version: "0.9.5.0",
             licence: "BSD-3-Clause",
@@ -114,6 +127,7 @@ pub const REGISTRY: &[Component] = &[
         origin: Origin::Generated,
         upstream: Some(Upstream {
             crate_name: DATACHANNEL_SYS,
+            crate_dir: "libdatachannel",
             deps_dir: "libsrtp",
             version: "2.7.0",
             licence: "BSD-3-Clause",
@@ -130,6 +144,7 @@ pub const REGISTRY: &[Component] = &[
         origin: Origin::Generated,
         upstream: Some(Upstream {
             crate_name: DATACHANNEL_SYS,
+            crate_dir: "libdatachannel",
             deps_dir: "plog",
             version: "1.1.10",
             licence: "MIT",
@@ -138,27 +153,59 @@ pub const REGISTRY: &[Component] = &[
         }),
         archives: &["plog"],
         host_project: None,
-        source_markers: &["components/plog/", "deps/plog/"],
+        source_markers: &["components/plog/", "deps/plog/", "/plog/include/plog/"],
     },
     Component {
         name: "esp_dc_port",
         id: 6,
         origin: Origin::Ours,
         upstream: None,
-        // esp_dc_init (esp_dc_port_init()) was part of esp_dc_port until it was split off to end
-        // the esp_dc_port <-> libdatachannel dependency; its few bytes stay counted here.
-        archives: &["esp_dc_port", "esp_dc_init"],
+        archives: &["esp_dc_port"],
         host_project: None,
         source_markers: &["components/esp_dc_port/"],
+    },
+    Component {
+        // esp_dc_port_init(): its source allocates nothing. What it causes is counted where it
+        // happens: the esp_pthread_cfg_t copy esp_pthread_set_cfg mallocs once per calling task
+        // (ESP-IDF's pthread.c; `analyze` names esp_dc_init as its innermost stack frame) and
+        // libdatachannel's global SCTP settings.
+        name: "esp_dc_init",
+        id: 0,
+        origin: Origin::Ours,
+        upstream: None,
+        archives: &["esp_dc_init"],
+        host_project: None,
+        source_markers: &["components/esp_dc_init/"],
     },
     Component {
         name: "mbedtls",
         id: 7,
         origin: Origin::External,
-        upstream: None,
+        // ESP-IDF's own copy on the device; the replica builds this crate's, the same release.
+        upstream: Some(Upstream {
+            crate_name: "mbedtls-rs-sys",
+            crate_dir: "mbedtls",
+            deps_dir: "",
+            version: "3.6.5",
+            licence: "Apache-2.0",
+            url: "https://github.com/Mbed-TLS/mbedtls",
+            description: "TLS and DTLS; ESP-IDF's mbedtls component on the device",
+        }),
         archives: &["mbedtls", "mbedtls_2", "mbedcrypto", "mbedx509", "p256m", "everest"],
         host_project: None,
-        source_markers: &["components/mbedtls/", "mbedtls/library/", "mbedtls/include/"],
+        // The replica's staged copy is ~/.cache/esp-dc/host/<policy>/mbedtls-src.
+        source_markers: &["components/mbedtls/", "mbedtls/library/", "mbedtls/include/", "/mbedtls-src/"],
+    },
+    Component {
+        // The C++ runtime of the toolchain: the lab attributes the memory its own code allocates
+        // (exception objects, iostream buffers) and budgets may name it.
+        name: "libstdc++",
+        id: 0,
+        origin: Origin::External,
+        upstream: None,
+        archives: &[],
+        host_project: None,
+        source_markers: &[],
     },
 ];
 
@@ -166,9 +213,64 @@ pub fn get(name: &str) -> Option<&'static Component> {
     REGISTRY.iter().find(|c| c.name == name)
 }
 
-/// The row of a component the caller knows to exist (a name from GENERATED or COMPONENTS).
+/// The row of a component the caller knows to exist (a name from one of the lists below).
 pub fn known(name: &str) -> &'static Component {
     get(name).unwrap_or_else(|| unreachable!("{name} is not in components::REGISTRY"))
+}
+
+fn names(keep: impl Fn(&Component) -> bool) -> Vec<&'static str> {
+    REGISTRY.iter().filter(|c| keep(c)).map(|c| c.name).collect()
+}
+
+/// The components the policy places (`[components.<name>]`, one each) and the lab has a column
+/// for: laid out by configure and allocating on their own (an id), in id order.
+pub fn placed() -> Vec<&'static str> {
+    names(is_placed)
+}
+
+fn is_placed(c: &Component) -> bool {
+    c.origin != Origin::External && c.id != 0
+}
+
+/// The placed component a recorder or redirect id stands for.
+pub fn placed_by_id(id: i64) -> Option<&'static str> {
+    REGISTRY.iter().find(|c| is_placed(c) && i64::from(c.id) == id).map(|c| c.name)
+}
+
+/// The stack's components the lab counts, in report order: every one with an allocation id.
+pub fn counted() -> Vec<&'static str> {
+    names(|c| c.id != 0)
+}
+
+/// Laid out by configure from the pinned upstream sources.
+pub fn generated() -> Vec<&'static str> {
+    names(|c| c.origin == Origin::Generated)
+}
+
+/// Ours, committed in components/ and copied by configure --into.
+pub fn ours() -> Vec<&'static str> {
+    names(|c| c.origin == Origin::Ours)
+}
+
+/// Not laid out by us, but the lab attributes memory to them and budgets may name them.
+pub fn external() -> Vec<&'static str> {
+    names(|c| c.origin == Origin::External)
+}
+
+/// The host build's CMake projects: each component built as its own project, with its row.
+pub fn host_projects() -> impl Iterator<Item = (&'static Component, &'static str)> {
+    REGISTRY.iter().filter_map(|c| Some((c, c.host_project?)))
+}
+
+/// The component a source file belongs to, from its path as debug info records it: the row whose
+/// marker stands furthest right, so `…/libdatachannel/deps/libjuice/…` is libjuice's.
+pub fn of_source_path(path: &str) -> Option<&'static str> {
+    let p = path.replace('\\', "/");
+    REGISTRY
+        .iter()
+        .flat_map(|c| c.source_markers.iter().filter_map(|m| Some((p.rfind(m)?, c.name))))
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, name)| name)
 }
 
 /// The component an archive of `idf.py size-components` stands for (`lib<stem>.a`, any directory).
@@ -182,10 +284,6 @@ pub fn of_archive(archive: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
     use crate::fsutil::project_root;
-
-    fn names(origin: impl Fn(Origin) -> bool) -> Vec<&'static str> {
-        REGISTRY.iter().filter(|c| origin(c.origin)).map(|c| c.name).collect()
-    }
 
     /// esp_dc_port_alloc.h's `#define ESP_DC_COMPONENT_<NAME> <id>` lines are exactly the rows'
     /// ids (plus OTHER = 0): a C id added, removed or renumbered on either side fails here.
@@ -201,58 +299,71 @@ mod tests {
                 (name.to_string(), id.trim().parse().unwrap())
             })
             .collect();
+        let with_id: Vec<&Component> = REGISTRY.iter().filter(|c| c.id != 0).collect();
         let mut expected = vec![("OTHER".to_string(), 0)];
-        expected.extend(REGISTRY.iter().map(|c| (c.name.to_uppercase(), c.id)));
+        expected.extend(with_id.iter().map(|c| (c.name.to_uppercase(), c.id)));
         assert_eq!(defined, expected, "{}", path.display());
-        for (i, c) in REGISTRY.iter().enumerate() {
+        for (i, c) in with_id.iter().enumerate() {
             assert_eq!(usize::from(c.id), i + 1, "{}: ids follow the row order", c.name);
         }
+        assert_eq!(counted(), with_id.iter().map(|c| c.name).collect::<Vec<_>>());
     }
 
-    /// The name lists other modules still keep are the registry's rows, in its order.
+    /// Each row's facts hold where they are used: ours are committed components, every source
+    /// marker and archive name leads back to its own row, and the policies place exactly the
+    /// placed ones.
     #[test]
-    fn component_lists_elsewhere_follow_the_registry() {
-        assert_eq!(crate::policy::COMPONENTS, names(|o| o != Origin::External));
-        assert_eq!(crate::policy::EXTERNAL_COMPONENTS[0], "mbedtls");
-        assert_eq!(names(|o| o == Origin::External), vec!["mbedtls"]);
-        assert_eq!(crate::configure::GENERATED, names(|o| o == Origin::Generated));
-        for ours in names(|o| o == Origin::Ours) {
-            assert!(crate::configure::OURS.contains(&ours), "{ours} is not copied by configure --into");
-            assert!(project_root().join("components").join(ours).join("CMakeLists.txt").is_file());
+    fn rows_hold_where_they_are_used() {
+        for ours in ours() {
+            assert!(project_root().join("components").join(ours).join("CMakeLists.txt").is_file(), "{ours}");
         }
         for c in REGISTRY {
-            assert_eq!(c.upstream.is_some(), c.origin == Origin::Generated, "{}", c.name);
-            if c.origin != Origin::External {
-                assert_eq!(crate::replica::flags::component_id(c.name), i32::from(c.id), "{}", c.name);
+            if c.origin == Origin::Generated {
+                assert!(c.upstream.is_some(), "{}: a generated component needs its upstream", c.name);
             }
-            let project = crate::replica::flags::PROJECTS.iter().find(|(n, _)| *n == c.name).map(|(_, p)| *p);
-            assert_eq!(project, c.host_project, "{}: replica::flags::PROJECTS", c.name);
             for marker in c.source_markers {
                 let path = format!("/src/x/{marker}file.c");
-                assert_eq!(crate::report::component_of_source_path(&path), Some(c.name), "{path}");
+                assert_eq!(of_source_path(&path), Some(c.name), "{path}");
             }
             for stem in c.archives {
                 assert_eq!(of_archive(&format!("build/esp-idf/x/lib{stem}.a")), Some(c.name));
             }
         }
         assert_eq!(of_archive("libmain.a"), None);
+        assert_eq!(placed(), ["libdatachannel", "libjuice", "usrsctp", "libsrtp", "plog", "esp_dc_port"]);
+        assert_eq!(placed_by_id(6), Some("esp_dc_port"));
+        assert_eq!(placed_by_id(7), None, "mbedtls is counted, not placed");
+        for name in ["lean", "stock"] {
+            let policy = crate::policy::Policy::load(&crate::policy::Policy::path_for(name)).unwrap();
+            assert_eq!(policy.components.len(), placed().len(), "{name}");
+            assert!(placed().iter().all(|c| policy.components.contains_key(*c)), "{name}");
+        }
     }
 
-    /// Each generated component's upstream directory exists in the pinned crate, and the pinned
-    /// version is the one its own build files declare.
+    /// Each upstream directory exists in the pinned crate, the pinned version is the one its own
+    /// build files declare, and each host project is a project() its CMakeLists.txt declares.
     #[test]
     fn upstream_rows_point_at_the_pinned_sources() {
         let sources = crate::upstream::locate().unwrap();
-        for c in REGISTRY.iter().filter(|c| c.origin == Origin::Generated) {
-            let up = c.upstream.unwrap();
-            assert_eq!(up.crate_name, DATACHANNEL_SYS);
-            let root = sources.component_root(c.name).unwrap();
+        for c in REGISTRY {
+            let Some(up) = c.upstream else { continue };
+            let root = match c.origin {
+                Origin::Generated => sources.component_root(c.name).unwrap(),
+                _ => sources.mbedtls.clone(),
+            };
             assert!(root.is_dir(), "{}: {}", c.name, root.display());
             let declared = ["CMakeLists.txt", "include/plog/Log.h", "meson.build", "configure.ac"]
                 .iter()
                 .filter_map(|f| std::fs::read_to_string(root.join(f)).ok())
                 .any(|text| text.contains(up.version));
             assert!(declared, "{}: version {} not found in its upstream build files", c.name, up.version);
+            if let Some(project) = c.host_project {
+                let cmake = std::fs::read_to_string(root.join("CMakeLists.txt")).unwrap();
+                let declared = cmake.lines().filter_map(|l| l.trim_start().strip_prefix("project")).any(|rest| {
+                    rest.trim_start().strip_prefix('(').and_then(|r| r.split_whitespace().next()) == Some(project)
+                });
+                assert!(declared, "{}: no project({project} …) in its CMakeLists.txt", c.name);
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod render;
 
+use crate::components;
 use crate::exit::{self, Outcome};
 use crate::fsutil::{fnv1a64, lock_project, project_root, write_atomic};
 use crate::kconfig_keys;
@@ -19,7 +20,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub use render::GENERATED;
 #[cfg(test)]
 use render::{BLOCK_BEGIN, BLOCK_END};
 
@@ -68,11 +68,6 @@ pub fn run(args: Args) -> Outcome {
     };
     configure_into(&root, &Policy::path_for(&args.policy), args.check, args.json)
 }
-
-/// Components of ours (committed, not generated) an application needs beside the generated ones:
-/// esp_dc_port (a leaf the stack requires: the malloc redirect, shims) and esp_dc_init
-/// (esp_dc_port_init(), which calls libdatachannel).
-pub const OURS: &[&str] = &["esp_dc_port", "esp_dc_init"];
 
 /// The directory of an ESP-IDF application: its top CMakeLists.txt includes project.cmake and
 /// calls project(). Refusing anything else keeps `--into` from writing into a wrong directory.
@@ -130,7 +125,7 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
 
     let mut components = BTreeMap::new();
     let mut patches_by_component = BTreeMap::new();
-    for &component in GENERATED {
+    for component in components::generated() {
         let staged = upstream::stage_component(&sources, &policy, component).map_err(|e| {
             let line = key_line(&policy_text, component, "patches");
             exit::bad_input(format!("{shown_policy}:{line}: components.{component}.patches: {e}"))
@@ -166,7 +161,7 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     // in this project they are already where they belong.
     let here = project_root().canonicalize().unwrap_or_else(|_| project_root());
     if root.canonicalize().map(|r| r != here).unwrap_or(true) {
-        for name in OURS {
+        for name in components::ours() {
             components.insert(name.to_string(), Tree::read(&here.join("components").join(name))?);
         }
     }
@@ -181,7 +176,7 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     // Every key of the block must be a Kconfig symbol under its current name (kconfgen drops
     // the rest silently); `kconfig_keys` says what is checked against what.
     let rendered_kconfigs = components.values().filter_map(|t| t.files.get(Path::new("Kconfig")));
-    let mut ours = kconfig_keys::project_symbols(&project_root(), GENERATED)?;
+    let mut ours = kconfig_keys::project_symbols(&project_root(), &components::generated())?;
     ours.extend(rendered_kconfigs.flat_map(|k| kconfig_keys::kconfig_symbols(&String::from_utf8_lossy(k))));
     let mut known = kconfig_keys::Known::new(ours);
     if let Some(idf) = kconfig_keys::idf_tree_from_env().filter(|_| !policy.sdkconfig_extra.is_empty()) {
@@ -268,7 +263,7 @@ pub fn read_stamp(root: &Path) -> Result<Option<Stamp>> {
 /// port patches included), in component order. Cheap (no upstream sources read).
 pub fn policy_hash(policy: &Policy, policy_text: &str) -> Result<String> {
     let mut parts: Vec<Vec<u8>> = vec![policy_text.as_bytes().to_vec()];
-    for component in GENERATED {
+    for component in components::generated() {
         for patch in &policy.component(component).patches {
             parts.push(upstream::read_patch(patch)?.into_bytes());
         }
@@ -310,10 +305,11 @@ fn reject_unplaceable_threads(policy: &Policy, text: &str, shown_policy: &str) -
 fn reject_other_force_includes(policy: &Policy, text: &str, shown_policy: &str) -> Result<()> {
     for (name, component) in &policy.components {
         let header = component.force_include.as_str();
-        let allowed = header.is_empty() || (GENERATED.contains(&name.as_str()) && header == render::REDIRECT_HEADER);
+        let allowed = header.is_empty()
+            || (components::generated().contains(&name.as_str()) && header == render::REDIRECT_HEADER);
         if !allowed {
             let line = key_line(text, name, "force_include");
-            let what = if GENERATED.contains(&name.as_str()) {
+            let what = if components::generated().contains(&name.as_str()) {
                 format!(
                     "a component's Kconfig has one bool for the redirect; use \"{}\" or \"\"",
                     render::REDIRECT_HEADER

@@ -6,18 +6,12 @@
 //! Errors name the file, the line and the key (`policies/lean.toml:12: components.libsrtp.placement: ...`)
 //! and are raised before anything is written.
 
+use crate::components;
 use crate::exit;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Components of the stack that get their own ESP-IDF component (and host library).
-pub const COMPONENTS: &[&str] = &["libdatachannel", "libjuice", "usrsctp", "libsrtp", "plog", "esp_dc_port"];
-
-/// Components the lab attributes memory to but that the policy does not lay out:
-/// mbedTLS comes from ESP-IDF (configured through `[mbedtls]`), the C++ runtime from the toolchain.
-pub const EXTERNAL_COMPONENTS: &[&str] = &["mbedtls", "libstdc++"];
 
 /// Where a component's heap allocations go on the ESP32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -729,6 +723,7 @@ impl Policy {
     /// Semantic checks serde cannot express. Returns (key path, what is wrong), in file order of keys.
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
+        let placed = components::placed();
         if let Some(what) = unsafe_name(&self.policy.name) {
             problems.push(("policy.name".into(), what));
         }
@@ -737,10 +732,10 @@ impl Policy {
         }
         for (name, component) in &self.components {
             let at = |field: &str| format!("components.{name}.{field}");
-            if !COMPONENTS.contains(&name.as_str()) {
+            if !placed.contains(&name.as_str()) {
                 problems.push((
                     format!("components.{name}"),
-                    format!("unknown component `{name}`; the policy lays out {}", COMPONENTS.join(", ")),
+                    format!("unknown component `{name}`; the policy lays out {}", placed.join(", ")),
                 ));
                 continue;
             }
@@ -826,7 +821,7 @@ impl Policy {
                 }
             }
         }
-        for name in COMPONENTS {
+        for name in &placed {
             if !self.components.contains_key(*name) {
                 problems.push((
                     "components".into(),
@@ -950,7 +945,9 @@ impl Policy {
                 }
             }
         }
-        let known_budget_components: Vec<&str> = COMPONENTS.iter().chain(EXTERNAL_COMPONENTS).copied().collect();
+        // Budgets may also name what the policy does not lay out: ESP-IDF's mbedTLS (configured
+        // through `[mbedtls]`) and the toolchain's C++ runtime.
+        let known_budget_components: Vec<&str> = placed.iter().copied().chain(components::external()).collect();
         for name in self.budgets.static_.keys() {
             if !known_budget_components.contains(&name.as_str()) {
                 problems.push((format!("budgets.static.{name}"), format!("unknown component `{name}`")));
@@ -1133,7 +1130,7 @@ mod tests {
         for name in ["lean", "stock"] {
             let p = Policy::load(&Policy::path_for(name)).unwrap();
             assert_eq!(p.policy.name, name);
-            assert_eq!(p.components.len(), COMPONENTS.len());
+            assert_eq!(p.components.len(), components::placed().len());
         }
     }
 

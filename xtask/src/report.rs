@@ -238,30 +238,7 @@ pub struct ProjectionLine {
 /// lab (host DWARF) and by `analyze` (device ELF) so both attribute the same line to the same
 /// component. `None`: not part of the stack (C/C++ runtime, application, ESP-IDF itself).
 pub fn component_of_source_path(path: &str) -> Option<&'static str> {
-    let p = path.replace('\\', "/");
-    const BY_PATH: &[(&str, &str)] = &[
-        ("deps/libjuice/", "libjuice"),
-        ("components/libjuice/", "libjuice"),
-        ("deps/usrsctp/", "usrsctp"),
-        ("components/usrsctp/", "usrsctp"),
-        ("deps/libsrtp/", "libsrtp"),
-        ("components/libsrtp/", "libsrtp"),
-        ("deps/plog/", "plog"),
-        ("components/plog/", "plog"),
-        ("/plog/include/plog/", "plog"),
-        ("components/esp_dc_port/", "esp_dc_port"),
-        ("mbedtls/library/", "mbedtls"),
-        ("mbedtls/include/", "mbedtls"),
-        ("components/mbedtls/", "mbedtls"),
-        ("libdatachannel/src/", "libdatachannel"),
-        // The lab's staged copies (~/.cache/esp-dc/host/<policy>/stack-src, mbedtls-src).
-        ("/stack-src/src/", "libdatachannel"),
-        ("/stack-src/include/", "libdatachannel"),
-        ("/mbedtls-src/", "mbedtls"),
-        ("libdatachannel/include/", "libdatachannel"),
-        ("components/libdatachannel/", "libdatachannel"),
-    ];
-    BY_PATH.iter().find(|(needle, _)| p.contains(needle)).map(|(_, c)| *c)
+    crate::components::of_source_path(path)
 }
 
 #[cfg(test)]
@@ -274,7 +251,16 @@ mod tests {
         assert_eq!(c("/x/libdatachannel/deps/plog/include/plog/Record.h"), Some("plog"));
         assert_eq!(c("/x/libdatachannel/src/impl/sctptransport.cpp"), Some("libdatachannel"));
         assert_eq!(c("/proj/components/libsrtp/upstream/srtp/srtp.c"), Some("libsrtp"));
-        assert_eq!(c("/r/mbedtls-rs-sys-0.3.1/mbedtls/library/ssl_tls.c"), Some("mbedtls"));
+        assert_eq!(c("/r/mbedtls-rs-sys/mbedtls/library/ssl_tls.c"), Some("mbedtls"));
         assert_eq!(c("/usr/include/c++/12/bits/new_allocator.h"), None);
+        // The inner directory decides: a dependency inside libdatachannel's crate, a staged copy.
+        assert_eq!(c("/c/libdatachannel/deps/libjuice/src/agent.c"), Some("libjuice"));
+        assert_eq!(c("/c/libdatachannel/include/../deps/libsrtp/srtp/srtp.c"), Some("libsrtp"));
+        assert_eq!(c("/h/lean-1/stack-src/deps/usrsctp/usrsctplib/user_socket.c"), Some("usrsctp"));
+        assert_eq!(c("/h/lean-1/stack-src/src/impl/dtlstransport.cpp"), Some("libdatachannel"));
+        assert_eq!(c("/h/lean-1/mbedtls-src/library/ssl_msg.c"), Some("mbedtls"));
+        assert_eq!(c("/idf/components/mbedtls/port/esp_mem.c"), Some("mbedtls"));
+        assert_eq!(c("/app/components/esp_dc_init/src/esp_dc_port_init.c"), Some("esp_dc_init"));
+        assert_eq!(c("C:\\app\\components\\esp_dc_port\\src\\esp_dc_port_alloc.c"), Some("esp_dc_port"));
     }
 }

@@ -1,10 +1,12 @@
-//! Pinned upstream sources. `upstream/Cargo.toml` pins datachannel-sys (libdatachannel 0.23.2
-//! with libjuice, usrsctp, libsrtp, plog) and mbedtls-rs-sys (mbedTLS 3.6.5); cargo fetches them
-//! with checksums from Cargo.lock and cargo_metadata tells where they are. Nothing here builds them.
+//! Pinned upstream sources. `upstream/Cargo.toml` pins the crates that carry them (the
+//! `crate_name` of each `components::REGISTRY` row: libdatachannel with libjuice, usrsctp,
+//! libsrtp and plog; mbedTLS); cargo fetches them with checksums from Cargo.lock and
+//! cargo_metadata tells where they are. Nothing here builds them.
 //!
 //! Sources are read into memory as a `Tree`, our patches are applied there (so a patch that does
 //! not apply is found before anything is written), and only then written out.
 
+use crate::components;
 use crate::exit;
 use crate::fsutil::{project_root, write_atomic};
 use crate::policy::Policy;
@@ -12,24 +14,20 @@ use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const DATACHANNEL_SYS_VERSION: &str = "0.23.0+0.23.2";
-pub const MBEDTLS_SYS_VERSION: &str = "0.3.1";
-
 /// Where the pinned crates' sources are on this machine.
 #[derive(Debug, Clone)]
 pub struct Sources {
-    /// `.../datachannel-sys-0.23.0+0.23.2/libdatachannel`
+    /// `.../datachannel-sys-<version>/libdatachannel`
     pub libdatachannel: PathBuf,
-    /// `.../mbedtls-rs-sys-0.3.1/mbedtls`
+    /// `.../mbedtls-rs-sys-<version>/mbedtls`
     pub mbedtls: PathBuf,
 }
 
 impl Sources {
-    /// Root of a policy component's upstream sources (`esp_dc_port` is ours and has none).
+    /// Root of a generated component's upstream sources (`esp_dc_port` is ours and has none).
     pub fn component_root(&self, component: &str) -> Option<PathBuf> {
         Some(match component {
             "libdatachannel" => self.libdatachannel.clone(),
-            "esp_dc_port" => return None,
             dep => self.libdatachannel.join("deps").join(dep_dir(dep)?),
         })
     }
@@ -37,7 +35,38 @@ impl Sources {
 
 /// Directory of a dependency under libdatachannel's `deps/` (its `components::REGISTRY` row).
 pub fn dep_dir(component: &str) -> Option<&'static str> {
-    crate::components::get(component)?.upstream.map(|u| u.deps_dir).filter(|d| !d.is_empty())
+    components::get(component)?.upstream.map(|u| u.deps_dir).filter(|d| !d.is_empty())
+}
+
+/// The pinned crates, each once, in registry order.
+fn pinned_crates() -> Vec<&'static str> {
+    let mut crates: Vec<&'static str> = Vec::new();
+    for up in components::REGISTRY.iter().filter_map(|c| c.upstream) {
+        if !crates.contains(&up.crate_name) {
+            crates.push(up.crate_name);
+        }
+    }
+    crates
+}
+
+/// The version upstream/Cargo.toml (under the clone at `root`) pins each crate to (`=<version>`),
+/// in registry order: the one place a crate's version is written.
+pub fn pinned_versions(root: &Path) -> Result<Vec<String>> {
+    let path = root.join("upstream/Cargo.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: toml_edit::DocumentMut = text.parse().with_context(|| format!("parsing {}", path.display()))?;
+    pinned_crates()
+        .into_iter()
+        .map(|name| {
+            let req = doc["dependencies"][name].as_str().unwrap_or_default();
+            req.strip_prefix('=').map(str::to_string).ok_or_else(|| {
+                exit::bad_input(format!(
+                    "{}: dependencies.{name}: expected an exact pin \"=<version>\", found {req:?}",
+                    path.display()
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Fetches (if needed) and locates the pinned crates. Fails with exit 2 and a hint when offline.
@@ -53,23 +82,24 @@ pub fn locate() -> Result<Sources> {
                 manifest.display()
             ))
         })?;
-    let dir_of = |name: &str, version: &str| -> Result<PathBuf> {
+    let pins: BTreeMap<&str, String> = pinned_crates().into_iter().zip(pinned_versions(&project_root())?).collect();
+    let dir_of = |component: &str| -> Result<PathBuf> {
+        let up = components::known(component).upstream.unwrap_or_else(|| unreachable!("{component}: no upstream"));
+        let name = up.crate_name;
         let package = metadata
             .packages
             .iter()
             .find(|p| p.name.as_str() == name)
             .ok_or_else(|| exit::bad_input(format!("{name} is missing from upstream/Cargo.lock")))?;
-        if package.version.to_string() != version {
+        if package.version.to_string() != pins[name] {
             return Err(exit::bad_input(format!(
-                "{name} resolved to {} but the project pins ={version}; upstream/Cargo.lock was changed",
-                package.version
+                "{name} resolved to {} but the project pins ={}; upstream/Cargo.lock was changed",
+                package.version, pins[name]
             )));
         }
-        Ok(package.manifest_path.parent().expect("manifest has a directory").into())
+        Ok(package.manifest_path.parent().expect("manifest has a directory").join(up.crate_dir).into())
     };
-    let dcs = dir_of("datachannel-sys", DATACHANNEL_SYS_VERSION)?;
-    let mbed = dir_of("mbedtls-rs-sys", MBEDTLS_SYS_VERSION)?;
-    let sources = Sources { libdatachannel: dcs.join("libdatachannel"), mbedtls: mbed.join("mbedtls") };
+    let sources = Sources { libdatachannel: dir_of("libdatachannel")?, mbedtls: dir_of("mbedtls")? };
     for dir in [&sources.libdatachannel, &sources.mbedtls] {
         if !dir.join("CMakeLists.txt").is_file() {
             return Err(exit::bad_input(format!(

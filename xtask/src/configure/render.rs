@@ -4,6 +4,7 @@
 //! sdkconfig.defaults (where a policy lands), and the stamp. Nothing here touches the tree;
 //! `configure` decides what to write.
 
+use crate::components;
 use crate::exit;
 use crate::kconfig_keys::{Known, Verdict};
 use crate::policy::{
@@ -14,21 +15,18 @@ use anyhow::Result;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Components `configure` generates from upstream sources (esp_dc_port is committed, not generated).
-pub const GENERATED: &[&str] = &["libdatachannel", "libjuice", "usrsctp", "libsrtp", "plog"];
-
 pub const BLOCK_BEGIN: &str = "# >>> esp-libdatachannel policy (cargo xtask configure) >>>";
 pub const BLOCK_END: &str = "# <<< esp-libdatachannel policy (cargo xtask configure) <<<";
 
 /// `ESP_DC_COMPONENT_ID` of a component: its row's id in `components::REGISTRY` (esp_dc_port_alloc.h
 /// lists the same numbers; a test there holds them together).
 pub fn component_id(component: &str) -> u8 {
-    crate::components::known(component).id
+    components::known(component).id
 }
 
 /// What idf_component.yml says about a generated component: its registry row's upstream facts.
-fn upstream_info(component: &str) -> crate::components::Upstream {
-    crate::components::known(component).upstream.unwrap_or_else(|| unreachable!("{component} is not generated"))
+fn upstream_info(component: &str) -> components::Upstream {
+    components::known(component).upstream.unwrap_or_else(|| unreachable!("{component} is not generated"))
 }
 
 pub fn caps_expression(placement: Placement) -> &'static str {
@@ -518,7 +516,7 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
     l.push(placement_choice("ESP_DC_PORT_OWN_PLACEMENT", p.component("esp_dc_port").placement));
 
     // Each generated component's Kconfig (the same file for every policy) reads these.
-    for &component in GENERATED {
+    for component in components::generated() {
         let spec = p.component(component);
         let prefix = kconfig_prefix(component);
         if component == "plog" {

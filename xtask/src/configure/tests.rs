@@ -76,11 +76,11 @@ fn lean_lays_out_every_component_with_its_upstream_sources() {
     let plan = plan_of(&shipped("lean"));
     // A root other than this project (as every scratch root is) also gets our own components.
     assert_eq!(plan.components.keys().map(String::as_str).collect::<Vec<_>>(), {
-        let mut g = [GENERATED, OURS].concat();
+        let mut g = [components::generated(), components::ours()].concat();
         g.sort();
         g
     });
-    for (name, tree) in plan.components.iter().filter(|(name, _)| GENERATED.contains(&name.as_str())) {
+    for (name, tree) in plan.components.iter().filter(|(name, _)| components::generated().contains(&name.as_str())) {
         for f in ["CMakeLists.txt", "Kconfig", "idf_component.yml"] {
             assert!(tree.files.contains_key(Path::new(f)), "{name} lacks {f}");
         }
@@ -374,7 +374,7 @@ fn lean_and_stock_generate_identical_component_build_files() {
     let (a, b) = (Scratch::new(), Scratch::new());
     configure_into(a.root(), &Policy::path_for("lean"), false, true).unwrap();
     configure_into(b.root(), &Policy::path_for("stock"), false, true).unwrap();
-    for component in GENERATED {
+    for component in components::generated() {
         let dir = Path::new("components").join(component);
         let names =
             ["CMakeLists.txt", "Kconfig", "linker.lf", "idf_component.yml", crate::policy::RUNTIME_KNOBS_HEADER];
@@ -383,8 +383,8 @@ fn lean_and_stock_generate_identical_component_build_files() {
             let lean = read(a.root(), name);
             assert_eq!(lean, read(b.root(), name), "{component}/{name} differs between lean and stock");
             let expected = match name {
-                "linker.lf" => crate::policy::STATIC_PLACEABLE.contains(component),
-                crate::policy::RUNTIME_KNOBS_HEADER => *component == "libdatachannel",
+                "linker.lf" => crate::policy::STATIC_PLACEABLE.contains(&component),
+                crate::policy::RUNTIME_KNOBS_HEADER => component == "libdatachannel",
                 _ => true,
             };
             assert_eq!(lean.is_some(), expected, "{component}/{name}");
@@ -604,7 +604,7 @@ fn generated_kconfig_parses_with_kconfgen_and_carries_the_policy() {
         let policy = Policy::load(&Policy::path_for(policy_name)).unwrap();
         // One top-level Kconfig sourcing every component's, as ESP-IDF's build does.
         let mut top = String::from("mainmenu \"esp-libdatachannel\"\n");
-        for name in GENERATED {
+        for name in components::generated() {
             top.push_str(&format!(
                 "source \"{}\"\n",
                 scratch.root().join("components").join(name).join("Kconfig").display()
@@ -613,7 +613,7 @@ fn generated_kconfig_parses_with_kconfgen_and_carries_the_policy() {
         top.push_str(&format!("source \"{}\"\n", project_root().join("components/esp_dc_port/Kconfig").display()));
         // Espressif's style checker, as ESP-IDF's CI runs it on components.
         let mut kconfigs: Vec<PathBuf> =
-            GENERATED.iter().map(|n| scratch.root().join("components").join(n).join("Kconfig")).collect();
+            components::generated().iter().map(|n| scratch.root().join("components").join(n).join("Kconfig")).collect();
         kconfigs.push(project_root().join("components/esp_dc_port/Kconfig"));
         let check = std::process::Command::new(&python)
             .args(["-m", "kconfcheck", "--check", "syntax"])
@@ -1163,7 +1163,7 @@ fn into_an_application_writes_only_ours_and_checks_there() {
     let defaults = std::fs::read_to_string(a.join("sdkconfig.defaults")).unwrap();
     assert!(defaults.starts_with("CONFIG_CAMERA_FPS=30\n"), "{defaults}");
     assert!(defaults.contains(BLOCK_BEGIN) && defaults.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536"));
-    for component in GENERATED.iter().chain(OURS) {
+    for component in components::generated().into_iter().chain(components::ours()) {
         assert!(a.join("components").join(component).join("CMakeLists.txt").is_file(), "{component} missing");
     }
     assert_eq!(

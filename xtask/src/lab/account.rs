@@ -12,7 +12,8 @@
 //! connection came up); its peak is the highest live total until the next mark.
 
 use super::projection::{self, Block, Census, SyncObject};
-use crate::policy::{Policy, COMPONENTS};
+use crate::components;
+use crate::policy::Policy;
 use crate::replica::trace::{self, Event};
 use crate::replica::HostBuild;
 use crate::report::{self, ComponentReport, PhaseFigure, Report, Site, ThreadReport};
@@ -42,11 +43,9 @@ pub fn median_slope(values: &[u64]) -> f64 {
     }
 }
 
-/// Components counted as the stack's, in report order.
+/// Components counted as the stack's, in report order: those with an allocation id.
 pub fn stack_components() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = COMPONENTS.to_vec();
-    v.push("mbedtls");
-    v
+    components::counted()
 }
 
 /// Not the stack's: the lab driver (`app`) and allocations only the C/C++ runtime made (`runtime`).
@@ -370,11 +369,8 @@ impl<'t> Ledger<'t> {
     /// Column and site of a block: a tagged block's component is its tag, its site the frames'.
     fn attribute(&mut self, component: i8, frames: &[u32]) -> (usize, SiteKey, bool) {
         let (by_frames, file, line, function, shared_ptr) = self.sym.attribute(frames);
-        let name = if component > 0 {
-            COMPONENTS.get(component as usize - 1).copied().unwrap_or("runtime")
-        } else {
-            by_frames
-        };
+        let name =
+            if component > 0 { components::placed_by_id(component.into()).unwrap_or("runtime") } else { by_frames };
         let ci = self.cols.index(name);
         (ci, SiteKey { component: ci, file, line, function }, shared_ptr)
     }
@@ -573,7 +569,7 @@ impl<'t> Ledger<'t> {
                 Event::Alloc { addr, size, component, frames, .. } => {
                     let (by_frames, file, line, function, _) = self.sym.attribute(frames);
                     let name = match *component {
-                        c if c > 0 => COMPONENTS.get(c as usize - 1).copied().unwrap_or(by_frames),
+                        c if c > 0 => components::placed_by_id(c.into()).unwrap_or(by_frames),
                         _ => by_frames,
                     };
                     let key = SiteKey { component: self.cols.index(name), file, line, function };

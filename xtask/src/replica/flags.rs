@@ -2,17 +2,13 @@
 //! caps and id, definitions and warning options (ESP-IDF's and the component template's); the
 //! knob definitions; mbedTLS's configuration lines; and the content key of a build.
 
+use crate::components;
 use crate::fsutil::fnv1a64;
 use crate::policy::{KnobEffect, Placement, Policy, KNOBS};
 use crate::upstream::{self, Tree};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// Component id as in components/esp_dc_port/include/esp_dc_port_alloc.h.
-pub fn component_id(component: &str) -> i32 {
-    crate::policy::COMPONENTS.iter().position(|c| *c == component).map(|i| i as i32 + 1).unwrap_or(0)
-}
 
 fn caps_of(placement: Placement) -> u32 {
     // Bit values of ESP-IDF's esp_heap_caps.h (mirrored in esp_dc_port_alloc.h).
@@ -26,14 +22,6 @@ fn caps_of(placement: Placement) -> u32 {
         Placement::Default => MALLOC_CAP_DEFAULT,
     }
 }
-
-/// CMake project names of the stack's subprojects, by policy component.
-pub(crate) const PROJECTS: &[(&str, &str)] = &[
-    ("libdatachannel", "libdatachannel"),
-    ("libjuice", "libjuice"),
-    ("usrsctp", "usrsctplib"),
-    ("libsrtp", "libsrtp2"),
-];
 
 /// mbedTLS 3.6.5 as ESP-IDF 5.5 configures it (components/mbedtls/port/include/mbedtls/esp_config.h
 /// read with the sdkconfig our policies render: CONFIG_MBEDTLS_SSL_PROTO_DTLS and
@@ -133,18 +121,19 @@ pub(crate) fn component_flags(
     include_dir: &Path,
 ) -> Result<BTreeMap<&'static str, ProjectFlags>> {
     let mut out = BTreeMap::new();
-    for (component, project) in PROJECTS {
+    for (row, project) in components::host_projects() {
+        let component = row.name;
         let spec = policy.component(component);
         let mut c_only = Vec::new();
         if !spec.force_include.is_empty() {
             c_only.push(format!("-include{}", include_dir.join(&spec.force_include).display()));
             c_only.push(format!("-DESP_DC_ALLOC_CAPS={}", caps_of(spec.placement)));
-            c_only.push(format!("-DESP_DC_COMPONENT_ID={}", component_id(component)));
+            c_only.push(format!("-DESP_DC_COMPONENT_ID={}", row.id));
         }
         let definitions: Vec<String> = spec.definitions.iter().map(|(k, v)| format!("{k}={}", v.render())).collect();
         let mut warnings: Vec<String> = IDF_WARNING_FLAGS.iter().map(|f| f.to_string()).collect();
         warnings.extend(template_warning_options(root, component)?);
-        out.insert(*project, ProjectFlags { c_only, definitions, warnings });
+        out.insert(project, ProjectFlags { c_only, definitions, warnings });
     }
     Ok(out)
 }
@@ -185,14 +174,13 @@ pub(crate) const INCLUDE_DIR: &str = "components/esp_dc_port/include";
 /// fix then costs a second, not a rebuild of the stack.
 pub(crate) fn cache_key(root: &Path, policy: &Policy, stack: &Tree) -> Result<String> {
     let flags = component_flags(policy, root, Path::new(INCLUDE_DIR))?;
-    let mut parts: Vec<Vec<u8>> = vec![
-        RECIPE.into(),
-        upstream::DATACHANNEL_SYS_VERSION.into(),
-        upstream::MBEDTLS_SYS_VERSION.into(),
+    let mut parts: Vec<Vec<u8>> = vec![RECIPE.into()];
+    parts.extend(upstream::pinned_versions(root)?.into_iter().map(String::into_bytes));
+    parts.extend([
         format!("{flags:?}").into_bytes(),
         format!("{:?}", knob_definitions(policy)).into_bytes(),
         mbedtls_config_lines(policy).into_bytes(),
-    ];
+    ]);
     let port = Tree::read(&root.join(INCLUDE_DIR))?;
     for (rel, bytes) in stack.files.iter().chain(&port.files) {
         parts.push(rel.to_string_lossy().as_bytes().to_vec());

@@ -62,7 +62,7 @@ fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
 /// the lab's mbedTLS removes the deprecated APIs as esp_config.h does.
 #[test]
 fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
-    use super::flags::{component_flags, mbedtls_config_lines, project_include_cmake, IDF_WARNING_FLAGS, PROJECTS};
+    use super::flags::{component_flags, mbedtls_config_lines, project_include_cmake, IDF_WARNING_FLAGS};
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
     let flags =
         component_flags(&policy, &project_root(), &project_root().join("components/esp_dc_port/include")).unwrap();
@@ -74,7 +74,7 @@ fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
         let end = text[start..].find("endif()").unwrap() + start;
         text[start..end].to_string()
     };
-    for (_, project) in PROJECTS {
+    for (_, project) in crate::components::host_projects() {
         let b = block(project);
         assert!(b.contains(&IDF_WARNING_FLAGS.join(" ")), "{project}: {b}");
         assert!(b.contains("$<$<COMPILE_LANGUAGE:C>:-Wno-old-style-declaration>"), "{project}: {b}");
@@ -111,13 +111,13 @@ fn cache_keys_are_stable_across_toolchains() {
 /// to any input (a port header, port_host.c, a template, a staged source) a different one.
 #[test]
 fn two_clones_at_different_paths_share_the_host_cache_key() {
-    use super::flags::{cache_key, PROJECTS};
+    use super::flags::cache_key;
     use crate::upstream::Tree;
     let real = project_root();
     let clone = |dir: &Path| {
-        let mut files = vec!["lab/recorder/port_host.c".to_string()];
-        for (component, _) in PROJECTS {
-            files.push(format!("templates/{component}/CMakeLists.txt"));
+        let mut files = vec!["lab/recorder/port_host.c".to_string(), "upstream/Cargo.toml".to_string()];
+        for (row, _) in crate::components::host_projects() {
+            files.push(format!("templates/{}/CMakeLists.txt", row.name));
         }
         for entry in std::fs::read_dir(real.join("components/esp_dc_port/include")).unwrap() {
             files.push(format!("components/esp_dc_port/include/{}", entry.unwrap().file_name().to_string_lossy()));

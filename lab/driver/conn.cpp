@@ -175,9 +175,10 @@ std::string take_description(int index, const char *type) {
 	return unescape(line.substr(line.find(type) + std::strlen(type) + 1));
 }
 
-long long exchange(Conn *c, long count) {
+long long exchange(Conn *c, long count, long long *slowest_ms) {
 	long long bytes = 0;
 	for (long i = 0; i < count; ++i) {
+		auto sent = std::chrono::steady_clock::now();
 		std::string body = message_body(i);
 		long before;
 		{
@@ -193,6 +194,9 @@ long long exchange(Conn *c, long count) {
 			die("echo " + std::to_string(i) + " differs (" + std::to_string(c->last_echo.size()) +
 			    " bytes back for " + std::to_string(body.size()) + ")");
 		bytes += (long long)body.size();
+		auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - sent);
+		if (slowest_ms && took.count() > *slowest_ms)
+			*slowest_ms = took.count();
 	}
 	return bytes;
 }

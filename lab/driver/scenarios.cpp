@@ -57,8 +57,15 @@ void datachannel(long messages) {
 		send_line("CTL closed");
 	} else {
 		Conn *c = remote_connect_channel(0);
-		long long bytes = exchange(c, messages);
-		std::fprintf(stderr, "RESULT datachannel messages=%ld bytes=%lld\n", messages, bytes);
+		// How long the exchange took and its slowest echo: a lossy link sets both, and they say how
+		// close a run came to the device's and the remote's limits (60 s without a message, 30 s
+		// for one echo).
+		long long slowest_ms = 0;
+		auto started = std::chrono::steady_clock::now();
+		long long bytes = exchange(c, messages, &slowest_ms);
+		auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+		std::fprintf(stderr, "RESULT datachannel messages=%ld bytes=%lld exchange_ms=%lld slowest_echo_ms=%lld\n",
+		             messages, bytes, (long long)ms.count(), slowest_ms);
 		send_line("CTL done");
 		inbox.take("CTL closed");
 		delete_conn(0);

@@ -28,6 +28,11 @@ pub struct LossyRun {
     /// Data-channel messages the remote checked byte for byte and in order, of those sent.
     pub messages_checked: Option<u64>,
     pub messages_sent: Option<u64>,
+    /// `datachannel`: how long the remote took to send every message and check its echo, and its
+    /// longest wait for one echo (the driver gives up at 30 s; the device after 60 s without a
+    /// message).
+    pub exchange_ms: Option<u64>,
+    pub slowest_echo_ms: Option<u64>,
     pub frames_sent: Option<u64>,
     /// From the remote: frames with at least one packet, frames with every packet.
     pub frames_received: Option<u64>,
@@ -76,6 +81,8 @@ impl LossyRun {
             stats: link.stats.clone(),
             messages_checked,
             messages_sent,
+            exchange_ms: n(&remote, "exchange_ms"),
+            slowest_echo_ms: n(&remote, "slowest_echo_ms"),
             frames_sent,
             frames_received: n(&remote, "frames_received"),
             frames_whole: n(&remote, "frames_whole"),
@@ -163,6 +170,12 @@ fn rows(runs: &[&LossyRun]) -> Vec<(&'static str, Vec<String>)> {
         rows.push((
             "messages whole and in order",
             all(&|r| format!("{}/{}", opt(r.messages_checked), opt(r.messages_sent))),
+        ));
+    }
+    if runs.iter().any(|r| r.exchange_ms.is_some()) {
+        rows.push((
+            "echoed all in (s), slowest echo (ms)",
+            all(&|r| format!("{} {}", opt(r.exchange_ms.map(|ms| ms.div_ceil(1000))), opt(r.slowest_echo_ms))),
         ));
     }
     if runs.iter().any(|r| r.carries_video()) {
@@ -253,6 +266,8 @@ mod tests {
             },
             messages_checked: None,
             messages_sent: None,
+            exchange_ms: None,
+            slowest_echo_ms: None,
             frames_sent: Some(120),
             frames_received: Some(120),
             frames_whole: Some(110),
@@ -321,5 +336,33 @@ mod tests {
         assert_eq!((dc.messages_checked, dc.messages_sent), (Some(50), Some(50)), "{table}");
         let breaches = render::check_budgets(std::slice::from_ref(&policy), &reports);
         assert!(breaches.is_empty(), "{breaches:#?}\n{table}");
+    }
+
+    /// The data-channel stall on a reordering link (issue 15): the remote sends a message only
+    /// after the echo of the one before, so through 30 ms of jitter alone 700 messages take ~75 s,
+    /// and the device, which waited 60 s from the channel's opening for `CTL done`, left at
+    /// message ~560 while the exchange still moved (the remote then timed out on an echo). Every
+    /// message must come back whole and in order, and the exchange must outlast that minute, else
+    /// this test no longer covers it.
+    #[test]
+    fn lean_datachannel_through_jitter_alone_echoes_every_message_past_a_minute() {
+        let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let out = tempfile::tempdir().unwrap();
+        let settings = run::Settings { messages: 700, video_seconds: 4, cycles: 4 };
+        let link = Impairment { loss_percent: 0.0, jitter_ms: 30, delay_ms: 0 };
+        let policy = Policy::load(&Policy::path_for("lean")).unwrap();
+        let build = replica::build(&policy).unwrap();
+        let ran = run::run_scenario_on_link(&build, &policy, "datachannel", &settings, out.path(), Some(link)).unwrap();
+        let report = account::build_report(&ran.trace, "datachannel", &policy, &build).unwrap();
+        let r = LossyRun::new(&ran, &report).unwrap();
+        let table = side_by_side(std::slice::from_ref(&r));
+        eprintln!("{table}");
+        assert!(verdicts(&r).is_empty(), "{:?}\n{table}", verdicts(&r));
+        assert_eq!((r.messages_checked, r.messages_sent), (Some(700), Some(700)), "{table}");
+        assert!(
+            r.stats.reordered > 0 && r.stats.device_to_remote_dropped + r.stats.remote_to_device_dropped == 0,
+            "{table}"
+        );
+        assert!(r.exchange_ms.unwrap_or(0) > 60_000, "the exchange took under a minute: raise `messages`\n{table}");
     }
 }

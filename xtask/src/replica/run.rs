@@ -150,8 +150,10 @@ pub fn run_scenario_on_link(
             // The remote asks again for a packet only once it is overdue by more than the
             // jitter, as a browser's receiver does: a reordered packet is not a lost one.
             env.push(("LAB_NACK_DELAY_MS".into(), (i.jitter_ms + 20).to_string()));
-            // SCTP recovers a lost tail only by its retransmission timer (a second and more).
-            timeout *= 4;
+            // SCTP recovers a lost tail only by its retransmission timer (a second and more), and
+            // each data-channel message waits for the echo of the one before: 1,000 messages took
+            // 345 s at 10% loss and 30 ms jitter (lean), ~110 s with jitter alone.
+            timeout = timeout * 4 + Duration::from_secs(settings.messages as u64);
             Some(Arc::new(Relay::start(i, 0)?))
         }
         None => None,

@@ -143,8 +143,12 @@ pub fn measure(
     let name = &policy.policy.name;
     let sample = |measure: &str, value: f64| Sample { policy: name.clone(), round, measure: measure.into(), value };
 
-    let (device_log, remote_log) =
-        peers::run_peers(build, policy, "throughput", &env, &out.join(format!("{name}-throughput")), None, timeout)?;
+    let run = |scenario: &str| {
+        let stem = out.join(format!("{name}-{scenario}"));
+        let peer_run = peers::PeerRun { policy, scenario, env: &env, stem: &stem, trace: None, timeout, link: None };
+        peers::run_peers(build, peer_run)
+    };
+    let (device_log, remote_log) = run("throughput")?;
     let up = result_line(&device_log, "throughput")?;
     let down = result_line(&remote_log, "throughput")?;
     let rate = |fields: &BTreeMap<String, String>, log: &Path| -> Result<f64> {
@@ -157,8 +161,7 @@ pub fn measure(
     };
     let mut samples = vec![sample("up", rate(&up, &device_log)?), sample("down", rate(&down, &remote_log)?)];
 
-    let (device_log, remote_log) =
-        peers::run_peers(build, policy, "videorate", &env, &out.join(format!("{name}-videorate")), None, timeout)?;
+    let (device_log, remote_log) = run("videorate")?;
     let sent = result_line(&device_log, "videorate")?;
     let received = result_line(&remote_log, "videorate")?;
     let frames: f64 = field(&sent, "frames", &device_log)?;

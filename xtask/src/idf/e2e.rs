@@ -136,6 +136,61 @@ fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
     assert!(failures.is_empty(), "{} run(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// A throwaway copy of lab/fixtures/idf_app (its own CMakeLists.txt, main and sdkconfig.defaults)
+/// at `$ESP_DC_CACHE/idf-e2e/<name>`, given the component tree with `configure --into` (lean).
+fn configured_fixture_app(name: &str) -> PathBuf {
+    let app = cache_root().join("idf-e2e").join(name);
+    Tree::read(&project_root().join("lab/fixtures/idf_app")).unwrap().write(&app).unwrap();
+    let root = configure::application_root(&app).unwrap();
+    assert_eq!(configure::configure_into(&root, &Policy::path_for("lean"), false, false).unwrap(), ExitCode::SUCCESS);
+    app
+}
+
+/// idf.py on a fixture application and its `build/`, every step's output kept in one log that a
+/// failed step names.
+struct AppIdfPy<'a> {
+    idf: &'a Idf,
+    python: PathBuf,
+    app: PathBuf,
+    build: PathBuf,
+    log: PathBuf,
+    output: Vec<u8>,
+}
+
+impl<'a> AppIdfPy<'a> {
+    fn new(idf: &'a Idf, app: &Path, log_name: &str) -> AppIdfPy<'a> {
+        let python = std::env::var_os("IDF_PYTHON_ENV_PATH")
+            .map(|v| PathBuf::from(v).join("bin/python"))
+            .unwrap_or_else(|| "python3".into());
+        let log = project_root().join("lab-out/idf-e2e").join(log_name);
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        AppIdfPy { idf, python, app: app.to_path_buf(), build: app.join("build"), log, output: Vec::new() }
+    }
+
+    fn run(&mut self, args: &[&str]) {
+        let out = std::process::Command::new(&self.python)
+            .arg(self.idf.idf_py.as_os_str())
+            .arg("-C")
+            .arg(&self.app)
+            .arg("-B")
+            .arg(&self.build)
+            .args(args)
+            .env("IDF_PATH", &self.idf.path)
+            .output()
+            .unwrap();
+        self.output.extend_from_slice(&out.stdout);
+        self.output.extend_from_slice(&out.stderr);
+        std::fs::write(&self.log, &self.output).unwrap();
+        assert!(
+            out.status.success(),
+            "idf.py {} of {} failed; see {}",
+            args.join(" "),
+            self.app.display(),
+            self.log.display()
+        );
+    }
+}
+
 /// README "Use it in your application", done by a test: `configure --into` a throwaway
 /// application (lab/fixtures/idf_app: its own CMakeLists.txt, main and sdkconfig.defaults), then
 /// idf.py builds it for linux and it runs: one PeerConnection, an offer with its data channel.
@@ -144,11 +199,8 @@ fn idf_application_takes_the_tree_with_configure_into() {
     let Some((idf, _heavy)) = idf_for("idf::e2e::idf_application_takes_the_tree_with_configure_into") else {
         return;
     };
-    let app = cache_root().join("idf-e2e/app");
-    Tree::read(&project_root().join("lab/fixtures/idf_app")).unwrap().write(&app).unwrap();
-    let own_main = std::fs::read(app.join("main/app_main.c")).unwrap();
-    let root = configure::application_root(&app).unwrap();
-    assert_eq!(configure::configure_into(&root, &Policy::path_for("lean"), false, false).unwrap(), ExitCode::SUCCESS);
+    let app = configured_fixture_app("app");
+    let own_main = std::fs::read(project_root().join("lab/fixtures/idf_app/main/app_main.c")).unwrap();
     assert_eq!(
         std::fs::read(app.join("main/app_main.c")).unwrap(),
         own_main,
@@ -160,37 +212,12 @@ fn idf_application_takes_the_tree_with_configure_into() {
         "{defaults}"
     );
 
-    let build = app.join("build");
-    let python = std::env::var_os("IDF_PYTHON_ENV_PATH")
-        .map(|v| PathBuf::from(v).join("bin/python"))
-        .unwrap_or_else(|| "python3".into());
-    let log = project_root().join("lab-out/idf-e2e/app-build.log");
-    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let mut output = Vec::new();
-    let set_target = !configured_for(&build, "linux");
-    let steps: Vec<Vec<&str>> =
-        if set_target { vec![vec!["--preview", "set-target", "linux"], vec!["build"]] } else { vec![vec!["build"]] };
-    for step in steps {
-        let out = std::process::Command::new(&python)
-            .arg(idf.idf_py.as_os_str())
-            .arg("-C")
-            .arg(&app)
-            .arg("-B")
-            .arg(&build)
-            .args(&step)
-            .env("IDF_PATH", &idf.path)
-            .output()
-            .unwrap();
-        output.extend_from_slice(&out.stdout);
-        output.extend_from_slice(&out.stderr);
-        std::fs::write(&log, &output).unwrap();
-        assert!(
-            out.status.success(),
-            "idf.py {} of the throwaway application failed; see {}",
-            step.join(" "),
-            log.display()
-        );
+    let mut idf_py = AppIdfPy::new(&idf, &app, "app-build.log");
+    if !configured_for(&idf_py.build, "linux") {
+        idf_py.run(&["--preview", "set-target", "linux"]);
     }
+    idf_py.run(&["build"]);
+    let build = idf_py.build;
     let run = std::process::Command::new("timeout").arg("60").arg(build.join("throwaway_app.elf")).output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     say(&format!(
@@ -229,39 +256,15 @@ fn idf_menuconfig_changes_placement_without_configure() {
     let Some((idf, _heavy)) = idf_for("idf::e2e::idf_menuconfig_changes_placement_without_configure") else {
         return;
     };
-    let app = cache_root().join("idf-e2e/kconfig-app");
-    Tree::read(&project_root().join("lab/fixtures/idf_app")).unwrap().write(&app).unwrap();
-    let root = configure::application_root(&app).unwrap();
-    assert_eq!(configure::configure_into(&root, &Policy::path_for("lean"), false, false).unwrap(), ExitCode::SUCCESS);
-    let build = app.join("build");
+    let app = configured_fixture_app("kconfig-app");
     let sdkconfig = app.join("sdkconfig");
     // Start from the policy: a sdkconfig left by an earlier run holds that run's edit.
     let _ = std::fs::remove_file(&sdkconfig);
-    let python = std::env::var_os("IDF_PYTHON_ENV_PATH")
-        .map(|v| PathBuf::from(v).join("bin/python"))
-        .unwrap_or_else(|| "python3".into());
-    let log = project_root().join("lab-out/idf-e2e/kconfig-app.log");
-    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let mut output = Vec::new();
-    let mut idf_py = |args: &[&str]| {
-        let out = std::process::Command::new(&python)
-            .arg(idf.idf_py.as_os_str())
-            .arg("-C")
-            .arg(&app)
-            .arg("-B")
-            .arg(&build)
-            .args(args)
-            .env("IDF_PATH", &idf.path)
-            .output()
-            .unwrap();
-        output.extend_from_slice(&out.stdout);
-        output.extend_from_slice(&out.stderr);
-        std::fs::write(&log, &output).unwrap();
-        assert!(out.status.success(), "idf.py {} failed; see {}", args.join(" "), log.display());
-    };
+    let mut idf_py = AppIdfPy::new(&idf, &app, "kconfig-app.log");
+    let build = idf_py.build.clone();
     let first: &[&str] =
         if configured_for(&build, "linux") { &["reconfigure"] } else { &["--preview", "set-target", "linux"] };
-    idf_py(first);
+    idf_py.run(first);
     let component_files = || {
         ["libsrtp", "libjuice"].map(|c| std::fs::read(app.join("components").join(c).join("CMakeLists.txt")).unwrap())
     };
@@ -290,7 +293,7 @@ fn idf_menuconfig_changes_placement_without_configure() {
         edited = edited.replacen(&format!("{from}\n"), &format!("{to}\n"), 1);
     }
     std::fs::write(&sdkconfig, edited).unwrap();
-    idf_py(&["reconfigure"]);
+    idf_py.run(&["reconfigure"]);
     for command in compile_commands_of(&build, "libsrtp") {
         assert!(command.contains(internal) && !command.contains(psram), "edited libsrtp: {command}");
         assert!(command.contains(redirect), "libsrtp's redirect was not edited: {command}");

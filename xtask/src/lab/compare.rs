@@ -220,22 +220,7 @@ pub(crate) fn measure_names() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::spread;
-    use crate::report::ComponentReport;
-
-    fn report(policy: &str, connected: u64, usrsctp: u64) -> Report {
-        Report {
-            scenario: "datachannel".into(),
-            policy: policy.into(),
-            total_connected_bytes: connected,
-            components: vec![ComponentReport {
-                name: "usrsctp".into(),
-                connected_bytes: usrsctp,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-    }
+    use crate::lab::spread::{self, tests::report};
 
     fn json(rs: &[Report]) -> Vec<serde_json::Value> {
         rs.iter().map(|r| serde_json::to_value(r).unwrap()).collect()

@@ -80,14 +80,15 @@ pub fn print(reports: &[Report]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::ComponentReport;
 
-    fn report(connected: u64, usrsctp: u64) -> Report {
+    /// A datachannel report with the measures spread and compare look at (also compare's fixture).
+    pub(crate) fn report(policy: &str, connected: u64, usrsctp: u64) -> Report {
         Report {
             scenario: "datachannel".into(),
-            policy: "lean".into(),
+            policy: policy.into(),
             total_connected_bytes: connected,
             components: vec![ComponentReport {
                 name: "usrsctp".into(),
@@ -100,7 +101,7 @@ mod tests {
 
     #[test]
     fn spread_is_lowest_and_highest_of_each_measure() {
-        let runs = [report(47_000, 6_400), report(47_300, 6_100), report(46_900, 6_500)];
+        let runs = [report("lean", 47_000, 6_400), report("lean", 47_300, 6_100), report("lean", 46_900, 6_500)];
         let refs: Vec<&Report> = runs.iter().collect();
         let spread = of(&refs);
         let connected = spread.iter().find(|s| s.measure == "connected B").unwrap();

@@ -23,7 +23,7 @@ fn caps_of(placement: Placement) -> u32 {
     }
 }
 
-/// mbedTLS 3.6.5 as ESP-IDF 5.5 configures it (components/mbedtls/port/include/mbedtls/esp_config.h
+/// mbedTLS as ESP-IDF 5.5 configures it (components/mbedtls/port/include/mbedtls/esp_config.h
 /// read with the sdkconfig our policies render: CONFIG_MBEDTLS_SSL_PROTO_DTLS and
 /// CONFIG_MBEDTLS_SSL_DTLS_SRTP on, everything else ESP-IDF's default), as far as it decides WHICH
 /// APIs exist: code using something esp_config.h leaves out must fail here as it fails in idf.py.

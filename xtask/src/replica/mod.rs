@@ -1,7 +1,7 @@
 //! The host replica: the same upstream sources, patches, knobs and force-included redirect
 //! header as the ESP-IDF tree, built 32-bit (-m32) so pointers and struct sizes match the MCU.
-//! mbedTLS 3.6.5 is configured as ESP-IDF configures it for DTLS (DTLS-SRTP on, the policy's
-//! record buffer lengths); every dependency is its own shared library (BUILD_SHARED_DEPS_LIBS).
+//! mbedTLS (the release ESP-IDF 5.5 ships) is configured as ESP-IDF configures it for DTLS
+//! (DTLS-SRTP on, the policy's record buffer lengths); every dependency is its own shared library (BUILD_SHARED_DEPS_LIBS).
 //! Builds are cached under ~/.cache/esp-dc/host/<policy>-<hash>/ and reused while nothing changed.
 //!
 //! build (this file: cmake and the compilers, `tools`; what they get, `flags`) -> run (the
@@ -111,12 +111,19 @@ fn build_logged(policy: &Policy, log: &mut BuildLog) -> Result<HostBuild> {
     })
 }
 
+/// The upstream release a component's row names (components::REGISTRY), for the progress lines.
+fn upstream_version(component: &str) -> &'static str {
+    crate::components::known(component).upstream.map_or("", |u| u.version)
+}
+
 /// mbedTLS with its config header extended by `mbedtls_config_lines` (ESP-IDF's API choices and
 /// the policy's record lengths), shared, without tests, programs or generated files.
 fn build_mbedtls(policy: &Policy, sources: &Path, dir: &Path, log: &mut BuildLog) -> Result<()> {
     log.step(&format!(
-        "building mbedTLS 3.6.5 (-m32, DTLS-SRTP, records {}/{})",
-        policy.mbedtls.ssl_in_content_len, policy.mbedtls.ssl_out_content_len
+        "building mbedTLS {} (-m32, DTLS-SRTP, records {}/{})",
+        upstream_version("mbedtls"),
+        policy.mbedtls.ssl_in_content_len,
+        policy.mbedtls.ssl_out_content_len
     ));
     let mut mbed = Tree::read(sources)?;
     mbed.files.retain(|rel, _| !rel.starts_with("tests") && !rel.starts_with("programs") && !rel.starts_with("docs"));
@@ -163,7 +170,10 @@ fn build_stack(
     port_host: &Path,
     log: &mut BuildLog,
 ) -> Result<()> {
-    log.step("building libdatachannel 0.23.2 + libjuice, usrsctp, libsrtp (-m32)");
+    log.step(&format!(
+        "building libdatachannel {} + libjuice, usrsctp, libsrtp (-m32)",
+        upstream_version("libdatachannel")
+    ));
     let src = dir.join("stack-src");
     stack.write(&src)?;
     let project_include = dir.join("esp_dc_component_flags.cmake");

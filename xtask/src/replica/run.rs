@@ -158,7 +158,9 @@ pub fn run_scenario_on_link(
         }
         None => None,
     };
-    let ran = run_peers_via(build, policy, scenario, &env, &out.join(&stem), Some(&trace), timeout, relay.clone());
+    let stem = out.join(&stem);
+    let run = PeerRun { policy, scenario, env: &env, stem: &stem, trace: Some(&trace), timeout, link: relay.clone() };
+    let ran = run_peers(build, run);
     // A run that failed on the link says what the link did.
     let (device_log, remote_log) = match (ran, &relay) {
         (Err(e), Some(r)) => bail!("{e:#}\nlossy link {:?}, seed {}: {:?}", r.impairment(), r.seed, r.stats()),
@@ -171,32 +173,24 @@ pub fn run_scenario_on_link(
     Ok(ScenarioRun { trace, device_log, remote_log, link })
 }
 
-/// Runs the device and remote peers of `scenario` to the end, their signaling relayed, and
-/// returns their logs (`<stem>.device.log`, `<stem>.remote.log`). With `trace`, the recorder is
-/// preloaded into the device and writes there.
-pub fn run_peers(
-    build: &HostBuild,
-    policy: &Policy,
-    scenario: &str,
-    env: &[(String, String)],
-    stem: &Path,
-    trace: Option<&Path>,
-    timeout: Duration,
-) -> Result<(PathBuf, PathBuf)> {
-    run_peers_via(build, policy, scenario, env, stem, trace, timeout, None)
+/// One run of a scenario's two peers.
+pub struct PeerRun<'a> {
+    pub policy: &'a Policy,
+    pub scenario: &'a str,
+    pub env: &'a [(String, String)],
+    /// The logs go to `<stem>.device.log` and `<stem>.remote.log`.
+    pub stem: &'a Path,
+    /// With a path, the recorder is preloaded into the device and writes its trace there.
+    pub trace: Option<&'a Path>,
+    pub timeout: Duration,
+    /// The lossy relay the peers' packets cross, if any.
+    pub link: Option<Arc<Relay>>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_peers_via(
-    build: &HostBuild,
-    policy: &Policy,
-    scenario: &str,
-    env: &[(String, String)],
-    stem: &Path,
-    trace: Option<&Path>,
-    timeout: Duration,
-    link: Option<Arc<Relay>>,
-) -> Result<(PathBuf, PathBuf)> {
+/// Runs the device and remote peers of a scenario to the end, their signaling relayed, and
+/// returns their logs (device, remote).
+pub fn run_peers(build: &HostBuild, run: PeerRun) -> Result<(PathBuf, PathBuf)> {
+    let PeerRun { policy, scenario, env, stem, trace, timeout, link } = run;
     let device_log = stem.with_extension("device.log");
     let remote_log = stem.with_extension("remote.log");
     let mut remote = spawn(build, "remote", scenario, env, &remote_log, None)?;

@@ -1,5 +1,6 @@
 //! Headless Chromium as the remote peer: the runner serves lab/interop/chromium_peer.html on
-//! 127.0.0.1 and bridges the page to the SIG/CTL lines over HTTP (tiny_http):
+//! 127.0.0.1 and bridges the page to the SIG/CTL lines over HTTP (`http.rs`, a thread per
+//! connection; `bridge.log` in the case's folder has every request and response with its time):
 //!   GET  /            the page (its query says who offers, how many messages, video or not)
 //!   GET  /next?after=N long poll: the lines for the page from the Nth on, one per line (empty
 //!                     after 20 s). The page says how many it has, so a response lost with its
@@ -9,88 +10,67 @@
 //!                     failed POST with the same K and a batch already taken is not taken twice
 //!   POST /log         one line for page.log
 
-use super::{Remote, Settings};
+use super::{http, Remote, Settings};
 use crate::fsutil::project_root;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// Stops serving when dropped.
 pub struct Bridge {
-    server: Arc<tiny_http::Server>,
+    _server: http::Server,
 }
 
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        self.server.unblock();
-    }
+/// The lines for the page: every one sent so far (its index is what `/next?after=` counts),
+/// filled by a thread from the runner's channel, so that no request holds a lock while it waits.
+#[derive(Default)]
+struct ForPage {
+    lines: Mutex<Vec<String>>,
+    arrived: Condvar,
 }
 
-fn serve(
-    server: Arc<tiny_http::Server>,
-    page: String,
-    for_page: mpsc::Receiver<String>,
-    from_page: mpsc::Sender<String>,
-    page_log: std::fs::File,
-) {
-    // Every line sent to the page so far (its index is what `after` counts) and the receiver
-    // still to drain; the next batch number expected from the page.
-    let for_page = Arc::new(Mutex::new((Vec::<String>::new(), for_page)));
-    let next_batch = Arc::new(Mutex::new(0u64));
-    let page_log = Arc::new(Mutex::new(page_log));
-    for mut request in server.incoming_requests() {
-        let (page, for_page, from_page, page_log, next_batch) =
-            (page.clone(), for_page.clone(), from_page.clone(), page_log.clone(), next_batch.clone());
-        // One thread per request: /next blocks while the page's other requests must go through.
-        std::thread::spawn(move || {
-            let url = request.url().to_string();
-            let path = url.split('?').next().unwrap_or("").to_string();
-            let number = |key: &str| -> u64 {
-                let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
-                query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or(0)
-            };
-            let mut body = String::new();
-            let _ = request.as_reader().read_to_string(&mut body);
-            let text = match (request.method(), path.as_str()) {
-                (tiny_http::Method::Get, "/") => {
-                    let header = tiny_http::Header::from_bytes("Content-Type", "text/html; charset=utf-8").unwrap();
-                    let _ = request.respond(tiny_http::Response::from_string(page).with_header(header));
-                    return;
+/// The bridge's answer to one request; `page_log` gets `/log` bodies, `bridge_log` one line per
+/// request and response (when, what, from which connection), which is how a request that never
+/// arrives, or arrives late, is told from a page that never sent it.
+fn handle(
+    request: &http::Request,
+    page: &str,
+    for_page: &ForPage,
+    from_page: &Mutex<(mpsc::Sender<String>, u64)>,
+    page_log: &Mutex<std::fs::File>,
+) -> http::Response {
+    match (request.method.as_str(), request.path()) {
+        ("GET", "/") => {
+            http::Response { status: 200, content_type: "text/html; charset=utf-8", body: page.to_string() }
+        }
+        ("GET", "/next") => {
+            let after = request.number("after") as usize;
+            let lines = for_page.lines.lock().unwrap();
+            let (lines, _) = for_page
+                .arrived
+                .wait_timeout_while(lines, Duration::from_secs(20), |lines| lines.len() <= after)
+                .unwrap();
+            http::Response::text(lines.get(after..).unwrap_or_default().join("\n"))
+        }
+        ("POST", "/line") => {
+            let mut guard = from_page.lock().unwrap();
+            let (sender, expected) = &mut *guard;
+            if request.number("seq") == *expected {
+                *expected += 1;
+                for line in request.body.lines().filter(|l| !l.is_empty()) {
+                    let _ = sender.send(line.to_string());
                 }
-                (tiny_http::Method::Get, "/next") => {
-                    let after = number("after") as usize;
-                    let mut guard = for_page.lock().unwrap();
-                    let (sent, inbox) = &mut *guard;
-                    if sent.len() <= after {
-                        sent.extend(inbox.recv_timeout(Duration::from_secs(20)));
-                    }
-                    sent.extend(inbox.try_iter());
-                    sent.get(after..).unwrap_or_default().join("\n")
-                }
-                (tiny_http::Method::Post, "/line") => {
-                    let mut expected = next_batch.lock().unwrap();
-                    if number("seq") == *expected {
-                        *expected += 1;
-                        for line in body.lines().filter(|l| !l.is_empty()) {
-                            let _ = from_page.send(line.to_string());
-                        }
-                    }
-                    String::new()
-                }
-                (tiny_http::Method::Post, "/log") => {
-                    let _ = writeln!(page_log.lock().unwrap(), "{body}");
-                    String::new()
-                }
-                _ => {
-                    let _ = request.respond(tiny_http::Response::from_string("not found").with_status_code(404));
-                    return;
-                }
-            };
-            let _ = request.respond(tiny_http::Response::from_string(text));
-        });
+            }
+            http::Response::text(String::new())
+        }
+        ("POST", "/log") => {
+            let _ = writeln!(page_log.lock().unwrap(), "{}", request.body);
+            http::Response::text(String::new())
+        }
+        _ => http::Response { status: 404, content_type: "text/plain", body: "not found".into() },
     }
 }
 
@@ -119,15 +99,40 @@ pub struct Served {
 pub fn serve_page(offer: &str, settings: &Settings, dir: &Path, extra: &str) -> Result<Served> {
     let page = std::fs::read_to_string(project_root().join("lab/interop/chromium_peer.html"))
         .context("reading lab/interop/chromium_peer.html")?;
-    let server = Arc::new(
-        tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("starting the page's HTTP server: {e}"))?,
-    );
-    let port = server.server_addr().to_ip().context("the HTTP server has no IP address")?.port();
-    let (to_remote, for_page) = mpsc::channel();
+    let (to_remote, inbox) = mpsc::channel::<String>();
     let (from_page, from_remote) = mpsc::channel();
-    let page_log = std::fs::File::create(dir.join("page.log"))?;
-    let serving = server.clone();
-    std::thread::spawn(move || serve(serving, page, for_page, from_page, page_log));
+    let for_page = Arc::new(ForPage::default());
+    let filling = for_page.clone();
+    std::thread::spawn(move || {
+        for line in inbox {
+            filling.lines.lock().unwrap().push(line);
+            filling.arrived.notify_all();
+        }
+    });
+    let from_page = Mutex::new((from_page, 0u64));
+    let page_log = Mutex::new(std::fs::File::create(dir.join("page.log"))?);
+    let bridge_log = Mutex::new(std::fs::File::create(dir.join("bridge.log"))?);
+    let started = Instant::now();
+    let server = http::Server::start(move |request| {
+        let ms = || started.elapsed().as_millis();
+        let (method, target, peer) = (&request.method, &request.target, request.peer.port());
+        let _ = writeln!(
+            bridge_log.lock().unwrap(),
+            "{:>7} ms  :{peer} {method} {target} ({} B)",
+            ms(),
+            request.body.len()
+        );
+        let response = handle(request, &page, &for_page, &from_page, &page_log);
+        let _ = writeln!(
+            bridge_log.lock().unwrap(),
+            "{:>7} ms  :{peer} {} for {target} ({} B)",
+            ms(),
+            response.status,
+            response.body.len()
+        );
+        response
+    })?;
+    let port = server.port();
     let video = if settings.refuse_video {
         "refuse"
     } else if settings.video {
@@ -141,7 +146,7 @@ pub fn serve_page(offer: &str, settings: &Settings, dir: &Path, extra: &str) -> 
         settings.frames,
         u8::from(settings.trickle)
     );
-    Ok(Served { bridge: Bridge { server }, url, to_remote, from_remote })
+    Ok(Served { bridge: Bridge { _server: server }, url, to_remote, from_remote })
 }
 
 pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> Result<Remote> {

@@ -58,6 +58,22 @@ pub fn user_js(openh264: bool, pqc: bool) -> String {
         ("app.update.auto", "false"),
         ("media.gmp-manager.updateEnabled", "false"),
         ("media.gmp-gmpopenh264.autoupdate", "false"),
+        // Further start-up dial-outs, found in a run's MOZ_LOG=nsHttp:3: region, push, Normandy,
+        // new-tab ads. Remote settings and a telemetry ping still try (release builds ignore
+        // services.settings.server and toolkit.telemetry.server) and fail at once here.
+        ("browser.region.network.url", "\"\""),
+        ("browser.region.update.enabled", "false"),
+        ("datareporting.healthreport.uploadEnabled", "false"),
+        ("dom.push.connection.enabled", "false"),
+        ("app.normandy.enabled", "false"),
+        ("app.normandy.api_url", "\"\""),
+        ("browser.newtabpage.enabled", "false"),
+        ("browser.newtabpage.activity-stream.feeds.section.topstories", "false"),
+        ("browser.newtabpage.activity-stream.showSponsored", "false"),
+        ("browser.newtabpage.activity-stream.showSponsoredTopSites", "false"),
+        ("browser.startup.page", "0"),
+        // The page's console (a POST sent again, a script error) goes to stdout, so to browser.log.
+        ("devtools.console.stdout.content", "true"),
     ];
     if openh264 {
         prefs.extend([
@@ -90,10 +106,11 @@ pub fn spawn(firefox: &Path, openh264: Option<&Path>, offer: &str, settings: &Se
     if let Some(folder) = openh264 {
         cmd.env("MOZ_GMP_PATH", folder.join("gmp-gmpopenh264/system-installed")).env("MOZ_DISABLE_GMP_SANDBOX", "1");
     }
+    let browser_log = std::fs::File::create(dir.join("browser.log"))?;
     let process = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("browser.log"))?)
+        .stdout(browser_log.try_clone()?)
+        .stderr(browser_log)
         .spawn()
         .with_context(|| format!("starting {}", firefox.display()))?;
     Ok(Remote { to_remote, from_remote, process, _bridge: Some(bridge), _profile: Some(profile) })

@@ -9,6 +9,7 @@
 
 mod chromium;
 mod firefox;
+mod http;
 #[cfg(test)]
 mod tests;
 

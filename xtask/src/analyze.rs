@@ -334,8 +334,11 @@ pub(crate) fn add_static(report: &mut Report, sizes: &BTreeMap<String, crate::si
     report.static_internal_bytes = Some(saturating_sum(sizes.values().map(|s| s.dram_bytes)));
 }
 
-pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top: usize) -> Report {
-    // Records are keyed by their line number, unique across the log.
+/// Each record's site and, for a sync object's block, its kind, keyed by the record's line number
+/// (unique across the log).
+type Attributed = (BTreeMap<usize, SiteKey>, BTreeMap<usize, (SyncKind, bool)>);
+
+fn attribute_records(log: &Log, mut elf: Option<&mut elf::Elf>) -> Attributed {
     let mut keys: BTreeMap<usize, SiteKey> = BTreeMap::new();
     let mut sync: BTreeMap<usize, (SyncKind, bool)> = BTreeMap::new();
     for dump in &log.dumps {
@@ -346,6 +349,11 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
             }
         }
     }
+    (keys, sync)
+}
+
+pub fn build_report(log: &Log, elf: Option<&mut elf::Elf>, policy: &str, top: usize) -> Report {
+    let (keys, sync) = attribute_records(log, elf);
     // Every dump lists what was live when it was printed: in LEAKS mode the unfreed
     // allocations since heap_trace_start, in ALL mode the records not marked freed.
     let is_leak_check = |d: &Dump| d.mode == Some(TraceMode::Leaks) && d.label != "connected";
@@ -364,30 +372,7 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     let connected_tally = connected.map(|d| tally_by_component(d, &keys)).unwrap_or_default();
     let per_dump: Vec<(&Dump, BTreeMap<String, Tally>)> =
         moments.iter().map(|d| (*d, tally_by_component(d, &keys))).collect();
-    let mut names: Vec<String> = per_dump.iter().flat_map(|(_, t)| t.keys().cloned()).collect();
-    names.sort();
-    names.dedup();
-    for name in names {
-        let now = connected_tally.get(&name).copied().unwrap_or_default();
-        let peak = per_dump.iter().map(|(_, t)| t.get(&name).map_or(0, |t| t.bytes)).max().unwrap_or(0);
-        let phases = per_dump
-            .iter()
-            .filter(|(d, _)| report::PHASES.contains(&d.label.as_str()))
-            .map(|(d, t)| {
-                let t = t.get(&name).copied().unwrap_or_default();
-                PhaseFigure { phase: d.label.clone(), live_bytes: t.bytes, peak_bytes: t.bytes, blocks: t.count }
-            })
-            .collect();
-        report.components.push(ComponentReport {
-            name,
-            connected_bytes: now.bytes,
-            peak_bytes: peak,
-            phases,
-            internal_bytes: now.internal,
-            psram_bytes: now.psram,
-        });
-    }
-    report.components.sort_by(|a, b| b.connected_bytes.cmp(&a.connected_bytes).then(a.name.cmp(&b.name)));
+    report.components = components_of(&per_dump, &connected_tally);
     report.total_connected_bytes = saturating_sum(connected_tally.values().map(|t| t.bytes));
     report.total_peak_bytes =
         per_dump.iter().map(|(_, t)| saturating_sum(t.values().map(|t| t.bytes))).max().unwrap_or(0);
@@ -399,26 +384,90 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
         report.leaks = sites_of(live(d), &keys, usize::MAX);
         report.leak_bytes_per_cycle = Some(saturating_sum(live(d).map(|r| r.size)));
     }
-
-    // Tasks: the `connected` listing, else the last one printed.
-    let task_label = if log.tasks.iter().any(|t| t.label == "connected") {
-        Some("connected".to_string())
-    } else {
-        log.tasks.last().map(|t| t.label.clone())
-    };
-    if let Some(label) = task_label {
-        for t in log.tasks.iter().filter(|t| t.label == label) {
-            report.thread_list.push(ThreadReport {
-                name: t.name.clone(),
-                stack_free_min_bytes: t.stack_free_min,
-                ..Default::default()
-            });
-        }
-        report.threads = report.thread_list.len() as u64;
+    if let Some(threads) = tasks_of(log) {
+        report.threads = threads.len() as u64;
+        report.thread_list = threads;
     }
+    report.projection = projection_of(log, connected, &connected_tally, &sync, &device.connected_dump);
+    heap_figures(log, &mut device);
+    // Without a leak check in the trace, the tracker's figure is the only leak measure.
+    if report.leak_bytes_per_cycle.is_none()
+        && (device.not_returned_internal_bytes.is_some() || device.not_returned_psram_bytes.is_some())
+    {
+        report.leak_bytes_per_cycle = Some(
+            device
+                .not_returned_internal_bytes
+                .unwrap_or(0)
+                .saturating_add(device.not_returned_psram_bytes.unwrap_or(0)),
+        );
+    }
+    device.skipped_lines = log.skipped.len() as u64;
+    // Every one, not a sample: each is data the report lacks.
+    device.skipped_examples = log.skipped.iter().map(|(n, t)| format!("line {n}: {t}")).collect();
+    device.warnings.extend(dump_warnings(log));
+    report.device = Some(device);
+    report
+}
 
-    // Measured, not projected: the tracker's free-heap drop at `connected` when it printed one
-    // (it sees everything, traced or not), else the connected dump's live bytes by heap.
+/// One row per component any dump names: its bytes at `connected`, its largest over the dumps,
+/// and each phase's dump; largest first.
+fn components_of(
+    per_dump: &[(&Dump, BTreeMap<String, Tally>)],
+    connected_tally: &BTreeMap<String, Tally>,
+) -> Vec<ComponentReport> {
+    let mut names: Vec<String> = per_dump.iter().flat_map(|(_, t)| t.keys().cloned()).collect();
+    names.sort();
+    names.dedup();
+    let mut components = Vec::new();
+    for name in names {
+        let now = connected_tally.get(&name).copied().unwrap_or_default();
+        let peak = per_dump.iter().map(|(_, t)| t.get(&name).map_or(0, |t| t.bytes)).max().unwrap_or(0);
+        let phases = per_dump
+            .iter()
+            .filter(|(d, _)| report::PHASES.contains(&d.label.as_str()))
+            .map(|(d, t)| {
+                let t = t.get(&name).copied().unwrap_or_default();
+                PhaseFigure { phase: d.label.clone(), live_bytes: t.bytes, peak_bytes: t.bytes, blocks: t.count }
+            })
+            .collect();
+        components.push(ComponentReport {
+            name,
+            connected_bytes: now.bytes,
+            peak_bytes: peak,
+            phases,
+            internal_bytes: now.internal,
+            psram_bytes: now.psram,
+        });
+    }
+    components.sort_by(|a, b| b.connected_bytes.cmp(&a.connected_bytes).then(a.name.cmp(&b.name)));
+    components
+}
+
+/// Tasks: the `connected` listing, else the last one printed; None without any.
+fn tasks_of(log: &Log) -> Option<Vec<ThreadReport>> {
+    let label = if log.tasks.iter().any(|t| t.label == "connected") {
+        "connected".to_string()
+    } else {
+        log.tasks.last()?.label.clone()
+    };
+    let threads = log.tasks.iter().filter(|t| t.label == label).map(|t| ThreadReport {
+        name: t.name.clone(),
+        stack_free_min_bytes: t.stack_free_min,
+        ..Default::default()
+    });
+    Some(threads.collect())
+}
+
+/// Measured, not projected: the tracker's free-heap drop at `connected` when it printed one
+/// (it sees everything, traced or not), else the connected dump's live bytes by heap; then the
+/// lab's sync-object lines, counted from the connected dump.
+fn projection_of(
+    log: &Log,
+    connected: Option<&Dump>,
+    connected_tally: &BTreeMap<String, Tally>,
+    sync: &BTreeMap<usize, (SyncKind, bool)>,
+    connected_dump: &str,
+) -> Projection {
     let drop_at = |heap: Heap| {
         log.deltas
             .iter()
@@ -430,7 +479,7 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     };
     let mut projection = Projection::default();
     for heap in [Heap::Internal, Heap::Psram] {
-        let (bytes, line) = match drop_at(heap) {
+        let (bytes, mut line) = match drop_at(heap) {
             Some((bytes, base)) => (
                 bytes,
                 ProjectionLine {
@@ -442,17 +491,12 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
             None => (
                 traced(heap),
                 ProjectionLine {
-                    what: format!(
-                        "measured: {} bytes live in heap trace dump `{}`",
-                        heap.name(),
-                        device.connected_dump
-                    ),
+                    what: format!("measured: {} bytes live in heap trace dump `{connected_dump}`", heap.name()),
                     source: "heap_trace_dump() (components/heap/heap_trace_standalone.c)".into(),
                     ..Default::default()
                 },
             ),
         };
-        let mut line = line;
         if heap == Heap::Psram {
             projection.psram_bytes = bytes;
             line.psram_bytes = bytes;
@@ -462,7 +506,6 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
         }
         projection.lines.push(line);
     }
-    // Of which sync objects: the lab's projection lines, counted from the connected dump.
     let mut by_kind: BTreeMap<SyncKind, (u64, u64, u64)> = BTreeMap::new(); // objects, internal, psram
     for r in connected.into_iter().flat_map(live) {
         let Some(&(kind, first)) = sync.get(&r.line) else { continue };
@@ -482,8 +525,11 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
             source: source.into(),
         });
     }
-    report.projection = projection;
+    projection
+}
 
+/// The tracker's heap figures: each snapshot, the heap's own peak and what was not returned.
+fn heap_figures(log: &Log, device: &mut DeviceLog) {
     for s in &log.snapshots {
         let free_delta = log.deltas.iter().find(|d| d.label == s.label && d.heap == s.heap).map(|d| d.free);
         device.heaps.push(HeapFigure {
@@ -519,46 +565,37 @@ pub fn build_report(log: &Log, mut elf: Option<&mut elf::Elf>, policy: &str, top
     };
     device.not_returned_internal_bytes = not_returned(Heap::Internal);
     device.not_returned_psram_bytes = not_returned(Heap::Psram);
-    // Without a leak check in the trace, the tracker's figure is the only leak measure.
-    if report.leak_bytes_per_cycle.is_none()
-        && (device.not_returned_internal_bytes.is_some() || device.not_returned_psram_bytes.is_some())
-    {
-        report.leak_bytes_per_cycle = Some(
-            device
-                .not_returned_internal_bytes
-                .unwrap_or(0)
-                .saturating_add(device.not_returned_psram_bytes.unwrap_or(0)),
-        );
-    }
-    device.skipped_lines = log.skipped.len() as u64;
-    // Every one, not a sample: each is data the report lacks.
-    device.skipped_examples = log.skipped.iter().map(|(n, t)| format!("line {n}: {t}")).collect();
+}
+
+/// What a dump's own lines say the report lacks: cut short, disagreeing with its summary, or
+/// overflowed.
+fn dump_warnings(log: &Log) -> Vec<String> {
+    let mut warnings = Vec::new();
     for d in &log.dumps {
         let read_bytes = saturating_sum(live(d).map(|r| r.size));
         let read_count = live(d).count() as u64;
         if !d.complete {
-            device.warnings.push(format!(
+            warnings.push(format!(
                 "heap trace dump `{}` (line {}) ends before its summary (cut by another dump's header or the end of the log): its records may be incomplete",
                 d.label, d.line
             ));
         }
         if let (Some(bytes), Some(count)) = (d.summary_bytes, d.summary_allocations) {
             if (bytes, count) != (read_bytes, read_count) {
-                device.warnings.push(format!(
+                warnings.push(format!(
                     "heap trace dump `{}` (line {}) says {bytes} bytes in {count} allocations, {read_bytes} bytes in {read_count} were read",
                     d.label, d.line
                 ));
             }
         }
         if d.overflowed {
-            device.warnings.push(format!(
+            warnings.push(format!(
                 "heap trace dump `{}` (line {}): record buffer overflowed, raise ESP_MEMTRACK_TRACE_RECORDS",
                 d.label, d.line
             ));
         }
     }
-    report.device = Some(device);
-    report
+    warnings
 }
 
 pub(crate) fn render(report: &Report, args: &Args) -> String {

@@ -21,7 +21,8 @@ use crate::fsutil::{project_root, write_atomic};
 use crate::policy::Policy;
 use crate::replica::{self, run};
 use crate::report::Report;
-use std::path::PathBuf;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale", "camera"];
@@ -159,6 +160,49 @@ pub fn run(args: Args) -> Outcome {
     replica::VERBOSE.store(args.verbose, std::sync::atomic::Ordering::Relaxed);
     let links = links(&args);
     let lossy = links[0].is_some();
+    let scenarios = scenarios_for(&args, lossy)?;
+    let mut policies = Vec::new();
+    for name in &args.policies {
+        policies.push(Policy::load(&Policy::path_for(name))?);
+    }
+    if args.build_only {
+        for policy in &policies {
+            replica::build(policy)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let settings = settings_of(&args);
+    let out = if args.out.is_absolute() { args.out.clone() } else { project_root().join(&args.out) };
+    std::fs::create_dir_all(&out)?;
+    if args.soak {
+        return soak::soak(&policies, &settings, &out, args.json.as_deref());
+    }
+    if args.knob_savings {
+        return knob_savings(&args, &policies, &out);
+    }
+    let (runs, lossy_runs) = run_all(&args, &policies, &links, &scenarios, &settings, &out)?;
+    let mut reports = runs[0].clone();
+    if args.runs > 1 {
+        for r in &mut reports {
+            let same: Vec<&Report> =
+                runs.iter().flatten().filter(|o| o.policy == r.policy && o.scenario == r.scenario).collect();
+            r.spread = spread::of(&same);
+        }
+    }
+    write_outputs(&args, &policies, &reports, &lossy_runs, lossy)?;
+    if args.runs > 1 {
+        spread::print(&reports);
+    }
+    if args.no_budgets {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let all: Vec<Report> = runs.into_iter().flatten().collect();
+    verdict(&policies, &all, &lossy_runs)
+}
+
+/// The scenarios to run: those asked for; on a lossy link only the one-connection ones (the
+/// default set is cut to them, another one asked for is an error).
+fn scenarios_for(args: &Args, lossy: bool) -> Result<Vec<String>> {
     let mut scenarios = args.scenarios.clone();
     if lossy {
         if scenarios.len() == SCENARIOS.len() {
@@ -174,16 +218,10 @@ pub fn run(args: Args) -> Outcome {
             return Err(exit::bad_input("--loss/--jitter-ms go with the scenarios, not --soak or --knob-savings"));
         }
     }
-    let mut policies = Vec::new();
-    for name in &args.policies {
-        policies.push(Policy::load(&Policy::path_for(name))?);
-    }
-    if args.build_only {
-        for policy in &policies {
-            replica::build(policy)?;
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
+    Ok(scenarios)
+}
+
+fn settings_of(args: &Args) -> run::Settings {
     let default_cycles = if args.soak {
         1000
     } else if args.quick {
@@ -191,41 +229,48 @@ pub fn run(args: Args) -> Outcome {
     } else {
         10
     };
-    let settings = run::Settings {
+    run::Settings {
         messages: if args.quick { 50 } else { args.messages },
         video_seconds: if args.quick { 4 } else { args.video_seconds },
         cycles: args.cycles.unwrap_or(default_cycles),
-    };
-    let out = if args.out.is_absolute() { args.out.clone() } else { project_root().join(&args.out) };
-    std::fs::create_dir_all(&out)?;
-    if args.soak {
-        return soak::soak(&policies, &settings, &out, args.json.as_deref());
     }
-    if args.knob_savings {
-        let quick = run::Settings { messages: 50, video_seconds: 4, cycles: 4 };
-        let mut all = Vec::new();
-        for policy in policies.iter().filter(|p| p.policy.name != "stock") {
-            let dir = out.join(format!("savings-{}", policy.policy.name));
-            let savings = savings::knob_savings(policy, &quick, &dir, &args.lever)?;
-            savings::print_savings(&policy.policy.name, &savings);
-            if args.update_readme && args.lever.is_empty() && policy.policy.name == "lean" {
-                update_readme("savings", &savings::savings_markdown(&savings))?;
-            }
-            all.push(serde_json::json!({ "policy": policy.policy.name, "levers": savings }));
+}
+
+/// `--knob-savings`: each non-stock policy's levers, measured with the short runs.
+fn knob_savings(args: &Args, policies: &[Policy], out: &Path) -> Outcome {
+    let quick = run::Settings { messages: 50, video_seconds: 4, cycles: 4 };
+    let mut all = Vec::new();
+    for policy in policies.iter().filter(|p| p.policy.name != "stock") {
+        let dir = out.join(format!("savings-{}", policy.policy.name));
+        let savings = savings::knob_savings(policy, &quick, &dir, &args.lever)?;
+        savings::print_savings(&policy.policy.name, &savings);
+        if args.update_readme && args.lever.is_empty() && policy.policy.name == "lean" {
+            update_readme("savings", &savings::savings_markdown(&savings))?;
         }
-        if let Some(path) = &args.json {
-            write_atomic(path, serde_json::to_string_pretty(&all)?.as_bytes())?;
-        }
-        return Ok(ExitCode::SUCCESS);
+        all.push(serde_json::json!({ "policy": policy.policy.name, "levers": savings }));
     }
-    // runs[i]: every policy and scenario of the i-th run. The first run is the one reported;
-    // the budgets hold in each.
+    if let Some(path) = &args.json {
+        write_atomic(path, serde_json::to_string_pretty(&all)?.as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every policy, link and scenario, `--runs` times. runs[i]: every policy and scenario of the
+/// i-th run. The first run is the one reported (and drawn); the budgets hold in each.
+fn run_all(
+    args: &Args,
+    policies: &[Policy],
+    links: &[Option<crate::relay::Impairment>],
+    scenarios: &[String],
+    settings: &run::Settings,
+    out: &Path,
+) -> Result<(Vec<Vec<Report>>, Vec<lossy::LossyRun>)> {
     let mut runs: Vec<Vec<Report>> = vec![Vec::new(); args.runs as usize];
     let mut lossy_runs = Vec::new();
-    for policy in &policies {
+    for policy in policies {
         let build = replica::build(policy)?;
-        for link in &links {
-            for scenario in &scenarios {
+        for link in links {
+            for scenario in scenarios {
                 for (i, run_reports) in runs.iter_mut().enumerate() {
                     let on = link.map(|l| format!(", {}% loss, {} ms jitter", l.loss_percent, l.jitter_ms));
                     let mut progress = replica::Progress::start(if args.runs > 1 {
@@ -239,7 +284,7 @@ pub fn run(args: Args) -> Outcome {
                     } else {
                         format!("running {scenario} ({}{})", policy.policy.name, on.unwrap_or_default())
                     });
-                    let ran = run::run_scenario_on_link(&build, policy, scenario, &settings, &out, *link)?;
+                    let ran = run::run_scenario_on_link(&build, policy, scenario, settings, out, *link)?;
                     let report = account::build_report(&ran.trace, scenario, policy, &build)?;
                     progress.done();
                     if i == 0 {
@@ -255,22 +300,25 @@ pub fn run(args: Args) -> Outcome {
     for run_reports in &mut runs {
         settle_cycle_leaks(run_reports, settings.cycles);
     }
-    let mut reports = runs[0].clone();
-    if args.runs > 1 {
-        for r in &mut reports {
-            let same: Vec<&Report> =
-                runs.iter().flatten().filter(|o| o.policy == r.policy && o.scenario == r.scenario).collect();
-            r.spread = spread::of(&same);
-        }
-    }
+    Ok((runs, lossy_runs))
+}
+
+/// The tables on stdout, `--json`, `--markdown` and `--update-readme`.
+fn write_outputs(
+    args: &Args,
+    policies: &[Policy],
+    reports: &[Report],
+    lossy_runs: &[lossy::LossyRun],
+    lossy: bool,
+) -> Result<()> {
     if lossy {
         // The link's own table instead of the loopback tables: the same figures the budgets
         // hold, next to what the link did and what got through.
-        print!("{}", lossy::side_by_side(&lossy_runs));
+        print!("{}", lossy::side_by_side(lossy_runs));
     } else if policies.len() > 1 {
-        render::print_side_by_side(&reports);
+        render::print_side_by_side(reports);
     } else {
-        for r in &reports {
+        for r in reports {
             render::print_report(r);
         }
     }
@@ -282,30 +330,28 @@ pub fn run(args: Args) -> Outcome {
         };
         write_atomic(path, json.as_bytes())?;
     }
-    let markdown = render::markdown_side_by_side(&reports);
+    let markdown = render::markdown_side_by_side(reports);
     if let Some(path) = &args.markdown {
         write_atomic(path, markdown.as_bytes())?;
     }
     if args.update_readme && lossy {
         let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-        update_readme("lossy", &format!("```\n$ cargo xtask {command}\n{}```", lossy::side_by_side(&lossy_runs)))?;
+        update_readme("lossy", &format!("```\n$ cargo xtask {command}\n{}```", lossy::side_by_side(lossy_runs)))?;
     } else if args.update_readme {
         update_readme("lab", &markdown)?;
         if args.scenarios.iter().any(|s| s == "datachannel") {
-            update_readme("threads", &render::threads_markdown(&reports, "datachannel"))?;
+            update_readme("threads", &render::threads_markdown(reports, "datachannel"))?;
         }
         if policies.iter().any(|p| p.policy.name == "lean") {
-            update_readme("targets", &render::targets_markdown(&reports, "lean"))?;
+            update_readme("targets", &render::targets_markdown(reports, "lean"))?;
         }
     }
-    if args.runs > 1 {
-        spread::print(&reports);
-    }
-    if args.no_budgets {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let all: Vec<Report> = runs.into_iter().flatten().collect();
-    let breaches = render::check_budgets(&policies, &all);
+    Ok(())
+}
+
+/// Exit 1 when a dynamic budget is exceeded in any run or a lossy-link check failed, each named.
+fn verdict(policies: &[Policy], all: &[Report], lossy_runs: &[lossy::LossyRun]) -> Outcome {
+    let breaches = render::check_budgets(policies, all);
     let broken: Vec<String> = lossy_runs.iter().flat_map(lossy::verdicts).collect();
     for b in &breaches {
         eprintln!("budget: {b}");

@@ -434,7 +434,18 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
     let p = policy;
     l.push(format!("# Policy `{}`: {}", p.policy.name, p.policy.description));
     l.push("# Rewritten by every `cargo xtask configure`; add your own lines outside this block.".into());
+    for section in [memory_lines, mbedtls_lines, pthread_lines, cxx_lines, heap_tracing_lines, sync_lines] {
+        section(p, &mut l);
+    }
+    component_lines(p, &mut l);
+    l.push("# Knobs (each an option of its component's Kconfig, whose default is upstream's value)".into());
+    for knob in KNOBS {
+        l.push(format!("CONFIG_{}={}", knob.kconfig_symbol(), policy.knob_value(knob)));
+    }
+    l
+}
 
+fn memory_lines(p: &Policy, l: &mut Vec<String>) {
     l.push("# [memory]".into());
     l.push(yes("SPIRAM", p.memory.spiram));
     if p.memory.spiram {
@@ -446,7 +457,9 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
         l.push(format!("CONFIG_SPIRAM_MALLOC_ALWAYSINTERNAL={}", p.memory.always_internal_bytes));
         l.push(format!("CONFIG_SPIRAM_MALLOC_RESERVE_INTERNAL={}", p.memory.reserve_internal_bytes));
     }
+}
 
+fn mbedtls_lines(p: &Policy, l: &mut Vec<String>) {
     l.push("# [mbedtls] (DTLS and DTLS-SRTP are what WebRTC needs, whatever the policy)".into());
     l.push(
         match p.mbedtls.allocator {
@@ -463,7 +476,9 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
     l.push(yes("MBEDTLS_DYNAMIC_BUFFER", p.mbedtls.dynamic_buffer));
     l.push("CONFIG_MBEDTLS_SSL_PROTO_DTLS=y".into());
     l.push("CONFIG_MBEDTLS_SSL_DTLS_SRTP=y".into());
+}
 
+fn pthread_lines(p: &Policy, l: &mut Vec<String>) {
     l.push("# [pthread] and components.libdatachannel.threads (esp_pthread_cfg_t set by esp_dc_port_init)".into());
     l.push(format!("CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT={}", p.pthread.default_stack_bytes));
     let threads = p.component("libdatachannel").threads.as_ref();
@@ -473,7 +488,9 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
     }
     l.push(placement_choice("ESP_DC_PORT_THREAD_STACK", p.pthread.stack_placement));
     l.push(format!("CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES={thread_stack}"));
+}
 
+fn cxx_lines(p: &Policy, l: &mut Vec<String>) {
     l.push("# [cxx]".into());
     l.push("CONFIG_COMPILER_CXX_EXCEPTIONS=y".into());
     l.push(format!("CONFIG_COMPILER_CXX_EXCEPTIONS_EMG_POOL_SIZE={}", p.cxx.emergency_pool_bytes));
@@ -481,7 +498,9 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
     l.push("CONFIG_ESP_DC_PORT_REPLACE_OPERATOR_NEW=y".into());
     l.push(placement_choice("ESP_DC_PORT_NEW_PLACEMENT", p.cxx.new_placement));
     l.push(yes("ESP_DC_PORT_SHARED_PTR_LOCK_POLICY_MUTEX", p.cxx.shared_ptr_lock_policy == SharedPtrLockPolicy::Mutex));
+}
 
+fn heap_tracing_lines(p: &Policy, l: &mut Vec<String>) {
     l.push("# [heap_tracing]".into());
     if p.heap_tracing.enabled {
         l.push("CONFIG_HEAP_TRACING_STANDALONE=y".into());
@@ -490,7 +509,10 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
         l.push("CONFIG_HEAP_TRACING_OFF=y".into());
     }
     l.push(format!("CONFIG_ESP_DC_PORT_HEAP_TRACE_RECORDS={}", p.heap_tracing.records));
+}
 
+/// `[sync]`, and static_placement's switch for .bss in PSRAM.
+fn sync_lines(p: &Policy, l: &mut Vec<String>) {
     l.push("# [sync] (esp_dc_port: FreeRTOS objects of pthread mutexes and condition variables)".into());
     l.push(
         match p.sync.placement {
@@ -511,7 +533,10 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
         }
         l.push(yes("SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY", !psram_bss.is_empty()));
     }
+}
 
+/// esp_dc_port's own placement, then what each generated component's Kconfig reads.
+fn component_lines(p: &Policy, l: &mut Vec<String>) {
     l.push("# components.esp_dc_port (the port's own allocations: interface lists, shim buffers)".into());
     l.push(placement_choice("ESP_DC_PORT_OWN_PLACEMENT", p.component("esp_dc_port").placement));
 
@@ -541,12 +566,6 @@ pub fn policy_lines(policy: &Policy) -> Vec<String> {
             spec.definitions.iter().map(|(name, value)| format!("{name}={}", value.render())).collect();
         l.push(format!("CONFIG_{prefix}_EXTRA_DEFINITIONS=\"{}\"", definitions.join(";")));
     }
-
-    l.push("# Knobs (each an option of its component's Kconfig, whose default is upstream's value)".into());
-    for knob in KNOBS {
-        l.push(format!("CONFIG_{}={}", knob.kconfig_symbol(), policy.knob_value(knob)));
-    }
-    l
 }
 
 /// The key a line of the block sets: `CONFIG_X=...` or `# CONFIG_X is not set`; None for comments.

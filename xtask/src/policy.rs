@@ -1299,6 +1299,26 @@ mod tests {
         }
     }
 
+    /// The run-time knobs the application applies itself (rtcConfiguration per PeerConnection,
+    /// rtcChainRtcpNackResponder per track) reach it as macros of esp_dc_port.h, each reading its
+    /// row's Kconfig value: a new such row without its macro fails here.
+    #[test]
+    fn application_knobs_have_a_macro_in_esp_dc_port_h() {
+        let path = crate::fsutil::project_root().join("components/esp_dc_port/include/esp_dc_port.h");
+        let header = std::fs::read_to_string(&path).unwrap();
+        let mut seen = 0;
+        for k in KNOBS {
+            let KnobEffect::Runtime(api, _) = k.effect else { continue };
+            if api == RuntimeApi::SctpSettings {
+                continue; // esp_dc_port_init() applies these
+            }
+            let guard = format!("#ifdef CONFIG_{symbol}\n#define ESP_DC_", symbol = k.kconfig_symbol());
+            assert!(header.contains(&guard), "esp_dc_port.h has no macro for {} (`{guard}`)", k.name);
+            seen += 1;
+        }
+        assert!(seen >= 2, "max_message_bytes and nack_max_packets are the application's");
+    }
+
     #[test]
     fn dtls_read_buffer_must_hold_a_record() {
         let text = shipped("lean").replacen(

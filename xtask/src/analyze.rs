@@ -602,6 +602,14 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
     let mut o = String::new();
     let device = report.device.clone().unwrap_or_default();
     let _ = writeln!(o, "device log {} (policy {})", args.log.display(), report.policy);
+    for part in [render_components, render_heaps, render_measured, render_sites, render_threads_and_problems] {
+        part(&mut o, report, &device);
+    }
+    o
+}
+
+/// The components at the connected dump, with their total.
+fn render_components(o: &mut String, report: &Report, device: &DeviceLog) {
     if !device.connected_dump.is_empty() {
         let _ = writeln!(o, "components, from heap trace dump `{}`:", device.connected_dump);
         let _ =
@@ -621,6 +629,10 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
             "total", report.total_connected_bytes, report.total_peak_bytes, internal, psram
         );
     }
+}
+
+/// esp_memtrack's heap snapshots.
+fn render_heaps(o: &mut String, _: &Report, device: &DeviceLog) {
     if !device.heaps.is_empty() {
         let _ = writeln!(o, "heaps (esp_memtrack):");
         let _ = writeln!(
@@ -637,6 +649,10 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
             );
         }
     }
+}
+
+/// The figure measured at `connected`, its sync-object lines, the static data and the peak.
+fn render_measured(o: &mut String, report: &Report, device: &DeviceLog) {
     let _ = writeln!(
         o,
         "measured at `connected`: internal {} bytes, psram {} bytes",
@@ -664,6 +680,10 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
             "peak since baseline (free minus lowest min_free): internal {internal} bytes, psram {psram} bytes"
         );
     }
+}
+
+/// The largest sites, what the heap did not get back, and the leaks with their sites.
+fn render_sites(o: &mut String, report: &Report, device: &DeviceLog) {
     let site_line = |o: &mut String, s: &Site| {
         let place = if s.line == 0 { s.file.clone() } else { format!("{}:{}", s.file, s.line) };
         let row = format!("  {:>8} {:>5}  {:<14} {} {}", s.bytes, s.count, s.component, place, s.function);
@@ -671,7 +691,7 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
     };
     if !report.sites.is_empty() {
         let _ = writeln!(o, "largest allocation sites (bytes, blocks):");
-        report.sites.iter().for_each(|s| site_line(&mut o, s));
+        report.sites.iter().for_each(|s| site_line(o, s));
     }
     if let (Some(internal), Some(psram)) = (device.not_returned_internal_bytes, device.not_returned_psram_bytes) {
         let _ = writeln!(
@@ -686,12 +706,16 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
                 "leaks across the connection: {bytes} bytes in {} blocks",
                 report.leaks.iter().map(|s| s.count).sum::<u64>()
             );
-            report.leaks.iter().for_each(|s| site_line(&mut o, s));
+            report.leaks.iter().for_each(|s| site_line(o, s));
         }
         _ => {
             let _ = writeln!(o, "leak sites: no HEAP_TRACE_LEAKS dump and no dump labelled cleaned-up/closed");
         }
     }
+}
+
+/// Task stacks, then what the log lacked: skipped lines and warnings.
+fn render_threads_and_problems(o: &mut String, report: &Report, device: &DeviceLog) {
     if !report.thread_list.is_empty() {
         let _ = writeln!(o, "task stacks (least free ever, bytes):");
         for t in &report.thread_list {
@@ -707,5 +731,4 @@ pub(crate) fn render(report: &Report, args: &Args) -> String {
     for w in &device.warnings {
         let _ = writeln!(o, "warning: {w}");
     }
-    o
 }

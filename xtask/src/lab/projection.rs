@@ -148,16 +148,39 @@ fn heap_of(policy: &Policy, b: &Block) -> Heap {
     }
 }
 
-pub fn project(policy: &Policy, census: &Census) -> Projection {
-    let mut lines = Vec::new();
-    let mut add = |what: String, heap: Heap, bytes: u64, source: &str| {
+/// The projection's lines; one of 0 bytes is left out.
+#[derive(Default)]
+struct Lines(Vec<ProjectionLine>);
+
+impl Lines {
+    fn add(&mut self, what: String, heap: Heap, bytes: u64, source: &str) {
         if bytes == 0 {
             return;
         }
         let (internal_bytes, psram_bytes) = if heap == Heap::Internal { (bytes, 0) } else { (0, bytes) };
-        lines.push(ProjectionLine { what, internal_bytes, psram_bytes, source: source.to_string() });
-    };
+        self.0.push(ProjectionLine { what, internal_bytes, psram_bytes, source: source.to_string() });
+    }
+}
 
+pub fn project(policy: &Policy, census: &Census) -> Projection {
+    let mut lines = Lines::default();
+    heap_lines(policy, census, &mut lines);
+    thread_lines(policy, census, &mut lines);
+    sync_lines(policy, census, &mut lines);
+    socket_and_shared_ptr_lines(policy, census, &mut lines);
+    let lines = lines.0;
+    let internal_bytes = lines.iter().map(|l| l.internal_bytes).sum();
+    let psram_bytes = lines.iter().map(|l| l.psram_bytes).sum();
+    Projection { internal_bytes, psram_bytes, lines }
+}
+
+/// A pthread mutex on the device: esp_pthread_mutex_t and its FreeRTOS mutex.
+fn pthread_mutex_cost() -> u64 {
+    tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE)
+}
+
+/// The replica's heap blocks where the policy places them, and TLSF's cost for each.
+fn heap_lines(policy: &Policy, census: &Census, lines: &mut Lines) {
     let mut heap_bytes = [0u64; 2];
     let mut overhead = [0u64; 2];
     for b in &census.blocks {
@@ -165,23 +188,26 @@ pub fn project(policy: &Policy, census: &Census) -> Projection {
         heap_bytes[h] += b.size;
         overhead[h] += tlsf_cost(b.size) - b.size;
     }
-    add("heap blocks (payload)".into(), Heap::Internal, heap_bytes[0], "host replica, placed by the policy");
-    add("heap blocks (payload)".into(), Heap::Psram, heap_bytes[1], "host replica, placed by the policy");
-    add(
+    lines.add("heap blocks (payload)".into(), Heap::Internal, heap_bytes[0], "host replica, placed by the policy");
+    lines.add("heap blocks (payload)".into(), Heap::Psram, heap_bytes[1], "host replica, placed by the policy");
+    lines.add(
         "TLSF block overhead and alignment".into(),
         Heap::Internal,
         overhead[0],
         "components/heap/tlsf/tlsf_block_functions.h",
     );
-    add(
+    lines.add(
         "TLSF block overhead and alignment".into(),
         Heap::Psram,
         overhead[1],
         "components/heap/tlsf/tlsf_block_functions.h",
     );
+}
 
+/// Each thread's TCB, esp_pthread_t and stack.
+fn thread_lines(policy: &Policy, census: &Census, lines: &mut Lines) {
     let tasks = census.threads.len() as u64;
-    add(
+    lines.add(
         format!("{tasks} FreeRTOS TCB(s) + esp_pthread_t"),
         Heap::Internal,
         tasks * (tlsf_cost(FREERTOS_TCB) + tlsf_cost(ESP_PTHREAD_T)),
@@ -200,14 +226,18 @@ pub fn project(policy: &Policy, census: &Census) -> Projection {
             tlsf_cost(configured.unwrap_or(*requested))
         })
         .sum();
-    add(
+    lines.add(
         format!("{tasks} pthread stack(s) (esp_pthread_cfg_t)"),
         stack_heap,
         stacks,
         "components/pthread/pthread.c (stack_alloc_caps)",
     );
+}
 
-    let sem = tlsf_cost(PTHREAD_MUTEX) + tlsf_cost(FREERTOS_QUEUE);
+/// Mutexes and condition variables: internal RAM, or with sync.placement = "with_owner" the
+/// owner's heap.
+fn sync_lines(policy: &Policy, census: &Census, lines: &mut Lines) {
+    let sem = pthread_mutex_cost();
     let cond = tlsf_cost(PTHREAD_COND) + tlsf_cost(FREERTOS_QUEUE);
     // Where each sync object's FreeRTOS object goes: ESP-IDF's internal RAM, or with
     // sync.placement = "with_owner" the heap of the memory holding its handle: the owner block's
@@ -241,14 +271,14 @@ pub fn project(policy: &Policy, census: &Census) -> Projection {
         .collect();
     let owners = if internal_owners.is_empty() { String::new() } else { format!(" ({})", internal_owners.join(", ")) };
     let internal_mutexes = census.mutexes.saturating_sub(in_psram[0]);
-    add(
+    lines.add(
         format!("{internal_mutexes} pthread mutex(es){owners}: esp_pthread_mutex_t + FreeRTOS mutex"),
         Heap::Internal,
         internal_mutexes * sem,
         "components/pthread/pthread.c; FreeRTOS.h StaticQueue_t",
     );
     let psram_list: Vec<String> = psram_owners.iter().map(|(c, n)| format!("{c} {n}")).collect();
-    add(
+    lines.add(
         format!(
             "{} pthread mutex(es) with their owner in PSRAM ({}): one block each",
             in_psram[0],
@@ -259,20 +289,25 @@ pub fn project(policy: &Policy, census: &Census) -> Projection {
         "components/esp_dc_port/src/esp_dc_port_sync.c; freertos/esp_additions/idf_additions.c xSemaphoreCreateGenericWithCaps",
     );
     let internal_conds = census.condvars.saturating_sub(in_psram[1]);
-    add(
+    lines.add(
         format!("{internal_conds} condition variable(s): esp_pthread_cond_t + its newlib lock's FreeRTOS mutex"),
         Heap::Internal,
         internal_conds * cond,
         "components/pthread/pthread_cond_var.c; components/newlib/src/locks.c",
     );
-    add(
+    lines.add(
         format!("{} condition variable(s) with their owner in PSRAM: one block each", in_psram[1]),
         Heap::Psram,
         in_psram[1] * tlsf_cost(PSRAM_COND_BLOCK),
         "components/esp_dc_port/src/esp_dc_port_sync.c",
     );
+}
+
+/// lwIP's objects per UDP socket, and the mutex of each shared_ptr control block when libstdc++
+/// locks them with one.
+fn socket_and_shared_ptr_lines(policy: &Policy, census: &Census, lines: &mut Lines) {
     let lwip = tlsf_cost(LWIP_NETCONN) + tlsf_cost(LWIP_UDP_PCB) + tlsf_cost(LWIP_SOCK) + tlsf_cost(LWIP_UDP_RECVMBOX);
-    add(
+    lines.add(
         format!("{} UDP socket(s): netconn, udp_pcb, lwip_sock, recvmbox", census.udp_sockets),
         Heap::Internal,
         census.udp_sockets * lwip,
@@ -280,16 +315,13 @@ pub fn project(policy: &Policy, census: &Census) -> Projection {
     );
     if policy.cxx.shared_ptr_lock_policy == SharedPtrLockPolicy::Mutex {
         let control = census.blocks.iter().filter(|b| b.shared_ptr_control).count() as u64;
-        add(
+        lines.add(
             format!("{control} shared_ptr control block mutex(es) (_S_mutex)"),
             Heap::Internal,
-            control * (SHARED_PTR_MUTEX_HANDLE + sem),
+            control * (SHARED_PTR_MUTEX_HANDLE + pthread_mutex_cost()),
             "libstdc++ bits/shared_ptr_base.h _Mutex_base<_S_mutex>; components/pthread/pthread.c",
         );
     }
-    let internal_bytes = lines.iter().map(|l| l.internal_bytes).sum();
-    let psram_bytes = lines.iter().map(|l| l.psram_bytes).sum();
-    Projection { internal_bytes, psram_bytes, lines }
 }
 
 #[cfg(test)]

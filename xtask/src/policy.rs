@@ -731,7 +731,6 @@ impl Policy {
             problems.push(("policy.description".into(), what));
         }
         for (name, component) in &self.components {
-            let at = |field: &str| format!("components.{name}.{field}");
             if !placed.contains(&name.as_str()) {
                 problems.push((
                     format!("components.{name}"),
@@ -739,87 +738,10 @@ impl Policy {
                 ));
                 continue;
             }
-            if !component.force_include.is_empty() {
-                let include = crate::fsutil::project_root().join("components/esp_dc_port/include");
-                let header = include.join(&component.force_include);
-                if let Some(what) = unsafe_path(&component.force_include, &include) {
-                    problems.push((
-                        at("force_include"),
-                        format!("{what}; name a header in components/esp_dc_port/include/"),
-                    ));
-                } else if !header.is_file() {
-                    problems.push((
-                        at("force_include"),
-                        format!("no header `{}` in components/esp_dc_port/include/", component.force_include),
-                    ));
-                }
-            }
-            for (knob_name, value) in &component.knobs {
-                match knob(name, knob_name) {
-                    None => {
-                        let known: Vec<_> = KNOBS.iter().filter(|k| k.component == name).map(|k| k.name).collect();
-                        problems.push((
-                            format!("components.{name}.knobs.{knob_name}"),
-                            format!(
-                                "unknown knob for {name}; known: {}",
-                                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                            ),
-                        ));
-                    }
-                    Some(spec) if *value < spec.min || *value > spec.max => problems.push((
-                        format!("components.{name}.knobs.{knob_name}"),
-                        format!("{value} is out of range {}..={}", spec.min, spec.max),
-                    )),
-                    Some(_) => {}
-                }
-            }
-            for (def, value) in &component.definitions {
-                if def.is_empty()
-                    || !def.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    || def.starts_with(|c: char| c.is_ascii_digit())
-                {
-                    problems.push((format!("components.{name}.definitions.{def}"), "not a valid C macro name".into()));
-                } else if let Some(what) = unsafe_definition(value) {
-                    problems.push((format!("components.{name}.definitions.{def}"), what));
-                }
-            }
-            let patches_dir = crate::fsutil::project_root().join("patches");
-            for patch in &component.patches {
-                if let Some(what) = unsafe_path(patch, &patches_dir) {
-                    problems.push((
-                        at("patches"),
-                        format!("`{}`: {what}; name a patch under patches/", patch.escape_debug()),
-                    ));
-                } else if !patches_dir.join(patch).is_file() {
-                    problems.push((at("patches"), format!("no patch `{patch}` under patches/")));
-                }
-            }
-            if component.static_placement == StaticPlacement::Psram {
-                if !STATIC_PLACEABLE.contains(&name.as_str()) {
-                    problems.push((
-                        at("static_placement"),
-                        format!(
-                            "`psram` places a generated library's .bss; {name} has none of its own (placeable: {})",
-                            STATIC_PLACEABLE.join(", ")
-                        ),
-                    ));
-                } else if !self.memory.spiram {
-                    problems.push((at("static_placement"), "`psram` needs `memory.spiram = true`".into()));
-                }
-            }
-            if let Some(threads) = &component.threads {
-                if threads.stack_bytes < 2048 {
-                    problems.push((at("threads.stack_bytes"), "below 2048 bytes no ESP-IDF pthread can start".into()));
-                } else if name == "libdatachannel" {
-                    // Only libdatachannel's reaches the device (Policy::thread_stack_bytes).
-                    check_range(
-                        &mut problems,
-                        &at("threads.stack_bytes"),
-                        threads.stack_bytes.into(),
-                        &THREAD_STACK_RANGE,
-                    );
-                }
-            }
+            self.check_force_include(name, component, &mut problems);
+            self.check_knobs_and_definitions(name, component, &mut problems);
+            self.check_patches(name, component, &mut problems);
+            self.check_static_placement_and_threads(name, component, &mut problems);
         }
         for name in &placed {
             if !self.components.contains_key(*name) {
@@ -829,7 +751,121 @@ impl Policy {
                 ));
             }
         }
-        let numbers: [(&str, u32, &KconfigRange); 8] = [
+        for (key, value, range) in self.kconfig_numbers() {
+            check_range(&mut problems, key, value.into(), range);
+        }
+        self.check_across_sections(&mut problems);
+        self.check_budget_names(&placed, &mut problems);
+        for (key, value) in &self.sdkconfig_extra {
+            if !key.starts_with("CONFIG_") {
+                problems.push((format!("sdkconfig_extra.{key}"), "sdkconfig symbols start with CONFIG_".into()));
+            } else if let Some(what) = unsafe_text(value) {
+                // One line of sdkconfig.defaults each: a line break would add lines of its own.
+                problems.push((format!("sdkconfig_extra.{key}"), what));
+            }
+        }
+        problems
+    }
+
+    /// A force-included header must be one of esp_dc_port's.
+    fn check_force_include(&self, name: &str, component: &Component, problems: &mut Vec<(String, String)>) {
+        let at = |field: &str| format!("components.{name}.{field}");
+        if !component.force_include.is_empty() {
+            let include = crate::fsutil::project_root().join("components/esp_dc_port/include");
+            let header = include.join(&component.force_include);
+            if let Some(what) = unsafe_path(&component.force_include, &include) {
+                problems
+                    .push((at("force_include"), format!("{what}; name a header in components/esp_dc_port/include/")));
+            } else if !header.is_file() {
+                problems.push((
+                    at("force_include"),
+                    format!("no header `{}` in components/esp_dc_port/include/", component.force_include),
+                ));
+            }
+        }
+    }
+
+    /// Knobs known and in range; definitions valid C macro names with safe values.
+    fn check_knobs_and_definitions(&self, name: &str, component: &Component, problems: &mut Vec<(String, String)>) {
+        for (knob_name, value) in &component.knobs {
+            match knob(name, knob_name) {
+                None => {
+                    let known: Vec<_> = KNOBS.iter().filter(|k| k.component == name).map(|k| k.name).collect();
+                    problems.push((
+                        format!("components.{name}.knobs.{knob_name}"),
+                        format!(
+                            "unknown knob for {name}; known: {}",
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        ),
+                    ));
+                }
+                Some(spec) if *value < spec.min || *value > spec.max => problems.push((
+                    format!("components.{name}.knobs.{knob_name}"),
+                    format!("{value} is out of range {}..={}", spec.min, spec.max),
+                )),
+                Some(_) => {}
+            }
+        }
+        for (def, value) in &component.definitions {
+            if def.is_empty()
+                || !def.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || def.starts_with(|c: char| c.is_ascii_digit())
+            {
+                problems.push((format!("components.{name}.definitions.{def}"), "not a valid C macro name".into()));
+            } else if let Some(what) = unsafe_definition(value) {
+                problems.push((format!("components.{name}.definitions.{def}"), what));
+            }
+        }
+    }
+
+    /// Each patch a file under patches/.
+    fn check_patches(&self, name: &str, component: &Component, problems: &mut Vec<(String, String)>) {
+        let at = |field: &str| format!("components.{name}.{field}");
+        let patches_dir = crate::fsutil::project_root().join("patches");
+        for patch in &component.patches {
+            if let Some(what) = unsafe_path(patch, &patches_dir) {
+                problems
+                    .push((at("patches"), format!("`{}`: {what}; name a patch under patches/", patch.escape_debug())));
+            } else if !patches_dir.join(patch).is_file() {
+                problems.push((at("patches"), format!("no patch `{patch}` under patches/")));
+            }
+        }
+    }
+
+    /// `.bss` in PSRAM only for a generated library with PSRAM; a thread stack ESP-IDF can start.
+    fn check_static_placement_and_threads(
+        &self,
+        name: &str,
+        component: &Component,
+        problems: &mut Vec<(String, String)>,
+    ) {
+        let at = |field: &str| format!("components.{name}.{field}");
+        if component.static_placement == StaticPlacement::Psram {
+            if !STATIC_PLACEABLE.contains(&name) {
+                problems.push((
+                    at("static_placement"),
+                    format!(
+                        "`psram` places a generated library's .bss; {name} has none of its own (placeable: {})",
+                        STATIC_PLACEABLE.join(", ")
+                    ),
+                ));
+            } else if !self.memory.spiram {
+                problems.push((at("static_placement"), "`psram` needs `memory.spiram = true`".into()));
+            }
+        }
+        if let Some(threads) = &component.threads {
+            if threads.stack_bytes < 2048 {
+                problems.push((at("threads.stack_bytes"), "below 2048 bytes no ESP-IDF pthread can start".into()));
+            } else if name == "libdatachannel" {
+                // Only libdatachannel's reaches the device (Policy::thread_stack_bytes).
+                check_range(problems, &at("threads.stack_bytes"), threads.stack_bytes.into(), &THREAD_STACK_RANGE);
+            }
+        }
+    }
+
+    /// The numbers that become Kconfig `int` options, each with the range its Kconfig allows.
+    fn kconfig_numbers(&self) -> [(&'static str, u32, &'static KconfigRange); 8] {
+        [
             (
                 "memory.always_internal_bytes",
                 self.memory.always_internal_bytes,
@@ -909,16 +945,17 @@ impl Policy {
                     file: "components/esp_dc_port/Kconfig (ours)",
                 },
             ),
-        ];
-        for (key, value, range) in numbers {
-            check_range(&mut problems, key, value.into(), range);
-        }
+        ]
+    }
+
+    /// Checks that read two sections together.
+    fn check_across_sections(&self, problems: &mut Vec<(String, String)>) {
         // Without libdatachannel threads the pthread default is also the stack's thread stack.
         if self.components.get("libdatachannel").is_some_and(|c| c.threads.is_none())
             && self.pthread.default_stack_bytes >= 2048
         {
             check_range(
-                &mut problems,
+                problems,
                 "pthread.default_stack_bytes",
                 self.pthread.default_stack_bytes.into(),
                 &THREAD_STACK_RANGE,
@@ -945,6 +982,10 @@ impl Policy {
                 }
             }
         }
+    }
+
+    /// Budgets name known components.
+    fn check_budget_names(&self, placed: &[&str], problems: &mut Vec<(String, String)>) {
         // Budgets may also name what the policy does not lay out: ESP-IDF's mbedTLS (configured
         // through `[mbedtls]`) and the toolchain's C++ runtime.
         let known_budget_components: Vec<&str> = placed.iter().copied().chain(components::external()).collect();
@@ -958,15 +999,6 @@ impl Policy {
                 problems.push((format!("budgets.dynamic.components.{name}"), format!("unknown component `{name}`")));
             }
         }
-        for (key, value) in &self.sdkconfig_extra {
-            if !key.starts_with("CONFIG_") {
-                problems.push((format!("sdkconfig_extra.{key}"), "sdkconfig symbols start with CONFIG_".into()));
-            } else if let Some(what) = unsafe_text(value) {
-                // One line of sdkconfig.defaults each: a line break would add lines of its own.
-                problems.push((format!("sdkconfig_extra.{key}"), what));
-            }
-        }
-        problems
     }
 
     pub fn component(&self, name: &str) -> &Component {

@@ -208,6 +208,9 @@ mod tests {
         let served = serve_page("device", &Settings::default(), &dir, "").unwrap();
         served.to_remote.send("CTL open".into()).unwrap();
         served.to_remote.send("SIG 0 answer x".into()).unwrap();
+        // A poll answers with the lines there are: wait until both are, so that the next two
+        // polls must give the same two.
+        assert_eq!(request(&served.url, "GET", "/next?after=1", ""), "SIG 0 answer x");
         let first = request(&served.url, "GET", "/next?after=0", "");
         assert_eq!(first, "CTL open\nSIG 0 answer x");
         assert_eq!(request(&served.url, "GET", "/next?after=0", ""), first, "a retried poll gets the lines again");

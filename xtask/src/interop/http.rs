@@ -129,9 +129,10 @@ fn serve_connection(
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
-    // Woken every second while idle to see `stop`; a request's own bytes never take that long
-    // on loopback, so a timeout inside one ends the connection (the page retries).
-    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    // Idle, woken every second to see `stop`; inside a request, a busy machine may hold the
+    // browser's next bytes back a while, and a request not complete in 10 s ends the connection
+    // (the page sends it again).
+    let (idle, within) = (Duration::from_secs(1), Duration::from_secs(10));
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let bad = |writer: &mut TcpStream, status: u16| {
@@ -139,6 +140,7 @@ fn serve_connection(
     };
     loop {
         // Idle: wait for a request's first byte.
+        reader.get_ref().set_read_timeout(Some(idle))?;
         loop {
             match reader.fill_buf() {
                 Ok([]) => return Ok(()),
@@ -151,6 +153,7 @@ fn serve_connection(
                 Err(e) => return Err(e),
             }
         }
+        reader.get_ref().set_read_timeout(Some(within))?;
         let mut line = String::new();
         reader.read_line(&mut line)?;
         let line = line.trim_end();

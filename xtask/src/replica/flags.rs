@@ -166,8 +166,8 @@ const RECIPE: &str = "host-recipe-7: cmake and compilers run plainly; compile_co
 pub(crate) const INCLUDE_DIR: &str = "components/esp_dc_port/include";
 
 /// The host build's cache key, from content only: the recipe, the policy's flags, knobs and
-/// mbedTLS lines, the pinned versions, every file of the patched stack tree (so every patch),
-/// the port headers and port_host.c the stack links with, each component template. Paths count
+/// mbedTLS lines, the stack's CMake options, the pinned versions, every file of the patched stack
+/// tree (so every patch), the port headers and port_host.c the stack links with, each component template. Paths count
 /// relative to the clone at `root`, never absolutely, so a second clone (or CI's scratch copy)
 /// finds the first one's build. The recorder and the driver are separate artifacts in the
 /// directory, each keyed by its own sources (`recorder-<hash>`, `driver-<hash>`): a recorder
@@ -180,6 +180,7 @@ pub(crate) fn cache_key(root: &Path, policy: &Policy, stack: &Tree) -> Result<St
         format!("{flags:?}").into_bytes(),
         format!("{:?}", knob_definitions(policy)).into_bytes(),
         mbedtls_config_lines(policy).into_bytes(),
+        format!("{:?}", super::STACK_OPTIONS).into_bytes(),
     ]);
     let port = Tree::read(&root.join(INCLUDE_DIR))?;
     for (rel, bytes) in stack.files.iter().chain(&port.files) {

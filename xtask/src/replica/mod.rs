@@ -196,26 +196,38 @@ fn build_stack(
         &stack_prefix,
         &c_flags,
         &[
-            ("USE_MBEDTLS", "ON"),
-            ("MbedTLS_ROOT", &mbed),
-            ("CMAKE_PREFIX_PATH", &mbed),
-            ("BUILD_SHARED_DEPS_LIBS", "ON"),
-            // The scenarios need no WebSocket; ESP builds drop it too (RTC_ENABLE_WEBSOCKET=0).
-            ("NO_WEBSOCKET", "ON"),
-            ("NO_EXAMPLES", "ON"),
-            ("NO_TESTS", "ON"),
-            // Errors are ESP-IDF's (-Werror=all, esp_dc_component_flags.cmake), not upstream's
-            // -Werror: libsrtp's ENABLE_WARNINGS_AS_ERRORS defaults ON, which ESP-IDF's libsrtp
-            // component (its own CMakeLists) never sees; the others default OFF already.
-            ("WARNINGS_AS_ERRORS", "OFF"),
-            ("sctp_werror", "OFF"),
-            ("ENABLE_WARNINGS_AS_ERRORS", "OFF"),
-            ("CMAKE_PROJECT_INCLUDE", &include),
+            ("MbedTLS_ROOT", &*mbed),
+            ("CMAKE_PREFIX_PATH", &*mbed),
+            ("CMAKE_PROJECT_INCLUDE", &*include),
             ("CMAKE_SHARED_LINKER_FLAGS", &link),
             ("CMAKE_INSTALL_RPATH", &rpath),
-        ],
+        ]
+        .into_iter()
+        .chain(STACK_OPTIONS.iter().copied())
+        .collect::<Vec<_>>(),
     )
 }
+
+/// The stack's CMake options that do not depend on where the build lives; part of the cache key,
+/// so changing one rebuilds the stack.
+pub(crate) const STACK_OPTIONS: &[(&str, &str)] = &[
+    ("USE_MBEDTLS", "ON"),
+    ("BUILD_SHARED_DEPS_LIBS", "ON"),
+    // The scenarios need no WebSocket; ESP builds drop it too (RTC_ENABLE_WEBSOCKET=0).
+    ("NO_WEBSOCKET", "ON"),
+    // libjuice's embedded STUN/TURN server: the device's libjuice component defines NO_SERVER
+    // (templates/libjuice/CMakeLists.txt), so the replica leaves it out as well; otherwise audit
+    // and the static figures would count server.c, which the device never compiles.
+    ("NO_SERVER", "ON"),
+    ("NO_EXAMPLES", "ON"),
+    ("NO_TESTS", "ON"),
+    // Errors are ESP-IDF's (-Werror=all, esp_dc_component_flags.cmake), not upstream's
+    // -Werror: libsrtp's ENABLE_WARNINGS_AS_ERRORS defaults ON, which ESP-IDF's libsrtp
+    // component (its own CMakeLists) never sees; the others default OFF already.
+    ("WARNINGS_AS_ERRORS", "OFF"),
+    ("sctp_werror", "OFF"),
+    ("ENABLE_WARNINGS_AS_ERRORS", "OFF"),
+];
 
 /// Each stack component's shared library in the build tree.
 fn stack_libraries(build_dir: &Path) -> Result<BTreeMap<String, PathBuf>> {

@@ -214,3 +214,18 @@ fn a_failed_artifact_build_names_its_cause() {
     assert!(err.contains("building libx.so failed") && err.contains("undeclared_name"), "{err}");
     assert!(!out.exists() && std::fs::read_dir(out.parent().unwrap()).unwrap().next().is_none(), "nothing left behind");
 }
+
+/// A feature the device's component leaves out is left out of the replica too: libjuice's
+/// template defines NO_SERVER, so the host build must configure it with NO_SERVER=ON (otherwise
+/// audit and the host's flash figures count server.c, which the device never compiles).
+#[test]
+fn replica_leaves_out_what_the_device_components_define_away() {
+    let template = std::fs::read_to_string(project_root().join("templates/libjuice/CMakeLists.txt")).unwrap();
+    let definitions = template
+        .lines()
+        .find(|l| l.trim_start().starts_with("target_compile_definitions"))
+        .expect("libjuice's template sets compile definitions");
+    let device_defines = definitions.split_whitespace().any(|w| w == "NO_SERVER");
+    let replica_sets = super::STACK_OPTIONS.contains(&("NO_SERVER", "ON"));
+    assert_eq!(device_defines, replica_sets, "NO_SERVER: device defines {device_defines}, replica sets {replica_sets}");
+}

@@ -188,7 +188,10 @@ long long exchange(Conn *c, long count, long long *slowest_ms) {
 		if (rtcSendMessage(c->dc, body.data(), int(body.size())) < 0)
 			die("rtcSendMessage failed at message " + std::to_string(i));
 		std::string what = "the echo of message " + std::to_string(i) + " (" + std::to_string(body.size()) + " B)";
-		c->wait([&] { return c->echoes > before; }, what.c_str());
+		// 60 s: at 10% loss one echo took up to 24.5 s (SCTP's retransmission timer backs off to
+		// 10 s), so 30 s was near; an association that cannot recover fails on its own (5
+		// retransmissions) and ends the wait at once.
+		c->wait([&] { return c->echoes > before; }, what.c_str(), 60s);
 		std::lock_guard<std::mutex> lock(c->mutex);
 		if (c->last_echo != body)
 			die("echo " + std::to_string(i) + " differs (" + std::to_string(c->last_echo.size()) +

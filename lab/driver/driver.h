@@ -114,7 +114,7 @@ std::string local_description(Conn *c);
 void send_description(Conn *c, const char *type);
 // Reads `SIG <index> <type> <sdp>` for this connection index.
 std::string take_description(int index, const char *type);
-// Sends `count` messages one at a time and checks each echo (waiting 30 s at most for one).
+// Sends `count` messages one at a time and checks each echo (waiting 60 s at most for one).
 // Returns bytes sent; `slowest_ms` gets the longest wait for an echo.
 long long exchange(Conn *c, long count, long long *slowest_ms = nullptr);
 Conn *remote_connect_channel(int index);

@@ -29,7 +29,7 @@ pub struct LossyRun {
     pub messages_checked: Option<u64>,
     pub messages_sent: Option<u64>,
     /// `datachannel`: how long the remote took to send every message and check its echo, and its
-    /// longest wait for one echo (the driver gives up at 30 s; the device after 60 s without a
+    /// longest wait for one echo (the driver gives up at 60 s; the device after 90 s without a
     /// message).
     pub exchange_ms: Option<u64>,
     pub slowest_echo_ms: Option<u64>,

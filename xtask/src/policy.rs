@@ -349,10 +349,11 @@ pub enum RuntimeApi {
     /// A field of `rtcSctpSettings`, set once for the process by `esp_dc_port_init()` through
     /// `rtcSetSctpSettings()` before the first PeerConnection.
     SctpSettings,
-    /// A field of `rtcConfiguration`, which the application fills for every PeerConnection.
+    /// A field of `rtcConfiguration`, set by `esp_dc_port_configure()` on every PeerConnection's
+    /// configuration.
     Configuration,
-    /// The argument of `rtcChainRtcpNackResponder()`, which the application passes for every
-    /// video sender.
+    /// The argument of `rtcChainRtcpNackResponder()`, which `esp_dc_port_chain_nack_responder()`
+    /// passes for every video sender.
     NackResponder,
 }
 
@@ -1331,24 +1332,38 @@ mod tests {
         }
     }
 
-    /// The run-time knobs the application applies itself (rtcConfiguration per PeerConnection,
-    /// rtcChainRtcpNackResponder per track) reach it as macros of esp_dc_port.h, each reading its
-    /// row's Kconfig value: a new such row without its macro fails here.
+    /// Every run-time knob reaches libdatachannel through esp_dc_init: for each API a row uses,
+    /// esp_dc_port_init.c expands the rows of that API into an assignment or a call (the SCTP
+    /// settings in esp_dc_port_init(), rtcConfiguration in esp_dc_port_configure(), the NACK
+    /// responder in esp_dc_port_chain_nack_responder()). An API whose expansion is empty
+    /// everywhere would drop its knobs silently; the examples call the two functions
+    /// (configure::tests and the ESP-IDF e2e tests build and run them).
     #[test]
-    fn application_knobs_have_a_macro_in_esp_dc_port_h() {
-        let path = crate::fsutil::project_root().join("components/esp_dc_port/include/esp_dc_port.h");
-        let header = std::fs::read_to_string(&path).unwrap();
-        let mut seen = 0;
-        for k in KNOBS {
-            let KnobEffect::Runtime(api, _) = k.effect else { continue };
-            if api == RuntimeApi::SctpSettings {
-                continue; // esp_dc_port_init() applies these
-            }
-            let guard = format!("#ifdef CONFIG_{symbol}\n#define ESP_DC_", symbol = k.kconfig_symbol());
-            assert!(header.contains(&guard), "esp_dc_port.h has no macro for {} (`{guard}`)", k.name);
-            seen += 1;
+    fn every_runtime_api_is_applied_by_esp_dc_init() {
+        let path = crate::fsutil::project_root().join("components/esp_dc_init/src/esp_dc_port_init.c");
+        let source = std::fs::read_to_string(&path).unwrap();
+        let mut apis: Vec<RuntimeApi> = KNOBS
+            .iter()
+            .filter_map(|k| if let KnobEffect::Runtime(api, _) = k.effect { Some(api) } else { None })
+            .collect();
+        apis.dedup();
+        assert!(apis.len() >= 3, "SCTP settings, rtcConfiguration and the NACK responder carry knobs");
+        for api in apis {
+            let define = format!("#define {}(field, name, kconfig)", api.token());
+            let applied =
+                source.lines().filter_map(|l| l.trim().strip_prefix(&define)).any(|rest| !rest.trim().is_empty());
+            assert!(applied, "esp_dc_port_init.c never applies the {} rows (`{define} <something>`)", api.token());
         }
-        assert!(seen >= 2, "max_message_bytes and nack_max_packets are the application's");
+        for (example, call) in [
+            ("datachannel_echo", "esp_dc_port_configure(&config)"),
+            ("h264_sender", "esp_dc_port_configure(&config)"),
+            ("h264_sender", "esp_dc_port_chain_nack_responder(track)"),
+            ("whep_camera", "esp_dc_port_configure(&config)"),
+            ("whep_camera", "esp_dc_port_chain_nack_responder(track)"),
+        ] {
+            let main = crate::fsutil::project_root().join(format!("examples/{example}/main/{example}_main.c"));
+            assert!(std::fs::read_to_string(&main).unwrap().contains(call), "{example} does not call {call}");
+        }
     }
 
     #[test]

@@ -4,7 +4,13 @@
  * It applies the policy's run-time knobs (SCTP buffer sizes through rtcSetSctpSettings) and
  * places the stacks of every thread the stack starts afterwards from the calling task
  * (esp_pthread_cfg_t with stack_alloc_caps and inherit_cfg). The per-PeerConnection and
- * per-track knobs are macros of esp_dc_port.h, included here.
+ * per-track knobs are applied by esp_dc_port_configure() and esp_dc_port_chain_nack_responder():
+ *
+ *   rtcConfiguration config;
+ *   memset(&config, 0, sizeof(config));
+ *   esp_dc_port_configure(&config);      (maxMessageSize, ...)
+ *   ...
+ *   esp_dc_port_chain_nack_responder(track);
  */
 #ifndef ESP_DC_INIT_H
 #define ESP_DC_INIT_H
@@ -12,6 +18,8 @@
 #include <stdint.h>
 
 #include "esp_err.h"
+
+#include "rtc/rtc.h"
 
 #include "esp_dc_port.h"
 #include "esp_dc_runtime_knobs.h"
@@ -41,6 +49,14 @@ esp_err_t esp_dc_port_init(void);
 
 /* The settings esp_dc_port_init() applies (valid before and after the call). */
 esp_dc_port_settings_t esp_dc_port_settings(void);
+
+/* Sets every rtcConfiguration field the policy has a knob for (the CONFIGURATION rows of
+ * esp_dc_runtime_knobs.h: maxMessageSize); leaves the others as the caller set them. Call it on
+ * each configuration before rtcCreatePeerConnection(). */
+void esp_dc_port_configure(rtcConfiguration *config);
+
+/* rtcChainRtcpNackResponder(track, <the policy's nack_max_packets>): what it returns. */
+int esp_dc_port_chain_nack_responder(int track);
 
 #ifdef __cplusplus
 }

@@ -113,3 +113,29 @@ esp_err_t esp_dc_port_init(void)
 #undef NACK_RESPONDER
     return ESP_OK;
 }
+
+void esp_dc_port_configure(rtcConfiguration *config)
+{
+    const esp_dc_port_settings_t s = esp_dc_port_settings();
+#define SCTP_SETTINGS(field, name, kconfig)
+#define CONFIGURATION(field, name, kconfig) config->field = s.name;
+#define NACK_RESPONDER(field, name, kconfig)
+    ESP_DC_RUNTIME_KNOBS(ESP_DC_BY_API)
+#undef SCTP_SETTINGS
+#undef CONFIGURATION
+#undef NACK_RESPONDER
+}
+
+int esp_dc_port_chain_nack_responder(int track)
+{
+    const esp_dc_port_settings_t s = esp_dc_port_settings();
+    unsigned max_stored_packets = 0;
+#define SCTP_SETTINGS(field, name, kconfig)
+#define CONFIGURATION(field, name, kconfig)
+#define NACK_RESPONDER(field, name, kconfig) max_stored_packets = (unsigned)s.name;
+    ESP_DC_RUNTIME_KNOBS(ESP_DC_BY_API)
+#undef SCTP_SETTINGS
+#undef CONFIGURATION
+#undef NACK_RESPONDER
+    return rtcChainRtcpNackResponder(track, max_stored_packets);
+}

@@ -62,7 +62,7 @@ void app_main(void)
     rtcConfiguration config;
     memset(&config, 0, sizeof(config));
     dc_console_signaling_configure(&config); /* STUN server and bind address from menuconfig */
-    config.maxMessageSize = ESP_DC_MAX_MESSAGE_SIZE;
+    esp_dc_port_configure(&config); /* the policy's knobs: maxMessageSize */
     /* One offer, made by dc_console_signaling_exchange() once the channel (and track) exist. */
     config.disableAutoNegotiation = true;
 

@@ -3,7 +3,7 @@
  * messages), a browser (examples/web/index.html) answers and plays it. Frames come from
  * h264_testsrc (moving colour bars, no camera needed) through common_components/h264_track_sender;
  * replace h264_testsrc_frame() there with a camera + encoder to send real video. The NACK
- * responder keeps the policy's number of packets (ESP_DC_NACK_MAX_PACKETS), the biggest
+ * responder keeps the policy's number of packets (esp_dc_port_chain_nack_responder), the biggest
  * per-track buffer in the stack.
  */
 #include <stdio.h>
@@ -72,7 +72,7 @@ void app_main(void)
     rtcConfiguration config;
     memset(&config, 0, sizeof(config));
     dc_console_signaling_configure(&config); /* STUN server and bind address from menuconfig */
-    config.maxMessageSize = ESP_DC_MAX_MESSAGE_SIZE;
+    esp_dc_port_configure(&config); /* the policy's knobs: maxMessageSize */
     /* One offer, made by dc_console_signaling_exchange() once the channel (and track) exist. */
     config.disableAutoNegotiation = true;
 
@@ -104,7 +104,7 @@ void app_main(void)
         .nalSeparator = RTC_NAL_SEPARATOR_START_SEQUENCE,
     };
     if (track < 0 || rtcSetH264Packetizer(track, &packetizer) < 0 || rtcChainRtcpSrReporter(track) < 0 ||
-        rtcChainRtcpNackResponder(track, ESP_DC_NACK_MAX_PACKETS) < 0) {
+        esp_dc_port_chain_nack_responder(track) < 0) {
         ESP_LOGE(TAG, "cannot set up the video track");
         return;
     }

@@ -145,7 +145,7 @@ static int add_video_track(int pc, const whep_offer_t *offer)
         .nalSeparator = RTC_NAL_SEPARATOR_START_SEQUENCE,
     };
     if (track < 0 || rtcSetH264Packetizer(track, &packetizer) < 0 || rtcChainRtcpSrReporter(track) < 0 ||
-        rtcChainRtcpNackResponder(track, ESP_DC_NACK_MAX_PACKETS) < 0) {
+        esp_dc_port_chain_nack_responder(track) < 0) {
         return -1;
     }
     return track;
@@ -165,7 +165,7 @@ static whep_start_result_t session_start(void *ctx, const char *offer, const whe
     rtcConfiguration config;
     memset(&config, 0, sizeof(config));
     dc_console_signaling_configure(&config); /* STUN server and bind address from menuconfig */
-    config.maxMessageSize = ESP_DC_MAX_MESSAGE_SIZE;
+    esp_dc_port_configure(&config); /* the policy's knobs: maxMessageSize */
     /* One answer, made below once the video track sits on the offered mid. */
     config.disableAutoNegotiation = true;
     whep_start_result_t result = WHEP_START_FAILED;

@@ -371,9 +371,13 @@ pub fn kconfig(component: &str, template: &str) -> Result<String> {
                         "Applied at run time as {target} by esp_dc_port_init() (component esp_dc_init), before the \
                          first PeerConnection."
                     ),
-                    RuntimeApi::Configuration | RuntimeApi::NackResponder => format!(
-                        "Applied at run time as {target} by the application (esp_dc_port.h and \
-                         esp_dc_port_settings() give the value)."
+                    RuntimeApi::Configuration => format!(
+                        "Applied at run time as {target} by esp_dc_port_configure() (esp_dc_init.h), which the \
+                         application calls on each PeerConnection's configuration."
+                    ),
+                    RuntimeApi::NackResponder => format!(
+                        "Applied at run time as {target} by esp_dc_port_chain_nack_responder() (esp_dc_init.h), \
+                         which the application calls for each video track."
                     ),
                 }
             }

@@ -865,7 +865,7 @@ fn examples_use_the_configured_tree_and_the_pinned_c_api() {
         }
     }
     let h264 = std::fs::read_to_string(examples.join("h264_sender/main/h264_sender_main.c")).unwrap();
-    assert!(h264.contains("rtcChainRtcpNackResponder(track, ESP_DC_NACK_MAX_PACKETS)"));
+    assert!(h264.contains("esp_dc_port_chain_nack_responder(track)"));
 }
 
 /// The H.264 test source builds on the host and emits SPS, PPS and an IDR slice per frame in

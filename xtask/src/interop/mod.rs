@@ -454,6 +454,8 @@ fn number(fields: &BTreeMap<String, String>, key: &str) -> Option<u64> {
     fields.get(key).and_then(|v| v.parse().ok())
 }
 
+/// One case: the remote and the device started, their signaling relayed until both are done, then
+/// what they reported read back and judged.
 pub fn run_case(
     pre: &Prerequisites,
     build: &replica::HostBuild,
@@ -467,46 +469,102 @@ pub fn run_case(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     eprintln!("interop: {case}");
-    let device_log = dir.join("device.log");
-    let trace = dir.join("device.trace");
-    let mut result = CaseResult {
-        case: case.clone(),
-        peer: peer.into(),
-        policy: policy.policy.name.clone(),
-        offer: offer.into(),
-        messages_expected: u64::from(settings.messages) * 2,
-        log_dir: dir.clone(),
-        ..Default::default()
-    };
-    result.link = settings.impairment;
-    if peer == "firefox" && pre.openh264.is_none() && settings.video {
-        result.video_skipped = format!(
-            "video skipped: Firefox has no H.264 without the OpenH264 plugin, not found at {} (set ESP_DC_FIREFOX_OPENH264)",
-            firefox::openh264_wanted()
-        );
-    }
+    let (device_log, trace) = (dir.join("device.log"), dir.join("device.trace"));
+    let mut result = new_case_result(pre, policy, peer, offer, settings, &case, &dir);
     let relay = match settings.impairment {
-        Some(i) => Some(relay::Relay::start(i, 0)?),
+        Some(i) => Some(std::sync::Arc::new(relay::Relay::start(i, 0)?)),
         None => None,
     };
     if let Some(r) = &relay {
         eprintln!("interop: {case}: lossy link {:?}, seed {}", r.impairment(), r.seed);
     }
-    let relay = relay.map(std::sync::Arc::new);
     let remote = match peer {
         "aiortc" => spawn_aiortc(pre.python.as_ref().unwrap(), offer, settings, &dir.join("remote.log")),
         "firefox" => firefox::spawn(pre.firefox.as_ref().unwrap(), pre.openh264.as_deref(), offer, settings, &dir),
         _ => chromium::spawn(pre.chromium.as_ref().unwrap(), offer, settings, &dir),
     };
-    let mut remote = match remote {
+    let remote = match remote {
         Ok(r) => r,
         Err(e) => {
             result.failure = format!("the {peer} peer did not start: {e:#}");
             return Ok(result);
         }
     };
-    let mut device = spawn_device(build, policy, offer, settings, &pre.clip, &device_log, &trace)?;
+    let device = spawn_device(build, policy, offer, settings, &pre.clip, &device_log, &trace)?;
+    let ended = exchange(peer, device, remote, relay.clone(), &dir)?;
 
+    let device_text = std::fs::read_to_string(&device_log).unwrap_or_default();
+    let device_fields = peers::result_fields(device_text.lines());
+    let remote_fields = peers::result_fields(ended.remote_results.iter().map(String::as_str));
+    read_results(&mut result, &device_fields, &remote_fields);
+    result.link_stats = relay.as_ref().map(|r| r.stats());
+    std::fs::write(dir.join("remote-result.txt"), ended.remote_results.join("\n") + "\n")?;
+
+    let mut failures = exchange_failures(&result, peer, settings, &ended, &remote_fields);
+    if settings.unrecorded {
+        // A repeated run: whether it passes, not what it holds.
+    } else if trace.exists() && ended.device_status.is_some_and(|s| s.success()) {
+        match account::build_report(&trace, "interop", policy, build) {
+            Ok(report) => {
+                result.connected_bytes = report.total_connected_bytes;
+                result.peak_bytes = report.total_peak_bytes;
+                result.threads = report.threads;
+                result.stack_high_water_bytes = report.total_stack_high_water_bytes;
+            }
+            Err(e) => failures.push(format!("the device trace did not account: {e:#}")),
+        }
+    } else if failures.is_empty() {
+        failures.push("the device wrote no trace".into());
+    }
+    result.passed = failures.is_empty();
+    result.failure = failures.join("; ");
+    Ok(result)
+}
+
+fn new_case_result(
+    pre: &Prerequisites,
+    policy: &Policy,
+    peer: &str,
+    offer: &str,
+    settings: &Settings,
+    case: &str,
+    dir: &Path,
+) -> CaseResult {
+    let mut result = CaseResult {
+        case: case.into(),
+        peer: peer.into(),
+        policy: policy.policy.name.clone(),
+        offer: offer.into(),
+        messages_expected: u64::from(settings.messages) * 2,
+        log_dir: dir.to_path_buf(),
+        link: settings.impairment,
+        ..Default::default()
+    };
+    if peer == "firefox" && pre.openh264.is_none() && settings.video {
+        result.video_skipped = format!(
+            "video skipped: Firefox has no H.264 without the OpenH264 plugin, not found at {} (set ESP_DC_FIREFOX_OPENH264)",
+            firefox::openh264_wanted()
+        );
+    }
+    result
+}
+
+/// How the two peers ended: the device's exit (None: killed at the deadline), aiortc's (None for
+/// a browser, which never exits by itself) and the remote's RESULT lines.
+struct Ended {
+    device_status: Option<std::process::ExitStatus>,
+    remote_status: Option<std::process::ExitStatus>,
+    remote_results: Vec<String>,
+}
+
+/// Relays signaling until both peers are done (90 s at most) and stops them.
+fn exchange(
+    peer: &str,
+    mut device: Child,
+    mut remote: Remote,
+    relay: Option<std::sync::Arc<relay::Relay>>,
+    dir: &Path,
+) -> Result<Ended> {
     // Device lines go to the remote as they come; the remote's go to the device, except RESULT.
     // Every relayed line is kept in signaling.log: a failed handshake is read from the SDPs.
     let signaling = std::sync::Arc::new(std::sync::Mutex::new(std::fs::File::create(dir.join("signaling.log"))?));
@@ -552,21 +610,7 @@ pub fn run_case(
             break;
         }
     }
-    // Give aiortc its moment to close after `CTL closed`; Chromium is stopped here.
-    let remote_status = if peer == "aiortc" {
-        let until = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(s) = remote.process.try_wait()? {
-                break Some(s);
-            }
-            if Instant::now() > until {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    } else {
-        None
-    };
+    let remote_status = if peer == "aiortc" { wait_briefly(&mut remote.process)? } else { None };
     let _ = remote.process.kill();
     let _ = remote.process.wait();
     if device_status.is_none() {
@@ -575,38 +619,63 @@ pub fn run_case(
     }
     // The device has exited: its last lines (the stack's own errors) reach signaling.log before we read.
     let _ = device_relay.join();
+    Ok(Ended { device_status, remote_status, remote_results })
+}
 
-    let device_text = std::fs::read_to_string(&device_log).unwrap_or_default();
-    let device_fields = peers::result_fields(device_text.lines());
-    let remote_fields = peers::result_fields(remote_results.iter().map(String::as_str));
+/// Gives aiortc its moment (5 s) to close after `CTL closed`.
+fn wait_briefly(process: &mut Child) -> Result<Option<std::process::ExitStatus>> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(s) = process.try_wait()? {
+            return Ok(Some(s));
+        }
+        if Instant::now() > until {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read_results(
+    result: &mut CaseResult,
+    device_fields: &BTreeMap<String, String>,
+    remote_fields: &BTreeMap<String, String>,
+) {
     result.device_dtls_role = device_fields.get("dtls_role").cloned().unwrap_or_default();
-    result.frames_sent = number(&device_fields, "frames_sent").unwrap_or(0);
-    result.messages_verified = number(&remote_fields, "messages").unwrap_or(0);
-    result.frames_received = number(&remote_fields, "frames_received").unwrap_or(0);
-    result.frames_decoded = number(&remote_fields, "frames_decoded");
+    result.frames_sent = number(device_fields, "frames_sent").unwrap_or(0);
+    result.messages_verified = number(remote_fields, "messages").unwrap_or(0);
+    result.frames_received = number(remote_fields, "frames_received").unwrap_or(0);
+    result.frames_decoded = number(remote_fields, "frames_decoded");
     result.device_video = device_fields.get("video").cloned().unwrap_or_default();
-    result.device_candidates_sent = number(&device_fields, "candidates_sent").unwrap_or(0);
-    result.device_candidates_received = number(&device_fields, "candidates_received").unwrap_or(0);
-    result.remote_nacks_sent = number(&remote_fields, "nacks_sent");
-    result.link_stats = relay.as_ref().map(|r| r.stats());
-    std::fs::write(dir.join("remote-result.txt"), remote_results.join("\n") + "\n")?;
+    result.device_candidates_sent = number(device_fields, "candidates_sent").unwrap_or(0);
+    result.device_candidates_received = number(device_fields, "candidates_received").unwrap_or(0);
+    result.remote_nacks_sent = number(remote_fields, "nacks_sent");
+}
 
+/// What went wrong in the exchange itself (the trace is judged after).
+fn exchange_failures(
+    result: &CaseResult,
+    peer: &str,
+    settings: &Settings,
+    ended: &Ended,
+    remote_fields: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut failures = Vec::new();
-    match device_status {
+    match ended.device_status {
         None => failures.push("timed out (90 s)".to_string()),
         Some(s) if !s.success() => failures.push(format!("device exited {s}")),
         _ => {}
     }
-    if peer == "aiortc" && !remote_status.is_some_and(|s| s.success()) {
+    if peer == "aiortc" && !ended.remote_status.is_some_and(|s| s.success()) {
         failures.push(format!(
             "aiortc exited {}",
-            remote_status.map(|s| s.to_string()).unwrap_or_else(|| "late (killed)".into())
+            ended.remote_status.map(|s| s.to_string()).unwrap_or_else(|| "late (killed)".into())
         ));
     }
     if let Some(error) = remote_fields.get("error") {
         failures.push(format!("remote: {error}"));
     }
-    if remote_results.is_empty() {
+    if ended.remote_results.is_empty() {
         failures.push("the remote reported no result".into());
     } else if result.messages_verified != result.messages_expected {
         failures.push(format!("{} of {} echoes verified", result.messages_verified, result.messages_expected));
@@ -621,30 +690,14 @@ pub fn run_case(
             result.device_video
         ));
     }
-    if settings.trickle && device_status.is_some_and(|s| s.success()) && result.device_candidates_sent == 0 {
+    let device_ok = ended.device_status.is_some_and(|s| s.success());
+    if settings.trickle && device_ok && result.device_candidates_sent == 0 {
         failures.push("trickle ICE: the device sent no candidate line".into());
     }
-    if settings.trickle && peer != "aiortc" && number(&remote_fields, "candidates_received").unwrap_or(0) == 0 {
+    if settings.trickle && peer != "aiortc" && number(remote_fields, "candidates_received").unwrap_or(0) == 0 {
         failures.push("trickle ICE: the browser applied none of the device's candidates".into());
     }
-    if settings.unrecorded {
-        // A repeated run: whether it passes, not what it holds.
-    } else if trace.exists() && device_status.is_some_and(|s| s.success()) {
-        match account::build_report(&trace, "interop", policy, build) {
-            Ok(report) => {
-                result.connected_bytes = report.total_connected_bytes;
-                result.peak_bytes = report.total_peak_bytes;
-                result.threads = report.threads;
-                result.stack_high_water_bytes = report.total_stack_high_water_bytes;
-            }
-            Err(e) => failures.push(format!("the device trace did not account: {e:#}")),
-        }
-    } else if failures.is_empty() {
-        failures.push("the device wrote no trace".into());
-    }
-    result.passed = failures.is_empty();
-    result.failure = failures.join("; ");
-    Ok(result)
+    failures
 }
 
 pub fn case_line(r: &CaseResult) -> String {

@@ -12,7 +12,10 @@ mkdir -p "$ESP_DC_CACHE"
 # chromium and firefox-esr are the browsers `cargo xtask interop` tests the device against
 # (Firefox's H.264 plugin comes from ../shared/firefox-openh264 or ESP_DC_FIREFOX_OPENH264, never
 # from the project), libbsd-dev gives ESP-IDF's linux target <sys/queue.h>.
-debian_packages=(cmake ninja-build g++-multilib libclang-dev python3-venv binutils chromium firefox-esr libbsd-dev)
+# gcc/binutils-riscv64-unknown-elf are what ../shared/riscv32-esp-elf (the substitute for
+# Espressif's RISC-V toolchain, for the esp32p4 build and size-check) runs underneath.
+debian_packages=(cmake ninja-build g++-multilib libclang-dev python3-venv binutils chromium firefox-esr libbsd-dev
+  gcc-riscv64-unknown-elf binutils-riscv64-unknown-elf)
 missing=()
 for p in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -65,6 +68,28 @@ if [ -z "${IDF_PATH:-}" ] && [ -f "$ESP_DC_SHARED_IDF/tools/idf.py" ]; then
   # idf.py checks that a constraints file for its version exists; the venv above is pinned already.
   mkdir -p "$IDF_TOOLS_PATH" && touch "$IDF_TOOLS_PATH/espidf.constraints.v5.5.txt"
   export PATH="$IDF_PYTHON_ENV_PATH/bin:$IDF_PATH/tools:$PATH"
+fi
+
+# The esp32p4 build needs a RISC-V toolchain. A real Espressif riscv32-esp-elf-gcc on PATH always
+# wins. Without one, the substitute beside the clone (../shared/riscv32-esp-elf: Debian's GCC 12
+# with Espressif's newlib, for compiling, linking and reading the map, never for flashing) goes
+# first on PATH; IDF_MAINTAINER=1 turns ESP-IDF's toolchain-version check (it wants esp-14.2.0)
+# into a warning. `cargo xtask build` says when the substitute is in use.
+# Its tool names are links to one script, bin/xc-wrap; where the copy beside the clone lost the
+# links (each is then a file naming xc-wrap), they are made again under the cache, pointing at it.
+ESP_DC_SHARED_XC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/../shared/riscv32-esp-elf"
+if ! command -v riscv32-esp-elf-gcc >/dev/null 2>&1 && [ -x "$ESP_DC_SHARED_XC/bin/xc-wrap" ]; then
+  xc_bin="$(cd "$ESP_DC_SHARED_XC/bin" && pwd)"
+  if [ ! -x "$xc_bin/riscv32-esp-elf-gcc" ]; then
+    links="$ESP_DC_CACHE/riscv32-esp-elf-bin"
+    mkdir -p "$links"
+    for tool in "$xc_bin"/riscv32-esp-elf-*; do
+      ln -sfn "$xc_bin/xc-wrap" "$links/$(basename "$tool")"
+    done
+    xc_bin="$links"
+  fi
+  export PATH="$xc_bin:$PATH"
+  export IDF_MAINTAINER=1
 fi
 
 # Builds (cargo and the host replica) are cached outside the repo.

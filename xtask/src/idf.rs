@@ -34,8 +34,19 @@ pub const EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender", "whep_camera"
 ///   cargo xtask build --target esp32p4 --example h264_sender -- flash monitor
 ///   cargo xtask build --target linux --policy stock --idf ~/esp/esp-idf
 ///
+/// With --matrix, every example under every shipped policy (lean, stock) for --target, each
+/// policy in its own copy of the examples under $ESP_DC_CACHE/idf-matrix/<policy>/ (so the
+/// project's component tree is left as it is), idf.py's output in lab-out/idf-matrix/, and one
+/// line per build with its time and binary size:
+///   cargo xtask build --target esp32p4 --matrix
+///
+/// A chip build names its compiler. The esp32p4 substitute toolchain beside the clone
+/// (../shared/riscv32-esp-elf, put on PATH by scripts/setup.sh when no riscv32-esp-elf-gcc is
+/// there) proves compiling, linking and placement; what it builds is never for flashing.
+///
 /// Exit codes: 0 built, 1 idf.py failed (its output is above),
-/// 2 ESP-IDF missing or not 5.x, or a bad policy.
+/// 2 ESP-IDF or the chip's toolchain missing (the message says how to install it), ESP-IDF not
+/// 5.x, or a bad policy.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct BuildArgs {
@@ -51,6 +62,9 @@ pub struct BuildArgs {
     /// Policy the component tree must follow.
     #[arg(long, default_value = "lean")]
     pub policy: String,
+    /// Every example under lean and stock, in staged copies, with a line of times per build.
+    #[arg(long, conflicts_with_all = ["example", "policy", "idf_args"])]
+    pub matrix: bool,
     /// Extra idf.py arguments, after `--` (e.g. `-- flash monitor`).
     #[arg(last = true)]
     pub idf_args: Vec<String>,
@@ -130,6 +144,66 @@ pub fn locate(explicit: Option<&Path>, idf_path_env: Option<&str>, path_env: Opt
         )));
     }
     Ok(Idf { path: root, idf_py, version })
+}
+
+/// How a chip build will be compiled: with Espressif's toolchain, or with the substitute for it
+/// (`../shared/riscv32-esp-elf`: Debian's GCC 12 and Espressif's newlib, which `scripts/setup.sh`
+/// puts on PATH only when no `riscv32-esp-elf-gcc` is there).
+#[derive(Debug, PartialEq)]
+pub enum Toolchain {
+    /// The linux target: the host's gcc.
+    Host,
+    Espressif(PathBuf),
+    /// Good for compiling, linking and reading the map; never for flashing.
+    Substitute(PathBuf),
+}
+
+/// Finds the C compiler ESP-IDF's toolchain file names for `target`
+/// (tools/cmake/toolchain-<target>.cmake, `set(CMAKE_C_COMPILER …)`) on `path_env`. None found is
+/// exit 2 with how to install ESP-IDF's tools; a tree without the chip's folders is exit 2 too.
+pub fn toolchain_for(idf: &Idf, target: &str, path_env: Option<&str>) -> Result<Toolchain> {
+    if target == "linux" {
+        return Ok(Toolchain::Host);
+    }
+    if !idf.path.join("components/soc").join(target).is_dir() {
+        return Err(exit::bad_input(format!(
+            "{}: this ESP-IDF tree has no {target} support (no components/soc/{target}: a tree trimmed to other chips). Use a full ESP-IDF 5.5 checkout for {target}.\n{INSTALL_HINT}",
+            idf.path.display()
+        )));
+    }
+    let file = idf.path.join(format!("tools/cmake/toolchain-{target}.cmake"));
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| exit::bad_input(format!("{}: cannot read: {e}\n{INSTALL_HINT}", file.display())))?;
+    let compiler = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("set(CMAKE_C_COMPILER ")?.strip_suffix(')').map(str::trim))
+        .ok_or_else(|| exit::bad_input(format!("{}: no `set(CMAKE_C_COMPILER …)`", file.display())))?;
+    let found = path_env
+        .and_then(|p| std::env::split_paths(p).map(|d| d.join(compiler)).find(|c| c.is_file()))
+        .ok_or_else(|| {
+            exit::bad_input(format!(
+                "{compiler} is not on PATH: ESP-IDF's {target} toolchain is not installed or not exported.\n  Install it once:  ~/esp/esp-idf/install.sh {target}\n  then, in each shell:  . ~/esp/esp-idf/export.sh\n(esp32p4 only, for compiling and sizing, never flashing: `source scripts/setup.sh` puts the substitute toolchain beside the clone, ../shared/riscv32-esp-elf, on PATH when there is one)"
+            ))
+        })?;
+    // The substitute's tools are links to one script, xc-wrap.
+    let resolved = std::fs::canonicalize(&found).unwrap_or_else(|_| found.clone());
+    Ok(if resolved.file_name().is_some_and(|n| n == "xc-wrap") {
+        Toolchain::Substitute(found)
+    } else {
+        Toolchain::Espressif(found)
+    })
+}
+
+/// The one line a chip build says about its compiler.
+pub fn toolchain_line(toolchain: &Toolchain) -> Option<String> {
+    match toolchain {
+        Toolchain::Host => None,
+        Toolchain::Espressif(path) => Some(format!("build: toolchain {}", path.display())),
+        Toolchain::Substitute(path) => Some(format!(
+            "build: toolchain {} is the SUBSTITUTE for Espressif's (Debian GCC 12 + Espressif newlib, ../shared/riscv32-esp-elf): this build proves compiling, linking and placement only; the firmware is NOT for flashing",
+            path.display()
+        )),
+    }
 }
 
 /// The version ESP-IDF declares in components/esp_common/include/esp_idf_version.h.
@@ -325,6 +399,13 @@ pub fn build(args: BuildArgs) -> Outcome {
     let idf =
         locate(args.idf.as_deref(), std::env::var("IDF_PATH").ok().as_deref(), std::env::var("PATH").ok().as_deref())?;
     eprintln!("build: ESP-IDF {}.{} at {}", idf.version.0, idf.version.1, idf.path.display());
+    let toolchain = toolchain_for(&idf, &args.target, std::env::var("PATH").ok().as_deref())?;
+    if let Some(line) = toolchain_line(&toolchain) {
+        eprintln!("{line}");
+    }
+    if args.matrix {
+        return build_matrix(&idf, &args.target);
+    }
     let root = project_root();
     let policy_path = Policy::path_for(&args.policy);
     let policy = Policy::load(&policy_path)?;
@@ -338,8 +419,61 @@ pub fn build(args: BuildArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A copy of the project's examples under `root`; `configure_into` then adds the component tree
+/// and sdkconfig.defaults, as for any application. Unchanged files are not touched, so builds
+/// there stay incremental.
+pub fn stage_examples(root: &Path) -> Result<()> {
+    crate::upstream::Tree::read(&project_root().join("examples"))?.write(&root.join("examples"))?;
+    Ok(())
+}
+
+/// `build --matrix`: every example × shipped policy for `target`, one line each.
+fn build_matrix(idf: &Idf, target: &str) -> Outcome {
+    let logs = project_root().join("lab-out/idf-matrix");
+    std::fs::create_dir_all(&logs)?;
+    let mut failed = Vec::new();
+    let started = std::time::Instant::now();
+    for policy_name in ["lean", "stock"] {
+        let root = crate::replica::cache_root().join("idf-matrix").join(policy_name);
+        stage_examples(&root)?;
+        let code = configure::configure_into(&root, &Policy::path_for(policy_name), false, false)?;
+        if code != ExitCode::SUCCESS {
+            return Err(exit::bad_input(format!("configure --into {} did not finish", root.display())));
+        }
+        for example in EXAMPLES {
+            let dir = build_dir(&root, example, target, policy_name);
+            let log = logs.join(format!("{example}-{target}-{policy_name}.log"));
+            let one = std::time::Instant::now();
+            let result = build_in(idf, &root, example, target, &dir, &[], Some(&log));
+            let secs = one.elapsed().as_secs_f64();
+            match result {
+                Ok(()) => {
+                    let bin = std::fs::metadata(dir.join(format!("{example}.bin"))).map(|m| m.len()).unwrap_or(0);
+                    println!(
+                        "build: {target} {policy_name:<5} {example:<16} ok     {secs:>5.0} s  {bin:>8} B  {}",
+                        log.display()
+                    );
+                }
+                Err(e) => {
+                    println!("build: {target} {policy_name:<5} {example:<16} FAILED {secs:>5.0} s  {}", log.display());
+                    failed.push(format!("{policy_name} {example}: {e:#}"));
+                }
+            }
+        }
+    }
+    println!("build: {} builds in {:.0} s", 2 * EXAMPLES.len(), started.elapsed().as_secs_f64());
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(exit::verdict(format!("{} build(s) failed:\n{}", failed.len(), failed.join("\n"))))
+    }
+}
+
 #[cfg(test)]
 mod e2e;
+
+#[cfg(test)]
+mod p4;
 
 #[cfg(test)]
 mod whep_tests;
@@ -395,6 +529,50 @@ mod tests {
         let (code, msg) = message(locate(Some(old.path()), None, None).unwrap_err());
         assert_eq!(code, 2);
         assert!(msg.contains("is ESP-IDF 4.4; this project needs 5.x"), "{msg}");
+    }
+
+    /// A chip build finds its compiler from ESP-IDF's toolchain file, says when it is the
+    /// substitute, and exits 2 with how to install ESP-IDF's tools when there is none (esp32s3).
+    #[test]
+    fn a_chip_build_names_its_toolchain_or_says_how_to_install_one() {
+        let idf_dir = fake_idf(5, 5);
+        let idf = locate(Some(idf_dir.path()), None, None).unwrap();
+        for (target, compiler) in [("esp32s3", "xtensa-esp32s3-elf-gcc"), ("esp32p4", "riscv32-esp-elf-gcc")] {
+            std::fs::create_dir_all(idf_dir.path().join("components/soc").join(target)).unwrap();
+            std::fs::create_dir_all(idf_dir.path().join("tools/cmake")).unwrap();
+            std::fs::write(
+                idf_dir.path().join(format!("tools/cmake/toolchain-{target}.cmake")),
+                format!("include($ENV{{IDF_PATH}}/tools/cmake/utilities.cmake)\nset(CMAKE_C_COMPILER {compiler})\n"),
+            )
+            .unwrap();
+        }
+        assert_eq!(toolchain_for(&idf, "linux", None).unwrap(), Toolchain::Host);
+        let empty = tempfile::tempdir().unwrap();
+        let (code, msg) =
+            message(toolchain_for(&idf, "esp32s3", Some(&empty.path().display().to_string())).unwrap_err());
+        assert_eq!(code, 2);
+        assert!(
+            msg.starts_with("xtensa-esp32s3-elf-gcc is not on PATH") && msg.contains("install.sh esp32s3"),
+            "{msg}"
+        );
+
+        let bin = tempfile::tempdir().unwrap();
+        let script = bin.path().join("xc-wrap");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(&script, bin.path().join("riscv32-esp-elf-gcc")).unwrap();
+        let path = bin.path().display().to_string();
+        let found = toolchain_for(&idf, "esp32p4", Some(&path)).unwrap();
+        assert_eq!(found, Toolchain::Substitute(bin.path().join("riscv32-esp-elf-gcc")));
+        assert!(toolchain_line(&found).unwrap().contains("NOT for flashing"));
+        std::fs::remove_file(bin.path().join("riscv32-esp-elf-gcc")).unwrap();
+        std::fs::write(bin.path().join("riscv32-esp-elf-gcc"), "#!/bin/sh\n").unwrap();
+        let real = toolchain_for(&idf, "esp32p4", Some(&path)).unwrap();
+        assert_eq!(real, Toolchain::Espressif(bin.path().join("riscv32-esp-elf-gcc")));
+        assert!(!toolchain_line(&real).unwrap().contains("SUBSTITUTE"));
+
+        let (code, msg) = message(toolchain_for(&idf, "esp32c6", Some(&path)).unwrap_err());
+        assert_eq!(code, 2);
+        assert!(msg.contains("has no esp32c6 support"), "{msg}");
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub struct Report {
     /// (`size::host_sizes`). Added to the projection for the whole-stack internal RAM figure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_internal_bytes: Option<u64>,
+    /// The same sum from the esp32p4 linker map of this policy's `datachannel_echo`, when a chip
+    /// build is at hand (`size::chip_map`): what the chip's linker really leaves in internal RAM.
+    /// The whole-stack internal figure uses it in place of the host proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_internal_chip_bytes: Option<u64>,
     /// Highest live total from the first PeerConnection until the connection is up.
     #[serde(default)]
     pub handshake_peak_bytes: u64,

@@ -94,6 +94,31 @@ fn classify(section: &str) -> Option<fn(&mut Sizes) -> &mut u64> {
     }
 }
 
+/// Which budget a section of a json2 report counts against. esp-idf-size 1.x names sections by
+/// their output section (`.dram0.bss`) unless it runs with `--unify`, as ESP-IDF 5.5's
+/// `idf.py size-components` runs it: then the names are abbreviated (`.bss`, `.data`, `.text`,
+/// `.rodata`) and only the memory type (esp_idf_size/chip_info/<chip>.yaml: `DIRAM`, `Flash`,
+/// `Flash Code`, `External RAM`, …) tells where the bytes are.
+fn classify_json2(memory_type: &str, section: &str) -> Option<fn(&mut Sizes) -> &mut u64> {
+    if section.trim_start_matches('.').contains('.') {
+        return classify(section);
+    }
+    let kind = section.trim_start_matches('.');
+    let memory = memory_type.to_ascii_lowercase();
+    if memory.contains("flash") {
+        (!kind.contains("appdesc")).then_some(|s: &mut Sizes| &mut s.flash_bytes)
+    } else if memory.contains("external") || memory.contains("psram") || memory.contains("spiram") {
+        (kind == "bss").then_some(|s: &mut Sizes| &mut s.psram_bytes)
+    } else if kind == "data" || kind == "bss" {
+        // DIRAM, DRAM, IRAM and the RTC/core RAMs are all internal.
+        Some(|s| &mut s.dram_bytes)
+    } else if kind == "text" || kind == "vectors" || kind == "literal" {
+        Some(|s| &mut s.iram_bytes)
+    } else {
+        None
+    }
+}
+
 /// The largest size a section of an ESP32-family chip can have: the chips address 32 bits, so a
 /// bigger figure is a damaged report, and refusing it keeps every sum below u64's range.
 const MAX_SECTION_BYTES: u64 = u32::MAX as u64;
@@ -192,7 +217,7 @@ pub fn parse_json2(text: &str) -> Result<BTreeMap<String, Sizes>, String> {
                     .get("size")
                     .and_then(|v| v.as_u64())
                     .ok_or_else(|| format!("{archive}: {mem_type}: {section}: no integer `size`"))?;
-                if let Some(field) = classify(section) {
+                if let Some(field) = classify_json2(mem_type, section) {
                     add_size(field(sizes), size, || format!("{archive}: {mem_type}: {section}"))?;
                 }
             }
@@ -284,6 +309,117 @@ pub fn parse_map_lines(text: &str) -> Result<(BTreeMap<String, Sizes>, Skipped),
         return Err("no ESP32 memory regions in this map (no .dram0.*, .iram0.* or .flash.* sections): it is not a chip build; a linux-target build runs on the host and has no device memory map. Size a chip build, or use --host for the lab's 32-bit figures".into());
     }
     Ok((out, skipped))
+}
+
+/// Where a GNU ld map (linked with `--cref`, as ESP-IDF links) says a symbol is defined, and
+/// which input files refer to it: `(definer, referrers)`. ESP-IDF's map names C++ symbols
+/// demangled (`operator new(unsigned int)`). None when the symbol is not in the table.
+pub fn cross_reference(map: &str, symbol: &str) -> Option<(String, Vec<String>)> {
+    let table = &map[map.find("\nCross Reference Table")?..];
+    let mut lines = table.lines();
+    let first = lines.find(|l| l.strip_prefix(symbol).is_some_and(|rest| rest.starts_with(char::is_whitespace)))?;
+    let definer = first[symbol.len()..].trim().to_string();
+    let referrers = lines.take_while(|l| l.starts_with(' ')).map(|l| l.trim().to_string()).collect();
+    Some((definer, referrers))
+}
+
+/// The output sections a map links a component's `.bss`/`COMMON` input sections of non-zero size
+/// into, with their byte sums: where its zero-initialised data really went.
+pub fn bss_placement(map: &str, component: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Some(start) = map.find("Linker script and memory map") else { return out };
+    let mut output_section = "";
+    let mut pending: Option<&str> = None;
+    for line in map[start..].lines() {
+        if line.starts_with('.') {
+            output_section = line.split_whitespace().next().unwrap_or("");
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (name, rest) = match (pending.take(), fields.as_slice()) {
+            (Some(name), [address, ..]) if address.starts_with("0x") => (name, &fields[..]),
+            (_, [name]) if line.starts_with(' ') => {
+                pending = Some(name);
+                continue;
+            }
+            (_, [name, rest @ ..]) if line.starts_with(' ') && !line.starts_with("  ") => (*name, rest),
+            _ => continue,
+        };
+        let [_, size, file, ..] = rest else { continue };
+        let is_bss = name.starts_with(".bss") || name.starts_with(".sbss") || name.starts_with("COMMON");
+        let archive = file.split('(').next().unwrap_or(file);
+        let size = u64::from_str_radix(size.trim_start_matches("0x"), 16).unwrap_or(0);
+        if is_bss && size > 0 && component_of_archive(archive) == Some(component) {
+            *out.entry(output_section.to_string()).or_default() += size;
+        }
+    }
+    out
+}
+
+/// The esp32p4 linker map of `policy`'s `datachannel_echo`, newest first of: the project's own
+/// build (`cargo xtask build --target esp32p4 --policy P`) and the one the esp32p4 test makes
+/// under the cache. None when neither exists.
+pub fn chip_map(policy: &str) -> Option<PathBuf> {
+    let dir = format!("datachannel_echo-esp32p4-{policy}");
+    let candidates = [
+        project_root().join("build").join(&dir),
+        crate::replica::cache_root().join("idf-p4").join(policy).join("build").join(&dir),
+    ];
+    candidates
+        .into_iter()
+        .map(|d| d.join("datachannel_echo.map"))
+        .filter_map(|m| Some((std::fs::metadata(&m).ok()?.modified().ok()?, m)))
+        .max_by_key(|(modified, _)| *modified)
+        .map(|(_, m)| m)
+}
+
+/// A chip map's static figures, read whole: a map with lines it could not read gives no figure.
+pub struct ChipStatic {
+    pub map: PathBuf,
+    pub sizes: BTreeMap<String, Sizes>,
+}
+
+/// `chip_map` read, or None when there is no chip build; an unreadable or damaged map is an error.
+pub fn chip_static(policy: &str) -> Option<Result<ChipStatic>> {
+    let map = chip_map(policy)?;
+    Some((|| {
+        let text = std::fs::read_to_string(&map)
+            .map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", map.display())))?;
+        let (sizes, skipped) =
+            parse_map_lines(&text).map_err(|e| exit::bad_input(format!("{}: {e}", map.display())))?;
+        if let Some((number, line)) = skipped.first() {
+            return Err(exit::bad_input(format!(
+                "{}:{number}: its size could not be read ({line}); rebuild the chip build or delete the map",
+                map.display()
+            )));
+        }
+        Ok(ChipStatic { map, sizes })
+    })())
+}
+
+/// Per component, the lab's host proxy for static internal RAM beside the chip map's figures,
+/// or a line saying why there are no chip figures.
+pub fn static_comparison(policy: &Policy, host: &BTreeMap<String, Sizes>) -> Result<String> {
+    use std::fmt::Write;
+    let name = &policy.policy.name;
+    let Some(chip) = chip_static(name) else {
+        return Ok(format!(
+            "static internal RAM ({name}): host proxy only; no esp32p4 build of datachannel_echo at build/datachannel_echo-esp32p4-{name} or $ESP_DC_CACHE/idf-p4/{name} (`cargo xtask build --target esp32p4 --policy {name}` makes one)\n"
+        ));
+    };
+    let chip = chip?;
+    let mut out = format!("static data ({name}): host proxy vs esp32p4 map {}\n", chip.map.display());
+    let _ = writeln!(out, "{:<16} {:>12} {:>12} {:>12}", "component", "host int. B", "p4 int. B", "p4 psram B");
+    let (mut host_sum, mut chip_sum, mut psram_sum) = (0, 0, 0);
+    for (component, h) in host {
+        let c = chip.sizes.get(component).cloned().unwrap_or_default();
+        let _ = writeln!(out, "{:<16} {:>12} {:>12} {:>12}", component, h.dram_bytes, c.dram_bytes, c.psram_bytes);
+        host_sum += h.dram_bytes;
+        chip_sum += c.dram_bytes;
+        psram_sum += c.psram_bytes;
+    }
+    let _ = writeln!(out, "{:<16} {:>12} {:>12} {:>12}", "total", host_sum, chip_sum, psram_sum);
+    Ok(out)
 }
 
 /// Reads a saved size report: JSON if it starts with `{`, else a linker map.
@@ -397,6 +533,55 @@ pub fn check(budgets: &BTreeMap<String, StaticBudget>, sizes: &BTreeMap<String, 
     lines
 }
 
+/// Runs `idf.py size-components --format json2` on an ESP-IDF build and returns the report's
+/// path (`<build>/size-components.json`). --output-file: on stdout idf.py mixes its progress
+/// lines (and esp-idf-size's terminal codes, ESP_IDF_SIZE_FORCE_TERMINAL) into the JSON. Written
+/// beside and renamed, so a failed run never leaves half a report where the last good one was.
+pub fn size_components(idf: &idf::Idf, example_dir: &Path, build_dir: &Path) -> Result<PathBuf> {
+    let sh = xshell::Shell::new()?;
+    sh.set_var("IDF_PATH", &idf.path);
+    let idf_py = idf.idf_py.display().to_string();
+    let report = build_dir.join("size-components.json");
+    let partial = build_dir.join("size-components.json.partial");
+    xshell::cmd!(sh, "{idf_py} -C {example_dir} -B {build_dir} size-components --format json2 --output-file {partial}")
+        .ignore_stdout()
+        .run()
+        .map_err(|e| exit::verdict(format!("idf.py size-components failed: {e}")))?;
+    std::fs::rename(&partial, &report)?;
+    Ok(report)
+}
+
+/// A report in which no budgeted component is found, or in which a budgeted component reads 0
+/// bytes everywhere (every linked library has code in flash), was not read as it was written:
+/// a format this reader does not know, or the wrong file. Budgets "held" on such zeros would be
+/// a false pass, so it is an error.
+pub fn refuse_empty(
+    budgets: &BTreeMap<String, StaticBudget>,
+    sizes: &BTreeMap<String, Sizes>,
+    source: &str,
+) -> Result<()> {
+    if budgets.is_empty() {
+        return Ok(());
+    }
+    let total = |s: &Sizes| {
+        s.dram_bytes.saturating_add(s.psram_bytes).saturating_add(s.iram_bytes).saturating_add(s.flash_bytes)
+    };
+    if !budgets.keys().any(|c| sizes.contains_key(c)) {
+        return Err(exit::bad_input(format!(
+            "{source}: none of the budgeted components ({}) is in it: not a size report of this stack, or one this reader cannot read",
+            budgets.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let empty: Vec<&String> = budgets.keys().filter(|c| sizes.get(*c).is_some_and(|s| total(s) == 0)).collect();
+    if !empty.is_empty() {
+        return Err(exit::bad_input(format!(
+            "{source}: {} read as 0 bytes in every region; a linked library has at least its code in flash, so the report was not read as written (an unknown section or memory-type naming?). No verdict on zeros",
+            empty.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
+}
+
 fn print_table(sizes: &BTreeMap<String, Sizes>, lines: &[Line], source: &str) {
     println!("static sizes ({source})");
     // dram: internal data RAM (.data + .bss left in DRAM); psram: .bss linked into external RAM.
@@ -452,21 +637,14 @@ pub fn run(args: Args) -> Outcome {
                 args.example
             )));
         }
-        let sh = xshell::Shell::new()?;
-        sh.set_var("IDF_PATH", &idf.path);
-        let idf_py = idf.idf_py.display().to_string();
-        let example_dir = root.join("examples").join(&args.example);
-        let report = build_dir.join("size-components.json");
         // Not while a build or configure writes the tree: idf.py would size a half-built app.
         let _lock = crate::fsutil::lock_project(&root, "size-check")?;
-        let text = xshell::cmd!(sh, "{idf_py} -C {example_dir} -B {build_dir} size-components --format json2")
-            .read()
-            .map_err(|e| exit::bad_input(format!("idf.py size-components failed: {e}")))?;
-        write_atomic(&report, text.as_bytes())?;
+        let report = size_components(&idf, &root.join("examples").join(&args.example), &build_dir)?;
         (read_report(&report)?, report.display().to_string())
     };
     let lines = check(&policy.budgets.static_, &sizes, args.host);
     print_table(&sizes, &lines, &source);
+    refuse_empty(&policy.budgets.static_, &sizes, &source)?;
     if let Some(path) = &args.json {
         write_atomic(path, serde_json::to_string_pretty(&serde_json::json!({ "source": source, "policy": policy.policy.name, "sizes": sizes, "budgets": lines }))?.as_bytes())?;
     }

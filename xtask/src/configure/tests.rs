@@ -331,13 +331,21 @@ fn static_placement_psram_links_the_bss_into_external_ram() {
         assert!(fragment.contains(&format!("archive: lib{component}.a")), "{component}:\n{fragment}");
         let prefix = component.to_uppercase();
         assert!(fragment.contains(&format!(
-            "    if ESP_DC_{prefix}_STATIC_PSRAM = y && ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY = y:\n        * (extram_bss)\n"
+            "    if ESP_DC_{prefix}_STATIC_PSRAM = y && ESP_ALLOW_BSS_SEG_EXTERNAL_MEMORY = y:\n        * (esp_dc_extram_bss)\n"
         )));
         assert!(file(&lean, component, "CMakeLists.txt").contains("LDFRAGMENTS linker.lf"));
         assert!(defaults(&lean).contains(&format!("\nCONFIG_ESP_DC_{prefix}_STATIC_PSRAM=y\n")));
         assert!(defaults(&stock).contains(&format!("\nCONFIG_ESP_DC_{prefix}_STATIC_INTERNAL=y\n")));
     }
     assert!(!lean.components["plog"].files.contains_key(Path::new("linker.lf")));
+    // The scheme they name is esp_dc_port's, in every build that has the stack: ESP-IDF's own
+    // extram_bss lives in esp_wifi's fragment, which a chip without Wi-Fi (the P4) never reads.
+    let port = crate::fsutil::project_root().join("components/esp_dc_port");
+    let scheme = std::fs::read_to_string(port.join("linker.lf")).unwrap();
+    assert!(scheme.contains("[scheme:esp_dc_extram_bss]\nentries:\n    bss -> extern_ram\n    common -> extern_ram\n    legacy_bss -> extern_ram\n"));
+    let port_cmake = std::fs::read_to_string(port.join("CMakeLists.txt")).unwrap();
+    assert!(port_cmake.contains("LDFRAGMENTS linker.lf"), "{port_cmake}");
+    assert!(port_cmake.contains("set(network_requires lwip esp_netif esp_psram)"), "{port_cmake}");
     assert!(defaults(&lean).contains("CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY=y"));
     assert!(defaults(&stock).contains("# CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY is not set"));
 

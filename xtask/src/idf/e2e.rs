@@ -15,7 +15,7 @@ use std::io::Write;
 
 /// ESP-IDF for one of these tests, held alone (they build and run heavily), or None once the test
 /// has said by name that it is skipped: a machine with neither `IDF_PATH` nor the shared tree.
-fn idf_for(test: &str) -> Option<(Idf, std::sync::MutexGuard<'static, ()>)> {
+pub(super) fn idf_for(test: &str) -> Option<(Idf, std::sync::MutexGuard<'static, ()>)> {
     let Some(idf_root) = tree_for_tests() else {
         say_skipped(test);
         return None;
@@ -29,15 +29,14 @@ const RUNS: usize = 10;
 const CONSOLE_EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender"];
 
 /// Lines the test must show even when it passes (libtest captures only the print macros).
-fn say(line: &str) {
+pub(super) fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The examples, copied; configure then adds our components and sdkconfig.defaults, as it does
 /// for any application. Unchanged files are not touched, so the builds stay incremental.
-fn stage_project(root: &Path) -> Result<()> {
-    Tree::read(&project_root().join("examples"))?.write(&root.join("examples"))?;
-    Ok(())
+pub(super) fn stage_project(root: &Path) -> Result<()> {
+    stage_examples(root)
 }
 
 fn interop_python() -> PathBuf {

@@ -269,6 +269,9 @@ fn run_all(
     let mut lossy_runs = Vec::new();
     for policy in policies {
         let build = replica::build(policy)?;
+        // Static internal RAM: the host libraries are a proxy; the chip's map, when a build is at
+        // hand, is the figure (and the one the whole-stack line uses).
+        print!("{}", crate::size::static_comparison(policy, &crate::size::host_sizes(&build.libraries, policy)?)?);
         for link in links {
             for scenario in scenarios {
                 for (i, run_reports) in runs.iter_mut().enumerate() {

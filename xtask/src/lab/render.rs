@@ -137,6 +137,9 @@ pub fn side_by_side(reports: &[Report]) -> Vec<Table> {
         row("ESP32 internal RAM (projected) B", &|r| Some(r.projection.internal_bytes));
         row("ESP32 PSRAM (projected) B", &|r| Some(r.projection.psram_bytes));
         row("ESP32 internal RAM, static data (host libraries) B", &|r| r.static_internal_bytes);
+        if cols.iter().any(|r| r.static_internal_chip_bytes.is_some()) {
+            row("ESP32 internal RAM, static data (esp32p4 map) B", &|r| r.static_internal_chip_bytes);
+        }
         tables.push(Table {
             scenario: scenario.to_string(),
             policies: cols.iter().map(|r| r.policy.clone()).collect(),
@@ -203,7 +206,8 @@ const TARGETS: &[(&str, &str, Measure, u64)] = &[
     (
         "projected internal RAM, static + init + one connection B",
         "datachannel",
-        |r| r.static_internal_bytes.map(|s| s + r.projection.internal_bytes),
+        // The chip's linker map when an esp32p4 build is at hand, else the host proxy.
+        |r| r.static_internal_chip_bytes.or(r.static_internal_bytes).map(|s| s + r.projection.internal_bytes),
         8 * 1024,
     ),
     ("stack high-water sum (data channel) B", "datachannel", |r| Some(r.total_stack_high_water_bytes), 24 * 1024),

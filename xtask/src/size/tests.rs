@@ -227,3 +227,99 @@ fn duplicate_json_keys_are_refused() {
     assert!(parse_json2(inner).unwrap_err().contains("key `.dram0.bss` appears twice"));
     assert!(read_report(&fixture("size-components.json")).is_ok());
 }
+
+/// ESP-IDF 5.5's `idf.py size-components --format json2` runs esp-idf-size with `--unify`: the
+/// sections are `.bss`/`.data`/`.text`, and only the memory type says where they are. The
+/// fixture is the real report of lean's datachannel_echo for esp32p4 (trimmed to the stack and
+/// one ESP-IDF archive), whose map gives the same RAM figures.
+#[test]
+fn esp_idf_5_5_unified_json2_reads_by_memory_type() {
+    let sizes = read_report(&fixture("esp32p4-lean-size-components.json")).unwrap();
+    assert_eq!(
+        sizes["libdatachannel"],
+        Sizes {
+            dram_bytes: 536 + 181,
+            psram_bytes: 884,
+            iram_bytes: 0,
+            flash_bytes: 335854 + 142223 + 137216 + 116 + 32
+        }
+    );
+    assert_eq!(sizes["usrsctp"], Sizes { dram_bytes: 128, psram_bytes: 1380, iram_bytes: 0, flash_bytes: 261041 });
+    assert_eq!(sizes["libjuice"].psram_bytes, 1024);
+    assert_eq!(sizes["libsrtp"].psram_bytes, 1089);
+    // mbedTLS's three archives are one component; its 86 B of DIRAM .text is IRAM code.
+    assert_eq!(sizes["mbedtls"].iram_bytes, 86);
+    assert_eq!(sizes["mbedtls"].dram_bytes, 240 + 252 + 44);
+    assert!(!sizes.contains_key("esp_system"));
+    let mut budgets = BTreeMap::new();
+    budgets.insert("usrsctp".to_string(), StaticBudget { psram_bytes: Some(1380), ..budget(128) });
+    let lines = check(&budgets, &sizes, false);
+    assert!(lines.iter().all(|l| l.verdict == "within"), "{lines:?}");
+    assert!(refuse_empty(&budgets, &sizes, "fixture").is_ok());
+}
+
+/// Zeros are no verdict: a report whose budgeted component reads 0 bytes everywhere, or in which
+/// no budgeted component is found at all, is refused (exit 2), never "within".
+#[test]
+fn a_report_read_as_zeros_or_without_the_stack_is_refused() {
+    let mut budgets = BTreeMap::new();
+    budgets.insert("libdatachannel".to_string(), budget(3650));
+    budgets.insert("usrsctp".to_string(), budget(3420));
+    // The same archive with section names this reader would not know: all zeros.
+    let unknown = r#"{"liblibdatachannel.a": {"memory_types": {"Mystery": {"sections": {".weird": {"size": 900}}}}},
+                      "libusrsctp.a": {"memory_types": {"DIRAM": {"sections": {".data": {"size": 100}}}}}}"#;
+    let sizes = parse_json2(unknown).unwrap();
+    assert!(check(&budgets, &sizes, false).iter().all(|l| l.verdict == "within"), "zeros would pass the budgets");
+    let err = refuse_empty(&budgets, &sizes, "r.json").unwrap_err();
+    let failure = err.downcast_ref::<exit::Failure>().unwrap();
+    assert_eq!(failure.code, 2);
+    assert!(failure.message.contains("libdatachannel read as 0 bytes in every region"), "{}", failure.message);
+    // No component of the stack at all: the wrong file.
+    let other =
+        parse_json2(r#"{"libesp_system.a": {"memory_types": {"DIRAM": {"sections": {".data": {"size": 622}}}}}}"#)
+            .unwrap();
+    let failure = refuse_empty(&budgets, &other, "r.json").unwrap_err();
+    assert!(failure.to_string().contains("none of the budgeted components"), "{failure}");
+}
+
+/// The chip map's cross reference table says which file defines a symbol and who refers to it;
+/// `bss_placement` says which output section a library's zero-initialised data went to.
+#[test]
+fn cross_reference_and_bss_placement_read_an_esp_idf_map() {
+    let map = "\
+Linker script and memory map
+
+.ext_ram.bss    0x48000000      0x370
+ .bss.sctp_buf  0x48000000      0x364 esp-idf/usrsctp/libusrsctp.a(sctp_pcb.c.obj)
+ .sbss._ZN3rtc6lastIdE
+                0x48000364        0x4 esp-idf/libdatachannel/liblibdatachannel.a(capi.cpp.obj)
+ .bss.empty     0x48000368        0x0 esp-idf/libsrtp/liblibsrtp.a(srtp.c.obj)
+
+.dram0.bss      0x4ff17400       0x20
+ .bss.counter   0x4ff17400        0x8 esp-idf/libsrtp/liblibsrtp.a(srtp.c.obj)
+ COMMON         0x4ff17408        0x4 esp-idf/libsrtp/liblibsrtp.a(srtp.c.obj)
+
+Cross Reference Table
+
+Symbol                                            File
+__wrap_pthread_mutex_init                         esp-idf/esp_dc_port/libesp_dc_port.a(esp_dc_port_sync.c.obj)
+                                                  esp-idf/usrsctp/libusrsctp.a(sctp_pcb.c.obj)
+operator new(unsigned int)                        esp-idf/esp_dc_port/libesp_dc_port.a(esp_dc_port_new.cpp.obj)
+                                                  esp-idf/libdatachannel/liblibdatachannel.a(capi.cpp.obj)
+pthread_mutex_init                                esp-idf/pthread/libpthread.a(pthread.c.obj)
+                                                  esp-idf/esp_dc_port/libesp_dc_port.a(esp_dc_port_sync.c.obj)
+pthread_mutex_lock                                esp-idf/pthread/libpthread.a(pthread.c.obj)
+";
+    let (definer, referrers) = cross_reference(map, "pthread_mutex_init").unwrap();
+    assert_eq!(definer, "esp-idf/pthread/libpthread.a(pthread.c.obj)");
+    assert_eq!(referrers, ["esp-idf/esp_dc_port/libesp_dc_port.a(esp_dc_port_sync.c.obj)"]);
+    let (definer, _) = cross_reference(map, "operator new(unsigned int)").unwrap();
+    assert!(definer.ends_with("(esp_dc_port_new.cpp.obj)"));
+    assert!(cross_reference(map, "pthread_mutex").is_none(), "a prefix is not the symbol");
+    assert!(cross_reference(map, "pthread_cond_init").is_none());
+
+    assert_eq!(bss_placement(map, "usrsctp"), BTreeMap::from([(".ext_ram.bss".to_string(), 0x364)]));
+    assert_eq!(bss_placement(map, "libdatachannel"), BTreeMap::from([(".ext_ram.bss".to_string(), 4)]));
+    assert_eq!(bss_placement(map, "libsrtp"), BTreeMap::from([(".dram0.bss".to_string(), 0x8 + 0x4)]));
+    assert!(bss_placement(map, "libjuice").is_empty());
+}

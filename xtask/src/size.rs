@@ -422,6 +422,54 @@ pub fn static_comparison(policy: &Policy, host: &BTreeMap<String, Sizes>) -> Res
     Ok(out)
 }
 
+/// What a chip's linker map shows against what the policy asks for: each placeable library's
+/// `.bss` in `.ext_ram.bss` (psram) or internal DRAM, the sync-object wrappers linked with the
+/// real functions left to ESP-IDF's pthread, and operator new/delete from esp_dc_port. Each
+/// problem is one line; empty when the map agrees.
+pub fn placement_problems(policy: &Policy, map: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for component in crate::policy::STATIC_PLACEABLE {
+        let psram = policy.memory.spiram
+            && policy.components.get(*component).is_some_and(|c| c.static_placement == StaticPlacement::Psram);
+        let expected = if psram { ".ext_ram.bss" } else { ".dram0.bss" };
+        let placed = bss_placement(map, component);
+        let elsewhere: Vec<String> =
+            placed.iter().filter(|(section, _)| *section != expected).map(|(s, b)| format!("{b} B in {s}")).collect();
+        if placed.is_empty() {
+            problems.push(format!("{component}: no .bss of it in the map (is it linked?)"));
+        } else if !elsewhere.is_empty() {
+            problems.push(format!("{component}: .bss should be in {expected}, the map has {}", elsewhere.join(", ")));
+        }
+    }
+    let port = "libesp_dc_port.a";
+    if policy.sync.placement == crate::policy::SyncPlacement::WithOwner {
+        for f in ["pthread_mutex_init", "pthread_cond_init"] {
+            match cross_reference(map, &format!("__wrap_{f}")) {
+                Some((definer, _)) if definer.contains(port) => {}
+                Some((definer, _)) => problems.push(format!("__wrap_{f} comes from {definer}, not {port}")),
+                None => problems.push(format!("__wrap_{f} is not linked (the --wrap of sync.placement = with_owner)")),
+            }
+            if let Some((definer, referrers)) = cross_reference(map, f) {
+                if !definer.contains("libpthread.a") {
+                    problems.push(format!("{f} comes from {definer}, not ESP-IDF's libpthread.a"));
+                }
+                let direct: Vec<&String> = referrers.iter().filter(|r| !r.contains(port)).collect();
+                if !direct.is_empty() {
+                    problems.push(format!("{f} is still called around the wrapper by {direct:?}"));
+                }
+            }
+        }
+    }
+    for op in ["operator new(unsigned int)", "operator delete(void*)"] {
+        match cross_reference(map, op) {
+            Some((definer, _)) if definer.contains(port) => {}
+            Some((definer, _)) => problems.push(format!("{op} comes from {definer}, not esp_dc_port's replacement")),
+            None => problems.push(format!("{op} is not in the map's cross reference table")),
+        }
+    }
+    problems
+}
+
 /// Reads a saved size report: JSON if it starts with `{`, else a linker map.
 pub fn read_report(path: &Path) -> Result<BTreeMap<String, Sizes>> {
     read_report_lines(path).map(|(sizes, _)| sizes)
@@ -608,12 +656,17 @@ fn print_table(sizes: &BTreeMap<String, Sizes>, lines: &[Line], source: &str) {
 pub fn run(args: Args) -> Outcome {
     let policy = Policy::load(&Policy::path_for(&args.policy))?;
     let mut skipped = Skipped::new();
+    // The chip's linker map, when there is one: placement is checked against it too.
+    let mut map = None;
     let (sizes, source) = if args.host {
         let libraries = crate::replica::component_libraries(&policy)?;
         (host_sizes(&libraries, &policy)?, format!("host build of `{}`", policy.policy.name))
     } else if let Some(from) = &args.from {
         let (sizes, lost) = read_report_lines(from)?;
         skipped = lost;
+        if !std::fs::read(from).is_ok_and(|b| b.trim_ascii_start().starts_with(b"{")) {
+            map = Some(from.clone());
+        }
         (sizes, from.display().to_string())
     } else {
         if args.target == "linux" {
@@ -640,15 +693,40 @@ pub fn run(args: Args) -> Outcome {
         // Not while a build or configure writes the tree: idf.py would size a half-built app.
         let _lock = crate::fsutil::lock_project(&root, "size-check")?;
         let report = size_components(&idf, &root.join("examples").join(&args.example), &build_dir)?;
+        map = Some(build_dir.join(format!("{}.map", args.example))).filter(|m| m.is_file());
         (read_report(&report)?, report.display().to_string())
     };
     let lines = check(&policy.budgets.static_, &sizes, args.host);
     print_table(&sizes, &lines, &source);
     refuse_empty(&policy.budgets.static_, &sizes, &source)?;
+    let placement = match &map {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
+            let problems = placement_problems(&policy, &text);
+            println!("\nplacement ({})", path.display());
+            if problems.is_empty() {
+                println!("  as the policy asks: .bss, sync-object wrappers, operator new");
+            }
+            for p in &problems {
+                println!("  {p}");
+            }
+            problems
+        }
+        None => Vec::new(),
+    };
     if let Some(path) = &args.json {
         write_atomic(path, serde_json::to_string_pretty(&serde_json::json!({ "source": source, "policy": policy.policy.name, "sizes": sizes, "budgets": lines }))?.as_bytes())?;
     }
     let failed: Vec<&Line> = lines.iter().filter(|l| l.verdict != "within").collect();
+    if !placement.is_empty() {
+        return Err(exit::verdict(format!(
+            "the linker map does not place the stack as the policy `{}` asks ({} problem(s), listed above){}",
+            policy.policy.name,
+            placement.len(),
+            if failed.is_empty() { String::new() } else { format!("; {} static budget(s) not held", failed.len()) }
+        )));
+    }
     if lines.is_empty() {
         eprintln!(
             "size-check: the policy `{}` sets no {}static budget",

@@ -35,7 +35,7 @@ pub const EXAMPLES: &[&str] = &["datachannel_echo", "h264_sender", "whep_camera"
 ///   cargo xtask build --target linux --policy stock --idf ~/esp/esp-idf
 ///
 /// With --matrix, every example under every shipped policy (lean, stock) for --target, each
-/// policy in its own copy of the examples under $ESP_DC_CACHE/idf-matrix/<policy>/ (so the
+/// policy in its own copy of the examples under $ESP_DC_CACHE/idf-<target>/<policy>/ (so the
 /// project's component tree is left as it is), idf.py's output in lab-out/idf-matrix/, and one
 /// line per build with its time and binary size:
 ///   cargo xtask build --target esp32p4 --matrix
@@ -427,6 +427,12 @@ pub fn stage_examples(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where chip builds of staged copies live: `$ESP_DC_CACHE/idf-<target>/<policy>/` (the
+/// esp32p4 test and `build --matrix` share them, so one reuses the other's builds).
+pub fn staged_root(target: &str, policy: &str) -> PathBuf {
+    crate::replica::cache_root().join(format!("idf-{target}")).join(policy)
+}
+
 /// `build --matrix`: every example × shipped policy for `target`, one line each.
 fn build_matrix(idf: &Idf, target: &str) -> Outcome {
     let logs = project_root().join("lab-out/idf-matrix");
@@ -434,7 +440,7 @@ fn build_matrix(idf: &Idf, target: &str) -> Outcome {
     let mut failed = Vec::new();
     let started = std::time::Instant::now();
     for policy_name in ["lean", "stock"] {
-        let root = crate::replica::cache_root().join("idf-matrix").join(policy_name);
+        let root = staged_root(target, policy_name);
         stage_examples(&root)?;
         let code = configure::configure_into(&root, &Policy::path_for(policy_name), false, false)?;
         if code != ExitCode::SUCCESS {

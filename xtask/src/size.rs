@@ -357,14 +357,12 @@ pub fn bss_placement(map: &str, component: &str) -> BTreeMap<String, u64> {
 }
 
 /// The esp32p4 linker map of `policy`'s `datachannel_echo`, newest first of: the project's own
-/// build (`cargo xtask build --target esp32p4 --policy P`) and the one the esp32p4 test makes
-/// under the cache. None when neither exists.
+/// build (`cargo xtask build --target esp32p4 --policy P`) and the one the esp32p4 test and
+/// `build --matrix` make under the cache (`idf::staged_root`). None when neither exists.
 pub fn chip_map(policy: &str) -> Option<PathBuf> {
     let dir = format!("datachannel_echo-esp32p4-{policy}");
-    let candidates = [
-        project_root().join("build").join(&dir),
-        crate::replica::cache_root().join("idf-p4").join(policy).join("build").join(&dir),
-    ];
+    let candidates =
+        [project_root().join("build").join(&dir), idf::staged_root("esp32p4", policy).join("build").join(&dir)];
     candidates
         .into_iter()
         .map(|d| d.join("datachannel_echo.map"))
@@ -404,7 +402,7 @@ pub fn static_comparison(policy: &Policy, host: &BTreeMap<String, Sizes>) -> Res
     let name = &policy.policy.name;
     let Some(chip) = chip_static(name) else {
         return Ok(format!(
-            "static internal RAM ({name}): host proxy only; no esp32p4 build of datachannel_echo at build/datachannel_echo-esp32p4-{name} or $ESP_DC_CACHE/idf-p4/{name} (`cargo xtask build --target esp32p4 --policy {name}` makes one)\n"
+            "static internal RAM ({name}): host proxy only; no esp32p4 build of datachannel_echo at build/datachannel_echo-esp32p4-{name} or $ESP_DC_CACHE/idf-esp32p4/{name} (`cargo xtask build --target esp32p4 --policy {name}` makes one)\n"
         ));
     };
     let chip = chip?;

@@ -7,11 +7,11 @@
 //! on PATH: Espressif's, or the substitute beside the clone that `scripts/setup.sh` puts there
 //! (`../shared/riscv32-esp-elf`, never for flashing). Without an ESP-IDF tree with esp32p4
 //! support, or without that compiler, the test says `skipped: …` by name. Builds live in
-//! `$ESP_DC_CACHE/idf-p4/<policy>/`, idf.py's output in `lab-out/idf-p4/`.
+//! `$ESP_DC_CACHE/idf-esp32p4/<policy>/` (shared with `build --matrix`), idf.py's output in
+//! `lab-out/idf-p4/`.
 
 use super::e2e::{idf_for, say, stage_project};
 use super::*;
-use crate::replica::cache_root;
 use crate::size;
 
 const TEST: &str = "idf::p4::idf_p4_datachannel_echo_links_places_and_holds_its_static_budgets";
@@ -36,7 +36,7 @@ fn placeable() -> &'static [&'static str] {
 
 /// Builds `datachannel_echo` for esp32p4 under `policy_name` and returns its build directory.
 fn build_p4(idf: &Idf, policy_name: &str) -> (PathBuf, PathBuf) {
-    let root = cache_root().join("idf-p4").join(policy_name);
+    let root = staged_root("esp32p4", policy_name);
     stage_project(&root).unwrap();
     let code = configure::configure_into(&root, &Policy::path_for(policy_name), false, false).unwrap();
     assert_eq!(code, ExitCode::SUCCESS);

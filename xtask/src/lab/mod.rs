@@ -233,12 +233,13 @@ fn settings_of(args: &Args) -> run::Settings {
         messages: if args.quick { 50 } else { args.messages },
         video_seconds: if args.quick { 4 } else { args.video_seconds },
         cycles: args.cycles.unwrap_or(default_cycles),
+        ..Default::default()
     }
 }
 
 /// `--knob-savings`: each non-stock policy's levers, measured with the short runs.
 fn knob_savings(args: &Args, policies: &[Policy], out: &Path) -> Outcome {
-    let quick = run::Settings { messages: 50, video_seconds: 4, cycles: 4 };
+    let quick = run::Settings { messages: 50, video_seconds: 4, cycles: 4, ..Default::default() };
     let mut all = Vec::new();
     for policy in policies.iter().filter(|p| p.policy.name != "stock") {
         let dir = out.join(format!("savings-{}", policy.policy.name));

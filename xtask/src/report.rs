@@ -33,6 +33,12 @@ pub struct Report {
     /// `cycle` only: bytes still held per connect/disconnect cycle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leak_bytes_per_cycle: Option<u64>,
+    /// `cycle` run beside `datachannel` (one connection) in the same `lab` call: what each extra
+    /// cycle still holds after rtcCleanup, (held after cleanup - datachannel's) / (cycles - 1).
+    /// Exact (every thread joined, usrsctp finished); checked against the same budget as
+    /// `leak_bytes_per_cycle`, which it does not replace: a device never calls rtcCleanup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leak_bytes_per_cycle_after_cleanup: Option<u64>,
     /// `cycle` only: usrsctp's verification tags in time-wait at the quiet `closed` marks, a
     /// line of its own with its bound. Left out of `leak_bytes_per_cycle`: it is bounded and
     /// expires (see `TimeWait`).

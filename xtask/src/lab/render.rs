@@ -191,6 +191,7 @@ pub fn side_by_side(reports: &[Report]) -> Vec<Table> {
         row("still held after cleanup B", &|r| Some(r.leak_bytes));
         if scenario == "cycle" {
             row("held per connect/disconnect cycle B", &|r| r.leak_bytes_per_cycle);
+            row("  of it still held after cleanup B", &|r| r.leak_bytes_per_cycle_after_cleanup);
             row("usrsctp vtag time-wait at the last closed mark B", &|r| r.time_wait.as_ref().map(|t| t.bytes));
             row("usrsctp vtag time-wait blocks (bound)", &|r| r.time_wait.as_ref().map(|t| t.bound_blocks));
             row("closed DTLS transports held by a timer, most B", &|r| r.dtls_timers.as_ref().map(|d| d.most_bytes));
@@ -426,6 +427,12 @@ pub fn check_budgets(policies: &[Policy], reports: &[Report]) -> Vec<String> {
         );
         check("threads", "whole scenario", Some(r.threads), b.threads);
         check("held per cycle", "cycle-N-closed", r.leak_bytes_per_cycle, b.leak_bytes_per_cycle);
+        check(
+            "held per cycle after cleanup",
+            "cleaned-up",
+            r.leak_bytes_per_cycle_after_cleanup,
+            b.leak_bytes_per_cycle,
+        );
         check(
             "projected internal RAM",
             "connected",

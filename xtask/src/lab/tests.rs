@@ -251,3 +251,26 @@ fn cycle_verdict_fails_on_a_64_byte_leak_per_connection_and_not_on_the_time_wait
         "a 64-byte leak per connection must fail the budget: {breaches:#?}"
     );
 }
+
+/// `cycle` beside `datachannel`: the exact figure after rtcCleanup comes beside the one from the
+/// `closed` marks instead of replacing it, and the budget holds both.
+#[test]
+fn the_after_cleanup_figure_joins_the_closed_marks_figure_and_both_are_budgeted() {
+    let policy = Policy::load(&Policy::path_for("lean")).unwrap();
+    let report = |scenario: &str, leak_bytes, per_cycle| Report {
+        policy: "lean".into(),
+        scenario: scenario.into(),
+        leak_bytes,
+        leak_bytes_per_cycle: per_cycle,
+        ..Default::default()
+    };
+    let mut reports = vec![report("datachannel", 5430, None), report("cycle", 5430 + 9 * 64, Some(0))];
+    super::settle_cycle_leaks(&mut reports, 10);
+    assert_eq!((reports[1].leak_bytes_per_cycle, reports[1].leak_bytes_per_cycle_after_cleanup), (Some(0), Some(64)));
+    let breaches = super::render::check_budgets(std::slice::from_ref(&policy), &reports);
+    assert!(
+        breaches.iter().any(|b| b.contains("held per cycle after cleanup at phase `cleaned-up` is 64 B")),
+        "{breaches:?}"
+    );
+    assert!(!breaches.iter().any(|b| b.contains("held per cycle at phase")), "{breaches:?}");
+}

@@ -274,4 +274,31 @@ mod tests {
         assert!(findings[1].contains("2 threads created, 1 ended"), "{findings:?}");
         assert!(findings[2].contains("9 open descriptors at the first closed mark, 10 at the last"), "{findings:?}");
     }
+
+    #[test]
+    fn a_time_wait_or_dtls_timer_beyond_its_bound_is_a_finding() {
+        use crate::report::{DtlsTimers, TimeWait};
+        let within = |tw: Option<String>, dtls: Option<String>| Report {
+            policy: "lean".into(),
+            time_wait: Some(TimeWait { blocks: 40, bound_blocks: 32, over_bound_at: tw, ..Default::default() }),
+            dtls_timers: Some(DtlsTimers { over_bound_at: dtls, ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(of(&within(None, None), "", 1000).findings().is_empty());
+        let findings = of(
+            &within(
+                Some("cycle-900-closed: 40 blocks, bound 32".into()),
+                Some("cycle-7-closed: 90 timer tasks".into()),
+            ),
+            "",
+            1000,
+        )
+        .findings();
+        assert_eq!(findings.len(), 2, "{findings:?}");
+        assert!(findings[0].contains("time-wait exceeds its bound at cycle-900-closed"), "{findings:?}");
+        assert!(
+            findings[1].contains("DTLS retransmission timer tasks exceed their bound at cycle-7-closed"),
+            "{findings:?}"
+        );
+    }
 }

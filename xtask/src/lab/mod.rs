@@ -87,7 +87,7 @@ pub struct Args {
     /// and the median (Theil-Sen) slope of live bytes at the quiet `closed` marks over its second
     /// half, per component, with threads created and ended and open file descriptors. Exit 1
     /// when a component grows or shrinks by more than 1 B per cycle, a thread outlives its
-    /// cycle or descriptors pile up.
+    /// cycle, descriptors pile up, or usrsctp's time-wait or the DTLS timer hold exceeds its bound.
     #[arg(long)]
     soak: bool,
     /// Lossy link: device and remote talk through an in-process UDP relay that drops this

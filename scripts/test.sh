@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's tests on a fresh machine: install what is missing, then run every test
-# (rustfmt and clippy, unit tests, fixtures, Kconfig parsing with kconfgen, the lab's datachannel smoke run and
-# the lean budgets, the interop matrix against Chromium and aiortc). CI (.ci/run) calls exactly this.
+# (rustfmt and clippy, unit tests, fixtures, Kconfig parsing with kconfgen, the lab's smoke run (datachannel,
+# and lean's cycle) and the lean budgets, the interop matrix against Chromium and aiortc). CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh

@@ -3,6 +3,8 @@
 
 #include "driver.h"
 
+#include <dlfcn.h>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -213,6 +215,26 @@ void camera(long seconds) {
 		camera_remote(seconds);
 }
 
+namespace {
+
+// LAB_LEAK_BYTES_PER_CONNECTION=N (tests only): after each closed connection the device keeps one
+// N-byte block as libdatachannel's (through the recorder's esp_dc_port_malloc, tagged with the
+// component id as the redirect header tags it), never freed: a real per-cycle leak the cycle
+// verdict must catch, beside usrsctp's verification-tag time-wait, which it must not.
+void leak_one_block_if_asked() {
+	static const long bytes = env_long("LAB_LEAK_BYTES_PER_CONNECTION", 0);
+	if (bytes <= 0)
+		return;
+	using MallocFn = void *(*)(size_t, uint32_t, int);
+	static MallocFn fn = reinterpret_cast<MallocFn>(dlsym(RTLD_DEFAULT, "esp_dc_port_malloc"));
+	if (!fn)
+		die("LAB_LEAK_BYTES_PER_CONNECTION needs the recorder's esp_dc_port_malloc");
+	static std::vector<void *> kept; // reachable, so only the lab's books call it a leak
+	kept.push_back(fn(size_t(bytes), 1u << 10 /* MALLOC_CAP_SPIRAM */, 1 /* libdatachannel */));
+}
+
+} // namespace
+
 void cycle(long cycles, long messages) {
 	for (long n = 1; n <= cycles; ++n) {
 		std::string prefix = "cycle-" + std::to_string(n) + "-";
@@ -220,6 +242,7 @@ void cycle(long cycles, long messages) {
 			device_answer_channel(int(n), prefix.c_str(), n == 1);
 			inbox.take("CTL done");
 			delete_conn(int(n));
+			leak_one_block_if_asked();
 			quiet_phase((prefix + "closed").c_str());
 			send_line("CTL closed");
 		} else {

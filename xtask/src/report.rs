@@ -33,6 +33,26 @@ pub struct Report {
     /// `cycle` only: bytes still held per connect/disconnect cycle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leak_bytes_per_cycle: Option<u64>,
+    /// `cycle` run beside `datachannel` (one connection) in the same `lab` call: what each extra
+    /// cycle still holds after rtcCleanup, (held after cleanup - datachannel's) / (cycles - 1).
+    /// Exact (every thread joined, usrsctp finished); checked against the same budget as
+    /// `leak_bytes_per_cycle`, which it does not replace: a device never calls rtcCleanup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leak_bytes_per_cycle_after_cleanup: Option<u64>,
+    /// `cycle` only: usrsctp's verification tags in time-wait at the quiet `closed` marks, a
+    /// line of its own with its bound. Left out of `leak_bytes_per_cycle`: it is bounded and
+    /// expires (see `TimeWait`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_wait: Option<TimeWait>,
+    /// `cycle` only: closed connections' DTLS transports still held by a pending retransmission
+    /// timer at the quiet `closed` marks, a line of its own with its bound. Left out of
+    /// `leak_bytes_per_cycle`: it is bounded and expires (see `DtlsTimers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtls_timers: Option<DtlsTimers>,
+    /// `cycle` only: every site whose live bytes at the quiet `closed` marks are not the same at
+    /// every mark from the second on: what the per-cycle figure is made of, site by site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cycle_sites: Vec<CycleSite>,
     /// `scale` only: marginal live bytes per extra simultaneous connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_per_extra_connection: Option<u64>,
@@ -189,6 +209,79 @@ pub struct Site {
     /// Bytes: live at peak for `sites`, at the connected mark for `connected_sites`, still held for `leaks`.
     pub bytes: u64,
     pub count: u64,
+}
+
+/// usrsctp keeps each freed association's verification tag for `sctp_vtag_time_wait` (60 s,
+/// SCTP_TIME_WAIT) in `sctp_add_vtag_to_timewait` (sctp_pcb.c): 32 hash buckets
+/// (SCTP_STACK_VTAG_HASH_SIZE), each a list of 188-byte blocks of 15 tags
+/// (SCTP_NUMBER_IN_VTAG_BLOCK, on a 32-bit target). A new tag takes a free or expired slot of its
+/// bucket; a block is added only when all of the bucket's slots hold unexpired tags, and blocks
+/// are freed only by usrsctp_finish. So after k closed associations, W of them freed within the
+/// time-wait of one another at most: blocks <= min(k, 32 x ceil(W / 15)).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TimeWait {
+    /// Blocks and bytes at the last `closed` mark, and the most blocks at any.
+    pub blocks: u64,
+    pub bytes: u64,
+    pub most_blocks: u64,
+    /// The bound at the last mark (it only grows): min(closed associations, 32 x ceil(W / 15)).
+    pub bound_blocks: u64,
+    /// Most associations closed within one time-wait (61 s) of one another, W above.
+    pub closed_within_time_wait: u64,
+    /// The first mark whose blocks exceeded its bound, if any (then something else allocates
+    /// there, or the model is wrong: either way the verdict fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_bound_at: Option<String>,
+}
+
+/// During the DTLS handshake libdatachannel's DtlsTransport::doRecv (mbedTLS) schedules itself on
+/// the thread pool for mbedTLS's retransmission timer (1 s, doubling on each retransmission up to
+/// 60 s, MBEDTLS_SSL_DTLS_TIMEOUT_DFL_MIN/MAX); the task holds a weak_ptr to the transport, and a
+/// weak_ptr keeps the storage of a make_shared object (peerconnection.cpp initDtlsTransport,
+/// 1968 B on the host) until it is gone. So a connection closed before its last timer fired
+/// leaves that block and the task (84 B) until the timer fires, then both go: at most one
+/// transport per connection closed within 62 s, and only while it has a task pending. At a
+/// `closed` mark no transport is live, so a transport block there is a closed one's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DtlsTimers {
+    /// At the last `closed` mark: transports held by a pending timer, timer tasks, their bytes.
+    pub transports: u64,
+    pub tasks: u64,
+    pub bytes: u64,
+    /// The most at any `closed` mark.
+    pub most_transports: u64,
+    pub most_tasks: u64,
+    pub most_bytes: u64,
+    /// Transport blocks at a mark beyond its tasks or beyond the connections closed within 62 s:
+    /// not held by a timer, so counted in `leak_bytes_per_cycle` (the most at any mark).
+    pub most_unexplained_transports: u64,
+    /// Timer tasks may number at most `DTLS_TIMER_TASKS_PER_CONNECTION` per connection closed
+    /// within 62 s (the bound at the last mark), the first mark over it if any.
+    pub bound_tasks: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_bound_at: Option<String>,
+}
+
+/// One site's live bytes at the quiet `cycle-N-closed` marks (`Report.cycle_sites`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CycleSite {
+    pub component: String,
+    pub file: String,
+    pub line: u32,
+    pub function: String,
+    /// Live bytes at the second `closed` mark and at the last; blocks at the last.
+    pub first_bytes: u64,
+    pub last_bytes: u64,
+    pub last_blocks: u64,
+    /// Median (Theil-Sen) slope over the marks from the second on, bytes per cycle.
+    pub slope_bytes_per_cycle: f64,
+    /// `time-wait` or `dtls-timer` when the site is counted in `time_wait` or `dtls_timers`
+    /// (bounded and expiring), not in `leak_bytes_per_cycle`; empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expiring: String,
+    /// Live bytes at every `closed` mark, the first included.
+    #[serde(default)]
+    pub bytes_at_marks: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

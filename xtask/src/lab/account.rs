@@ -16,7 +16,7 @@ use crate::components;
 use crate::policy::Policy;
 use crate::replica::trace::{self, Event};
 use crate::replica::HostBuild;
-use crate::report::{self, ComponentReport, PhaseFigure, Report, Site, ThreadReport};
+use crate::report::{self, ComponentReport, CycleSite, DtlsTimers, PhaseFigure, Report, Site, ThreadReport, TimeWait};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -301,6 +301,18 @@ struct Ledger<'t> {
     last_sample_ms: u64,
     /// Bytes and blocks by site at the connected mark: what a connection holds, line by line.
     at_connected: HashMap<usize, (u64, u64)>,
+    /// At each quiet `cycle-N-closed` mark: its time and bytes and blocks by site.
+    closed_by_site: Vec<ClosedMark>,
+}
+
+/// A `cycle-N-closed` mark, site by site (`Report.cycle_sites`, `Report.time_wait`).
+struct ClosedMark {
+    time_ns: u64,
+    by_site: HashMap<usize, (u64, u64)>,
+}
+
+fn is_cycle_closed(name: &str) -> bool {
+    name.starts_with("cycle-") && name.ends_with("-closed")
 }
 
 impl<'t> Ledger<'t> {
@@ -336,6 +348,7 @@ impl<'t> Ledger<'t> {
             timeline: Vec::new(),
             last_sample_ms: 0,
             at_connected: HashMap::new(),
+            closed_by_site: Vec::new(),
         }
     }
 
@@ -429,6 +442,15 @@ impl<'t> Ledger<'t> {
                 e.0 += l.size;
                 e.1 += 1;
             }
+        }
+        if is_cycle_closed(name) {
+            let mut by_site: HashMap<usize, (u64, u64)> = HashMap::new();
+            for l in self.live.values().filter(|l| self.cols.counted[l.component]) {
+                let e = by_site.entry(l.site).or_default();
+                e.0 += l.size;
+                e.1 += 1;
+            }
+            self.closed_by_site.push(ClosedMark { time_ns, by_site });
         }
         self.close_phase();
         self.marks.push(Mark {
@@ -657,18 +679,172 @@ impl<'t> Ledger<'t> {
             .collect()
     }
 
-    /// `cycle`: what each cycle keeps, the median slope of the totals at the `closed` marks.
-    /// The first cycle also pays the global init that stays until rtcCleanup: fit from the
-    /// second. Each `closed` mark is a quiet point (usrsctp's teardown done), so the slope of the
-    /// rest is what a cycle keeps; a negative slope keeps nothing.
+    /// `cycle`: what each cycle keeps, the median slope of the totals at the `closed` marks
+    /// without what is bounded and expires, each its own line with its bound: usrsctp's
+    /// verification-tag time-wait (`time_wait`) and closed DTLS transports held by a pending
+    /// retransmission timer (`dtls_timers`). The first cycle also pays the global init that stays
+    /// until rtcCleanup: fit from the second. Each `closed` mark is a quiet point (usrsctp's
+    /// teardown done), so the slope of the rest is what a cycle keeps; a negative slope keeps
+    /// nothing.
     fn leak_per_cycle(&self) -> Option<u64> {
+        let expiring = self.expiring_at_marks();
         let closed: Vec<u64> = self
             .marks
             .iter()
-            .filter(|m| m.name.starts_with("cycle-") && m.name.ends_with("-closed"))
-            .map(|m| self.cols.total(&m.live))
+            .filter(|m| is_cycle_closed(&m.name))
+            .zip(&expiring)
+            .map(|(m, e)| self.cols.total(&m.live).saturating_sub(e.time_wait.0 + e.dtls_bytes))
             .collect();
         (closed.len() >= 4).then(|| median_slope(&closed[1..]).max(0.0).round() as u64)
+    }
+
+    /// Which kind of bounded, expiring hold a site's blocks are, if any.
+    fn expiring_kind(&self, site: usize) -> Option<Expiring> {
+        let k = &self.sites[site];
+        let component = self.cols.names[k.component];
+        if component == "usrsctp" && k.function == TIME_WAIT_FUNCTION {
+            Some(Expiring::TimeWait)
+        } else if component == "libdatachannel" && k.function.ends_with(DTLS_TRANSPORT_FUNCTION) {
+            Some(Expiring::DtlsTransport)
+        } else if component == "libdatachannel" && k.function.contains(DTLS_TIMER_TASK) {
+            Some(Expiring::DtlsTimerTask)
+        } else {
+            None
+        }
+    }
+
+    /// At each `closed` mark: the time-wait's bytes and blocks, the DTLS transports and timer
+    /// tasks, and the bytes of both kinds left out of the per-cycle slope.
+    fn expiring_at_marks(&self) -> Vec<ExpiringAtMark> {
+        let times: Vec<u64> = self.closed_by_site.iter().map(|m| m.time_ns).collect();
+        let mut within = 0;
+        self.closed_by_site
+            .iter()
+            .enumerate()
+            .map(|(k, m)| {
+                within = closed_within_time_wait(&times, k).max(within);
+                let mut e = ExpiringAtMark { within, ..Default::default() };
+                let (mut transport_bytes, mut task_bytes, mut tasks) = (0, 0, None);
+                for (si, (bytes, blocks)) in &m.by_site {
+                    match self.expiring_kind(*si) {
+                        Some(Expiring::TimeWait) => {
+                            e.time_wait.0 += bytes;
+                            e.time_wait.1 += blocks;
+                        }
+                        Some(Expiring::DtlsTransport) => {
+                            transport_bytes += bytes;
+                            e.transports += blocks;
+                        }
+                        Some(Expiring::DtlsTimerTask) => {
+                            task_bytes += bytes;
+                            // A task has blocks at each of its sites (three for its packaged_task
+                            // and bound lambda, one for the queue's std::function): count the fewest.
+                            tasks = Some(tasks.map_or(*blocks, |t: u64| t.min(*blocks)));
+                        }
+                        None => {}
+                    }
+                }
+                e.tasks = tasks.unwrap_or(0);
+                e.held_transports = e.transports.min(e.tasks).min(within);
+                e.dtls_bytes = task_bytes + transport_bytes.checked_div(e.transports).unwrap_or(0) * e.held_transports;
+                e
+            })
+            .collect()
+    }
+
+    /// `cycle`: the time-wait line and its bound at every `closed` mark (see `TimeWait`).
+    fn time_wait(&self) -> Option<TimeWait> {
+        let expiring = self.expiring_at_marks();
+        let last = expiring.last()?;
+        let names: Vec<&str> = self.marks.iter().map(|m| m.name.as_str()).filter(|n| is_cycle_closed(n)).collect();
+        let mut tw = TimeWait { bytes: last.time_wait.0, blocks: last.time_wait.1, ..Default::default() };
+        for (k, e) in expiring.iter().enumerate() {
+            tw.closed_within_time_wait = e.within;
+            tw.bound_blocks = time_wait_bound(k as u64 + 1, e.within);
+            tw.most_blocks = tw.most_blocks.max(e.time_wait.1);
+            if e.time_wait.1 > tw.bound_blocks && tw.over_bound_at.is_none() {
+                tw.over_bound_at = Some(format!(
+                    "{}: {} blocks, bound {}",
+                    names.get(k).copied().unwrap_or("?"),
+                    e.time_wait.1,
+                    tw.bound_blocks
+                ));
+            }
+        }
+        Some(tw)
+    }
+
+    /// `cycle`: the closed DTLS transports held by a pending timer, and their bound (see `DtlsTimers`).
+    fn dtls_timers(&self) -> Option<DtlsTimers> {
+        let expiring = self.expiring_at_marks();
+        let last = expiring.last()?;
+        let names: Vec<&str> = self.marks.iter().map(|m| m.name.as_str()).filter(|n| is_cycle_closed(n)).collect();
+        let mut d = DtlsTimers {
+            transports: last.held_transports,
+            tasks: last.tasks,
+            bytes: last.dtls_bytes,
+            ..Default::default()
+        };
+        for (k, e) in expiring.iter().enumerate() {
+            d.most_transports = d.most_transports.max(e.held_transports);
+            d.most_tasks = d.most_tasks.max(e.tasks);
+            d.most_bytes = d.most_bytes.max(e.dtls_bytes);
+            d.most_unexplained_transports = d.most_unexplained_transports.max(e.transports - e.held_transports);
+            d.bound_tasks = DTLS_TIMER_TASKS_PER_CONNECTION * e.within;
+            if e.tasks > d.bound_tasks && d.over_bound_at.is_none() {
+                d.over_bound_at = Some(format!(
+                    "{}: {} timer tasks, bound {}",
+                    names.get(k).copied().unwrap_or("?"),
+                    e.tasks,
+                    d.bound_tasks
+                ));
+            }
+        }
+        Some(d)
+    }
+
+    /// `cycle`: every site whose bytes at the `closed` marks moved from the second mark on.
+    fn cycle_sites(&self) -> Vec<CycleSite> {
+        if self.closed_by_site.len() < 3 {
+            return Vec::new();
+        }
+        let marks = &self.closed_by_site[1..];
+        let mut sites: Vec<usize> = marks.iter().flat_map(|m| m.by_site.keys().copied()).collect();
+        sites.sort_unstable();
+        sites.dedup();
+        let mut out: Vec<CycleSite> = sites
+            .into_iter()
+            .filter_map(|si| {
+                let series: Vec<u64> = marks.iter().map(|m| m.by_site.get(&si).map_or(0, |v| v.0)).collect();
+                let (first, last) = (series[0], *series.last().unwrap());
+                if series.iter().all(|v| *v == first) {
+                    return None;
+                }
+                let slope = median_slope(&series);
+                let k = &self.sites[si];
+                Some(CycleSite {
+                    component: self.cols.names[k.component].to_string(),
+                    file: k.file.clone(),
+                    line: k.line,
+                    function: k.function.clone(),
+                    first_bytes: first,
+                    last_bytes: last,
+                    last_blocks: marks.last().and_then(|m| m.by_site.get(&si)).map_or(0, |v| v.1),
+                    slope_bytes_per_cycle: (slope * 100.0).round() / 100.0,
+                    expiring: match self.expiring_kind(si) {
+                        Some(Expiring::TimeWait) => "time-wait".into(),
+                        Some(Expiring::DtlsTransport | Expiring::DtlsTimerTask) => "dtls-timer".into(),
+                        None => String::new(),
+                    },
+                    bytes_at_marks: self.closed_by_site.iter().map(|m| m.by_site.get(&si).map_or(0, |v| v.0)).collect(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            let key = |c: &CycleSite| (c.last_bytes as i64 - c.first_bytes as i64).abs();
+            key(b).cmp(&key(a)).then_with(|| (&a.file, a.line, &a.function).cmp(&(&b.file, b.line, &b.function)))
+        });
+        out
     }
 
     /// `scale`: the marginal bytes of each connection beyond the first (1 -> 4 connected).
@@ -712,6 +888,9 @@ impl<'t> Ledger<'t> {
             threads: max_concurrent_threads(&self.threads),
             threads_created: thread_list.len() as u64,
             leak_bytes_per_cycle: if scenario == "cycle" { self.leak_per_cycle() } else { None },
+            time_wait: if scenario == "cycle" { self.time_wait() } else { None },
+            dtls_timers: if scenario == "cycle" { self.dtls_timers() } else { None },
+            cycle_sites: if scenario == "cycle" { self.cycle_sites() } else { Vec::new() },
             bytes_per_extra_connection: if scenario == "scale" { self.per_extra_connection() } else { None },
             leak_bytes: leaks.iter().map(|l| l.bytes).sum(),
             leaks,
@@ -756,6 +935,60 @@ fn max_concurrent(threads: &BTreeMap<u32, ThreadInfo>, weight: fn(&ThreadInfo) -
         max = max.max(now);
     }
     max as u64
+}
+
+/// Bounded, expiring holds at the `closed` marks, each its own line (`report::TimeWait`,
+/// `report::DtlsTimers`), told by the site's function: usrsctp's verification-tag time-wait;
+/// libdatachannel's DTLS transports (make_shared in initDtlsTransport) and the retransmission
+/// timer tasks DtlsTransport::doRecv schedules on the thread pool.
+#[derive(Clone, Copy, PartialEq)]
+enum Expiring {
+    TimeWait,
+    DtlsTransport,
+    DtlsTimerTask,
+}
+const TIME_WAIT_FUNCTION: &str = "sctp_add_vtag_to_timewait";
+const DTLS_TRANSPORT_FUNCTION: &str = "PeerConnection::initDtlsTransport";
+const DTLS_TIMER_TASK: &str = "schedule<rtc::impl::DtlsTransport::doRecv";
+/// Timer tasks one connection may leave: one per doRecv that returned WANT_READ while the
+/// handshake ran (each incoming flight, each retransmission); the lab has seen 3 for 2 connections.
+const DTLS_TIMER_TASKS_PER_CONNECTION: u64 = 8;
+
+/// What is bounded and expiring at one `closed` mark (`Ledger::expiring_at_marks`).
+#[derive(Default)]
+struct ExpiringAtMark {
+    /// Associations closed within one time-wait (62 s) of one another so far, the most.
+    within: u64,
+    /// usrsctp's time-wait: bytes, blocks.
+    time_wait: (u64, u64),
+    /// DTLS transport blocks, timer tasks, transports a task holds (at most one per task and
+    /// per connection closed within 62 s), and the bytes of those and of the tasks.
+    transports: u64,
+    tasks: u64,
+    held_transports: u64,
+    dtls_bytes: u64,
+}
+/// usrsctp's sctp_constants.h: SCTP_STACK_VTAG_HASH_SIZE, SCTP_NUMBER_IN_VTAG_BLOCK, and
+/// SCTP_TIME_WAIT (the sctp_vtag_time_wait sysctl's default) plus the second an expiry may
+/// wait (a tag expires when `tv_sec_at_expire < now.tv_sec`) and one of slack.
+const VTAG_HASH_BUCKETS: u64 = 32;
+const VTAGS_PER_BLOCK: u64 = 15;
+const TIME_WAIT_NS: u64 = 62_000_000_000;
+
+/// How many of the associations closed by mark `k` (0-based, one per cycle) may still have
+/// been in time-wait when association `k` was freed: association j (1-based j <= k + 1) was
+/// freed before its own mark and association k + 1 after mark k - 1, so j had surely expired
+/// when mark k-1 came over a time-wait after mark j.
+fn closed_within_time_wait(times: &[u64], k: usize) -> u64 {
+    let since = if k == 0 { 0 } else { times[k - 1] };
+    times[..=k].iter().filter(|t| since.saturating_sub(**t) < TIME_WAIT_NS).count() as u64
+}
+
+/// The most blocks the time-wait can hold after `closed` associations, at most `within` of
+/// them within one time-wait of one another: one per tag at most, and per bucket one per 15
+/// tags waiting at once.
+pub fn time_wait_bound(closed: u64, within: u64) -> u64 {
+    closed.min(VTAG_HASH_BUCKETS * within.div_ceil(VTAGS_PER_BLOCK))
 }
 
 /// The mark where a scenario's first connection is up (one per scenario).
@@ -819,5 +1052,38 @@ mod sync_owner_tests {
                 ("static or stack", 1, 0),
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod time_wait_tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn the_time_wait_bound_is_one_block_per_tag_until_every_bucket_has_one() {
+        // Ten associations closed within a minute: at most one block each.
+        assert_eq!(time_wait_bound(10, 10), 10);
+        // 1,000 closed, at most 40 of them within one time-wait: 3 blocks per bucket at most.
+        assert_eq!(time_wait_bound(1000, 40), 96);
+        // A device closing a few associations a minute, all day: one block per bucket.
+        assert_eq!(time_wait_bound(100_000, 5), 32);
+        assert_eq!(time_wait_bound(100_000, 15), 32);
+        assert_eq!(time_wait_bound(100_000, 16), 64);
+    }
+
+    #[test]
+    fn associations_closed_over_a_time_wait_apart_are_not_counted_together() {
+        // Marks every 2 s: at mark k (0-based) the associations closed since mark k-1 minus 62 s.
+        let every_2s: Vec<u64> = (1..=100).map(|i| i * 2 * S).collect();
+        assert_eq!(closed_within_time_wait(&every_2s, 0), 1);
+        assert_eq!(closed_within_time_wait(&every_2s, 9), 10);
+        // Mark 99 at 200 s: mark 98 at 198 s; marks after 136 s (68..=99) may still wait.
+        assert_eq!(closed_within_time_wait(&every_2s, 99), 32);
+        // A pause longer than a time-wait: the associations before it have expired.
+        let paused = [S, 2 * S, 3 * S, 100 * S, 101 * S];
+        assert_eq!(closed_within_time_wait(&paused, 3), 4);
+        assert_eq!(closed_within_time_wait(&paused, 4), 2);
     }
 }

@@ -311,7 +311,7 @@ mod tests {
     fn lean_on_a_lossy_link_resends_lost_video_and_holds_its_budgets() {
         let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let out = tempfile::tempdir().unwrap();
-        let settings = run::Settings { messages: 50, video_seconds: 4, cycles: 4 };
+        let settings = run::Settings { messages: 50, video_seconds: 4, cycles: 4, ..Default::default() };
         let link = Impairment { loss_percent: 10.0, jitter_ms: 30, delay_ms: 0 };
         let policy = Policy::load(&Policy::path_for("lean")).unwrap();
         let build = replica::build(&policy).unwrap();
@@ -348,7 +348,7 @@ mod tests {
     fn lean_datachannel_through_jitter_alone_echoes_every_message_past_a_minute() {
         let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let out = tempfile::tempdir().unwrap();
-        let settings = run::Settings { messages: 700, video_seconds: 4, cycles: 4 };
+        let settings = run::Settings { messages: 700, video_seconds: 4, cycles: 4, ..Default::default() };
         let link = Impairment { loss_percent: 0.0, jitter_ms: 30, delay_ms: 0 };
         let policy = Policy::load(&Policy::path_for("lean")).unwrap();
         let build = replica::build(&policy).unwrap();

@@ -41,6 +41,13 @@ pub struct Soak {
     pub fds_first: u64,
     pub fds_last: u64,
     pub fds_max: u64,
+    /// usrsctp's verification tags in time-wait (bounded, expiring; inside usrsctp's line above):
+    /// blocks at the last mark, the most at any, and their bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_wait: Option<crate::report::TimeWait>,
+    /// Closed DTLS transports held by a pending retransmission timer (inside libdatachannel's line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtls_timers: Option<crate::report::DtlsTimers>,
 }
 
 impl Soak {
@@ -64,6 +71,12 @@ impl Soak {
                 "{}: {} threads created, {} ended",
                 self.policy, self.threads_created, self.threads_ended
             ));
+        }
+        if let Some(at) = self.time_wait.as_ref().and_then(|t| t.over_bound_at.as_ref()) {
+            out.push(format!("{}: usrsctp's verification-tag time-wait exceeds its bound at {at}", self.policy));
+        }
+        if let Some(at) = self.dtls_timers.as_ref().and_then(|d| d.over_bound_at.as_ref()) {
+            out.push(format!("{}: DTLS retransmission timer tasks exceed their bound at {at}", self.policy));
         }
         if self.fds_last > self.fds_first {
             out.push(format!(
@@ -147,6 +160,8 @@ pub fn of(report: &Report, device_log: &str, cycles: u32) -> Soak {
         fds_first: fds.first().copied().unwrap_or(0),
         fds_last: fds.last().copied().unwrap_or(0),
         fds_max: fds.iter().copied().max().unwrap_or(0),
+        time_wait: report.time_wait.clone(),
+        dtls_timers: report.dtls_timers.clone(),
     }
 }
 
@@ -168,6 +183,30 @@ pub fn print(s: &Soak) {
         "\nthreads created {}, ended {}; open descriptors at the closed marks {} first, {} last, {} most",
         s.threads_created, s.threads_ended, s.fds_first, s.fds_last, s.fds_max
     );
+    if let Some(tw) = &s.time_wait {
+        println!(
+            "usrsctp verification tags in time-wait (inside usrsctp above): {} blocks ({} B) at the last mark, {} at \
+             most; bound {} blocks (at most {} associations closed within one time-wait){}",
+            tw.blocks,
+            tw.bytes,
+            tw.most_blocks,
+            tw.bound_blocks,
+            tw.closed_within_time_wait,
+            tw.over_bound_at.as_ref().map(|at| format!(", OVER THE BOUND at {at}")).unwrap_or_default()
+        );
+    }
+    if let Some(d) = &s.dtls_timers {
+        println!(
+            "closed DTLS transports held by a pending retransmission timer (inside libdatachannel above): {} B at \
+             the last mark, at most {} transports and {} timer tasks ({} B); bound {} tasks{}",
+            d.bytes,
+            d.most_transports,
+            d.most_tasks,
+            d.most_bytes,
+            d.bound_tasks,
+            d.over_bound_at.as_ref().map(|at| format!(", OVER THE BOUND at {at}")).unwrap_or_default()
+        );
+    }
 }
 
 #[cfg(test)]
@@ -234,5 +273,32 @@ mod tests {
         assert!(findings[0].contains("libjuice: +3.00 B per cycle"), "{findings:?}");
         assert!(findings[1].contains("2 threads created, 1 ended"), "{findings:?}");
         assert!(findings[2].contains("9 open descriptors at the first closed mark, 10 at the last"), "{findings:?}");
+    }
+
+    #[test]
+    fn a_time_wait_or_dtls_timer_beyond_its_bound_is_a_finding() {
+        use crate::report::{DtlsTimers, TimeWait};
+        let within = |tw: Option<String>, dtls: Option<String>| Report {
+            policy: "lean".into(),
+            time_wait: Some(TimeWait { blocks: 40, bound_blocks: 32, over_bound_at: tw, ..Default::default() }),
+            dtls_timers: Some(DtlsTimers { over_bound_at: dtls, ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(of(&within(None, None), "", 1000).findings().is_empty());
+        let findings = of(
+            &within(
+                Some("cycle-900-closed: 40 blocks, bound 32".into()),
+                Some("cycle-7-closed: 90 timer tasks".into()),
+            ),
+            "",
+            1000,
+        )
+        .findings();
+        assert_eq!(findings.len(), 2, "{findings:?}");
+        assert!(findings[0].contains("time-wait exceeds its bound at cycle-900-closed"), "{findings:?}");
+        assert!(
+            findings[1].contains("DTLS retransmission timer tasks exceed their bound at cycle-7-closed"),
+            "{findings:?}"
+        );
     }
 }

@@ -138,14 +138,15 @@ fn trace_from_a_truncated_file_is_refused() {
 }
 
 /// The real stack, both policies, short runs: stock reproduces the reference figures of
-/// DEVELOPERS.md within 10% and lean holds its budgets. Builds the replica (cached in ~/.cache/esp-dc).
+/// DEVELOPERS.md within 10% and lean holds its budgets, in `datachannel` and in `cycle` (4
+/// cycles). Builds the replica (cached in ~/.cache/esp-dc).
 #[test]
 fn real_stack_smoke_run_stock_figures_and_lean_budgets() {
     use super::{account, render};
     use crate::replica::{self, run};
     let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = tempfile::tempdir().unwrap();
-    let settings = run::Settings { messages: 50, video_seconds: 4, cycles: 4 };
+    let settings = run::Settings { messages: 50, video_seconds: 4, cycles: 4, ..Default::default() };
     let mut reports = Vec::new();
     let mut policies = Vec::new();
     for name in ["stock", "lean"] {
@@ -158,6 +159,15 @@ fn real_stack_smoke_run_stock_figures_and_lean_budgets() {
         assert_runtime_knobs_applied(&device_log, &policy);
         policies.push(policy);
     }
+    // CI's cycle smoke run: lean, 4 connect/disconnect cycles, its budgets (held per cycle 0 B,
+    // the time-wait within its bound) checked below with the data channel's.
+    let lean_policy = &policies[1];
+    let build = replica::build(lean_policy).unwrap();
+    let trace = run::run_scenario(&build, lean_policy, "cycle", &settings, out.path()).unwrap();
+    let cycle = account::build_report(&trace, "cycle", lean_policy, &build).unwrap();
+    assert_eq!(cycle.leak_bytes_per_cycle, Some(0), "{:#?}", cycle.cycle_sites);
+    assert!(cycle.time_wait.as_ref().is_some_and(|t| t.blocks >= 1), "{:?}", cycle.time_wait);
+    reports.push(cycle);
     let (stock, lean) = (&reports[0], &reports[1]);
     let within = |value: u64, reference: u64| (value as f64 - reference as f64).abs() <= 0.10 * reference as f64;
     let kb = |k: u64| k * 1000; // DEVELOPERS.md's figures are decimal kB (its parts add up that way)
@@ -193,4 +203,74 @@ fn assert_runtime_knobs_applied(device_log: &str, policy: &Policy) {
         .map(|k| format!("{}={}", k.name, policy.knob_value(k)))
         .collect();
     assert_eq!(applied, expected, "{}: the knobs the driver applied", policy.policy.name);
+}
+
+/// The `cycle` verdict on the real stack (lean, 6 cycles), twice: as it is, usrsctp's
+/// verification-tag time-wait grows by whole 188-byte blocks at the `closed` marks (the slope the
+/// verdict failed on under load) and the verdict holds, the time-wait within its bound; with the
+/// device keeping one 64-byte block per closed connection (LAB_LEAK_BYTES_PER_CONNECTION), the
+/// verdict finds 64 B per cycle, names the site and fails the budget.
+#[test]
+fn cycle_verdict_fails_on_a_64_byte_leak_per_connection_and_not_on_the_time_wait() {
+    use super::{account, render};
+    use crate::replica::{self, run};
+    let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let policy = Policy::load(&Policy::path_for("lean")).unwrap();
+    let build = replica::build(&policy).unwrap();
+    let cycle = |leak: u32| {
+        let out = tempfile::tempdir().unwrap();
+        let settings = run::Settings { messages: 10, cycles: 6, leak_bytes_per_connection: leak, ..Default::default() };
+        let trace = run::run_scenario(&build, &policy, "cycle", &settings, out.path()).unwrap();
+        account::build_report(&trace, "cycle", &policy, &build).unwrap()
+    };
+
+    let clean = cycle(0);
+    let tw = clean.time_wait.clone().expect("the time-wait line");
+    // Six tags in 32 buckets: two or more blocks unless all six share one bucket (1 in 32^5).
+    assert!(tw.blocks >= 2 && tw.blocks <= tw.bound_blocks && tw.over_bound_at.is_none(), "{tw:?}");
+    assert_eq!(tw.bytes, tw.blocks * 188, "{tw:?}");
+    let grew =
+        clean.cycle_sites.iter().find(|c| c.expiring == "time-wait").expect("the time-wait site among the moved ones");
+    assert!(grew.last_bytes > grew.first_bytes && grew.function == "sctp_add_vtag_to_timewait", "{grew:?}");
+    assert!(
+        clean.cycle_sites.iter().all(|c| !c.expiring.is_empty() || c.slope_bytes_per_cycle <= 0.0),
+        "{:#?}",
+        clean.cycle_sites
+    );
+    assert_eq!(clean.leak_bytes_per_cycle, Some(0), "{:#?}", clean.cycle_sites);
+    let breaches = render::check_budgets(std::slice::from_ref(&policy), std::slice::from_ref(&clean));
+    assert!(breaches.is_empty(), "{breaches:#?}");
+
+    let leaky = cycle(64);
+    assert_eq!(leaky.leak_bytes_per_cycle, Some(64), "{:#?}", leaky.cycle_sites);
+    let site = leaky.cycle_sites.iter().find(|c| c.component == "libdatachannel" && c.slope_bytes_per_cycle == 64.0);
+    assert!(site.is_some_and(|s| s.last_bytes == s.first_bytes + 4 * 64), "{:#?}", leaky.cycle_sites);
+    let breaches = render::check_budgets(std::slice::from_ref(&policy), std::slice::from_ref(&leaky));
+    assert!(
+        breaches.iter().any(|b| b.contains("held per cycle") && b.contains("64")),
+        "a 64-byte leak per connection must fail the budget: {breaches:#?}"
+    );
+}
+
+/// `cycle` beside `datachannel`: the exact figure after rtcCleanup comes beside the one from the
+/// `closed` marks instead of replacing it, and the budget holds both.
+#[test]
+fn the_after_cleanup_figure_joins_the_closed_marks_figure_and_both_are_budgeted() {
+    let policy = Policy::load(&Policy::path_for("lean")).unwrap();
+    let report = |scenario: &str, leak_bytes, per_cycle| Report {
+        policy: "lean".into(),
+        scenario: scenario.into(),
+        leak_bytes,
+        leak_bytes_per_cycle: per_cycle,
+        ..Default::default()
+    };
+    let mut reports = vec![report("datachannel", 5430, None), report("cycle", 5430 + 9 * 64, Some(0))];
+    super::settle_cycle_leaks(&mut reports, 10);
+    assert_eq!((reports[1].leak_bytes_per_cycle, reports[1].leak_bytes_per_cycle_after_cleanup), (Some(0), Some(64)));
+    let breaches = super::render::check_budgets(std::slice::from_ref(&policy), &reports);
+    assert!(
+        breaches.iter().any(|b| b.contains("held per cycle after cleanup at phase `cleaned-up` is 64 B")),
+        "{breaches:?}"
+    );
+    assert!(!breaches.iter().any(|b| b.contains("held per cycle at phase")), "{breaches:?}");
 }

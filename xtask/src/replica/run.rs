@@ -13,11 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub messages: u32,
     pub video_seconds: u32,
     pub cycles: u32,
+    /// Tests only: in `cycle` the device keeps one block of this many bytes (as libdatachannel's)
+    /// per closed connection, a real per-cycle leak (`LAB_LEAK_BYTES_PER_CONNECTION`). 0: none.
+    pub leak_bytes_per_connection: u32,
 }
 
 /// Environment both peers get: the policy's value of every run-time knob under its `LAB_*` name
@@ -140,6 +143,9 @@ pub fn run_scenario_on_link(
     env.push(("LAB_MESSAGES".into(), settings.messages.to_string()));
     env.push(("LAB_VIDEO_SECONDS".into(), settings.video_seconds.to_string()));
     env.push(("LAB_CYCLES".into(), settings.cycles.to_string()));
+    if settings.leak_bytes_per_connection > 0 {
+        env.push(("LAB_LEAK_BYTES_PER_CONNECTION".into(), settings.leak_bytes_per_connection.to_string()));
+    }
     // A cycle takes well under a second; quiet marks wait longer on a busy machine.
     let mut timeout = Duration::from_secs(120 + settings.video_seconds as u64 + 3 * settings.cycles as u64);
     let relay = match link {

@@ -7,7 +7,7 @@
 //! atomically. A component whose bytes already match is not touched, which makes a second run a
 //! no-op.
 
-mod render;
+pub(crate) mod render;
 
 use crate::components;
 use crate::exit::{self, Outcome};

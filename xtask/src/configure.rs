@@ -55,8 +55,8 @@ Examples:
   cargo xtask configure --check           # CI: is the tree what the policy says?
   cargo xtask configure --into ~/src/my-camera      # then in it: idf.py build
   cargo xtask configure --into ~/src/my-camera --check
-  cargo xtask configure --into ~/src/my-camera --dry-run            # what would change, nothing written
-  cargo xtask configure --into ~/src/my-camera --replace            # your old components/libdatachannel to a backup
+  cargo xtask configure --into ~/src/my-camera --dry-run    # what would change
+  cargo xtask configure --into ~/src/my-camera --replace    # yours to a backup first
   cargo xtask configure --into ~/src/my-camera --keep-sdkconfig CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN
 
 Exit codes: 0 done (or no drift with --check, or --dry-run listed what would change), 1 --check
@@ -328,7 +328,7 @@ pub fn foreign_folders(plan: &Plan, root: &Path) -> Result<Vec<Foreign>> {
             Err(e) => return Err(exit::bad_input(format!("{}: cannot read: {e}", dest.display()))),
         };
         if !meta.is_dir() {
-            let what = if meta.file_type().is_symlink() { "a symbolic link" } else { "not a folder" };
+            let what = if meta.file_type().is_symlink() { "a symbolic link" } else { "a file" };
             out.push(Foreign { dir: rel_dir, why: format!("{what}, not a folder configure wrote") });
             continue;
         }

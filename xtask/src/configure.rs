@@ -670,8 +670,8 @@ fn stage_component_files(tree: &Tree, dest: &Path, staging: &Path) -> Result<()>
                     }
                 }
             }
-            Ok(_) => write_new(&staged, bytes, mode_of(&existing))?,
-            Err(_) => {
+            Ok(meta) if meta.is_file() => write_new(&staged, bytes, mode_of(&existing))?,
+            _ => {
                 write_new(&staged, bytes, None)?;
                 crate::fsutil::give_execute_bits(&staged, tree.modes.get(rel).copied())?;
             }

@@ -535,25 +535,36 @@ fn reject_other_force_includes(policy: &Policy, text: &str, shown_policy: &str) 
     Ok(())
 }
 
-/// Line of `key` inside `[components.<component>]` (or of the table header when absent).
+/// Line of `key` inside `[components.<component>]` (or of the table when the key is absent), as
+/// the TOML parser places them, so any spelling of the table (`[components."libdatachannel"]`,
+/// a dotted or inline table) points at the user's own line (issue 27: a quoted table name was
+/// reported at line 1).
 fn key_line(text: &str, component: &str, key: &str) -> usize {
-    let header = format!("[components.{component}]");
-    let mut in_table = false;
-    let mut header_line = 1;
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.starts_with('[') {
-            in_table = line == header;
-            if in_table {
-                header_line = i + 1;
-            }
-            continue;
-        }
-        if in_table && line.split('=').next().map(str::trim) == Some(key) {
-            return i + 1;
-        }
-    }
-    header_line
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let Ok(doc) = toml_edit::Document::parse(text.to_string()) else { return 1 };
+    let Some((table_key, table)) =
+        doc.as_table().get("components").and_then(|c| c.as_table_like()).and_then(|c| c.get_key_value(component))
+    else {
+        return 1;
+    };
+    table
+        .as_table_like()
+        .and_then(|t| t.get_key_value(key))
+        .and_then(|(k, v)| k.span().or_else(|| v.span()))
+        .or_else(|| table_key.span().or_else(|| table.span()))
+        .map(|s| line_of(s.start))
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+#[test]
+fn key_line_finds_any_spelling_of_the_table() {
+    let text = "[policy]\nname = \"x\"\n\n[components.\"libdatachannel\"]\nplacement = \"psram\"\npatches = []\n\n[components.plog]\n";
+    assert_eq!(key_line(text, "libdatachannel", "patches"), 6);
+    assert_eq!(key_line(text, "libdatachannel", "threads"), 4);
+    assert_eq!(key_line(text, "plog", "patches"), 8);
+    let dotted = "[components]\nlibsrtp.placement = \"psram\"\nlibsrtp.patches = [\"x\"]\n";
+    assert_eq!(key_line(dotted, "libsrtp", "patches"), 3);
 }
 
 fn shown(path: &Path) -> String {

@@ -47,9 +47,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Outcome {
-    let text = std::fs::read(&args.log).map_err(|e| bad_input(format!("cannot read {}: {e}", args.log.display())))?;
-    let text = String::from_utf8_lossy(&text);
-    let log = log::parse(&text);
+    let log = read_log(&args.log)?;
     if log.tracker_lines == 0 && log.dumps.is_empty() {
         return Err(bad_input(format!(
             "{} has no MEMTRACK lines and no heap trace dump; see docs/analyze.md for how to capture one",
@@ -66,17 +64,33 @@ pub fn run(args: Args) -> Outcome {
     };
     let mut report = build_report(&log, elf.as_mut(), &args.policy, args.top);
     let map = args.map.clone().or_else(|| args.elf.as_ref().map(|e| e.with_extension("map")).filter(|m| m.is_file()));
+    let mut map_lost = Vec::new();
     if let Some(map) = map {
-        let sizes = crate::size::read_report(&map)
+        let (sizes, skipped) = crate::size::read_report_lines(&map)
             .map_err(|e| bad_input(format!("cannot read linker map {}: {e:#}", map.display())))?;
         add_static(&mut report, &sizes, &map.display().to_string());
+        // The lines size-check names: a static figure above that misses them would look whole.
+        for (number, text) in &skipped {
+            eprintln!(
+                "analyze: {}:{number}: skipped, its size could not be read: {}",
+                map.display(),
+                crate::fsutil::shown(text)
+            );
+        }
+        if !skipped.is_empty() {
+            map_lost.push(format!(
+                "{} line(s) of the linker map {} skipped (listed above)",
+                skipped.len(),
+                map.display()
+            ));
+        }
     }
     print!("{}", render(&report, &args));
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)? + "\n";
         crate::fsutil::write_atomic(path, json.as_bytes())?;
     }
-    match data_lost(&log) {
+    match data_lost(&log).into_iter().chain(map_lost).reduce(|a, b| format!("{a}, {b}")) {
         Some(what) => Err(crate::exit::verdict(format!(
             "{}: {what}; the figures above miss that data. Capture the log again (idf.py monitor | tee), with less output from other tasks while the dump prints",
             args.log.display()
@@ -85,13 +99,29 @@ pub fn run(args: Args) -> Outcome {
     }
 }
 
+/// Reads the log streaming (`log::parse_reader`): memory follows what the log holds of ours,
+/// not its size. On a long log a progress line on stderr says how far the reading is.
+fn read_log(path: &std::path::Path) -> anyhow::Result<Log> {
+    let cannot = |e: std::io::Error| bad_input(format!("cannot read {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mib = |bytes: u64| bytes >> 20;
+    let reader = std::io::BufReader::with_capacity(1 << 16, file);
+    log::parse_reader(reader, |read| {
+        if total >= 64 << 20 {
+            eprintln!("analyze: read {} of {} MiB of {}", mib(read), mib(total), path.display());
+        }
+    })
+    .map_err(cannot)
+}
+
 /// What of the log could not be read, or None when every line of ours was: skipped lines and
 /// dumps cut short (by a second header or the end of the log) or disagreeing with their own
 /// summary. Any of it makes the report incomplete: exit 1, after printing what was read.
 pub(crate) fn data_lost(log: &Log) -> Option<String> {
     let mut lost = Vec::new();
-    if !log.skipped.is_empty() {
-        lost.push(format!("{} line(s) skipped", log.skipped.len()));
+    if log.skipped_count > 0 {
+        lost.push(format!("{} line(s) skipped", log.skipped_count));
     }
     let cut = log.dumps.iter().filter(|d| !d.complete).count();
     if cut > 0 {
@@ -401,9 +431,18 @@ pub fn build_report(log: &Log, elf: Option<&mut elf::Elf>, policy: &str, top: us
                 .saturating_add(device.not_returned_psram_bytes.unwrap_or(0)),
         );
     }
-    device.skipped_lines = log.skipped.len() as u64;
+    device.skipped_lines = log.skipped_count as u64;
     // Every one, not a sample: each is data the report lacks.
-    device.skipped_examples = log.skipped.iter().map(|(n, t)| format!("line {n}: {t}")).collect();
+    // Shown escaped: a damaged line may hold escape sequences that would drive the terminal.
+    device.skipped_examples =
+        log.skipped.iter().map(|(n, t)| format!("line {n}: {}", crate::fsutil::shown(t))).collect();
+    if log.skipped_count > log.skipped.len() {
+        device.skipped_examples.push(format!(
+            "... and {} more (the first {} are listed)",
+            log.skipped_count - log.skipped.len(),
+            log.skipped.len()
+        ));
+    }
     device.warnings.extend(dump_warnings(log));
     report.device = Some(device);
     report

@@ -7,7 +7,7 @@
 //! atomically. A component whose bytes already match is not touched, which makes a second run a
 //! no-op.
 
-mod render;
+pub(crate) mod render;
 
 use crate::components;
 use crate::exit::{self, Outcome};
@@ -36,15 +36,33 @@ libdatachannel, libjuice, usrsctp, libsrtp, plog, esp_dc_port and esp_dc_init (o
 APP_DIR/sdkconfig.defaults the policy block (your lines are kept), and the stamp. Your main/,
 CMakeLists.txt, other components and sdkconfig are never touched.
 
+Each folder configure writes carries a stamp (.esp_dc_component) listing its files. A folder of
+one of those names without the stamp (your own port of libdatachannel, say), or a file in a
+stamped folder that is not on its list, is refused (exit 2, named) rather than deleted: move it
+aside, or pass --replace, which first moves the folder to APP_DIR/components.esp_dc-backup-<UTC
+date>/ (outside components/, so ESP-IDF does not build it twice) and says so. --dry-run lists
+what a run would write or move and writes nothing.
+
+A line of your sdkconfig.defaults that sets an option the policy block also sets, to another
+value, is a conflict: configure lists each (key, your value, the policy's, which one the build
+would see) and exits 2. Delete your line to take the policy's value, or keep yours with
+--keep-sdkconfig CONFIG_NAME (repeatable; the block then leaves that option out and says so).
+A second or stale policy block in the file is an error too.
+
 Examples:
   cargo xtask configure                   # lean, then: cd examples/datachannel_echo && idf.py build
   cargo xtask configure --policy stock    # the seed's baseline
   cargo xtask configure --check           # CI: is the tree what the policy says?
   cargo xtask configure --into ~/src/my-camera      # then in it: idf.py build
   cargo xtask configure --into ~/src/my-camera --check
+  cargo xtask configure --into ~/src/my-camera --dry-run    # what would change
+  cargo xtask configure --into ~/src/my-camera --replace    # yours to a backup first
+  cargo xtask configure --into ~/src/my-camera --keep-sdkconfig CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN
 
-Exit codes: 0 done (or no drift with --check), 1 --check found drift,
-2 bad policy, patch or template: `file:line: key: what is wrong`, nothing written.")]
+Exit codes: 0 done (or no drift with --check, or --dry-run listed what would change), 1 --check
+found drift, 2 bad policy, patch or template (`file:line: key: what is wrong`), a folder or file
+configure did not write where it would write, an sdkconfig.defaults conflict or stale block:
+nothing written.")]
 pub struct Args {
     /// Policy: `lean`, `stock` (policies/<name>.toml) or a path to a .toml file.
     #[arg(long, default_value = "lean")]
@@ -59,6 +77,27 @@ pub struct Args {
     /// gets our components and its sdkconfig.defaults the policy block; nothing else is touched.
     #[arg(long, value_name = "APP_DIR")]
     pub into: Option<PathBuf>,
+    /// List what a run would write, replace or move; write nothing (exit 2 where a run would refuse).
+    #[arg(long, conflicts_with = "check")]
+    pub dry_run: bool,
+    /// Move a component folder configure did not write (no .esp_dc_component stamp, or files not
+    /// on its list) to components.esp_dc-backup-<UTC date>/ beside components/, then write ours.
+    #[arg(long)]
+    pub replace: bool,
+    /// Keep your own sdkconfig.defaults line for this option where it conflicts with the policy
+    /// block (the block leaves it out). Repeatable: `--keep-sdkconfig CONFIG_A --keep-sdkconfig CONFIG_B`.
+    #[arg(long, value_name = "CONFIG_NAME")]
+    pub keep_sdkconfig: Vec<String>,
+}
+
+/// How a run treats the tree; `configure_into` is the plain run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub check: bool,
+    pub json: bool,
+    pub dry_run: bool,
+    pub replace: bool,
+    pub keep_sdkconfig: Vec<String>,
 }
 
 pub fn run(args: Args) -> Outcome {
@@ -66,7 +105,14 @@ pub fn run(args: Args) -> Outcome {
         Some(app) => application_root(app)?,
         None => project_root(),
     };
-    configure_into(&root, &Policy::path_for(&args.policy), args.check, args.json)
+    let options = Options {
+        check: args.check,
+        json: args.json,
+        dry_run: args.dry_run,
+        replace: args.replace,
+        keep_sdkconfig: args.keep_sdkconfig,
+    };
+    configure_with(&root, &Policy::path_for(&args.policy), &options)
 }
 
 /// The directory of an ESP-IDF application: its top CMakeLists.txt includes project.cmake and
@@ -98,9 +144,23 @@ pub struct Plan {
     pub files: BTreeMap<PathBuf, Vec<u8>>,
     /// Consistent but probably wrong settings, printed on stderr (they do not stop the run).
     pub warnings: Vec<String>,
+    /// The policy block's lines and the `--keep-sdkconfig` keys: under the lock the block is
+    /// merged again if sdkconfig.defaults changed since the plan read it.
+    pub sdkconfig_lines: Vec<String>,
+    pub keep_sdkconfig: Vec<String>,
+    /// sdkconfig.defaults as the plan read it (empty when there was none).
+    pub defaults_seen: String,
 }
 
 pub const STAMP: &str = "components/.esp_dc_policy";
+
+/// In every component folder configure writes: says the folder is configure's and lists the
+/// files in it that are (what a later run may replace or delete; anything else is the user's).
+pub const COMPONENT_STAMP: &str = ".esp_dc_component";
+
+/// Where `--replace` moves a folder configure did not write: beside components/, not in it, so
+/// ESP-IDF does not register the old copy as a second component with the same sources.
+pub const BACKUP_PREFIX: &str = "components.esp_dc-backup-";
 
 /// Upstream directories no ESP-IDF build reads; leaving them out keeps the copy small.
 const SKIPPED_UPSTREAM_DIRS: &[&str] =
@@ -108,6 +168,11 @@ const SKIPPED_UPSTREAM_DIRS: &[&str] =
 
 /// Computes the whole output in memory. `root` is where the existing sdkconfig.defaults is read.
 pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
+    plan_with(root, policy_path, &[])
+}
+
+/// `plan`, keeping the user's sdkconfig.defaults lines for `keep` (`--keep-sdkconfig`).
+pub fn plan_with(root: &Path, policy_path: &Path, keep: &[String]) -> Result<Plan> {
     let policy = Policy::load(policy_path)?;
     let policy_text = std::fs::read_to_string(policy_path)?;
     let shown_policy = shown(policy_path);
@@ -137,6 +202,9 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
             if SKIPPED_UPSTREAM_DIRS.contains(&first) {
                 continue;
             }
+            if let Some(mode) = staged.modes.get(&rel) {
+                tree.modes.insert(Path::new("upstream").join(&rel), *mode);
+            }
             tree.files.insert(Path::new("upstream").join(rel), bytes);
         }
         // The build files depend on the component only (the policy reaches them through
@@ -162,8 +230,15 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     let here = project_root().canonicalize().unwrap_or_else(|_| project_root());
     if root.canonicalize().map(|r| r != here).unwrap_or(true) {
         for name in components::ours() {
-            components.insert(name.to_string(), Tree::read(&here.join("components").join(name))?);
+            let mut tree = Tree::read(&here.join("components").join(name))?;
+            // The project's copy may hold a stamp of its own from an older layout; ours is rendered.
+            tree.files.remove(Path::new(COMPONENT_STAMP));
+            components.insert(name.to_string(), tree);
         }
+    }
+    for tree in components.values_mut() {
+        let listing = component_stamp(tree);
+        tree.files.insert(COMPONENT_STAMP.into(), listing);
     }
 
     let mut files = BTreeMap::new();
@@ -175,10 +250,18 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
     };
     // Every key of the block must be a Kconfig symbol under its current name (kconfgen drops
     // the rest silently); `kconfig_keys` says what is checked against what.
-    let rendered_kconfigs = components.values().filter_map(|t| t.files.get(Path::new("Kconfig")));
-    let mut ours = kconfig_keys::project_symbols(&project_root(), &components::generated())?;
-    ours.extend(rendered_kconfigs.flat_map(|k| kconfig_keys::kconfig_symbols(&String::from_utf8_lossy(k))));
-    let mut known = kconfig_keys::Known::new(ours);
+    let (mut ours, mut facts) = kconfig_keys::project_kconfig(&project_root(), &components::generated())?;
+    for (name, tree) in &components {
+        if let Some(kconfig) = tree.files.get(Path::new("Kconfig")) {
+            let text = String::from_utf8_lossy(kconfig);
+            ours.extend(kconfig_keys::kconfig_symbols(&text));
+            kconfig_keys::merge_facts(
+                &mut facts,
+                kconfig_keys::kconfig_facts(&text, &format!("components/{name}/Kconfig")),
+            );
+        }
+    }
+    let mut known = kconfig_keys::Known::new(ours).with_facts(facts);
     if let Some(idf) = kconfig_keys::idf_tree_from_env().filter(|_| !policy.sdkconfig_extra.is_empty()) {
         known = known.with_tree(&kconfig_keys::scan_tree(&idf)?);
     }
@@ -190,7 +273,7 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
         &shown_policy,
     )?;
     let lines = render::sdkconfig_lines(&policy);
-    let merged = render::merge_sdkconfig_defaults(&existing, &lines, "sdkconfig.defaults")?;
+    let merged = render::merge_sdkconfig_defaults(&existing, &lines, "sdkconfig.defaults", keep)?;
     files.insert(PathBuf::from("sdkconfig.defaults"), merged.into_bytes());
 
     let stamp = render::stamp(&policy, &shown_policy, &policy_hash(&policy, &policy_text)?, &patches_by_component);
@@ -201,7 +284,134 @@ pub fn plan(root: &Path, policy_path: &Path) -> Result<Plan> {
         components,
         files,
         warnings: [warnings(&policy), key_warnings].concat(),
+        sdkconfig_lines: lines,
+        keep_sdkconfig: keep.to_vec(),
+        defaults_seen: existing,
     })
+}
+
+/// The `.esp_dc_component` of a component folder: every file configure writes there, one path a line.
+fn component_stamp(tree: &Tree) -> Vec<u8> {
+    let mut s = String::from(
+        "# Written by `cargo xtask configure`: this folder is generated. A later run replaces the files\n\
+         # listed below and refuses to delete any other (move yours out of the folder, or use --replace).\n",
+    );
+    for rel in tree.files.keys().filter(|rel| rel.as_path() != Path::new(COMPONENT_STAMP)) {
+        s.push_str(&rel.to_string_lossy());
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+/// A component folder where configure would write that holds what configure did not write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Foreign {
+    /// Relative to the root: `components/<name>`.
+    pub dir: PathBuf,
+    /// Why it is not ours, for the message.
+    pub why: String,
+}
+
+/// Every folder `apply` would replace that is not entirely configure's own: no stamp (a hand
+/// port, or anything else of that name), not a plain folder, or files the stamp does not list.
+/// A folder of an older configure (no stamp of its own, but the tree's `.esp_dc_policy`) is ours
+/// when each of its files is one configure writes.
+pub fn foreign_folders(plan: &Plan, root: &Path) -> Result<Vec<Foreign>> {
+    let mut out = Vec::new();
+    let configured_before = root.join(STAMP).is_file();
+    for (name, tree) in &plan.components {
+        let rel_dir = Path::new("components").join(name);
+        let dest = root.join(&rel_dir);
+        let meta = match std::fs::symlink_metadata(&dest) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(exit::bad_input(format!("{}: cannot read: {e}", dest.display()))),
+        };
+        if !meta.is_dir() {
+            let what = if meta.file_type().is_symlink() { "a symbolic link" } else { "a file" };
+            out.push(Foreign { dir: rel_dir, why: format!("{what}, not a folder configure wrote") });
+            continue;
+        }
+        let listed: Option<std::collections::BTreeSet<PathBuf>> = std::fs::read_to_string(dest.join(COMPONENT_STAMP))
+            .ok()
+            .map(|text| text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(PathBuf::from).collect());
+        if listed.is_none() && !configured_before {
+            out.push(Foreign {
+                dir: rel_dir,
+                why: format!("no {COMPONENT_STAMP} stamp: configure did not write it (your own port?)"),
+            });
+            continue;
+        }
+        let mut theirs = Vec::new();
+        for entry in walkdir::WalkDir::new(&dest).sort_by_file_name() {
+            let entry = entry.with_context(|| format!("reading {}", dest.display()))?;
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let rel = entry.path().strip_prefix(&dest).expect("below dest").to_path_buf();
+            let ours = match &listed {
+                Some(listed) => listed.contains(&rel) || rel == Path::new(COMPONENT_STAMP),
+                None => tree.files.contains_key(&rel),
+            };
+            if !ours {
+                theirs.push(crate::fsutil::shown(&rel.to_string_lossy()));
+            }
+        }
+        if !theirs.is_empty() {
+            let count = theirs.len();
+            theirs.truncate(5);
+            let more = if count > 5 { format!(" and {} more", count - 5) } else { String::new() };
+            let stamp =
+                if listed.is_some() { "not listed in its stamp" } else { "no stamp, and not files configure writes" };
+            out.push(Foreign {
+                dir: rel_dir,
+                why: format!("{count} file(s) configure did not write ({stamp}): {}{more}", theirs.join(", ")),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The refusal for folders configure did not write: each named, with the two ways on.
+fn refuse_foreign(foreign: &[Foreign]) -> anyhow::Error {
+    let mut message = String::from("configure would replace folders it did not write, and lose what is in them:");
+    for f in foreign {
+        let _ = std::fmt::Write::write_fmt(&mut message, format_args!("\n  {}: {}", f.dir.display(), f.why));
+    }
+    message.push_str(&format!(
+        "\nMove them out of components/ (e.g. `mv components/libdatachannel ../libdatachannel-mine`), or run again with --replace, which first moves each to {BACKUP_PREFIX}<UTC date>/ beside components/ and says where; --dry-run shows what would change. README, \"Use it in your application\", says what of a hand port to keep."
+    ));
+    exit::bad_input(message)
+}
+
+/// A folder `--replace` moved: (where it was, where it went), relative to the root.
+pub type Moved = (PathBuf, PathBuf);
+
+/// `--replace`: moves each foreign folder to `components.esp_dc-backup-<UTC date>/<name>` under
+/// the root (a new directory per run). Returns (folder, where it went), both relative to root.
+fn move_to_backup(foreign: &[Foreign], root: &Path) -> Result<Vec<Moved>> {
+    if foreign.is_empty() {
+        return Ok(Vec::new());
+    }
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let base = format!("{BACKUP_PREFIX}{}", crate::fsutil::utc_stamp(secs));
+    let mut backup = PathBuf::from(&base);
+    let mut n = 1;
+    while std::fs::symlink_metadata(root.join(&backup)).is_ok() {
+        n += 1;
+        backup = PathBuf::from(format!("{base}-{n}"));
+    }
+    std::fs::create_dir_all(root.join(&backup))
+        .with_context(|| format!("creating {}", root.join(&backup).display()))?;
+    let mut moved = Vec::new();
+    for f in foreign {
+        let to = backup.join(f.dir.file_name().expect("components/<name>"));
+        std::fs::rename(root.join(&f.dir), root.join(&to))
+            .with_context(|| format!("moving {} to {}", f.dir.display(), to.display()))?;
+        eprintln!("configure: moved {} (not written by configure) to {}", f.dir.display(), to.display());
+        moved.push((f.dir.clone(), to));
+    }
+    Ok(moved)
 }
 
 /// SctpTransport::doRecv keeps a 64 KB buffer on the processor thread's stack unless the knob
@@ -325,25 +535,36 @@ fn reject_other_force_includes(policy: &Policy, text: &str, shown_policy: &str) 
     Ok(())
 }
 
-/// Line of `key` inside `[components.<component>]` (or of the table header when absent).
+/// Line of `key` inside `[components.<component>]` (or of the table when the key is absent), as
+/// the TOML parser places them, so any spelling of the table (`[components."libdatachannel"]`,
+/// a dotted or inline table) points at the user's own line (issue 27: a quoted table name was
+/// reported at line 1).
 fn key_line(text: &str, component: &str, key: &str) -> usize {
-    let header = format!("[components.{component}]");
-    let mut in_table = false;
-    let mut header_line = 1;
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.starts_with('[') {
-            in_table = line == header;
-            if in_table {
-                header_line = i + 1;
-            }
-            continue;
-        }
-        if in_table && line.split('=').next().map(str::trim) == Some(key) {
-            return i + 1;
-        }
-    }
-    header_line
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let Ok(doc) = toml_edit::Document::parse(text.to_string()) else { return 1 };
+    let Some((table_key, table)) =
+        doc.as_table().get("components").and_then(|c| c.as_table_like()).and_then(|c| c.get_key_value(component))
+    else {
+        return 1;
+    };
+    table
+        .as_table_like()
+        .and_then(|t| t.get_key_value(key))
+        .and_then(|(k, v)| k.span().or_else(|| v.span()))
+        .or_else(|| table_key.span().or_else(|| table.span()))
+        .map(|s| line_of(s.start))
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+#[test]
+fn key_line_finds_any_spelling_of_the_table() {
+    let text = "[policy]\nname = \"x\"\n\n[components.\"libdatachannel\"]\nplacement = \"psram\"\npatches = []\n\n[components.plog]\n";
+    assert_eq!(key_line(text, "libdatachannel", "patches"), 6);
+    assert_eq!(key_line(text, "libdatachannel", "threads"), 4);
+    assert_eq!(key_line(text, "plog", "patches"), 8);
+    let dotted = "[components]\nlibsrtp.placement = \"psram\"\nlibsrtp.patches = [\"x\"]\n";
+    assert_eq!(key_line(dotted, "libsrtp", "patches"), 3);
 }
 
 fn shown(path: &Path) -> String {
@@ -370,8 +591,21 @@ static STAGING_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 /// Writes the plan; the caller holds the project lock (`fsutil::lock_project`). A changed component is staged complete beside its destination and renamed
 /// into place, so a reader sees the old or the new component. The stamp is written last: it
-/// names a policy only once the tree matches it.
+/// names a policy only once the tree matches it. A folder configure did not write is refused
+/// (`foreign_folders`), never deleted.
+#[cfg(test)]
 pub fn apply(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
+    apply_with(plan, root, false).map(|(changed, _)| changed)
+}
+
+/// `apply`; with `replace` a folder configure did not write is first moved to a backup
+/// (returned: folder, where it went) instead of refused.
+pub fn apply_with(plan: &Plan, root: &Path, replace: bool) -> Result<(Vec<PathBuf>, Vec<Moved>)> {
+    let foreign = foreign_folders(plan, root)?;
+    if !foreign.is_empty() && !replace {
+        return Err(refuse_foreign(&foreign));
+    }
+    let moved = move_to_backup(&foreign, root)?;
     let changed = drift(plan, root)?;
     let components_dir = root.join("components");
     // An interrupted run may have left staging copies; they are never trusted, only swept
@@ -396,7 +630,7 @@ pub fn apply(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
         let run = format!("{}-{}", std::process::id(), STAGING_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let staging = components_dir.join(format!(".{name}.{run}.configure-new"));
         let old = components_dir.join(format!(".{name}.{run}.configure-old"));
-        tree.write(&staging)?;
+        stage_component_files(tree, &dest, &staging)?;
         if dest.exists() {
             std::fs::rename(&dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
         }
@@ -409,43 +643,173 @@ pub fn apply(plan: &Plan, root: &Path) -> Result<Vec<PathBuf>> {
         write_atomic(&root.join(rel), bytes)?;
     }
     write_atomic(&root.join(STAMP), &plan.files[Path::new(STAMP)])?;
-    Ok(changed)
+    Ok((changed, moved))
+}
+
+/// Writes a component's files into `staging` as they should replace `dest`, under the rules
+/// sdkconfig.defaults follows (`fsutil::write_atomic`): a file that exists keeps its mode; a
+/// symbolic link stays the same link, and the file it names gets the bytes (in the staged copy
+/// when it lies inside the folder, else in place); a new file gets 0666 minus the umask, plus
+/// execute bits where the upstream file had them.
+fn stage_component_files(tree: &Tree, dest: &Path, staging: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(staging).with_context(|| format!("creating {}", staging.display()))?;
+    let in_staging = |path: &Path| -> Option<PathBuf> { path.strip_prefix(dest).ok().map(|rel| staging.join(rel)) };
+    let write_new = |path: &Path, bytes: &[u8], mode: Option<u32>| -> Result<()> {
+        std::fs::create_dir_all(path.parent().expect("below staging"))?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        match mode {
+            Some(mode) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("setting the mode of {}", path.display())),
+            None => Ok(()),
+        }
+    };
+    for (rel, bytes) in &tree.files {
+        let existing = dest.join(rel);
+        let staged = staging.join(rel);
+        let mode_of = |p: &Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o7777);
+        match std::fs::symlink_metadata(&existing) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let link = std::fs::read_link(&existing).with_context(|| format!("reading {}", existing.display()))?;
+                std::fs::create_dir_all(staged.parent().expect("below staging"))?;
+                std::os::unix::fs::symlink(&link, &staged).with_context(|| format!("linking {}", staged.display()))?;
+                let target = crate::fsutil::follow_links(&existing)?;
+                match in_staging(&target) {
+                    Some(inside) => write_new(&inside, bytes, mode_of(&target))?,
+                    None => {
+                        write_atomic(&target, bytes)?;
+                    }
+                }
+            }
+            Ok(meta) if meta.is_file() => write_new(&staged, bytes, mode_of(&existing))?,
+            _ => {
+                write_new(&staged, bytes, None)?;
+                crate::fsutil::give_execute_bits(&staged, tree.modes.get(rel).copied())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The command with its root made explicit (tests run it on a temporary directory). Holds the
 /// project lock from reading the tree to writing the stamp: a second run waits.
+#[cfg(test)]
 pub fn configure_into(root: &Path, policy_path: &Path, check: bool, json: bool) -> Outcome {
+    configure_with(root, policy_path, &Options { check, json, ..Options::default() })
+}
+
+/// `configure_into` with every option. The plan (policy, patches, templates, the merge of
+/// sdkconfig.defaults) and the check of the folders it would replace come first and read only:
+/// an error there exits 2 before the lock file or components/ is created.
+pub fn configure_with(root: &Path, policy_path: &Path, options: &Options) -> Outcome {
+    let plan = plan_with(root, policy_path, &options.keep_sdkconfig)?;
+    let foreign = foreign_folders(&plan, root)?;
+    // --check only reports: a file configure did not write is drift like any other (exit 1).
+    if !foreign.is_empty() && !options.replace && !options.check {
+        return Err(refuse_foreign(&foreign));
+    }
+    if options.check || options.dry_run {
+        // Reading only: take the lock where a run made one (a writer is then waited for), never
+        // create it.
+        let _lock =
+            if root.join(crate::fsutil::LOCK_FILE).is_file() { Some(lock_project(root, "configure")?) } else { None };
+        return report_run(&plan, root, options, &foreign);
+    }
     let _lock = lock_project(root, "configure")?;
-    configure_locked(root, policy_path, check, json)
+    let plan = refresh_defaults(plan, root)?;
+    report_run(&plan, root, options, &foreign)
 }
 
 /// `configure_into` for a caller that already holds the project lock (`build`).
 pub fn configure_locked(root: &Path, policy_path: &Path, check: bool, json: bool) -> Outcome {
     let plan = plan(root, policy_path)?;
-    let changed = if check { drift(&plan, root)? } else { apply(&plan, root)? };
+    report_run(&plan, root, &Options { check, json, ..Options::default() }, &[])
+}
+
+/// The plan again if sdkconfig.defaults changed between planning and taking the lock (another
+/// run wrote it): its merge, conflicts and markers are checked on what will be replaced.
+fn refresh_defaults(mut plan: Plan, root: &Path) -> Result<Plan> {
+    let now = match std::fs::read_to_string(root.join("sdkconfig.defaults")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(exit::bad_input(format!("{}: cannot read: {e}", root.join("sdkconfig.defaults").display())))
+        }
+    };
+    if now != plan.defaults_seen {
+        let merged =
+            render::merge_sdkconfig_defaults(&now, &plan.sdkconfig_lines, "sdkconfig.defaults", &plan.keep_sdkconfig)?;
+        plan.files.insert(PathBuf::from("sdkconfig.defaults"), merged.into_bytes());
+        plan.defaults_seen = now;
+    }
+    Ok(plan)
+}
+
+/// Writes (unless checking or a dry run) and prints what changed.
+fn report_run(plan: &Plan, root: &Path, options: &Options, foreign: &[Foreign]) -> Outcome {
+    let check = options.check;
+    let foreign = if check { &[] } else { foreign };
+    let (changed, moved) = if check || options.dry_run {
+        let moved: Vec<Moved> = foreign
+            .iter()
+            .map(|f| {
+                (f.dir.clone(), PathBuf::from(format!("{BACKUP_PREFIX}<UTC date>")).join(f.dir.file_name().unwrap()))
+            })
+            .collect();
+        let mut changed = drift(plan, root)?;
+        // A folder to be moved away is rewritten whole.
+        changed.retain(|p| !foreign.iter().any(|f| p.starts_with(&f.dir)));
+        for f in foreign {
+            changed.extend(
+                plan.components[f.dir.file_name().unwrap().to_str().unwrap()].files.keys().map(|rel| f.dir.join(rel)),
+            );
+        }
+        (changed, moved)
+    } else {
+        apply_with(plan, root, options.replace)?
+    };
     let summary = summarize(&changed);
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
-    if json {
+    if options.json {
         let report = serde_json::json!({
             "policy": plan.policy_name,
             "check": check,
+            "dry_run": options.dry_run,
             "warnings": plan.warnings,
             "changed": changed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "moved": moved.iter().map(|(from, to)| serde_json::json!({"from": from.display().to_string(), "to": to.display().to_string()})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if changed.is_empty() {
-        println!(
-            "configure: policy `{}`: tree is up to date, nothing {}",
-            plan.policy_name,
-            if check { "drifted" } else { "changed" }
-        );
     } else {
-        let verb = if check { "differ from the policy" } else { "written" };
-        println!("configure: policy `{}`: {} file(s) {verb}:", plan.policy_name, changed.len());
-        for line in summary {
-            println!("  {line}");
+        for (from, to) in moved.iter().filter(|_| options.dry_run) {
+            println!("configure: --dry-run: would move {} to {}", from.display(), to.display());
+        }
+        if changed.is_empty() {
+            println!(
+                "configure: policy `{}`: tree is up to date, nothing {}",
+                plan.policy_name,
+                if check {
+                    "drifted"
+                } else if options.dry_run {
+                    "would change"
+                } else {
+                    "changed"
+                }
+            );
+        } else {
+            let verb = if check {
+                "differ from the policy"
+            } else if options.dry_run {
+                "would be written (--dry-run: nothing was)"
+            } else {
+                "written"
+            };
+            println!("configure: policy `{}`: {} file(s) {verb}:", plan.policy_name, changed.len());
+            for line in summary {
+                println!("  {line}");
+            }
         }
     }
     Ok(if check && !changed.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })

@@ -38,9 +38,24 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<bool> {
     Ok(true)
 }
 
+/// A file just created (0666 minus the umask, as `std::fs::write` makes it) that came from a file
+/// with execute bits (`mode`, e.g. an upstream script at 0755) gets execute bits where it has read
+/// bits, as `cp` does under the same umask; without a mode nothing changes.
+pub fn give_execute_bits(path: &Path, mode: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mode) = mode.filter(|m| m & 0o111 != 0) else { return Ok(()) };
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    let wanted = current | ((current & 0o444) >> 2 & mode & 0o111);
+    if wanted != current {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// The file a chain of symbolic links at `path` ends in (relative links resolved against the
 /// link's directory); `path` itself when it is no link. The target need not exist yet.
-fn follow_links(path: &Path) -> Result<std::path::PathBuf> {
+pub fn follow_links(path: &Path) -> Result<std::path::PathBuf> {
     let mut current = path.to_path_buf();
     // 40: Linux's own limit (MAXSYMLINKS) before ELOOP.
     for _ in 0..40 {
@@ -73,6 +88,40 @@ pub fn split_lines(text: &str) -> impl Iterator<Item = &str> {
         rest = &rest[end + skip..];
         Some(line)
     })
+}
+
+/// Text from outside (a key of a policy, a value of a user's file, a line of a log) as an error
+/// message may show it: control characters (a line break would print a second, forged `error:`
+/// line; an escape sequence would reach the terminal) and the invisible Unicode marks that
+/// reorder or hide text come out as Rust escapes (`\n`, `\u{1b}`), everything else unchanged.
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let invisible = matches!(c as u32, 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2069 | 0xfeff);
+        if c.is_control() || invisible {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC for `secs` since 1970 (a backup's name). Civil-from-days after
+/// Howard Hinnant's algorithm, so no date crate is needed for one file name.
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rest / 3600, rest / 60 % 60, rest % 60)
 }
 
 /// FNV-1a, 64 bit, with a 0xff byte after each part (so part boundaries count): the project's

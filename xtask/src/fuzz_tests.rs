@@ -17,6 +17,7 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -454,4 +455,286 @@ fn fuzz_mutations_do_what_they_say() {
     assert_eq!(run(Mutation::Endings(Ending::Cr)), "a=1\rb=0x10\rc=-7\r");
     assert_eq!(run(Mutation::Endings(Ending::CrLf)), "a=1\r\nb=0x10\r\nc=-7\r\n");
     assert_eq!(run(Mutation::DeleteRange { at: 100, len: 5 }), "a=1\nb=0x10\nc=-7");
+}
+
+/// lean with a filled `[sdkconfig_extra]` (issue 27): the mutations reach its keys and values.
+fn policy_fixtures() -> &'static [&'static str] {
+    static FIXTURES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let extra = POLICY_LEAN.replacen(
+            "[sdkconfig_extra]\n",
+            "[sdkconfig_extra]\nCONFIG_LWIP_MAX_SOCKETS = \"16\"\nCONFIG_ESP_DC_PORT_THREAD_PRIORITY = \"5\"\nCONFIG_LWIP_LOCAL_HOSTNAME = '\"cam\"'\nCONFIG_ESP_MEMTRACK_MAX_TASKS = \"16\"\nCONFIG_ESP_DC_PORT_SHIM_RANDOM = \"y\"\n",
+            1,
+        );
+        vec![POLICY_LEAN, POLICY_STOCK, Box::leak(extra.into_boxed_str())]
+    })
+}
+
+/// What configure checks `[sdkconfig_extra]` against without an ESP-IDF tree: our Kconfig files
+/// (esp_dc_port's, the other components', each generated component's as rendered).
+fn our_known_keys() -> crate::kconfig_keys::Known {
+    use crate::kconfig_keys;
+    let root = crate::fsutil::project_root();
+    let generated = crate::components::generated();
+    let (mut ours, mut facts) = kconfig_keys::project_kconfig(&root, &generated).unwrap();
+    let template = std::fs::read_to_string(root.join("templates/Kconfig")).unwrap();
+    for component in generated {
+        let text = crate::configure::render::kconfig(component, &template).unwrap();
+        ours.extend(kconfig_keys::kconfig_symbols(&text));
+        kconfig_keys::merge_facts(&mut facts, kconfig_keys::kconfig_facts(&text, component));
+    }
+    kconfig_keys::Known::new(ours).with_facts(facts)
+}
+
+/// An error as printed must not carry a control character (issue 27: a key holding a line break
+/// forged a second `error:` line; an escape sequence reached the terminal). `lines` error lines
+/// are allowed where several errors are joined.
+fn assert_no_control_characters(message: &str, lines: bool) {
+    let bad = message.chars().find(|c| c.is_control() && !(lines && *c == '\n'));
+    assert!(bad.is_none(), "control character {bad:?} in the message: {message:?}");
+}
+
+/// Issue 27: the policy reader and configure's `[sdkconfig_extra]` check on policies that fill
+/// it. Beyond not panicking: every error is one line without control characters, and every
+/// error of the key check names the policy file.
+#[test]
+fn fuzz_policy_sdkconfig_extra() {
+    let path = policy_path();
+    let known = our_known_keys();
+    fuzz("policy sdkconfig_extra", policy_fixtures(), |text| {
+        let policy = match crate::policy::Policy::parse(text, &path) {
+            Ok(policy) => policy,
+            Err(e) => {
+                assert_no_control_characters(&e.to_string(), false);
+                return false;
+            }
+        };
+        let lines = crate::configure::render::policy_lines(&policy);
+        match crate::configure::render::check_sdkconfig_keys(&lines, &policy.sdkconfig_extra, &known, text, "p.toml") {
+            Ok(_) => true,
+            Err(e) => {
+                let message = e.to_string();
+                assert_no_control_characters(&message, true);
+                assert!(message.lines().all(|l| l.starts_with("p.toml:")), "{message}");
+                false
+            }
+        }
+    });
+}
+
+const SYNC_LOG: &str = include_str!("../../lab/fixtures/analyze/device-log-sync.txt");
+
+/// Issue 27: another task's output run into a tracker line (at a word boundary, as printf
+/// interleaves whole writes) must never change a figure silently: either the log reads as the
+/// clean one, or the damaged line is skipped (and `analyze` exits 1).
+#[test]
+fn fuzz_damaged_tracker_lines() {
+    use crate::analyze::log;
+    let clean = log::parse(SYNC_LOG);
+    assert_eq!(clean.skipped_count, 0);
+    let tracker: Vec<usize> =
+        SYNC_LOG.lines().enumerate().filter(|(_, l)| l.starts_with("MEMTRACK ")).map(|(i, _)| i).collect();
+    let strangers = proptest::sample::select(vec![
+        "free=-3684",
+        "free=3684",
+        "heap=psram",
+        "label=other",
+        "largest=1",
+        "event=dump",
+        "I (5512) wifi: sta free=-3684",
+        "MEMTRACK snapshot label=x heap=internal free=1 min_free=1 largest=1",
+        "rssi=-40",
+        "x",
+        "=",
+        "truncated=3",
+    ]);
+    let strategy = (
+        proptest::sample::select(tracker),
+        any::<usize>(),
+        prop_oneof![strangers.prop_map(String::from), "[a-z_]{1,10}=[-0-9a-z]{0,6}", "[ -~]{1,20}"],
+    );
+    let cases = std::env::var("ESP_DC_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_CASES) / 10;
+    let mut runner = TestRunner::new(Config { cases: cases.max(100), failure_persistence: None, ..Config::default() });
+    let result = runner.run(&strategy, |(line, at, stranger)| {
+        let mut lines: Vec<String> = SYNC_LOG.lines().map(String::from).collect();
+        let target = &lines[line];
+        // A word boundary of the line: before one of its spaces, or its end.
+        let boundaries: Vec<usize> =
+            target.match_indices(' ').map(|(i, _)| i).chain(std::iter::once(target.len())).collect();
+        let at = boundaries[at % boundaries.len()];
+        let damaged = format!("{} {}{}", &target[..at], stranger.trim(), &target[at..]);
+        if stranger.trim().is_empty() || damaged.split_whitespace().eq(target.split_whitespace()) {
+            return Ok(());
+        }
+        lines[line] = damaged.clone();
+        let read = log::parse(&(lines.join("\n") + "\n"));
+        let same = read.snapshots == clean.snapshots && read.deltas == clean.deltas && read.tasks == clean.tasks;
+        prop_assert!(
+            read.skipped_count > 0 || same,
+            "`{damaged}` changed the figures without a skipped line: {:?} / {:?}",
+            read.snapshots,
+            read.deltas
+        );
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Issue 27: `configure --into` on applications holding their own files where ours go (a hand
+/// port, a file in a folder of ours, conflicting or duplicated sdkconfig.defaults lines, with or
+/// without --replace or --dry-run). The property: no panic; an error is exit 2 and changes
+/// nothing; a run that succeeds loses no file of the user's (it is in place, byte for byte, or
+/// in the backup --replace made) and keeps the user's sdkconfig.defaults lines in order.
+/// Each case configures a real tree (~1-2 s), so there are few: ESP_DC_FUZZ_INTO_CASES (default 6).
+#[test]
+fn fuzz_configure_into_applications() {
+    use crate::configure::{application_root, configure_with, Options, BACKUP_PREFIX};
+    let lean = crate::policy::Policy::path_for("lean");
+    let files = proptest::collection::vec(
+        (
+            proptest::sample::select(vec![
+                "components/libdatachannel/src/peerconnection.cpp",
+                "components/libdatachannel/CMakeLists.txt",
+                "components/libdatachannel/mine.c",
+                "components/esp_dc_port/my_shim.c",
+                "components/plog/upstream/include/plog/Mine.h",
+                "components/sensor/CMakeLists.txt",
+                "main/main.c",
+            ]),
+            "[a-z ]{0,12}",
+        ),
+        0..4,
+    );
+    let defaults_lines = proptest::collection::vec(
+        proptest::sample::select(vec![
+            "CONFIG_FREERTOS_HZ=1000",
+            "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384",
+            "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536",
+            "CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT=4096",
+            "# CONFIG_MBEDTLS_DYNAMIC_BUFFER is not set",
+            "# >>> esp-libdatachannel policy (cargo xtask configure) >>>",
+            "# <<< esp-libdatachannel policy (cargo xtask configure) <<<",
+            "# a comment of the user's",
+            "",
+        ]),
+        0..6,
+    );
+    let strategy = (any::<bool>(), files, defaults_lines, any::<bool>(), any::<bool>(), any::<bool>());
+    let cases = std::env::var("ESP_DC_FUZZ_INTO_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let result = runner.run(&strategy, |(configured_before, files, defaults, replace, dry_run, keep)| {
+        let app = tempfile::tempdir().unwrap();
+        let root = app.path();
+        std::fs::write(
+            root.join("CMakeLists.txt"),
+            "include($ENV{IDF_PATH}/tools/cmake/project.cmake)\nproject(app)\n",
+        )
+        .unwrap();
+        let root = application_root(root).unwrap();
+        if configured_before {
+            configure_with(&root, &lean, &Options::default()).unwrap();
+        }
+        // A file of ours the user edited is ours to replace (the README says so); not checked.
+        let ours = tree_snapshot(&root);
+        let mut theirs = BTreeMap::new();
+        for (rel, text) in &files {
+            let path = root.join(rel);
+            if ours.contains_key(Path::new(rel)) {
+                std::fs::write(&path, text).unwrap();
+                continue;
+            }
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            theirs.insert(PathBuf::from(rel), text.clone().into_bytes());
+        }
+        let user_defaults = defaults.join("\n") + "\n";
+        let defaults_path = root.join("sdkconfig.defaults");
+        let before_defaults = std::fs::read_to_string(&defaults_path).unwrap_or_default();
+        let merged_user = if configured_before {
+            // Keep the configured block where it is; the user's lines go before it.
+            format!("{user_defaults}{before_defaults}")
+        } else {
+            user_defaults.clone()
+        };
+        std::fs::write(&defaults_path, &merged_user).unwrap();
+        let options = Options {
+            replace,
+            dry_run,
+            keep_sdkconfig: if keep { vec!["CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN".into()] } else { Vec::new() },
+            ..Options::default()
+        };
+        let snapshot = tree_snapshot(&root);
+        match configure_with(&root, &lean, &options) {
+            Err(e) => {
+                let code = e.downcast_ref::<crate::exit::Failure>().map(|f| f.code);
+                prop_assert_eq!(code, Some(2), "{}", e);
+                prop_assert!(tree_snapshot(&root) == snapshot, "an exit 2 changed the tree: {}", e);
+            }
+            Ok(_) if dry_run => prop_assert!(tree_snapshot(&root) == snapshot, "--dry-run changed the tree"),
+            Ok(_) => {
+                let after = tree_snapshot(&root);
+                for (rel, bytes) in &theirs {
+                    let in_place = after.get(rel) == Some(bytes);
+                    let backed_up = after.iter().any(|(p, b)| {
+                        p.to_string_lossy().starts_with(BACKUP_PREFIX)
+                            && p.ends_with(rel.strip_prefix("components").unwrap_or(rel))
+                            && b == bytes
+                    });
+                    prop_assert!(in_place || backed_up, "{} was lost", rel.display());
+                }
+                let text = std::fs::read_to_string(&defaults_path).unwrap();
+                let outside: Vec<&str> = {
+                    let begin = text.lines().position(|l| l.starts_with("# >>> esp-libdatachannel"));
+                    let end = text.lines().position(|l| l.starts_with("# <<< esp-libdatachannel"));
+                    text.lines()
+                        .enumerate()
+                        .filter(|(i, _)| match (begin, end) {
+                            (Some(b), Some(e)) => *i < b || *i > e,
+                            _ => true,
+                        })
+                        .map(|(_, l)| l)
+                        .filter(|l| !l.is_empty())
+                        .collect()
+                };
+                // The user's lines, less a block of their own (one begin before one end: ours to replace).
+                let all: Vec<&str> = user_defaults.lines().collect();
+                let begin = all.iter().position(|l| l.starts_with("# >>> esp-libdatachannel"));
+                let end = all.iter().position(|l| l.starts_with("# <<< esp-libdatachannel"));
+                let user: Vec<&str> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| match (begin, end) {
+                        (Some(b), Some(e)) if b < e => *i < b || *i > e,
+                        _ => true,
+                    })
+                    .map(|(_, l)| *l)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                prop_assert_eq!(outside, user, "the user's lines changed:\n{}", text);
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Every file and link under `root` with its bytes (a link as its target's text).
+fn tree_snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| {
+            let bytes = if e.path_is_symlink() {
+                std::fs::read_link(e.path()).unwrap().into_os_string().into_encoded_bytes()
+            } else {
+                std::fs::read(e.path()).unwrap()
+            };
+            (e.path().strip_prefix(root).unwrap().to_path_buf(), bytes)
+        })
+        .collect()
 }

@@ -442,7 +442,7 @@ fn build_matrix(idf: &Idf, target: &str) -> Outcome {
     for policy_name in ["lean", "stock"] {
         let root = staged_root(target, policy_name);
         stage_examples(&root)?;
-        let code = configure::configure_into(&root, &Policy::path_for(policy_name), false, false)?;
+        let code = configure::configure_with(&root, &Policy::path_for(policy_name), &configure::Options::default())?;
         if code != ExitCode::SUCCESS {
             return Err(exit::bad_input(format!("configure --into {} did not finish", root.display())));
         }

@@ -86,6 +86,140 @@ pub fn kconfig_symbols(text: &str) -> Vec<String> {
     out
 }
 
+/// What a Kconfig file says about an option's values: its type and numeric ranges, and the
+/// choice it is a member of (kconfgen drops a value of the wrong type or out of range with a
+/// warning and builds with the default, so `[sdkconfig_extra]` is held to these).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OptionFacts {
+    /// `bool`, `tristate`, `int`, `hex` or `string`; None when no file declared it here.
+    pub kind: Option<String>,
+    /// `range A B [if COND]` lines as written: (A, B); bounds may be symbols.
+    pub ranges: Vec<(String, String)>,
+    /// The choice it belongs to (`file:line` of the `choice` line, or the choice's name).
+    pub choice: Option<String>,
+}
+
+/// Type, ranges and choice of every `config`/`menuconfig` symbol in Kconfig text. Help text is
+/// skipped by indentation (its lines are indented deeper than `help`), so prose never counts.
+pub fn kconfig_facts(text: &str, file: &str) -> BTreeMap<String, OptionFacts> {
+    let mut out: BTreeMap<String, OptionFacts> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut choices: Vec<String> = Vec::new();
+    let mut help_indent: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim();
+        if let Some(at) = help_indent {
+            if trimmed.is_empty() || indent > at {
+                continue;
+            }
+            help_indent = None;
+        }
+        let mut words = trimmed.split_whitespace();
+        let Some(keyword) = words.next() else { continue };
+        match keyword {
+            "config" | "menuconfig" => {
+                current = words
+                    .next()
+                    .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                    .map(str::to_string);
+                if let Some(name) = &current {
+                    let facts = out.entry(name.clone()).or_default();
+                    if let Some(choice) = choices.last() {
+                        facts.choice.get_or_insert_with(|| choice.clone());
+                    }
+                }
+            }
+            "choice" => {
+                choices.push(words.next().map(str::to_string).unwrap_or_else(|| format!("{file}:{}", i + 1)));
+                current = None;
+            }
+            "endchoice" => {
+                choices.pop();
+                current = None;
+            }
+            "menu" | "endmenu" | "if" | "endif" | "source" | "rsource" | "osource" | "orsource" | "comment"
+            | "mainmenu" => current = None,
+            "help" | "---help---" => help_indent = Some(indent),
+            "bool" | "tristate" | "int" | "hex" | "string" | "def_bool" | "def_tristate" | "def_int" | "def_hex"
+            | "def_string" => {
+                if let Some(name) = &current {
+                    let kind = keyword.trim_start_matches("def_").to_string();
+                    out.entry(name.clone()).or_default().kind.get_or_insert(kind);
+                }
+            }
+            "range" => {
+                if let (Some(name), Some(low), Some(high)) = (&current, words.next(), words.next()) {
+                    out.entry(name.clone()).or_default().ranges.push((low.to_string(), high.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Merges what several files say about the same symbols (per-target Kconfig files repeat one).
+pub fn merge_facts(into: &mut BTreeMap<String, OptionFacts>, more: BTreeMap<String, OptionFacts>) {
+    for (symbol, facts) in more {
+        let entry = into.entry(symbol).or_default();
+        if entry.kind.is_none() {
+            entry.kind = facts.kind;
+        }
+        entry.ranges.extend(facts.ranges);
+        if entry.choice.is_none() {
+            entry.choice = facts.choice;
+        }
+    }
+}
+
+/// A Kconfig number: decimal (optionally negative) or `0x` hex.
+fn kconfig_number(text: &str) -> Option<i128> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => i128::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// Checks an sdkconfig value against what the Kconfig files say of its option: a bool is `y`
+/// or `n`, an int a decimal number, a hex `0x…`, a string a double-quoted text, and a number
+/// lies within one of the option's ranges (a range whose bound is a symbol is not checked on
+/// that side: its value depends on the rest of the configuration).
+pub fn check_value(facts: &OptionFacts, value: &str) -> std::result::Result<(), String> {
+    let Some(kind) = facts.kind.as_deref() else { return Ok(()) };
+    match kind {
+        "bool" if !matches!(value, "y" | "n") => return Err(format!("a bool option takes y or n, not `{value}`")),
+        "tristate" if !matches!(value, "y" | "n" | "m") => {
+            return Err(format!("a tristate option takes y, m or n, not `{value}`"))
+        }
+        "string" if !(value.len() >= 2 && value.starts_with('"') && value.ends_with('"')) => {
+            return Err(format!("a string option's value is written in double quotes, not `{value}`"))
+        }
+        "int" if value.parse::<i128>().is_err() => {
+            return Err(format!("an int option takes a decimal number, not `{value}`"))
+        }
+        "hex" if !(value.starts_with("0x") || value.starts_with("0X")) || kconfig_number(value).is_none() => {
+            return Err(format!("a hex option takes 0x followed by hex digits, not `{value}`"))
+        }
+        _ => {}
+    }
+    if !matches!(kind, "int" | "hex") || facts.ranges.is_empty() {
+        return Ok(());
+    }
+    let number = kconfig_number(value).expect("checked above");
+    let fits = facts.ranges.iter().any(|(low, high)| {
+        kconfig_number(low).is_none_or(|low| number >= low) && kconfig_number(high).is_none_or(|high| number <= high)
+    });
+    if fits {
+        return Ok(());
+    }
+    let ranges: Vec<String> = facts.ranges.iter().map(|(l, h)| format!("{l}..={h}")).collect();
+    Err(format!(
+        "{value} is out of range {} (its Kconfig's `range`); kconfgen would drop it and build with the option's default. Choose a value within the range",
+        ranges.join(" or ")
+    ))
+}
+
 /// The pairs of an `sdkconfig.rename` text (`CONFIG_OLD CONFIG_NEW`, `#` comments), tagged with `file`.
 pub fn rename_pairs(text: &str, file: &str) -> Vec<Rename> {
     let mut out = Vec::new();
@@ -119,6 +253,8 @@ pub struct IdfKconfig {
     pub root: PathBuf,
     pub symbols: BTreeMap<String, Vec<String>>,
     pub renames: Vec<Rename>,
+    /// Type, ranges and choice of each symbol (`kconfig_facts`).
+    pub facts: BTreeMap<String, OptionFacts>,
 }
 
 /// Directories whose Kconfig files belong to example and test projects, never to a user's build
@@ -150,6 +286,7 @@ pub fn scan_tree(root: &Path) -> Result<IdfKconfig> {
             for symbol in kconfig_symbols(&text) {
                 out.symbols.entry(symbol).or_default().push(rel.clone());
             }
+            merge_facts(&mut out.facts, kconfig_facts(&text, &rel));
         } else {
             out.renames.extend(rename_pairs(&text, &rel));
         }
@@ -169,7 +306,13 @@ pub fn idf_tree_from_env() -> Option<PathBuf> {
 /// components/esp_dc_port/Kconfig must be there; other components' and the examples' are read
 /// too, so `[sdkconfig_extra]` can set e.g. CONFIG_ESP_MEMTRACK_ENABLE. Generated components
 /// (`skip`) are left out: their Kconfig on disk may be stale, the caller passes the rendered ones.
+#[cfg(test)]
 pub fn project_symbols(project: &Path, skip: &[&str]) -> Result<BTreeSet<String>> {
+    project_kconfig(project, skip).map(|(symbols, _)| symbols)
+}
+
+/// `project_symbols`, and what those Kconfig files say of each symbol's values.
+pub fn project_kconfig(project: &Path, skip: &[&str]) -> Result<(BTreeSet<String>, BTreeMap<String, OptionFacts>)> {
     let port = project.join("components/esp_dc_port/Kconfig");
     let text = std::fs::read_to_string(&port).map_err(|e| {
         exit::bad_input(format!(
@@ -178,6 +321,7 @@ pub fn project_symbols(project: &Path, skip: &[&str]) -> Result<BTreeSet<String>
         ))
     })?;
     let mut out: BTreeSet<String> = kconfig_symbols(&text).into_iter().collect();
+    let mut facts = kconfig_facts(&text, "components/esp_dc_port/Kconfig");
     for dir in ["components", "examples"] {
         let walker = walkdir::WalkDir::new(project.join(dir)).into_iter().filter_entry(|e| {
             let name = e.file_name().to_string_lossy();
@@ -188,14 +332,15 @@ pub fn project_symbols(project: &Path, skip: &[&str]) -> Result<BTreeSet<String>
                     || ["build", "managed_components", "upstream"].contains(&name.as_ref())))
         });
         for entry in walker.filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()) {
-            if is_kconfig_file(&entry.file_name().to_string_lossy()) {
+            if is_kconfig_file(&entry.file_name().to_string_lossy()) && entry.path() != port {
                 if let Ok(text) = std::fs::read_to_string(entry.path()) {
                     out.extend(kconfig_symbols(&text));
+                    merge_facts(&mut facts, kconfig_facts(&text, &entry.path().display().to_string()));
                 }
             }
         }
     }
-    Ok(out)
+    Ok((out, facts))
 }
 
 /// How a key was accepted.
@@ -219,6 +364,8 @@ pub struct Known {
     /// old -> its rename (the tree's first, then the committed ones).
     renames: BTreeMap<String, Rename>,
     tree: Option<(PathBuf, BTreeSet<String>)>,
+    /// What the Kconfig files at hand (ours, the tree's) say of each symbol's values.
+    facts: BTreeMap<String, OptionFacts>,
 }
 
 impl Known {
@@ -233,7 +380,19 @@ impl Known {
             ours: ours.into_iter().collect(),
             renames,
             tree: None,
+            facts: BTreeMap::new(),
         }
+    }
+
+    /// Adds what Kconfig text (ours: esp_dc_port's, the rendered components') says of values.
+    pub fn with_facts(mut self, facts: BTreeMap<String, OptionFacts>) -> Known {
+        merge_facts(&mut self.facts, facts);
+        self
+    }
+
+    /// What is known of a symbol's values (no `CONFIG_`), if any Kconfig file at hand declares it.
+    pub fn facts(&self, symbol: &str) -> Option<&OptionFacts> {
+        self.facts.get(symbol)
     }
 
     /// Also checks against a scanned ESP-IDF tree, whose renames win over the committed ones.
@@ -242,6 +401,7 @@ impl Known {
             self.renames.insert(r.old.clone(), r.clone());
         }
         self.tree = Some((tree.root.clone(), tree.symbols.keys().cloned().collect()));
+        merge_facts(&mut self.facts, tree.facts.clone());
         self
     }
 

@@ -699,7 +699,7 @@ impl Policy {
         let doc = toml_edit::Document::parse(text.to_string()).map_err(|e| {
             let line = e.span().map(|s| line_of_offset(text, s.start)).unwrap_or(1);
             let key = key_on_line(text, line).unwrap_or_else(|| "(syntax)".into());
-            exit::bad_input(format!("{shown}:{line}: {key}: TOML syntax error: {}", first_line(e.message())))
+            exit::bad_input(escaped(format!("{shown}:{line}: {key}: TOML syntax error: {}", first_line(e.message()))))
         })?;
         let de = toml_edit::de::Deserializer::from(doc.clone());
         let mut policy: Policy = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -710,13 +710,13 @@ impl Policy {
                 .map(|s| line_of_offset(text, s.start))
                 .or_else(|| span_line(&doc, text, &key))
                 .unwrap_or(1);
-            exit::bad_input(format!("{shown}:{line}: {key}: {}", first_line(inner.message())))
+            exit::bad_input(escaped(format!("{shown}:{line}: {key}: {}", first_line(inner.message()))))
         })?;
         policy.path = path.to_path_buf();
         let problems = policy.validate();
         if let Some((key, what)) = problems.into_iter().next() {
             let line = span_line(&doc, text, &key).unwrap_or(1);
-            return Err(exit::bad_input(format!("{shown}:{line}: {key}: {what}")));
+            return Err(exit::bad_input(escaped(format!("{shown}:{line}: {key}: {what}"))));
         }
         Ok(policy)
     }
@@ -760,7 +760,13 @@ impl Policy {
         for (key, value) in &self.sdkconfig_extra {
             if !key.starts_with("CONFIG_") {
                 problems.push((format!("sdkconfig_extra.{key}"), "sdkconfig symbols start with CONFIG_".into()));
-            } else if let Some(what) = unsafe_text(value) {
+            } else if !key[7..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || key.len() == 7 {
+                // (Lower case is refused later, with the upper-case name to use.)
+                problems.push((
+                    format!("sdkconfig_extra.{key}"),
+                    "not a Kconfig symbol: after CONFIG_ only letters, digits and `_`".into(),
+                ));
+            } else if let Some(what) = unsafe_text(value).or_else(|| unsafe_sdkconfig_value(value)) {
                 // One line of sdkconfig.defaults each: a line break would add lines of its own.
                 problems.push((format!("sdkconfig_extra.{key}"), what));
             }
@@ -1048,6 +1054,40 @@ fn unsafe_text(text: &str) -> Option<String> {
     })
 }
 
+/// A `[sdkconfig_extra]` value becomes one line of sdkconfig.defaults and, through kconfgen,
+/// `set(CONFIG_X "value")` in the build's sdkconfig.cmake and a `#define` in sdkconfig.h. So it
+/// must be one of the forms kconfgen reads (y, n, m, a decimal or 0x hex number, or a string in
+/// double quotes) and a string may not hold what CMake or the line would read differently: a
+/// line break or control character (a line of its own), `"` and `\` (end or escape the
+/// string), `$` (`${...}` expands in CMake), `;` (splits a CMake list).
+fn unsafe_sdkconfig_value(value: &str) -> Option<String> {
+    let number = value.strip_prefix('-').unwrap_or(value);
+    let plain = matches!(value, "y" | "n" | "m")
+        || (!number.is_empty() && number.chars().all(|c| c.is_ascii_digit()))
+        || value.strip_prefix("0x").is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()));
+    if plain {
+        return None;
+    }
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).filter(|_| value.len() >= 2) else {
+        return Some(format!(
+            "`{}` is not a value kconfgen reads: write y, n, a decimal or 0x hex number, or a string in double quotes (`\"text\"` in TOML: `'\"text\"'`)",
+            crate::fsutil::shown(value)
+        ));
+    };
+    inner.chars().find(|c| c.is_control() || matches!(c, '"' | '\\' | '$' | ';')).map(|c| {
+        format!(
+            "the string contains {:?}, which sdkconfig.defaults or the build's sdkconfig.cmake would read differently (a line break ends the line, `\"` and `\\` end or escape the string, `$` expands `${{...}}` in CMake, `;` splits a CMake list); leave it out",
+            c
+        )
+    })
+}
+
+/// A policy error as printed: keys and values come from the file, and a line break or escape
+/// sequence in one would print a forged second line or drive the terminal (`fsutil::shown`).
+fn escaped(message: String) -> String {
+    crate::fsutil::shown(&message)
+}
+
 /// A path the policy names below `base` (a header under components/esp_dc_port/include, a patch
 /// under patches/): relative, no `..`, only characters that are safe unquoted in CMake and in
 /// the stamp, and still inside `base` once symbolic links are resolved.
@@ -1135,13 +1175,22 @@ fn span_line(doc: &toml_edit::Document<String>, text: &str, path: &str) -> Optio
         path.split('.').map(|s| s.split('[').next().unwrap_or(s)).filter(|s| !s.is_empty()).collect();
     let mut table: &dyn toml_edit::TableLike = doc.as_table();
     let mut best: Option<usize> = None;
-    for (i, seg) in segments.iter().enumerate() {
-        let (key, item) = table.get_key_value(seg)?;
-        best = key.span().or_else(|| item.span()).map(|s| line_of_offset(text, s.start)).or(best);
-        if i + 1 == segments.len() {
+    let mut i = 0;
+    while i < segments.len() {
+        // A key may itself hold dots (`[components."lib.x"]`, `"CONFIG_A.B" = 1`): the longest
+        // run of segments that names a key of this table wins.
+        let Some((taken, key, item)) = (i + 1..=segments.len())
+            .rev()
+            .find_map(|end| table.get_key_value(&segments[i..end].join(".")).map(|(k, v)| (end - i, k, v)))
+        else {
             break;
+        };
+        best = key.span().or_else(|| item.span()).map(|s| line_of_offset(text, s.start)).or(best);
+        i += taken;
+        match item.as_table_like() {
+            Some(next) if i < segments.len() => table = next,
+            _ => break,
         }
-        table = item.as_table_like()?;
     }
     best
 }
@@ -1174,6 +1223,35 @@ mod tests {
         assert_eq!(lean.component("libsrtp").placement, Placement::Psram);
         assert!(!lean.component("libsrtp").force_include.is_empty());
         assert!(stock.component("libsrtp").force_include.is_empty(), "the seed forgot libsrtp");
+    }
+
+    /// Issue 27, class 4: a quoted dotted table name was reported at line 1; a key holding a
+    /// line break printed a second, forged `error:` line; escape sequences reached the terminal.
+    #[test]
+    fn errors_name_the_real_line_and_show_keys_escaped() {
+        let lean = shipped("lean");
+        let text = format!("{lean}\n[components.\"lib.x\"]\nplacement = \"psram\"\n");
+        let line = text.lines().position(|l| l.starts_with("[components.\"lib.x\"]")).unwrap() + 1;
+        let err = parse_err(&text);
+        assert!(err.starts_with(&format!("p.toml:{line}: components.lib.x: unknown component")), "{err}");
+
+        let forged =
+            lean.replacen("[sdkconfig_extra]\n", "[sdkconfig_extra]\n\"CONFIG_A\\nerror: all good\" = \"y\"\n", 1);
+        let line = forged.lines().position(|l| l.starts_with("\"CONFIG_A")).unwrap() + 1;
+        let err = parse_err(&forged);
+        assert_eq!(err.lines().count(), 1, "a forged line: {err}");
+        assert!(
+            err.starts_with(&format!(
+                "p.toml:{line}: sdkconfig_extra.CONFIG_A\\nerror: all good: not a Kconfig symbol"
+            )),
+            "{err}"
+        );
+        let escape = lean.replacen("[sdkconfig_extra]\n", "[sdkconfig_extra]\n\"CONFIG_\\u001b[2J\" = \"y\"\n", 1);
+        let err = parse_err(&escape);
+        assert!(!err.contains('\u{1b}') && err.contains("sdkconfig_extra.CONFIG_\\u{1b}[2J: "), "{err:?}");
+        let value = lean.replacen("[sdkconfig_extra]\n", "[sdkconfig_extra]\nCONFIG_X = \"\\u001b]0;x\\u0007\"\n", 1);
+        let err = parse_err(&value);
+        assert!(!err.contains('\u{1b}') && err.contains("\\u{1b}"), "{err:?}");
     }
 
     #[test]

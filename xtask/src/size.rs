@@ -282,7 +282,14 @@ pub fn parse_map_lines(text: &str) -> Result<(BTreeMap<String, Sizes>, Skipped),
             continue;
         };
         // `0xADDRESS 0xSIZE archive(object)`
-        let [address, size, file, ..] = rest else { continue };
+        let [address, size, file, ..] = rest else {
+            // An input section with its address (and size) but no file: the line was cut (the
+            // map's last line, or a line another write overwrote); whose bytes they were is lost.
+            if classify(&output_section).is_some() && rest.first().is_some_and(|a| a.starts_with("0x")) {
+                skipped.push((number, line.trim().to_string()));
+            }
+            continue;
+        };
         if !address.starts_with("0x") {
             // A file is named, so the line sized something: garbled, not a linker-script line.
             if classify(&output_section).is_some() {

@@ -115,12 +115,17 @@ pub fn locate() -> Result<Sources> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tree {
     pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Permission bits of files that had an execute bit where they were read (an upstream
+    /// script): a new copy gets them too, as `cp` would. Other files need no entry.
+    pub modes: BTreeMap<PathBuf, u32>,
 }
 
 impl Tree {
     /// Reads every file below `root`, skipping VCS and CI clutter that no build needs.
     pub fn read(root: &Path) -> Result<Tree> {
+        use std::os::unix::fs::PermissionsExt;
         let mut files = BTreeMap::new();
+        let mut modes = BTreeMap::new();
         for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
             let entry = entry.with_context(|| format!("walking {}", root.display()))?;
             if !entry.file_type().is_file() {
@@ -130,12 +135,16 @@ impl Tree {
             if rel.components().any(|c| matches!(c.as_os_str().to_str(), Some(".git" | ".github"))) {
                 continue;
             }
+            let mode = entry.metadata().map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
+            if mode & 0o111 != 0 {
+                modes.insert(rel.clone(), mode);
+            }
             files.insert(
                 rel,
                 std::fs::read(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?,
             );
         }
-        Ok(Tree { files })
+        Ok(Tree { files, modes })
     }
 
     /// Applies a unified diff (one or more files, `git diff` or `diff -u` style) whose paths are
@@ -171,8 +180,13 @@ impl Tree {
     pub fn write(&self, dest: &Path) -> Result<usize> {
         let mut changed = 0;
         for (rel, bytes) in &self.files {
-            if write_atomic(&dest.join(rel), bytes)? {
+            let path = dest.join(rel);
+            let new = std::fs::symlink_metadata(&path).is_err();
+            if write_atomic(&path, bytes)? {
                 changed += 1;
+                if new {
+                    crate::fsutil::give_execute_bits(&path, self.modes.get(rel).copied())?;
+                }
             }
         }
         if dest.is_dir() {
@@ -317,7 +331,10 @@ mod tests {
     use super::*;
 
     fn tree(files: &[(&str, &str)]) -> Tree {
-        Tree { files: files.iter().map(|(p, c)| (PathBuf::from(p), c.as_bytes().to_vec())).collect() }
+        Tree {
+            files: files.iter().map(|(p, c)| (PathBuf::from(p), c.as_bytes().to_vec())).collect(),
+            ..Default::default()
+        }
     }
 
     const PATCH: &str = "diff --git a/src/a.h b/src/a.h\n--- a/src/a.h\n+++ b/src/a.h\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\ndiff --git a/b.c b/b.c\n--- a/b.c\n+++ b/b.c\n@@ -1,1 +1,2 @@\n x\n+y\n";

@@ -115,8 +115,30 @@ pub struct Log {
     /// Chip from the ROM banner `ESP-ROM:esp32s3-20210327`.
     pub chip: Option<String>,
     pub tracker_lines: usize,
-    /// Lines that looked like tracker or dump lines but did not parse: (line number, text).
+    /// Lines that looked like tracker or dump lines but did not parse: (line number, text), the
+    /// first `SKIPPED_KEPT` of them (text cut to `SKIPPED_TEXT` bytes), so a log of any size is
+    /// read in bounded memory; `skipped_count` counts them all.
     pub skipped: Vec<(usize, String)>,
+    pub skipped_count: usize,
+}
+
+/// How many skipped lines a `Log` keeps with their text, and how much of each.
+pub const SKIPPED_KEPT: usize = 1000;
+pub const SKIPPED_TEXT: usize = 240;
+
+impl Log {
+    fn skip(&mut self, number: usize, line: &str) {
+        self.skipped_count += 1;
+        if self.skipped.len() < SKIPPED_KEPT {
+            let mut text = line.trim().to_string();
+            if text.len() > SKIPPED_TEXT {
+                let cut = (0..=SKIPPED_TEXT).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+                text.truncate(cut);
+                text.push_str(" [...]");
+            }
+            self.skipped.push((number, text));
+        }
+    }
 }
 
 /// Removes ANSI escape sequences (ESP_LOG colours) and the carriage return of CRLF logs.
@@ -142,15 +164,70 @@ pub fn strip_ansi(line: &str) -> String {
     out
 }
 
+/// Reads a whole log held in memory (tests, fuzzing); `parse_reader` is the same reader.
+#[cfg(test)]
 pub fn parse(text: &str) -> Log {
-    let mut log = Log::default();
-    let mut pending_dump_label: Option<String> = None;
-    let mut open: Option<Dump> = None;
-    let mut in_summary = false;
-    for (index, raw) in crate::fsutil::split_lines(text).enumerate() {
-        let number = index + 1;
+    parse_reader(text.as_bytes(), |_| {}).expect("reading from memory does not fail")
+}
+
+/// Reads a log line by line from `input`, holding one line at a time: a log of any size (a
+/// monitor left running for days) is read in the memory of what it contains of ours. Lines end
+/// at `\n`, `\r\n` or a lone `\r`, as `fsutil::split_lines` splits them; invalid UTF-8 is
+/// replaced, as a terminal would show it. `progress` gets the bytes read so far, every 16 MiB.
+pub fn parse_reader(mut input: impl std::io::BufRead, mut progress: impl FnMut(u64)) -> std::io::Result<Log> {
+    let mut state = Reader::default();
+    let mut chunk = Vec::new();
+    let mut read: u64 = 0;
+    let mut next_report: u64 = 16 << 20;
+    loop {
+        chunk.clear();
+        let n = input.read_until(b'\n', &mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        if read >= next_report {
+            progress(read);
+            next_report = read + (16 << 20);
+        }
+        let mut body: &[u8] = &chunk;
+        if let Some(rest) = body.strip_suffix(b"\n") {
+            body = rest;
+        }
+        if let Some(rest) = body.strip_suffix(b"\r") {
+            body = rest;
+        }
+        for piece in body.split(|b| *b == b'\r') {
+            state.line(&String::from_utf8_lossy(piece));
+        }
+    }
+    Ok(state.finish())
+}
+
+/// The reader's state between two lines.
+#[derive(Default)]
+struct Reader {
+    log: Log,
+    pending_dump_label: Option<String>,
+    open: Option<Dump>,
+    in_summary: bool,
+    number: usize,
+}
+
+impl Reader {
+    fn finish(mut self) -> Log {
+        if let Some(unfinished) = self.open.take() {
+            self.log.dumps.push(unfinished);
+        }
+        self.log
+    }
+
+    fn line(&mut self, raw: &str) {
+        self.number += 1;
+        let number = self.number;
+        let Reader { log, pending_dump_label, open, in_summary, .. } = self;
         let line = strip_ansi(raw);
-        let skip = |log: &mut Log| log.skipped.push((number, line.trim().to_string()));
+        let skip = |log: &mut Log| log.skip(number, &line);
 
         if let Some(at) = line.find("MEMTRACK ") {
             log.tracker_lines += 1;
@@ -158,20 +235,20 @@ pub fn parse(text: &str) -> Log {
                 Some(Tracker::Snapshot(s)) => log.snapshots.push(s),
                 Some(Tracker::Delta(d)) => log.deltas.push(d),
                 Some(Tracker::Task(t)) => log.tasks.push(t),
-                Some(Tracker::DumpLabel(label)) => pending_dump_label = Some(label),
+                Some(Tracker::DumpLabel(label)) => *pending_dump_label = Some(label),
                 Some(Tracker::Other) => {}
-                None => skip(&mut log),
+                None => skip(log),
             }
-            continue;
+            return;
         }
         if let Some(at) = line.find("ELF file SHA256:") {
             let hex = line[at + "ELF file SHA256:".len()..].trim().trim_end_matches('.').to_ascii_lowercase();
             if !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) {
                 log.elf_sha256_prefix = Some((number, hex));
             } else {
-                skip(&mut log);
+                skip(log);
             }
-            continue;
+            return;
         }
         if let Some(at) = line.find("ESP-ROM:") {
             let chip: String =
@@ -179,25 +256,25 @@ pub fn parse(text: &str) -> Log {
             if !chip.is_empty() {
                 log.chip = Some(chip);
             }
-            continue;
+            return;
         }
         if line.contains("====== Heap Trace Summary ======") {
             if open.is_some() {
-                in_summary = true;
+                *in_summary = true;
             } else {
-                skip(&mut log);
+                skip(log);
             }
-            continue;
+            return;
         }
         if let Some(at) = line.find("====== Heap Trace: ") {
             if let Some(unfinished) = open.take() {
                 log.dumps.push(unfinished);
             }
             if !line[at..].contains(" records (") {
-                skip(&mut log);
+                skip(log);
             }
             let label = pending_dump_label.take().unwrap_or_else(|| format!("dump-{}", log.dumps.len() + 1));
-            open = Some(Dump {
+            *open = Some(Dump {
                 line: number,
                 label,
                 mode: None,
@@ -207,8 +284,8 @@ pub fn parse(text: &str) -> Log {
                 overflowed: false,
                 complete: false,
             });
-            in_summary = false;
-            continue;
+            *in_summary = false;
+            return;
         }
         let trimmed = line.trim();
         let Some(dump) = open.as_mut() else {
@@ -223,16 +300,16 @@ pub fn parse(text: &str) -> Log {
                 " bytes 'leaked' in trace (",
             ];
             if OURS.iter().any(|p| trimmed.contains(p)) {
-                skip(&mut log);
+                skip(log);
             }
-            continue;
+            return;
         };
-        if in_summary {
+        if *in_summary {
             // ends_with, not ==: `idf.py monitor --timestamps` prefixes every line.
             if trimmed.ends_with("================================") {
                 dump.complete = true;
                 log.dumps.push(open.take().unwrap());
-                in_summary = false;
+                *in_summary = false;
             } else if trimmed.ends_with("Mode: Heap Trace All") {
                 dump.mode = Some(TraceMode::All);
             } else if trimmed.ends_with("Mode: Heap Trace Leaks") {
@@ -243,30 +320,26 @@ pub fn parse(text: &str) -> Log {
                         dump.summary_bytes = Some(bytes);
                         dump.summary_allocations = Some(allocations);
                     }
-                    None => skip(&mut log),
+                    None => skip(log),
                 }
             } else if trimmed.contains("Internal Buffer has overflowed") {
                 dump.overflowed = true;
             }
-            continue;
+            return;
         }
         if trimmed.contains(" bytes (@ ") {
             match parse_record(trimmed, number) {
                 Some(record) => dump.records.push(record),
-                None => skip(&mut log),
+                None => skip(log),
             }
         } else if let Some(at) = trimmed.find("freed by ") {
             let rest = &trimmed[at + "freed by ".len()..];
             match (dump.records.last_mut(), parse_callers(rest)) {
                 (Some(last), Some(_)) if !last.freed => last.freed = true,
-                _ => skip(&mut log),
+                _ => skip(log),
             }
         }
     }
-    if let Some(unfinished) = open.take() {
-        log.dumps.push(unfinished);
-    }
-    log
 }
 
 enum Tracker {
@@ -277,13 +350,41 @@ enum Tracker {
     Other,
 }
 
+/// The keys each kind of line carries (components/esp_memtrack/src/esp_memtrack.c's printf
+/// formats). A line with another key, a key twice, a word that is no `key=value` or a second
+/// `MEMTRACK` is not one line read whole: another task's output ran into it, and taking the
+/// last of two `free=` would report another figure as ours (skipped and named instead).
+fn tracker_keys(kind: &str, event: Option<&str>, truncated: bool) -> Option<&'static [&'static str]> {
+    Some(match (kind, event) {
+        ("snapshot", _) => &["label", "heap", "free", "min_free", "largest"],
+        ("delta", _) => &["label", "base", "heap", "free", "min_free", "largest"],
+        ("task", _) if truncated => &["label", "truncated"],
+        ("task", _) => &["label", "name", "stack_free_min", "prio"],
+        ("trace", Some("init")) => &["label", "event", "records", "record_bytes", "heap", "err"],
+        ("trace", Some("start")) => &["label", "event", "mode", "err"],
+        ("trace", Some("stop")) => &["label", "event", "err"],
+        ("trace", Some("dump")) => &["label", "event", "heaps"],
+        ("note", _) => &["label", "text"],
+        _ => return None,
+    })
+}
+
 fn parse_tracker(rest: &str) -> Option<Tracker> {
+    if rest.contains("MEMTRACK ") {
+        return None;
+    }
     let mut words = rest.split_whitespace();
     let kind = words.next()?;
     let mut fields = std::collections::HashMap::new();
     for word in words {
         let (key, value) = word.split_once('=')?;
-        fields.insert(key, value);
+        if fields.insert(key, value).is_some() {
+            return None;
+        }
+    }
+    let allowed = tracker_keys(kind, fields.get("event").copied(), fields.contains_key("truncated"))?;
+    if fields.keys().any(|key| !allowed.contains(key)) {
+        return None;
     }
     let text = |key: &str| fields.get(key).map(|v| v.to_string());
     let unsigned = |key: &str| fields.get(key)?.parse::<u64>().ok();

@@ -556,3 +556,121 @@ fn sync_objects_and_static_placement_from_a_device_log() {
     assert_eq!(report.static_internal_bytes, Some(2196));
     assert!(device.static_source.ends_with("app.map"), "{}", device.static_source);
 }
+
+/// Issue 27, class 7: a tracker line that another task's output ran into, or that carries a key
+/// twice, changed `projection.internal_bytes` (45678 -> 3684 in one case) with exit 0. Such a
+/// line is now skipped, named, and the run exits 1; the figure is never the stranger's.
+#[test]
+fn tracker_lines_not_read_whole_are_named_and_exit_1() {
+    let delta = "MEMTRACK delta label=connected base=start heap=internal free=-45678 min_free=-50000 largest=0";
+    let clean = format!("{delta}\n{CLEAN_DUMP}");
+    assert_eq!(analyze_text(&clean, None).unwrap().projection.internal_bytes, 45678);
+    assert_eq!(run_on(&clean).unwrap(), ExitCode::SUCCESS);
+    for damaged in [
+        format!("{delta} free=-3684"),
+        delta.replace(" min_free", " rssi=-40 min_free"),
+        delta.replace("largest=0", "largest=0 I (5512) wifi: free=-3684"),
+        format!("{delta}MEMTRACK delta label=connected base=start heap=internal free=-3684 min_free=-1 largest=0"),
+        delta.replace("free=-45678", "free=-45678 free=-3684"),
+        "MEMTRACK snapshot label=connected heap=internal free=1 min_free=1 largest=1 heap=psram".to_string(),
+    ] {
+        let text = clean.replace(delta, &damaged);
+        let log = log::parse(&text);
+        assert_eq!(log.skipped.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1], "{damaged}");
+        assert_ne!(analyze_text(&text, None).unwrap().projection.internal_bytes, 3684, "{damaged}");
+        let err = run_on(&text).unwrap_err();
+        assert_eq!(exit_code(&err), 1, "{damaged}");
+        assert!(err.to_string().contains("1 line(s) skipped"), "{err}");
+    }
+}
+
+/// Issue 27, class 7: `analyze --map` dropped a damaged map line that `size-check` names. It is
+/// now named the same way and the run exits 1 after printing the report.
+#[test]
+fn a_damaged_map_line_is_named_by_analyze_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = std::fs::read_to_string(fixture_dir().join("app.map")).unwrap();
+    let damaged = map.replacen(" esp-idf/libjuice/liblibjuice.a(conn.c.obj)", "", 1);
+    assert_ne!(damaged, map);
+    let (_, skipped) = crate::size::parse_map_lines(&damaged).unwrap();
+    assert_eq!(skipped.len(), 1, "size-check names it: {skipped:?}");
+    let log = dir.path().join("log.txt");
+    std::fs::write(&log, CLEAN_DUMP).unwrap();
+    let args = |map: &Path| Args {
+        log: log.clone(),
+        elf: None,
+        map: Some(map.to_path_buf()),
+        json: None,
+        policy: "lean".into(),
+        top: 10,
+    };
+    assert_eq!(run(args(&fixture_dir().join("app.map"))).unwrap(), ExitCode::SUCCESS);
+    let path = dir.path().join("app.map");
+    std::fs::write(&path, &damaged).unwrap();
+    let err = run(args(&path)).unwrap_err();
+    assert_eq!(exit_code(&err), 1);
+    assert!(err.to_string().contains("1 line(s) of the linker map"), "{err}");
+}
+
+/// Issue 27, class 8: a 223 MB device log took 813 MB of RAM (read whole, then copied). The
+/// reader now streams: a 224 MB log (other tasks' chatter, tracker lines, a damaged tracker line
+/// per block, and a dump) is read by `read_log`, the function `run` uses, in a child process
+/// (this test alone, so its peak resident size is the reader's), under 100 MB.
+#[test]
+fn a_long_log_is_read_streaming_in_bounded_memory() {
+    const NAME: &str = "analyze::tests::a_long_log_is_read_streaming_in_bounded_memory";
+    if let Some(path) = std::env::var_os("ESP_DC_LONG_LOG") {
+        let log = read_log(Path::new(&path)).unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let peak = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().to_string();
+        println!(
+            "CHILD {peak} tracker={} skipped={} kept={} dumps={} records={}",
+            log.tracker_lines,
+            log.skipped_count,
+            log.skipped.len(),
+            log.dumps.len(),
+            log.dumps.iter().map(|d| d.records.len()).sum::<usize>()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.txt");
+    let mut block = String::new();
+    for i in 0..40 {
+        block.push_str(&format!("I ({i}) wifi: sta rssi {i} channel 6, other tasks print lines of this length\n"));
+    }
+    block.push_str("MEMTRACK snapshot label=connected heap=internal free=300812 min_free=297000 largest=172032\n");
+    block.push_str("MEMTRACK snapshot label=connected heap=internal free=1 free=2 min_free=3 largest=4\n");
+    let blocks = (224u64 << 20) / block.len() as u64;
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        out.write_all(CLEAN_DUMP.as_bytes()).unwrap();
+        for _ in 0..blocks {
+            out.write_all(block.as_bytes()).unwrap();
+        }
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env("ESP_DC_LONG_LOG", &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "{stdout}\n{stderr}");
+    let line = stdout.lines().find_map(|l| l.find("CHILD ").map(|at| &l[at..])).unwrap_or_else(|| panic!("{stdout}"));
+    let kb: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(kb < 100 * 1024, "peak resident {kb} kB reading a 224 MB log: {line}");
+    assert!(
+        line.ends_with(&format!(
+            "tracker={} skipped={blocks} kept={} dumps=1 records=2",
+            2 * blocks + 1,
+            log::SKIPPED_KEPT
+        )),
+        "{line}"
+    );
+    assert!(
+        stderr.contains(&format!("analyze: read 16 of {} MiB of ", std::fs::metadata(&path).unwrap().len() >> 20)),
+        "no progress line: {stderr}"
+    );
+}

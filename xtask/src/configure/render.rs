@@ -6,7 +6,7 @@
 
 use crate::components;
 use crate::exit;
-use crate::kconfig_keys::{Known, Verdict};
+use crate::kconfig_keys::{self, Known, Verdict};
 use crate::policy::{
     KnobEffect, MbedtlsAllocator, Placement, Policy, RuntimeApi, SharedPtrLockPolicy, SpiramMalloc, StaticPlacement,
     SyncPlacement, KNOBS, RUNTIME_KNOBS_HEADER, STATIC_PLACEABLE,
@@ -613,17 +613,65 @@ pub fn check_sdkconfig_keys(
         }
     }
     let mut warnings = Vec::new();
-    let unchecked: Vec<&str> = extra
-        .keys()
-        .filter_map(|key| match known.check(key) {
-            Ok(Verdict::Unchecked) => Some(Ok(key.as_str())),
-            Ok(_) => None,
+    // Which typed section renders each key (the `# [section]` comment above it in the block).
+    let mut typed: BTreeMap<&str, (String, &str)> = BTreeMap::new();
+    let mut section = String::from("the policy");
+    for line in rendered {
+        if let Some(title) = line.strip_prefix("# [").and_then(|t| t.split(']').next()) {
+            section = format!("[{title}]");
+        } else if let Some(name) = line.strip_prefix("# components.") {
+            section = format!("[components.{}]", name.split([' ', ':']).next().unwrap_or(name));
+        }
+        if let Some(key) = line_key(line) {
+            let owner = KNOBS
+                .iter()
+                .find(|k| key.strip_prefix("CONFIG_") == Some(k.kconfig_symbol().as_str()))
+                .map(|k| format!("components.{}.knobs.{}", k.component, k.name))
+                .unwrap_or_else(|| section.clone());
+            typed.insert(key, (owner, line.as_str()));
+        }
+    }
+    let choice_of = |key: &str| known.facts(key.strip_prefix("CONFIG_")?)?.choice.clone();
+    let mut unchecked = Vec::new();
+    for (key, value) in extra {
+        let at = |what: String| {
+            format!(
+                "{shown_policy}:{}: sdkconfig_extra.{}: {what}",
+                extra_key_line(policy_text, key),
+                crate::fsutil::shown(key)
+            )
+        };
+        match known.check(key) {
+            Ok(Verdict::Unchecked) => unchecked.push(key.as_str()),
+            Ok(_) => {}
             Err(what) => {
-                Some(Err(format!("{shown_policy}:{}: sdkconfig_extra.{key}: {what}", extra_key_line(policy_text, key))))
+                errors.push(at(what));
+                continue;
             }
-        })
-        .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
-        .collect();
+        }
+        if let Some((owner, line)) = typed.get(key.as_str()) {
+            errors.push(at(format!(
+                "the policy's {owner} already sets it (`{line}` in the block); two settings of one option would leave the build to whichever line comes last. Set it through {owner} and remove it here"
+            )));
+            continue;
+        }
+        // A member of a choice the block already picks: kconfgen would keep one of the two.
+        if let Some(choice) = choice_of(key) {
+            if let Some((other, (owner, _))) =
+                typed.iter().find(|(other, _)| **other != key.as_str() && choice_of(other).as_ref() == Some(&choice))
+            {
+                errors.push(at(format!(
+                    "a member of the same Kconfig choice as {other}, which the policy's {owner} sets; set the choice through {owner} and remove it here"
+                )));
+                continue;
+            }
+        }
+        if let Some(facts) = key.strip_prefix("CONFIG_").and_then(|symbol| known.facts(symbol)) {
+            if let Err(what) = kconfig_keys::check_value(facts, value) {
+                errors.push(at(crate::fsutil::shown(&what)));
+            }
+        }
+    }
     if !errors.is_empty() {
         return Err(exit::bad_input(errors.join("\n")));
     }
@@ -651,23 +699,127 @@ fn extra_key_line(text: &str, key: &str) -> usize {
         .unwrap_or(1)
 }
 
+/// The value a line of sdkconfig.defaults gives its key: `# CONFIG_X is not set` is `n`, as
+/// kconfgen reads it.
+fn line_value(line: &str) -> Option<(&str, &str)> {
+    let key = line_key(line)?;
+    if line.starts_with('#') {
+        return Some((key, "n"));
+    }
+    Some((key, line.split_once('=').map(|(_, v)| v.trim()).unwrap_or("")))
+}
+
+/// A marker line of ours or of another version of it (`# >>> esp-libdatachannel ...`).
+fn marker_kind(line: &str) -> Option<bool> {
+    let line = line.trim_end();
+    if line == BLOCK_BEGIN || line.starts_with("# >>> esp-libdatachannel") {
+        Some(true)
+    } else if line == BLOCK_END || line.starts_with("# <<< esp-libdatachannel") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// sdkconfig.defaults with the policy block replaced (or appended); every other line is kept.
-pub fn merge_sdkconfig_defaults(existing: &str, lines: &[String], shown_path: &str) -> Result<String> {
+///
+/// kconfgen reads the file top to bottom and the last line for a key wins, so a line of the
+/// user's that sets a key of the block to another value decides the build by where it stands,
+/// and a second (stale) block after ours would win over ours. Both are refused (exit 2), each
+/// conflict listed with both values and which one the build would see; a key in `keep`
+/// (`--keep-sdkconfig`) is left out of the block, so the user's line decides it.
+pub fn merge_sdkconfig_defaults(existing: &str, lines: &[String], shown_path: &str, keep: &[String]) -> Result<String> {
+    use crate::fsutil::shown;
+    let all: Vec<&str> = existing.split_inclusive('\n').collect();
+    let markers: Vec<(usize, bool)> =
+        all.iter().enumerate().filter_map(|(i, l)| marker_kind(l).map(|begin| (i, begin))).collect();
+    let exact = |i: usize, begin: bool| all[i].trim_end() == if begin { BLOCK_BEGIN } else { BLOCK_END };
+    let span = match markers.as_slice() {
+        [] => None,
+        [(b, true), (e, false)] if exact(*b, true) && exact(*e, false) => Some((*b, *e)),
+        _ => {
+            let listed: Vec<String> = markers
+                .iter()
+                .map(|(i, begin)| format!("{shown_path}:{}: {}", i + 1, if *begin { "begin" } else { "end" }))
+                .collect();
+            return Err(exit::bad_input(format!(
+                "{shown_path}:{}: policy block: expected one `{BLOCK_BEGIN}` followed by one `{BLOCK_END}`, found {} marker line(s) ({}); a second or stale block would win over the current one (kconfgen reads the last line of a key). Delete every block but one (or all: configure appends a fresh one) and run configure again",
+                markers[0].0 + 1,
+                markers.len(),
+                listed.join(", ")
+            )));
+        }
+    };
+
+    let block_values: BTreeMap<&str, &str> = lines.iter().filter_map(|l| line_value(l)).collect();
+    for key in keep {
+        if !block_values.contains_key(key.as_str()) {
+            return Err(exit::bad_input(format!(
+                "--keep-sdkconfig {}: the policy block does not set this option, so there is nothing to keep; name a key of the block (see sdkconfig.defaults)",
+                shown(key)
+            )));
+        }
+    }
+    // The user's lines: before and after the block (or all of them when there is none yet, in
+    // which case the block goes at the end).
+    let (block_at, after_from) = span.map(|(b, e)| (b, e + 1)).unwrap_or((all.len(), all.len()));
+    let mut conflicts = Vec::new();
+    let mut kept_seen = std::collections::BTreeSet::new();
+    for (i, line) in all.iter().enumerate().filter(|(i, _)| *i < block_at || *i >= after_from) {
+        let Some((key, yours)) = line_value(line.trim_end_matches(['\n', '\r'])) else { continue };
+        let Some(policy) = block_values.get(key) else { continue };
+        if keep.iter().any(|k| k == key) {
+            kept_seen.insert(key.to_string());
+            continue;
+        }
+        if yours != *policy {
+            let winner =
+                if i < block_at { "the policy's (the block comes later)" } else { "yours (it comes after the block)" };
+            conflicts.push(format!(
+                "  {shown_path}:{}: {}: yours {}, the policy's {}; the build would see {winner}",
+                i + 1,
+                shown(key),
+                shown(yours),
+                shown(policy)
+            ));
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(exit::bad_input(format!(
+            "{shown_path}: your lines set options the policy block also sets, to other values:\n{}\nDelete your line to take the policy's value, or keep yours with `--keep-sdkconfig KEY` (the block then leaves the option out); nothing was written",
+            conflicts.join("\n")
+        )));
+    }
+    if let Some(unused) = keep.iter().find(|k| !kept_seen.contains(*k)) {
+        return Err(exit::bad_input(format!(
+            "--keep-sdkconfig {}: no line of yours outside the policy block sets it, so the block's value would be lost; add your line to {shown_path} or drop the option",
+            shown(unused)
+        )));
+    }
+
     let mut block = String::new();
     block.push_str(BLOCK_BEGIN);
     block.push('\n');
     for line in lines {
-        block.push_str(line);
-        block.push('\n');
+        match line_key(line).filter(|key| keep.iter().any(|k| k == key)) {
+            Some(key) => {
+                let _ = writeln!(
+                    block,
+                    "# {key}: your own line decides (--keep-sdkconfig); the policy says {}",
+                    block_values[key]
+                );
+            }
+            None => {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
     }
     block.push_str(BLOCK_END);
     block.push('\n');
 
-    let begin = existing.lines().position(|l| l.trim_end() == BLOCK_BEGIN);
-    let end = existing.lines().position(|l| l.trim_end() == BLOCK_END);
-    let all: Vec<&str> = existing.split_inclusive('\n').collect();
-    match (begin, end) {
-        (None, None) => {
+    match span {
+        None => {
             let mut out = existing.to_string();
             if !out.is_empty() && !out.ends_with('\n') {
                 out.push('\n');
@@ -678,17 +830,11 @@ pub fn merge_sdkconfig_defaults(existing: &str, lines: &[String], shown_path: &s
             out.push_str(&block);
             Ok(out)
         }
-        (Some(b), Some(e)) if b < e => {
+        Some((b, e)) => {
             let mut out: String = all[..b].concat();
             out.push_str(&block);
             out.push_str(&all[e + 1..].concat());
             Ok(out)
-        }
-        (b, e) => {
-            let line = b.or(e).unwrap() + 1;
-            Err(exit::bad_input(format!(
-                "{shown_path}:{line}: policy block: the markers `{BLOCK_BEGIN}` and `{BLOCK_END}` must both be present, in that order; fix or remove them"
-            )))
         }
     }
 }

@@ -471,8 +471,18 @@ fn configure_is_idempotent_and_check_detects_drift() {
         std::fs::create_dir_all(scratch.root().join(leftover)).unwrap();
         std::fs::write(scratch.root().join(leftover).join("half.c"), "int").unwrap();
     }
-    // A real run repairs exactly that and leaves no staging directories behind.
-    assert_eq!(apply(&plan, scratch.root()).unwrap(), drifted);
+    // A run refuses to delete the file it did not write (issue 27), naming it; without it, a
+    // real run repairs exactly the rest and leaves no staging directories behind.
+    let with_leftovers = scratch.snapshot();
+    let err = apply(&plan, scratch.root()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("components/plog: 1 file(s) configure did not write (not listed in its stamp): upstream/stray.h"),
+        "{err}"
+    );
+    assert!(scratch.snapshot() == with_leftovers, "a refused run wrote something");
+    std::fs::remove_file(scratch.root().join("components/plog/upstream/stray.h")).unwrap();
+    assert_eq!(apply(&plan, scratch.root()).unwrap(), drifted[1..]);
     assert_eq!(scratch.snapshot(), first);
     let leftovers: Vec<_> = std::fs::read_dir(scratch.root().join("components"))
         .unwrap()
@@ -1190,4 +1200,312 @@ fn into_an_application_writes_only_ours_and_checks_there() {
     assert_eq!(err.downcast_ref::<exit::Failure>().map(|f| f.code), Some(2));
     assert!(err.to_string().contains("not an ESP-IDF application"), "{err}");
     assert!(std::fs::read_dir(not_an_app.path()).unwrap().next().is_none(), "nothing written");
+}
+
+/// An ESP-IDF application of its own, for `--into` (issue 27).
+fn application(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let app = tempfile::tempdir().unwrap();
+    let cmake =
+        "cmake_minimum_required(VERSION 3.16)\ninclude($ENV{IDF_PATH}/tools/cmake/project.cmake)\nproject(camera)\n";
+    for (rel, text) in [("CMakeLists.txt", cmake)].iter().chain(files) {
+        let path = app.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    app
+}
+
+/// Every file and symbolic link under `root` with its bytes (links as their target's text).
+fn tree_of(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| {
+            let bytes = if e.path_is_symlink() {
+                std::fs::read_link(e.path()).unwrap().into_os_string().into_encoded_bytes()
+            } else {
+                std::fs::read(e.path()).unwrap()
+            };
+            (e.path().strip_prefix(root).unwrap().to_path_buf(), bytes)
+        })
+        .collect()
+}
+
+fn options() -> Options {
+    Options::default()
+}
+
+/// Issue 27, class 1: `--into` deleted a user's hand port of libdatachannel and their file in
+/// esp_dc_port and listed them as "written". A folder configure did not write is now refused
+/// (exit 2, named, nothing written); --dry-run writes nothing; --replace moves it to a dated
+/// backup beside components/ first; a file of one's own inside a stamped folder is refused too.
+#[test]
+fn into_refuses_a_folder_it_did_not_write_and_replace_keeps_it_in_a_backup() {
+    let hand_port: &[(&str, &str)] = &[
+        ("main/main.c", "void app_main(void) {}\n"),
+        ("components/libdatachannel/CMakeLists.txt", "idf_component_register(SRCS src/peerconnection.cpp)\n"),
+        ("components/libdatachannel/src/peerconnection.cpp", "// my own change to libdatachannel\n"),
+        ("components/libdatachannel/src/mine.cpp", "int mine;\n"),
+        ("components/esp_dc_port/my_shim.c", "int shim;\n"),
+    ];
+    let app = application(hand_port);
+    let root = application_root(app.path()).unwrap();
+    let lean = Policy::path_for("lean");
+    let before = tree_of(&root);
+
+    let err = configure_with(&root, &lean, &options()).unwrap_err();
+    let message = err.to_string();
+    assert_eq!(exit_code_of(&err), 2, "{message}");
+    for needle in [
+        "components/libdatachannel: no .esp_dc_component stamp",
+        "components/esp_dc_port: no .esp_dc_component stamp",
+        "--replace",
+        BACKUP_PREFIX,
+    ] {
+        assert!(message.contains(needle), "`{needle}` missing:\n{message}");
+    }
+    assert_eq!(tree_of(&root), before, "a refused run wrote something");
+    let dry = Options { dry_run: true, ..options() };
+    assert_eq!(exit_code_of(&configure_with(&root, &lean, &dry).unwrap_err()), 2, "a dry run refuses as the run would");
+    let dry_replace = Options { dry_run: true, replace: true, ..options() };
+    assert_eq!(configure_with(&root, &lean, &dry_replace).unwrap(), ExitCode::SUCCESS);
+    assert_eq!(tree_of(&root), before, "--dry-run wrote something");
+
+    let replace = Options { replace: true, ..options() };
+    assert_eq!(configure_with(&root, &lean, &replace).unwrap(), ExitCode::SUCCESS);
+    let backups: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(BACKUP_PREFIX))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    for (rel, text) in hand_port.iter().filter(|(rel, _)| rel.starts_with("components/")) {
+        let kept = backups[0].join(rel.strip_prefix("components/").unwrap());
+        assert_eq!(&std::fs::read_to_string(&kept).unwrap(), text, "{} lost", kept.display());
+    }
+    assert_eq!(std::fs::read_to_string(root.join("main/main.c")).unwrap(), "void app_main(void) {}\n");
+    assert!(root.join("components/libdatachannel").join(COMPONENT_STAMP).is_file());
+    assert!(!root.join("components/libdatachannel/src/mine.cpp").exists());
+    assert_eq!(configure_with(&root, &lean, &Options { check: true, ..options() }).unwrap(), ExitCode::SUCCESS);
+
+    // Inside a folder of ours: a new file of the user's is refused, an edited file of ours replaced.
+    std::fs::create_dir_all(root.join("components/libdatachannel/src")).unwrap();
+    std::fs::write(root.join("components/libdatachannel/src/extra.cpp"), "int extra;\n").unwrap();
+    std::fs::write(root.join("components/libdatachannel/CMakeLists.txt"), "edited\n").unwrap();
+    let err = configure_with(&root, &lean, &options()).unwrap_err();
+    assert_eq!(exit_code_of(&err), 2);
+    assert!(
+        err.to_string().contains(
+            "components/libdatachannel: 1 file(s) configure did not write (not listed in its stamp): src/extra.cpp"
+        ),
+        "{err}"
+    );
+    std::fs::remove_file(root.join("components/libdatachannel/src/extra.cpp")).unwrap();
+    assert_eq!(configure_with(&root, &lean, &options()).unwrap(), ExitCode::SUCCESS);
+    assert_ne!(std::fs::read_to_string(root.join("components/libdatachannel/CMakeLists.txt")).unwrap(), "edited\n");
+}
+
+/// Issue 27, class 5: `--into APP --policy BAD` created APP/components/ and the lock file
+/// before it failed. Now nothing exists after any exit 2 (bad policy, with and without --check).
+#[test]
+fn a_bad_policy_into_an_application_creates_nothing() {
+    let app = application(&[("main/main.c", "void app_main(void) {}\n")]);
+    let root = application_root(app.path()).unwrap();
+    let before = tree_of(&root);
+    let scratch = Scratch::new();
+    let bad = scratch.policy(&with(&shipped("lean"), "ssl_in_content_len = 1536", "ssl_in_content_len = 100"));
+    for check in [false, true] {
+        let err = configure_with(&root, &bad, &Options { check, ..options() }).unwrap_err();
+        assert_eq!(exit_code_of(&err), 2, "{err}");
+        assert_eq!(tree_of(&root), before, "check={check}: an exit 2 wrote something");
+        assert!(!root.join("components").exists());
+    }
+}
+
+/// Issue 27, class 6: a generated component's files lost their mode and links on rewrite
+/// (CMakeLists.txt 0600 came back 0644, an upstream 0755 file became 0644, a symlinked Kconfig
+/// became a file). Now the rules of sdkconfig.defaults hold in components/ too.
+#[test]
+fn component_files_keep_their_mode_and_links_and_upstream_execute_bits() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let scratch = Scratch::new();
+    let root = scratch.root();
+    let lean = Policy::path_for("lean");
+    configure_into(root, &lean, false, true).unwrap();
+    let planned = plan(root, &lean).unwrap();
+    let (script, upstream_mode) = planned
+        .components
+        .values()
+        .flat_map(|t| t.modes.iter().map(move |(rel, m)| (t, rel, *m)))
+        .next()
+        .map(|(_, rel, m)| (rel.clone(), m))
+        .expect("the pinned sources have files with execute bits (usrsctp's)");
+    let owner = planned.components.iter().find(|(_, t)| t.modes.contains_key(&script)).unwrap().0.clone();
+    let on_disk = root.join("components").join(&owner).join(&script);
+    assert_ne!(mode(&on_disk) & 0o111, 0, "{} lost its execute bits (upstream {upstream_mode:o})", on_disk.display());
+
+    let cmake = root.join("components/libdatachannel/CMakeLists.txt");
+    std::fs::write(&cmake, "edited\n").unwrap();
+    std::fs::set_permissions(&cmake, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let shared = root.join("shared-kconfig");
+    let kconfig = root.join("components/libjuice/Kconfig");
+    std::fs::write(&shared, "stale\n").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::remove_file(&kconfig).unwrap();
+    std::os::unix::fs::symlink("../../shared-kconfig", &kconfig).unwrap();
+    assert_eq!(configure_into(root, &lean, true, true).unwrap(), ExitCode::from(1));
+    configure_into(root, &lean, false, true).unwrap();
+
+    assert_eq!(mode(&cmake), 0o600);
+    assert_eq!(std::fs::read(&cmake).unwrap(), planned.components["libdatachannel"].files[Path::new("CMakeLists.txt")]);
+    assert!(std::fs::symlink_metadata(&kconfig).unwrap().file_type().is_symlink(), "the Kconfig link became a file");
+    assert_eq!(std::fs::read(&shared).unwrap(), planned.components["libjuice"].files[Path::new("Kconfig")]);
+    assert_eq!(mode(&shared), 0o640);
+    assert_ne!(mode(&on_disk) & 0o111, 0);
+    assert_eq!(configure_into(root, &lean, true, true).unwrap(), ExitCode::SUCCESS);
+}
+
+/// Issue 27, class 2: an application's own CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384 and
+/// CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT=4096 were overridden by the block appended after
+/// them, without a word; a stale block after ours won and --check said 0. Now a conflict is
+/// listed with both values and the winner and refused; --keep-sdkconfig keeps the user's line.
+#[test]
+fn sdkconfig_conflicts_are_listed_and_yours_is_kept_only_when_asked() {
+    let user = "CONFIG_FREERTOS_HZ=1000\nCONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384\nCONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT=4096\n";
+    let app = application(&[("sdkconfig.defaults", user)]);
+    let root = application_root(app.path()).unwrap();
+    let lean = Policy::path_for("lean");
+    let before = tree_of(&root);
+    let err = configure_with(&root, &lean, &options()).unwrap_err();
+    let message = err.to_string();
+    assert_eq!(exit_code_of(&err), 2, "{message}");
+    assert!(message.contains("sdkconfig.defaults:2: CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN: yours 16384, the policy's 1536; the build would see the policy's"), "{message}");
+    assert!(
+        message.contains("sdkconfig.defaults:3: CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT: yours 4096, the policy's 8192"),
+        "{message}"
+    );
+    assert!(message.contains("--keep-sdkconfig"), "{message}");
+    assert_eq!(tree_of(&root), before);
+
+    let keep = |keys: &[&str]| Options { keep_sdkconfig: keys.iter().map(|k| k.to_string()).collect(), ..options() };
+    let both = keep(&["CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN", "CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT"]);
+    assert_eq!(
+        exit_code_of(&configure_with(&root, &lean, &keep(&["CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN"])).unwrap_err()),
+        2
+    );
+    assert_eq!(configure_with(&root, &lean, &both).unwrap(), ExitCode::SUCCESS);
+    let text = std::fs::read_to_string(root.join("sdkconfig.defaults")).unwrap();
+    assert!(text.starts_with(user), "{text}");
+    assert!(
+        !text.contains("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536")
+            && !text.contains("CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT=8192"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "# CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN: your own line decides (--keep-sdkconfig); the policy says 1536"
+        ),
+        "{text}"
+    );
+    assert_eq!(configure_with(&root, &lean, &Options { check: true, ..both.clone() }).unwrap(), ExitCode::SUCCESS);
+    let err = configure_with(&root, &lean, &Options { check: true, ..options() }).unwrap_err();
+    assert_eq!(exit_code_of(&err), 2, "--check without the keeps reports the conflict: {err}");
+    let unknown = keep(&[
+        "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN",
+        "CONFIG_PTHREAD_TASK_STACK_SIZE_DEFAULT",
+        "CONFIG_NOT_IN_THE_BLOCK",
+    ]);
+    assert!(configure_with(&root, &lean, &unknown).unwrap_err().to_string().contains("nothing to keep"));
+
+    // After the block a differing line of the user's would win: refused as well.
+    let app = application(&[("sdkconfig.defaults", "")]);
+    let root = application_root(app.path()).unwrap();
+    configure_with(&root, &lean, &options()).unwrap();
+    let path = root.join("sdkconfig.defaults");
+    let configured = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{configured}CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=4096\n")).unwrap();
+    let err = configure_with(&root, &lean, &options()).unwrap_err();
+    assert!(
+        err.to_string().contains("yours 4096, the policy's 1536; the build would see yours (it comes after the block)"),
+        "{err}"
+    );
+    // A stale second block after ours: an error for a run and for --check (it said 0 before).
+    let stale = configured.replace("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=1536", "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384");
+    std::fs::write(&path, format!("{configured}{stale}")).unwrap();
+    let before = tree_of(&root);
+    for check in [false, true] {
+        let err = configure_with(&root, &lean, &Options { check, ..options() }).unwrap_err();
+        assert_eq!(exit_code_of(&err), 2);
+        assert!(err.to_string().contains("found 4 marker line(s)"), "{err}");
+    }
+    assert_eq!(tree_of(&root), before);
+    // A marker of another version counts as a block too.
+    std::fs::write(&path, "# >>> esp-libdatachannel policy (old) >>>\nCONFIG_X=y\n").unwrap();
+    assert_eq!(exit_code_of(&configure_with(&root, &lean, &options()).unwrap_err()), 2);
+}
+
+/// Issue 27, class 3: `[sdkconfig_extra]` bypassed every check: out-of-range values passed
+/// (kconfgen then builds with the default), `${...}` and `;` reached CMake, and a key the typed
+/// sections set was written twice. Each is now exit 2 with file:line:key, nothing written.
+#[test]
+fn sdkconfig_extra_is_held_to_kconfig_types_ranges_and_characters() {
+    let scratch = Scratch::new();
+    configure_into(scratch.root(), &Policy::path_for("lean"), false, true).unwrap();
+    let before = scratch.snapshot();
+    let lean = shipped("lean");
+    let cases = [
+        ("CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN = \"100\"", "the policy's [mbedtls] already sets it"),
+        (
+            "CONFIG_ESP_DC_LIBDATACHANNEL_SCTP_MAX_STREAMS = \"0\"",
+            "the policy's components.libdatachannel.knobs.sctp_max_streams already sets it",
+        ),
+        ("CONFIG_ESP_DC_PORT_THREAD_PRIORITY = \"99\"", "99 is out of range 1..=24"),
+        ("CONFIG_ESP_MEMTRACK_MAX_TASKS = \"2\"", "2 is out of range 4..=256"),
+        ("CONFIG_ESP_DC_PORT_SHIM_RANDOM = \"5\"", "a bool option takes y or n"),
+        ("CONFIG_ESP_DC_PORT_THREAD_PRIORITY = \"0x5\"", "an int option takes a decimal number"),
+        (
+            "CONFIG_ESP_DC_PORT_NEW_PLACEMENT_INTERNAL = \"y\"",
+            "a member of the same Kconfig choice as CONFIG_ESP_DC_PORT_NEW_PLACEMENT_PSRAM",
+        ),
+        ("CONFIG_LWIP_LOCAL_HOSTNAME = '\"a${CMAKE_COMMAND}\"'", "the string contains '$'"),
+        ("CONFIG_LWIP_LOCAL_HOSTNAME = '\"a;b\"'", "the string contains ';'"),
+        ("CONFIG_LWIP_LOCAL_HOSTNAME = 'unquoted text'", "is not a value kconfgen reads"),
+    ];
+    for (line, expected) in cases {
+        let text = with(&lean, "[sdkconfig_extra]\n", &format!("[sdkconfig_extra]\n{line}\n"));
+        let path = scratch.policy(&text);
+        let err = configure_into(scratch.root(), &path, false, true).unwrap_err();
+        let message = err.to_string();
+        let key = line.split(' ').next().unwrap();
+        let at = text.lines().position(|l| l == line).unwrap() + 1;
+        assert_eq!(exit_code_of(&err), 2, "{line}: {message}");
+        assert!(message.starts_with(&format!("{}:{at}: sdkconfig_extra.{key}: ", path.display())), "{line}: {message}");
+        assert!(message.contains(expected), "{line}: `{expected}` missing: {message}");
+        assert_eq!(scratch.snapshot(), before, "{line}: written");
+    }
+    let fine = with(
+        &lean,
+        "[sdkconfig_extra]\n",
+        "[sdkconfig_extra]\nCONFIG_ESP_DC_PORT_THREAD_PRIORITY = \"24\"\nCONFIG_ESP_MEMTRACK_MAX_TASKS = \"4\"\n",
+    );
+    assert!(defaults(&plan(scratch.root(), &scratch.policy(&fine)).unwrap())
+        .contains("CONFIG_ESP_DC_PORT_THREAD_PRIORITY=24\n"));
+
+    // Ranges of ESP-IDF's own options come from the tree in use.
+    let Some(idf) = crate::idf::tree_for_tests() else {
+        crate::idf::say_skipped("sdkconfig_extra_is_held_to_kconfig_types_ranges_and_characters (ESP-IDF ranges)");
+        return;
+    };
+    let known = kconfig_keys::Known::new(Vec::new()).with_tree(&kconfig_keys::scan_tree(&idf).unwrap());
+    let text = "[sdkconfig_extra]\nCONFIG_LWIP_MAX_SOCKETS = \"300\"\n";
+    let extra: BTreeMap<String, String> = [("CONFIG_LWIP_MAX_SOCKETS".to_string(), "300".to_string())].into();
+    let err = render::check_sdkconfig_keys(&[], &extra, &known, text, "p.toml").unwrap_err();
+    assert!(
+        err.to_string().starts_with("p.toml:2: sdkconfig_extra.CONFIG_LWIP_MAX_SOCKETS: 300 is out of range 1..=253"),
+        "{err}"
+    );
+    let extra: BTreeMap<String, String> = [("CONFIG_LWIP_MAX_SOCKETS".to_string(), "16".to_string())].into();
+    render::check_sdkconfig_keys(&[], &extra, &known, text, "p.toml").unwrap();
 }

@@ -372,3 +372,25 @@ fn each_policys_static_budgets_hold_on_its_esp32p4_report() {
         assert!(failed.is_empty(), "{name}: {failed:?}");
     }
 }
+
+/// Issue 27, class 7: an input-section line cut after its size field (the map's last line, or
+/// one in the middle) was dropped without a word, so a budget breach could hide behind it (exit
+/// 0). It is now named like any line that could not be read, which makes size-check exit 1.
+#[test]
+fn an_input_section_line_cut_after_its_size_is_named() {
+    let text = std::fs::read_to_string(fixture("app.map")).unwrap();
+    let last = " esp-idf/libjuice/liblibjuice.a(agent.c.obj)";
+    let cut = &text[..text.rfind(last).unwrap()];
+    let (sizes, skipped) = parse_map_lines(cut).unwrap();
+    assert_eq!(skipped, vec![(cut.lines().count(), "0x3c020020      0x100".to_string())]);
+    let (whole, _) = parse_map_lines(&text).unwrap();
+    assert_eq!(sizes["libjuice"].flash_bytes + 0x100, whole["libjuice"].flash_bytes);
+    let file = " esp-idf/main/libmain.a(datachannel_echo_main.c.obj)";
+    let at = text.rfind(file).unwrap(); // the input section's, not the archive list's at the top
+    let middle = format!("{}{}", &text[..at], &text[at + file.len()..]);
+    let (_, skipped) = parse_map_lines(&middle).unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].1.starts_with(".text          0x42001020      0x234"), "{skipped:?}");
+    let address_only = format!("{}\n", &cut[..cut.rfind("      0x100").unwrap()]);
+    assert_eq!(parse_map_lines(&address_only).unwrap().1.len(), 1);
+}

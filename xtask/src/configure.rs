@@ -540,13 +540,21 @@ fn reject_other_force_includes(policy: &Policy, text: &str, shown_policy: &str) 
 /// a dotted or inline table) points at the user's own line (issue 27: a quoted table name was
 /// reported at line 1).
 fn key_line(text: &str, component: &str, key: &str) -> usize {
+    toml_key_line(text, &["components", component], key)
+}
+
+/// Line of `key` in the table at `path` (any TOML spelling of it), else of the table, else 1:
+/// errors point where the user has to edit.
+pub(crate) fn toml_key_line(text: &str, path: &[&str], key: &str) -> usize {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let Ok(doc) = toml_edit::Document::parse(text.to_string()) else { return 1 };
-    let Some((table_key, table)) =
-        doc.as_table().get("components").and_then(|c| c.as_table_like()).and_then(|c| c.get_key_value(component))
-    else {
-        return 1;
-    };
+    let Some((last, parents)) = path.split_last() else { return 1 };
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    for name in parents {
+        let Some(inner) = table.get(name).and_then(|t| t.as_table_like()) else { return 1 };
+        table = inner;
+    }
+    let Some((table_key, table)) = table.get_key_value(last) else { return 1 };
     table
         .as_table_like()
         .and_then(|t| t.get_key_value(key))
@@ -834,4 +842,4 @@ fn summarize(changed: &[PathBuf]) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

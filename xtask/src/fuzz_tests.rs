@@ -637,7 +637,7 @@ fn fuzz_configure_into_applications() {
             configure_with(&root, &lean, &Options::default()).unwrap();
         }
         // A file of ours the user edited is ours to replace (the README says so); not checked.
-        let ours = tree_snapshot(&root);
+        let ours = crate::configure::tests::tree_of(&root);
         let mut theirs = BTreeMap::new();
         for (rel, text) in &files {
             let path = root.join(rel);
@@ -665,16 +665,18 @@ fn fuzz_configure_into_applications() {
             keep_sdkconfig: if keep { vec!["CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN".into()] } else { Vec::new() },
             ..Options::default()
         };
-        let snapshot = tree_snapshot(&root);
+        let snapshot = crate::configure::tests::tree_of(&root);
         match configure_with(&root, &lean, &options) {
             Err(e) => {
                 let code = e.downcast_ref::<crate::exit::Failure>().map(|f| f.code);
                 prop_assert_eq!(code, Some(2), "{}", e);
-                prop_assert!(tree_snapshot(&root) == snapshot, "an exit 2 changed the tree: {}", e);
+                prop_assert!(crate::configure::tests::tree_of(&root) == snapshot, "an exit 2 changed the tree: {}", e);
             }
-            Ok(_) if dry_run => prop_assert!(tree_snapshot(&root) == snapshot, "--dry-run changed the tree"),
+            Ok(_) if dry_run => {
+                prop_assert!(crate::configure::tests::tree_of(&root) == snapshot, "--dry-run changed the tree")
+            }
             Ok(_) => {
-                let after = tree_snapshot(&root);
+                let after = crate::configure::tests::tree_of(&root);
                 for (rel, bytes) in &theirs {
                     let in_place = after.get(rel) == Some(bytes);
                     let backed_up = after.iter().any(|(p, b)| {
@@ -720,21 +722,4 @@ fn fuzz_configure_into_applications() {
     if let Err(e) = result {
         panic!("{e}");
     }
-}
-
-/// Every file and link under `root` with its bytes (a link as its target's text).
-fn tree_snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| !e.file_type().is_dir())
-        .map(|e| {
-            let bytes = if e.path_is_symlink() {
-                std::fs::read_link(e.path()).unwrap().into_os_string().into_encoded_bytes()
-            } else {
-                std::fs::read(e.path()).unwrap()
-            };
-            (e.path().strip_prefix(root).unwrap().to_path_buf(), bytes)
-        })
-        .collect()
 }

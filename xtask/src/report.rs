@@ -234,6 +234,22 @@ pub struct TimeWait {
     pub over_bound_at: Option<String>,
 }
 
+impl TimeWait {
+    /// What the lab and the soak print after their own context: the blocks now and at most,
+    /// and the bound they are held to.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} blocks ({} B) at the last closed mark, {} at most; bound {} blocks (at most {} associations closed within one time-wait){}",
+            self.blocks,
+            self.bytes,
+            self.most_blocks,
+            self.bound_blocks,
+            self.closed_within_time_wait,
+            self.over_bound_at.as_ref().map(|at| format!(", OVER THE BOUND at {at}")).unwrap_or_default()
+        )
+    }
+}
+
 /// During the DTLS handshake libdatachannel's DtlsTransport::doRecv (mbedTLS) schedules itself on
 /// the thread pool for mbedTLS's retransmission timer (1 s, doubling on each retransmission up to
 /// 60 s, MBEDTLS_SSL_DTLS_TIMEOUT_DFL_MIN/MAX); the task holds a weak_ptr to the transport, and a

@@ -687,16 +687,7 @@ pub fn check_sdkconfig_keys(
 /// Line of `key` in the policy's `[sdkconfig_extra]` table (any TOML spelling of it), else of
 /// the table, else 1: errors point where the user has to edit.
 fn extra_key_line(text: &str, key: &str) -> usize {
-    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-    let Ok(doc) = toml_edit::Document::parse(text.to_string()) else { return 1 };
-    let Some((table_key, table)) = doc.as_table().get_key_value("sdkconfig_extra") else { return 1 };
-    table
-        .as_table_like()
-        .and_then(|t| t.get_key_value(key))
-        .and_then(|(k, v)| k.span().or_else(|| v.span()))
-        .or_else(|| table_key.span().or_else(|| table.span()))
-        .map(|s| line_of(s.start))
-        .unwrap_or(1)
+    super::toml_key_line(text, &["sdkconfig_extra"], key)
 }
 
 /// The value a line of sdkconfig.defaults gives its key: `# CONFIG_X is not set` is `n`, as

@@ -1216,7 +1216,7 @@ fn application(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 /// Every file and symbolic link under `root` with its bytes (links as their target's text).
-fn tree_of(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(crate) fn tree_of(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     walkdir::WalkDir::new(root)
         .into_iter()
         .map(|e| e.unwrap())

@@ -82,14 +82,8 @@ pub fn print_report(r: &Report) {
 fn print_cycle(r: &Report) {
     if let Some(tw) = &r.time_wait {
         println!(
-            "usrsctp verification tags in time-wait (sctp_add_vtag_to_timewait, bounded, expire after 60 s): \
-             {} blocks, {} B at the last closed mark, {} at most; bound {} blocks ({} closed within one time-wait){}",
-            tw.blocks,
-            tw.bytes,
-            tw.most_blocks,
-            tw.bound_blocks,
-            tw.closed_within_time_wait,
-            tw.over_bound_at.as_ref().map(|at| format!(", OVER THE BOUND at {at}")).unwrap_or_default()
+            "usrsctp verification tags in time-wait (sctp_add_vtag_to_timewait, bounded, expire after 60 s): {}",
+            tw.summary()
         );
     }
     if let Some(d) = &r.dtls_timers {

@@ -184,16 +184,7 @@ pub fn print(s: &Soak) {
         s.threads_created, s.threads_ended, s.fds_first, s.fds_last, s.fds_max
     );
     if let Some(tw) = &s.time_wait {
-        println!(
-            "usrsctp verification tags in time-wait (inside usrsctp above): {} blocks ({} B) at the last mark, {} at \
-             most; bound {} blocks (at most {} associations closed within one time-wait){}",
-            tw.blocks,
-            tw.bytes,
-            tw.most_blocks,
-            tw.bound_blocks,
-            tw.closed_within_time_wait,
-            tw.over_bound_at.as_ref().map(|at| format!(", OVER THE BOUND at {at}")).unwrap_or_default()
-        );
+        println!("usrsctp verification tags in time-wait (inside usrsctp above): {}", tw.summary());
     }
     if let Some(d) = &s.dtls_timers {
         println!(

@@ -345,7 +345,10 @@ fn static_placement_psram_links_the_bss_into_external_ram() {
     assert!(scheme.contains("[scheme:esp_dc_extram_bss]\nentries:\n    bss -> extern_ram\n    common -> extern_ram\n    legacy_bss -> extern_ram\n"));
     let port_cmake = std::fs::read_to_string(port.join("CMakeLists.txt")).unwrap();
     assert!(port_cmake.contains("LDFRAGMENTS linker.lf"), "{port_cmake}");
-    assert!(port_cmake.contains("set(network_requires lwip esp_netif esp_psram)\nif(target STREQUAL \"linux\")"), "{port_cmake}");
+    assert!(
+        port_cmake.contains("set(network_requires lwip esp_netif esp_psram)\nif(target STREQUAL \"linux\")"),
+        "{port_cmake}"
+    );
     assert!(defaults(&lean).contains("CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY=y"));
     assert!(defaults(&stock).contains("# CONFIG_SPIRAM_ALLOW_BSS_SEG_EXTERNAL_MEMORY is not set"));
 

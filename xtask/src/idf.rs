@@ -335,6 +335,13 @@ pub fn ensure_configured(root: &Path, policy_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// ESP-IDF's Python environment, when the shell names one (export.sh and scripts/setup.sh do):
+/// it runs idf.py even if its bin/ is not first on PATH. Every idf.py call uses it, since idf.py
+/// refuses a build directory configured with another Python.
+pub fn idf_python() -> Option<PathBuf> {
+    std::env::var_os("IDF_PYTHON_ENV_PATH").map(|v| PathBuf::from(v).join("bin/python")).filter(|p| p.is_file())
+}
+
 /// One idf.py build of `example` in `root` (a project laid out like this one: examples/,
 /// components/, sdkconfig.defaults) into `build_dir`. Every command is echoed before it runs;
 /// with `log`, idf.py's output goes to that file instead of the terminal and a failure quotes
@@ -351,10 +358,7 @@ pub fn build_in(
     let seen = defaults_seen(root, example)?;
     refresh_sdkconfig(build_dir, &seen)?;
     let set_target = !configured_for(build_dir, target);
-    // ESP-IDF's Python environment, when the shell names one (export.sh and scripts/setup.sh do),
-    // runs idf.py even if its bin/ is not first on PATH.
-    let python =
-        std::env::var_os("IDF_PYTHON_ENV_PATH").map(|v| PathBuf::from(v).join("bin/python")).filter(|p| p.is_file());
+    let python = idf_python();
     let mut output = Vec::new();
     for mut command in build_commands(idf, root, example, target, build_dir, set_target, extra) {
         if let Some(python) = &python {

@@ -593,13 +593,30 @@ pub fn check(budgets: &BTreeMap<String, StaticBudget>, sizes: &BTreeMap<String, 
 pub fn size_components(idf: &idf::Idf, example_dir: &Path, build_dir: &Path) -> Result<PathBuf> {
     let sh = xshell::Shell::new()?;
     sh.set_var("IDF_PATH", &idf.path);
+    // The Python the build was configured with (idf.py refuses another one).
     let idf_py = idf.idf_py.display().to_string();
+    let (program, script) = match idf::idf_python() {
+        Some(python) => (python.display().to_string(), vec![idf_py]),
+        None => (idf_py, vec![]),
+    };
     let report = build_dir.join("size-components.json");
     let partial = build_dir.join("size-components.json.partial");
-    xshell::cmd!(sh, "{idf_py} -C {example_dir} -B {build_dir} size-components --format json2 --output-file {partial}")
-        .ignore_stdout()
-        .run()
-        .map_err(|e| exit::verdict(format!("idf.py size-components failed: {e}")))?;
+    let out = xshell::cmd!(
+        sh,
+        "{program} {script...} -C {example_dir} -B {build_dir} size-components --format json2 --output-file {partial}"
+    )
+    .ignore_status()
+    .output()
+    .map_err(|e| exit::verdict(format!("idf.py size-components did not start: {e}")))?;
+    if !out.status.success() {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(exit::verdict(format!(
+            "idf.py size-components failed ({}); it said:\n{}",
+            out.status,
+            tail.join("\n")
+        )));
+    }
     std::fs::rename(&partial, &report)?;
     Ok(report)
 }

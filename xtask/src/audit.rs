@@ -88,7 +88,7 @@ pub struct Args {
     /// List covered sites too, not only uncovered ones.
     #[arg(long)]
     all: bool,
-    /// Print the summary as a Markdown table (for the README).
+    /// Print the summary as a Markdown table (for docs/lab.md).
     #[arg(long)]
     markdown: bool,
     /// Also write every site, the summary and the statics as JSON.

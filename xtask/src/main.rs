@@ -6,6 +6,7 @@ mod audit;
 mod bench;
 mod components;
 mod configure;
+mod docs;
 mod exit;
 mod fsutil;
 #[cfg(test)]

@@ -259,7 +259,7 @@ fn unconfigured_or_other_policy_tree_exits_2() {
     assert!(f.message.contains("configured for `stock`") && f.message.contains("--policy lean"), "{}", f.message);
 }
 
-/// The shipped lean policy on the configured tree: every uncovered site is one the README
+/// The shipped lean policy on the configured tree: every uncovered site is one docs/lab.md
 /// lists with its reason (plog's two printf helpers); libsrtp is covered.
 #[test]
 fn lean_on_the_real_tree_leaves_only_the_listed_sites() {

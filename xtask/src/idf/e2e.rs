@@ -391,7 +391,7 @@ impl PageReport {
 /// plays until WHEP_FRAMES frames are decoded and 3 messages echoed, then DELETEs the session. The
 /// page reports its log lines to a collector here (its `report` query). Post-quantum DTLS stays
 /// on (Chromium as shipped): the device answers, so it is the DTLS client and never has to
-/// reassemble the fragmented ClientHello mbedTLS's server refuses (README, Interoperability).
+/// reassemble the fragmented ClientHello mbedTLS's server refuses (docs/interop.md).
 fn whep_chromium_once(chromium: &Path, elf: &Path, logs: &Path, name: &str) -> std::result::Result<String, String> {
     let device = WhepDevice::start(elf, &logs.join(format!("{name}-device.log")))?;
     let collector = tiny_http::Server::http("127.0.0.1:0").map_err(|e| format!("collector: {e}"))?;

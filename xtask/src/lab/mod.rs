@@ -4,10 +4,8 @@
 //! host (build the replica) -> run (device + remote processes) -> trace (recorder output)
 //! -> account (component x phase) -> projection (ESP32 heaps) -> render (tables, SVG, JSON, budgets)
 
-pub mod account;
 pub mod compare;
 pub mod lossy;
-pub mod projection;
 pub mod render;
 pub mod savings;
 pub mod soak;
@@ -19,6 +17,7 @@ mod tests;
 use crate::docs;
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
+use crate::ledger::account;
 use crate::policy::Policy;
 use crate::replica::{self, run};
 use crate::report::Report;
@@ -275,7 +274,13 @@ fn run_all(
         let build = replica::build(policy)?;
         // Static internal RAM: the host libraries are a proxy; the chip's map, when a build is at
         // hand, is the figure (and the one the whole-stack line uses).
-        print!("{}", crate::size::static_comparison(policy, &crate::size::host_sizes(&build.libraries, policy)?)?);
+        print!(
+            "{}",
+            crate::static_sizes::static_comparison(
+                policy,
+                &crate::static_sizes::host_sizes(&build.libraries, policy)?
+            )?
+        );
         for link in links {
             for scenario in scenarios {
                 for (i, run_reports) in runs.iter_mut().enumerate() {

@@ -365,21 +365,23 @@ pub fn build_in(
             command.insert(0, python.display().to_string());
         }
         eprintln!("$ {}", command.join(" "));
-        let mut process = std::process::Command::new(&command[0]);
-        process.args(&command[1..]).env("IDF_PATH", &idf.path);
+        let sh = xshell::Shell::new()?;
+        let (program, args) = command.split_first().expect("a command has a program");
+        let process = || xshell::cmd!(sh, "{program} {args...}").env("IDF_PATH", &idf.path).quiet().ignore_status();
         let hint = format!(
             "if it could not start, run `. {}/export.sh` in this shell first so idf.py finds its Python environment",
             idf.path.display()
         );
         let Some(log) = log else {
-            let status =
-                process.status().map_err(|e| exit::verdict(format!("idf.py did not start: {e}\n  hint: {hint}")))?;
+            let status = crate::background::status(process())
+                .map_err(|e| exit::verdict(format!("idf.py did not start: {e}\n  hint: {hint}")))?;
             if !status.success() {
                 return Err(exit::verdict(format!("idf.py failed ({status}); its output is above\n  hint: {hint}")));
             }
             continue;
         };
-        let out = process.output().map_err(|e| exit::verdict(format!("idf.py did not start: {e}\n  hint: {hint}")))?;
+        let out =
+            process().output().map_err(|e| exit::verdict(format!("idf.py did not start: {e}\n  hint: {hint}")))?;
         output.extend_from_slice(format!("$ {}\n", command.join(" ")).as_bytes());
         output.extend_from_slice(&out.stdout);
         output.extend_from_slice(&out.stderr);

@@ -3,6 +3,7 @@
 
 mod analyze;
 mod audit;
+mod background;
 mod bench;
 mod components;
 mod configure;

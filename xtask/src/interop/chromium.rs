@@ -11,13 +11,14 @@
 //!   POST /log         one line for page.log
 
 use super::{http, Remote, Settings};
+use crate::background::{self, Io};
 use crate::fsutil::project_root;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use xshell::cmd;
 
 /// Stops serving when dropped.
 pub struct Bridge {
@@ -152,32 +153,32 @@ pub fn serve_page(offer: &str, settings: &Settings, dir: &Path, extra: &str) -> 
 pub fn spawn(chromium: &Path, offer: &str, settings: &Settings, dir: &Path) -> Result<Remote> {
     let Served { bridge, url, to_remote, from_remote } = serve_page(offer, settings, dir, "")?;
     let profile = tempfile::Builder::new().prefix("esp-dc-chromium-").tempdir()?;
-    let process = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            // Without these three it dials out at start, and this machine has no route out.
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--allow-loopback-in-peer-connection",
-            "--autoplay-policy=no-user-gesture-required",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(disabled_features(!settings.no_pqc))
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("browser.log"))?)
-        .spawn()
+    let sh = xshell::Shell::new()?;
+    let (features, user_data) =
+        (disabled_features(!settings.no_pqc), format!("--user-data-dir={}", profile.path().display()));
+    let cmd = cmd!(sh, "{chromium} {CHROMIUM_FLAGS...} {features} {user_data} {url}");
+    let log = std::fs::File::create(dir.join("browser.log"))?;
+    let process = background::spawn(cmd, Io::Null, Io::Null, Io::File(log))
         .with_context(|| format!("starting {}", chromium.display()))?;
     Ok(Remote { to_remote, from_remote, process, _bridge: Some(bridge), _profile: Some(profile) })
 }
+
+/// Headless Chromium as the interop runs start it, before the feature list, profile and page.
+const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    // Without these three it dials out at start, and this machine has no route out.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",
+    "--enable-logging=stderr",
+    "--v=0",
+];
 
 #[cfg(test)]
 mod tests {

@@ -11,10 +11,11 @@
 
 use super::chromium::{serve_page, Served};
 use super::{Remote, Settings};
+use crate::background::{self, Io};
 use crate::fsutil::project_root;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use xshell::cmd;
 
 /// The folder whose `gmp-gmpopenh264/system-installed/` holds the OpenH264 plugin, if present.
 pub fn openh264() -> Option<PathBuf> {
@@ -96,22 +97,19 @@ pub fn spawn(firefox: &Path, openh264: Option<&Path>, offer: &str, settings: &Se
     let Served { bridge, url, to_remote, from_remote } = serve_page(offer, settings, dir, "&capture=1")?;
     let profile = tempfile::Builder::new().prefix("esp-dc-firefox-").tempdir()?;
     std::fs::write(profile.path().join("user.js"), user_js(openh264.is_some(), !settings.no_pqc))?;
-    let mut cmd = Command::new(firefox);
-    cmd.args(["--headless", "--no-remote", "--new-instance", "--profile"])
-        .arg(profile.path())
-        .arg(&url)
+    let sh = xshell::Shell::new()?;
+    let profile_dir = profile.path();
+    let mut cmd = cmd!(sh, "{firefox} --headless --no-remote --new-instance --profile {profile_dir} {url}")
         .env("MOZ_HEADLESS", "1")
         // No crash reporter dialog or upload; no first-run import.
         .env("MOZ_CRASHREPORTER_DISABLE", "1");
     if let Some(folder) = openh264 {
-        cmd.env("MOZ_GMP_PATH", folder.join("gmp-gmpopenh264/system-installed")).env("MOZ_DISABLE_GMP_SANDBOX", "1");
+        cmd = cmd
+            .env("MOZ_GMP_PATH", folder.join("gmp-gmpopenh264/system-installed"))
+            .env("MOZ_DISABLE_GMP_SANDBOX", "1");
     }
     let browser_log = std::fs::File::create(dir.join("browser.log"))?;
-    let process = cmd
-        .stdin(Stdio::null())
-        .stdout(browser_log.try_clone()?)
-        .stderr(browser_log)
-        .spawn()
+    let process = background::spawn(cmd, Io::Null, Io::File(browser_log.try_clone()?), Io::File(browser_log))
         .with_context(|| format!("starting {}", firefox.display()))?;
     Ok(Remote { to_remote, from_remote, process, _bridge: Some(bridge), _profile: Some(profile) })
 }

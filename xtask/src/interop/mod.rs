@@ -13,6 +13,7 @@ mod http;
 #[cfg(test)]
 mod tests;
 
+use crate::background::{self, Io};
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
 use crate::ledger::account;
@@ -24,9 +25,10 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use xshell::cmd;
 
 pub const PEERS: &[&str] = &["chromium", "firefox", "aiortc"];
 pub const OFFERERS: &[&str] = &["device", "remote"];
@@ -323,12 +325,9 @@ impl Prerequisites {
 
     pub fn find_in(venv: &Path, chromium: &Path, peers: &[String]) -> Result<Prerequisites> {
         let python = venv.join("bin/python");
-        let has_aiortc = Command::new(&python)
-            .args(["-c", "import aiortc, av"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let sh = xshell::Shell::new()?;
+        let has_aiortc =
+            cmd!(sh, "{python} -c 'import aiortc, av'").quiet().ignore_stdout().ignore_stderr().run().is_ok();
         if !has_aiortc {
             return Err(exit::bad_input(format!(
                 "no aiortc/PyAV venv at {} (it runs the aiortc peer and encodes the H.264 clip); run `bash scripts/setup.sh` or `source scripts/setup.sh`",
@@ -366,8 +365,8 @@ fn h264_clip(python: &Path) -> Result<PathBuf> {
     // Another process (a second clone's tests) may encode the same clip: each writes its own
     // partial file, and the rename puts one whole clip in place, whichever comes last.
     let partial = clip.with_extension(format!("{}.partial", std::process::id()));
-    let status = Command::new(python).arg(&script).arg(&partial).status()?;
-    if !status.success() {
+    let sh = xshell::Shell::new()?;
+    if cmd!(sh, "{python} {script} {partial}").quiet().run().is_err() {
         return Err(exit::bad_input(format!(
             "encoding the H.264 clip with {} failed (output above)",
             script.display()
@@ -392,23 +391,12 @@ pub struct Remote {
 }
 
 fn spawn_aiortc(python: &Path, offer: &str, settings: &Settings, log: &Path) -> Result<Remote> {
-    let mut cmd = Command::new(python);
-    cmd.arg(project_root().join("lab/interop/aiortc_peer.py")).args([
-        "--offer",
-        offer,
-        "--messages",
-        &settings.messages.to_string(),
-        "--frames",
-        &settings.frames.to_string(),
-    ]);
-    if !settings.video {
-        cmd.arg("--no-video");
-    }
-    let mut process = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log)?)
-        .spawn()
+    let sh = xshell::Shell::new()?;
+    let script = project_root().join("lab/interop/aiortc_peer.py");
+    let (messages, frames) = (settings.messages.to_string(), settings.frames.to_string());
+    let no_video = (!settings.video).then_some("--no-video");
+    let cmd = cmd!(sh, "{python} {script} --offer {offer} --messages {messages} --frames {frames} {no_video...}");
+    let mut process = background::spawn(cmd, Io::Piped, Io::Piped, Io::File(std::fs::File::create(log)?))
         .context("starting the aiortc peer")?;
     let (to_remote, inbox) = mpsc::channel::<String>();
     let mut stdin = process.stdin.take().unwrap();

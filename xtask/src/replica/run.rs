@@ -3,15 +3,17 @@
 //! link (`--loss`, `--jitter-ms`) their media crosses `crate::relay` instead of plain loopback.
 
 use super::HostBuild;
+use crate::background::{self, Io};
 use crate::policy::{KnobEffect, Policy, KNOBS};
 use crate::relay::{Impairment, LinkStats, Relay};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xshell::cmd;
 
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -46,18 +48,18 @@ pub fn spawn(
     log: &Path,
     preload: Option<(&Path, &Path)>,
 ) -> Result<Child> {
-    let mut cmd = Command::new(&build.driver);
-    cmd.arg(role).arg(scenario);
+    let sh = xshell::Shell::new()?;
+    let driver = &build.driver;
     let lib_path = std::env::join_paths(&build.lib_dirs)?;
-    cmd.env("LD_LIBRARY_PATH", lib_path);
+    let mut cmd = cmd!(sh, "{driver} {role} {scenario}").env("LD_LIBRARY_PATH", lib_path);
     for (k, v) in env {
-        cmd.env(k, v);
+        cmd = cmd.env(k, v);
     }
     if let Some((recorder, trace)) = preload {
-        cmd.env("LD_PRELOAD", recorder).env("LAB_TRACE", trace);
+        cmd = cmd.env("LD_PRELOAD", recorder).env("LAB_TRACE", trace);
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(std::fs::File::create(log)?);
-    cmd.spawn().with_context(|| format!("starting {}", build.driver.display()))
+    background::spawn(cmd, Io::Piped, Io::Piped, Io::File(std::fs::File::create(log)?))
+        .with_context(|| format!("starting {}", build.driver.display()))
 }
 
 /// Which peer a signaling line comes from, for the lossy link's address rewriting.

@@ -25,7 +25,12 @@ use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// The scenarios a plain `cargo xtask lab` runs.
 pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale", "camera"];
+/// Every scenario `--scenario` takes: the default set and `viewers` (one camera, many viewers),
+/// which runs only when asked for: its windows of stream per viewer add a minute or more per
+/// policy, and CI's smoke run stays as short as it was.
+pub const ALL_SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale", "camera", "viewers"];
 
 /// Run the host replica and account for every byte, stock and lean side by side.
 ///
@@ -39,6 +44,7 @@ pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale", "came
 ///   cargo xtask lab                                  # stock and lean, every scenario
 ///   cargo xtask lab --policy lean --scenario datachannel --json out.json
 ///   cargo xtask lab --quick                          # short runs (CI smoke)
+///   cargo xtask lab --policy lean --scenario viewers --viewers 8 --runs 3  # one camera, 8 viewers
 ///   cargo xtask lab --policy lean --runs 20          # budgets in every run, spread min..max
 ///   cargo xtask lab --policy lean --soak             # 1,000 cycles: slope per component
 ///   cargo xtask lab --policy lean --knob-savings     # what each lever saves (one build per lever)
@@ -51,8 +57,17 @@ pub struct Args {
     #[arg(long = "policy", default_values = ["stock", "lean"])]
     policies: Vec<String>,
     /// Scenarios to run; repeat for several.
-    #[arg(long = "scenario", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS), default_values = SCENARIOS)]
+    /// `viewers` (one camera, several viewers joining one by one; see --viewers) is not in the
+    /// default set.
+    #[arg(long = "scenario", value_parser = clap::builder::PossibleValuesParser::new(ALL_SCENARIOS), default_values = SCENARIOS)]
     scenarios: Vec<String>,
+    /// `viewers`: how many viewers join one by one (at least 2). The cost per extra viewer is the
+    /// least-squares slope over their join marks.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=32))]
+    viewers: u32,
+    /// `viewers`: seconds of stream after each join, leave and rejoin (the CPU window; --quick 2).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
+    viewer_seconds: u32,
     /// Write every report as JSON to this file (an array, one entry per policy and scenario).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -233,6 +248,8 @@ fn settings_of(args: &Args) -> run::Settings {
         messages: if args.quick { 50 } else { args.messages },
         video_seconds: if args.quick { 4 } else { args.video_seconds },
         cycles: args.cycles.unwrap_or(default_cycles),
+        viewers: args.viewers,
+        viewer_seconds: if args.quick { 2 } else { args.viewer_seconds },
         ..Default::default()
     }
 }

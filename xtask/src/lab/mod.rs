@@ -12,6 +12,7 @@ pub mod render;
 pub mod savings;
 pub mod soak;
 pub mod spread;
+pub mod viewers;
 
 #[cfg(test)]
 mod tests;
@@ -306,7 +307,8 @@ fn run_all(
                         format!("running {scenario} ({}{})", policy.policy.name, on.unwrap_or_default())
                     });
                     let ran = run::run_scenario_on_link(&build, policy, scenario, settings, out, *link)?;
-                    let report = account::build_report(&ran.trace, scenario, policy, &build)?;
+                    let mut report = account::build_report(&ran.trace, scenario, policy, &build)?;
+                    viewers::attach_cpu(&mut report, &ran.device_log)?;
                     progress.done();
                     if i == 0 {
                         let name = format!("{}-{scenario}{}.svg", policy.policy.name, run::link_suffix(*link));
@@ -332,16 +334,22 @@ fn write_outputs(
     lossy_runs: &[lossy::LossyRun],
     lossy: bool,
 ) -> Result<()> {
+    // `viewers` has its own tables; the side-by-side ones and the README's `lab` block are the
+    // other scenarios'.
+    let others: Vec<Report> = reports.iter().filter(|r| r.viewers.is_none()).cloned().collect();
     if lossy {
         // The link's own table instead of the loopback tables: the same figures the budgets
         // hold, next to what the link did and what got through.
         print!("{}", lossy::side_by_side(lossy_runs));
     } else if policies.len() > 1 {
-        render::print_side_by_side(reports);
+        render::print_side_by_side(&others);
     } else {
-        for r in reports {
+        for r in &others {
             render::print_report(r);
         }
+    }
+    for r in reports {
+        print!("{}", viewers::text(r));
     }
     if let Some(path) = &args.json {
         let json = if lossy {
@@ -351,7 +359,7 @@ fn write_outputs(
         };
         write_atomic(path, json.as_bytes())?;
     }
-    let markdown = render::markdown_side_by_side(reports);
+    let markdown = render::markdown_side_by_side(&others);
     if let Some(path) = &args.markdown {
         write_atomic(path, markdown.as_bytes())?;
     }
@@ -359,6 +367,12 @@ fn write_outputs(
         let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
         update_readme("lossy", &format!("```\n$ cargo xtask {command}\n{}```", lossy::side_by_side(lossy_runs)))?;
     } else if args.update_readme {
+        if reports.iter().any(|r| r.viewers.is_some()) {
+            let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+            update_readme("viewers", &format!("`cargo xtask {command}`:\n\n{}", viewers::markdown(reports)))?;
+        }
+    }
+    if args.update_readme && !lossy && !others.is_empty() {
         update_readme("lab", &markdown)?;
         if args.scenarios.iter().any(|s| s == "datachannel") {
             update_readme("threads", &render::threads_markdown(reports, "datachannel"))?;

@@ -2,7 +2,7 @@
 //! `viewers-*` marks (account.rs); the CPU side from the device log's `[cpu]` lines, one per
 //! stream window, read here. Tables, README block and the budget checks of the scenario.
 
-use super::account::least_squares;
+use crate::ledger::account::least_squares;
 use crate::policy::Policy;
 use crate::report::{Report, ViewerPhase, Viewers};
 use anyhow::{bail, Context, Result};

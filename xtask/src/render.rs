@@ -48,7 +48,7 @@ pub fn fill(template_name: &str, template: &str, values: &[(&str, String)]) -> R
     if let Some(start) = out.find("{{") {
         let end = out[start..].find("}}").map(|e| start + e + 2).unwrap_or(out.len().min(start + 30));
         return Err(exit::bad_input(format!(
-            "templates/{template_name}: placeholder `{}` has no value; the template and xtask/src/configure/render.rs disagree",
+            "templates/{template_name}: placeholder `{}` has no value; the template and xtask/src/render.rs disagree",
             &out[start..end]
         )));
     }
@@ -607,9 +607,9 @@ pub fn check_sdkconfig_keys(
         match known.check(key) {
             Ok(Verdict::Listed | Verdict::Ours) => {}
             Ok(_) => errors.push(format!(
-                "xtask/src/configure/render.rs: {key}: rendered, but neither in xtask/src/kconfig_keys.txt nor declared by our Kconfig files; add it to the list with the ESP-IDF 5.5 Kconfig file that declares it, or fix the name"
+                "xtask/src/render.rs: {key}: rendered, but neither in xtask/src/kconfig_keys.txt nor declared by our Kconfig files; add it to the list with the ESP-IDF 5.5 Kconfig file that declares it, or fix the name"
             )),
-            Err(what) => errors.push(format!("xtask/src/configure/render.rs: {key}: {what}")),
+            Err(what) => errors.push(format!("xtask/src/render.rs: {key}: {what}")),
         }
     }
     let mut warnings = Vec::new();
@@ -687,7 +687,7 @@ pub fn check_sdkconfig_keys(
 /// Line of `key` in the policy's `[sdkconfig_extra]` table (any TOML spelling of it), else of
 /// the table, else 1: errors point where the user has to edit.
 fn extra_key_line(text: &str, key: &str) -> usize {
-    super::toml_key_line(text, &["sdkconfig_extra"], key)
+    crate::layout::toml_key_line(text, &["sdkconfig_extra"], key)
 }
 
 /// The value a line of sdkconfig.defaults gives its key: `# CONFIG_X is not set` is `n`, as

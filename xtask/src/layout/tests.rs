@@ -1060,7 +1060,7 @@ fn unknown_keys_are_refused_against_an_esp_idf_tree_and_in_rendered_lines() {
         let err = render::check_sdkconfig_keys(&[line.to_string()], &extra, &known, "", "p.toml").unwrap_err();
         assert_eq!(exit_code_of(&err), 2);
         assert!(
-            err.to_string().starts_with("xtask/src/configure/render.rs: CONFIG_") && err.to_string().contains(expected),
+            err.to_string().starts_with("xtask/src/render.rs: CONFIG_") && err.to_string().contains(expected),
             "{err}"
         );
     }

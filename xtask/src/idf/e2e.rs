@@ -590,10 +590,7 @@ fn idf_whep_camera_serves_three_chromium_viewers_at_once() {
     let (example, policy_name) = ("whep_camera", "lean");
     let root = cache_root().join("idf-e2e").join("lean-3-viewers");
     stage_project(&root).unwrap();
-    assert_eq!(
-        layout::configure_into(&root, &Policy::path_for(policy_name), false, false).unwrap(),
-        ExitCode::SUCCESS
-    );
+    assert_eq!(layout::configure_into(&root, &Policy::path_for(policy_name), false, false).unwrap(), ExitCode::SUCCESS);
     let defaults = root.join("examples").join(example).join("sdkconfig.defaults");
     let text = std::fs::read_to_string(&defaults).unwrap();
     if !text.contains("CONFIG_WHEP_MAX_SESSIONS=3") {
@@ -683,7 +680,7 @@ fn idf_whep_camera_serves_three_chromium_viewers_at_once() {
             )
         })
         .collect();
-    drop(viewers.drain(..).collect::<Vec<_>>());
+    drop(viewers);
     drop(device);
     let why = format!("{}; fourth POST {fourth:?}; logs {}/{name}-*", summary.join("; "), logs.display());
     assert!(!summary.iter().any(|s| s.contains("Some(")), "{why}");

@@ -313,8 +313,11 @@ struct Ledger<'t> {
     /// The record being replayed.
     now: usize,
     /// `viewers`: at `viewers-0`, what viewers left behind by site, and the expiring holds' bytes.
-    held_after_last: Option<(HashMap<usize, (u64, u64)>, u64)>,
+    held_after_last: Option<(BySite, u64)>,
 }
+
+/// Bytes and blocks by site index.
+type BySite = HashMap<usize, (u64, u64)>;
 
 /// A `cycle-N-closed` mark, site by site (`Report.cycle_sites`, `Report.time_wait`).
 struct ClosedMark {
@@ -881,9 +884,9 @@ impl<'t> Ledger<'t> {
     /// as usrsctp is initialised) and glibc's one cached interface list behind getaddrinfo's
     /// AI_ADDRCONFIG (libjuice's ice_resolve_candidate; each lookup replaces it, lwIP keeps none):
     /// one block of that site, more is counted.
-    fn held_after_viewers(&self) -> (HashMap<usize, (u64, u64)>, u64) {
+    fn held_after_viewers(&self) -> (BySite, u64) {
         let since = self.mark("viewers-left").map(|m| m.index).unwrap_or(usize::MAX);
-        let (mut by_site, mut aside): (HashMap<usize, (u64, u64)>, u64) = (HashMap::new(), 0);
+        let (mut by_site, mut aside): (BySite, u64) = (HashMap::new(), 0);
         for l in self.live.values().filter(|l| self.cols.counted[l.component] && l.born > since) {
             if self.expiring_kind(l.site).is_some() || self.sites[l.site].function.contains(SCTP_TICK_TASK) {
                 aside += l.size;

@@ -11,7 +11,7 @@
 // The files, by concern: lines.cpp (the line protocol), quiet.cpp (phase marks at quiet points),
 // conn.cpp (one PeerConnection and its signaling), knobs.cpp (the policy's run-time knobs),
 // media.cpp (H.264/Opus senders, the remote's video receiver), scenarios.cpp (the lab's five
-// scenarios), sdp.cpp and interop.cpp (the device against Chromium and aiortc), bench.cpp
+// scenarios), viewers.cpp (one camera, many viewers), sdp.cpp and interop.cpp (the device against Chromium and aiortc), bench.cpp
 // (throughput, video rate), main.cpp.
 #pragma once
 
@@ -38,6 +38,7 @@ using namespace std::chrono_literals;
 
 extern bool is_device;
 extern bool camera_scenario; // the remote checks telemetry instead of echoes
+extern bool viewers_scenario; // several viewers at once: no shared video receiver
 
 long env_long(const char *name, long fallback);
 [[noreturn]] void die(const std::string &why);
@@ -178,6 +179,9 @@ void video(long seconds);
 void camera(long seconds);
 void cycle(long cycles, long messages);
 void scale(long max_connections);
+void viewers(long n, long seconds);
+// Tests only (LAB_LEAK_BYTES_PER_CONNECTION): keeps one block per closed connection.
+void leak_one_block_if_asked();
 void interop();
 void throughput();
 void videorate();

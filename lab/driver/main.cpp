@@ -21,6 +21,8 @@ void run(const std::string &scenario) {
 		scale(4);
 	else if (scenario == "camera")
 		camera(env_long("LAB_VIDEO_SECONDS", 10));
+	else if (scenario == "viewers")
+		viewers(env_long("LAB_VIEWERS", 4), env_long("LAB_VIEWER_SECONDS", 3));
 	else if (scenario == "interop")
 		interop();
 	else if (scenario == "throughput")
@@ -36,16 +38,19 @@ void run(const std::string &scenario) {
 namespace lab {
 bool is_device = false;
 bool camera_scenario = false;
+bool viewers_scenario = false;
 } // namespace lab
 
 int main(int argc, char **argv) {
 	if (argc < 3) {
-		std::fprintf(stderr, "usage: scenario <device|remote> <datachannel|video|cycle|scale|camera|interop|throughput|videorate>\n");
+		std::fprintf(stderr, "usage: scenario <device|remote> <datachannel|video|cycle|scale|camera|viewers|interop|throughput|videorate>\n");
 		return 2;
 	}
 	std::string role = argv[1], scenario = argv[2];
 	is_device = role == "device";
-	camera_scenario = scenario == "camera";
+	viewers_scenario = scenario == "viewers";
+	// The viewers get the camera's telemetry channel (checked in order) and the device offers.
+	camera_scenario = scenario == "camera" || viewers_scenario;
 	std::thread(&Inbox::reader, &inbox).detach();
 	if (is_device)
 		phase("start");

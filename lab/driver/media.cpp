@@ -244,7 +244,8 @@ std::string VideoReceiver::result() {
 
 void on_remote_media(int tr, const char *data, int size, void *) {
 	Conn *c = conn_of(tr);
-	video_receiver.on_rtp(tr, reinterpret_cast<const uint8_t *>(data), size);
+	if (!viewers_scenario) // one receiver for one stream; viewers count their bytes each
+		video_receiver.on_rtp(tr, reinterpret_cast<const uint8_t *>(data), size);
 	std::lock_guard<std::mutex> lock(c->mutex);
 	c->media_bytes += size;
 }

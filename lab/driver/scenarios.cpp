@@ -1,4 +1,5 @@
-// The lab's scenarios, both roles of each: datachannel, video, camera, cycle, scale. The device
+// The lab's scenarios, both roles of each: datachannel, video, camera, cycle, scale (viewers in
+// viewers.cpp). The device
 // marks its phases at quiet points; the remote drives and checks.
 
 #include "driver.h"
@@ -215,8 +216,6 @@ void camera(long seconds) {
 		camera_remote(seconds);
 }
 
-namespace {
-
 // LAB_LEAK_BYTES_PER_CONNECTION=N (tests only): after each closed connection the device keeps one
 // N-byte block as libdatachannel's (through the recorder's esp_dc_port_malloc, tagged with the
 // component id as the redirect header tags it), never freed: a real per-cycle leak the cycle
@@ -232,8 +231,6 @@ void leak_one_block_if_asked() {
 	static std::vector<void *> kept; // reachable, so only the lab's books call it a leak
 	kept.push_back(fn(size_t(bytes), 1u << 10 /* MALLOC_CAP_SPIRAM */, 1 /* libdatachannel */));
 }
-
-} // namespace
 
 void cycle(long cycles, long messages) {
 	for (long n = 1; n <= cycles; ++n) {

@@ -25,6 +25,7 @@ pub const BLOCKS: &[Block] = &[
     Block { name: "targets", file: "docs/lab.md" },
     Block { name: "savings", file: "docs/lab.md" },
     Block { name: "lossy", file: "docs/lab.md" },
+    Block { name: "viewers", file: "docs/lab.md" },
 ];
 
 /// Replaces the block `name` (one of [`BLOCKS`]) with `markdown`, in the file that holds it.

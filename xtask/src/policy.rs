@@ -302,6 +302,17 @@ pub struct DynamicBudgets {
     pub internal_bytes_per_connection: Option<u64>,
     /// Sum of thread stack high-water marks.
     pub stack_high_water_bytes: Option<u64>,
+    /// `viewers`: projected internal RAM per extra viewer (least-squares slope over the join
+    /// marks, rounded up).
+    pub viewer_internal_bytes: Option<u64>,
+    /// `viewers`: projected PSRAM per extra viewer (the same slope).
+    pub viewer_psram_bytes: Option<u64>,
+    /// `viewers`: the device's CPU per viewer at any number of viewers against one viewer's, in
+    /// percent (110: within 10 % of linear).
+    pub viewer_cpu_of_linear_percent: Option<u64>,
+    /// `viewers`: bytes viewers allocated still held after the last one left (time-wait and
+    /// DTLS timer hold aside).
+    pub viewer_held_after_last_bytes: Option<u64>,
     /// Per component: connected and peak bytes.
     #[serde(default)]
     pub components: BTreeMap<String, ComponentDynamicBudget>,

@@ -56,6 +56,10 @@ pub struct Report {
     /// `scale` only: marginal live bytes per extra simultaneous connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_per_extra_connection: Option<u64>,
+    /// `viewers` only: the quiet marks after each join, leave and rejoin, and the cost per extra
+    /// viewer as least-squares slopes over the join marks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewers: Option<Viewers>,
     /// Bytes live at the end that were never freed (leaks), by site.
     #[serde(default)]
     pub leaks: Vec<Site>,
@@ -377,4 +381,71 @@ mod tests {
         assert_eq!(c("/app/components/esp_dc_init/src/esp_dc_port_init.c"), Some("esp_dc_init"));
         assert_eq!(c("C:\\app\\components\\esp_dc_port\\src\\esp_dc_port_alloc.c"), Some("esp_dc_port"));
     }
+}
+
+/// `viewers`: one camera, N viewers joining one by one, the first leaving and rejoining.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Viewers {
+    /// Viewers that joined one by one (the rejoin not counted).
+    pub viewers: u64,
+    /// One per quiet `viewers-*` mark, in order: `viewers-1`..`viewers-N`, `viewers-left` (N - 1),
+    /// `viewers-rejoined` (N), `viewers-0` (after the last left).
+    pub phases: Vec<ViewerPhase>,
+    /// Least squares over the join marks `viewers-1`..`viewers-N`: stack total, projected
+    /// internal RAM and PSRAM, and each component's live bytes.
+    pub bytes_per_viewer: Slope,
+    pub internal_bytes_per_viewer: Slope,
+    pub psram_bytes_per_viewer: Slope,
+    #[serde(default)]
+    pub component_bytes_per_viewer: Vec<(String, Slope)>,
+    /// Device CPU ns per second of stream, least squares over the join windows.
+    #[serde(default)]
+    pub cpu_ns_per_viewer_second: Slope,
+    /// The most CPU per viewer of any window against one viewer's, in percent:
+    /// max over K of cpu(K) / (K x cpu(1)) x 100. 100 is linear, below it sublinear.
+    #[serde(default)]
+    pub cpu_per_viewer_of_linear_percent: u64,
+    /// Bytes live at `viewers-0` (every viewer gone) that were allocated after `viewers-left`
+    /// (global init, the first connection's and the first teardown's lazy set-up done),
+    /// usrsctp's time-wait and the DTLS timer hold aside (bounded and expiring, see `TimeWait`,
+    /// `DtlsTimers`).
+    pub held_after_last_bytes: u64,
+    /// The largest such sites, for the report when it is not 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_after_last_sites: Vec<Site>,
+    /// What `held_after_last_bytes` leaves out at `viewers-0`: time-wait, DTLS timer hold, the
+    /// pending SCTP timer tick and glibc's resolver cache (account.rs, held_after_viewers).
+    #[serde(default)]
+    pub set_aside_after_last_bytes: u64,
+}
+
+/// One `viewers-*` mark.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ViewerPhase {
+    pub mark: String,
+    pub viewers: u64,
+    pub total_bytes: u64,
+    /// Live bytes of each stack component at the mark.
+    #[serde(default)]
+    pub components: Vec<(String, u64)>,
+    pub internal_bytes: u64,
+    pub psram_bytes: u64,
+    /// The stack's threads alive at the mark and the ESP32 stacks they take.
+    pub threads: u64,
+    pub stack_bytes: u64,
+    /// The device's CPU time over the stream window before the mark (from its log's `[cpu]`
+    /// line), and the window's length; 0 for `viewers-0`.
+    #[serde(default)]
+    pub cpu_ns: u64,
+    #[serde(default)]
+    pub wall_ns: u64,
+}
+
+/// A least-squares slope (per viewer) and its standard error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Slope {
+    pub per_viewer: f64,
+    pub std_error: f64,
+    /// The largest distance of a point from the fitted line.
+    pub max_residual: f64,
 }

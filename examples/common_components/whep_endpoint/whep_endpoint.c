@@ -259,7 +259,7 @@ whep_method_t whep_method_from_name(const char *name)
 }
 
 void whep_endpoint_init(whep_endpoint_t *ep, const whep_backend_t *backend, const char *page,
-                        size_t max_offer_bytes, size_t answer_capacity)
+                        size_t max_offer_bytes, size_t answer_capacity, int max_sessions)
 {
     memset(ep, 0, sizeof(*ep));
     ep->backend = *backend;
@@ -267,6 +267,7 @@ void whep_endpoint_init(whep_endpoint_t *ep, const whep_backend_t *backend, cons
     ep->page_len = page != NULL ? strlen(page) : 0;
     ep->max_offer_bytes = max_offer_bytes;
     ep->answer_capacity = answer_capacity;
+    ep->max_sessions = max_sessions < 1 ? 1 : max_sessions > WHEP_SESSIONS_MAX ? WHEP_SESSIONS_MAX : max_sessions;
 }
 
 static void add_header(whep_response_t *resp, const char *name, const char *value)
@@ -314,18 +315,40 @@ static bool is_sdp_type(const char *content_type)
     return next == '\0' || next == ';' || next == ' ';
 }
 
-/* Whether a session exists; forgets one that ended by itself. */
-static bool session_running(whep_endpoint_t *ep)
+/* Whether `slot` holds a session; forgets one that ended by itself. */
+static bool session_running(whep_endpoint_t *ep, int slot)
 {
-    if (ep->session_path[0] == '\0') {
+    if (ep->session_path[slot][0] == '\0') {
         return false;
     }
-    if (ep->backend.alive != NULL && !ep->backend.alive(ep->backend.ctx)) {
-        ep->backend.stop(ep->backend.ctx); /* release what is left of it */
-        ep->session_path[0] = '\0';
+    if (ep->backend.alive != NULL && !ep->backend.alive(ep->backend.ctx, slot)) {
+        ep->backend.stop(ep->backend.ctx, slot); /* release what is left of it */
+        ep->session_path[slot][0] = '\0';
         return false;
     }
     return true;
+}
+
+/* A slot without a running session, or -1 when all max_sessions run. */
+static int free_slot(whep_endpoint_t *ep)
+{
+    for (int slot = 0; slot < ep->max_sessions; ++slot) {
+        if (!session_running(ep, slot)) {
+            return slot;
+        }
+    }
+    return -1;
+}
+
+/* The slot whose session has this path, or -1. */
+static int slot_of(whep_endpoint_t *ep, const char *path)
+{
+    for (int slot = 0; slot < ep->max_sessions; ++slot) {
+        if (session_running(ep, slot) && strcmp(path, ep->session_path[slot]) == 0) {
+            return slot;
+        }
+    }
+    return -1;
 }
 
 static void post_offer(whep_endpoint_t *ep, const whep_request_t *req, whep_response_t *resp)
@@ -339,9 +362,13 @@ static void post_offer(whep_endpoint_t *ep, const whep_request_t *req, whep_resp
         respond(resp, 413, "413 Content Too Large", "the offer is larger than this device accepts\n");
         return;
     }
-    if (session_running(ep)) {
-        /* One PeerConnection at a time: a second would need the stack's memory twice. */
-        respond(resp, 503, "503 Service Unavailable", "a session is already running (one at a time)\n");
+    int slot = free_slot(ep);
+    if (slot < 0) {
+        /* Each PeerConnection needs the stack's per-connection memory: max_sessions is what the
+         * application affords. */
+        respond(resp, 503, "503 Service Unavailable",
+                ep->max_sessions == 1 ? "a session is already running (one at a time)\n"
+                                      : "every session the device serves is running\n");
         add_header(resp, "Retry-After", "5");
         return;
     }
@@ -362,7 +389,7 @@ static void post_offer(whep_endpoint_t *ep, const whep_request_t *req, whep_resp
     memcpy(text, req->body, req->content_length);
     text[req->content_length] = '\0';
     answer[0] = '\0';
-    whep_start_result_t started = ep->backend.start(ep->backend.ctx, text, &offer, answer, ep->answer_capacity);
+    whep_start_result_t started = ep->backend.start(ep->backend.ctx, slot, text, &offer, answer, ep->answer_capacity);
     free(text);
     if (started != WHEP_START_OK) {
         free(answer);
@@ -374,8 +401,9 @@ static void post_offer(whep_endpoint_t *ep, const whep_request_t *req, whep_resp
         return;
     }
     uint32_t a = ep->backend.random(ep->backend.ctx), b = ep->backend.random(ep->backend.ctx);
-    snprintf(ep->session_path, sizeof(ep->session_path), WHEP_ENDPOINT_PATH "/%08x%08x", (unsigned)a, (unsigned)b);
-    strcpy(resp->location, ep->session_path);
+    snprintf(ep->session_path[slot], sizeof(ep->session_path[slot]), WHEP_ENDPOINT_PATH "/%08x%08x", (unsigned)a,
+             (unsigned)b);
+    strcpy(resp->location, ep->session_path[slot]);
     resp->status = 201;
     resp->status_line = "201 Created";
     resp->content_type = "application/sdp";
@@ -423,20 +451,20 @@ void whep_handle(whep_endpoint_t *ep, const whep_request_t *req, whep_response_t
     }
     if (strncmp(path, WHEP_ENDPOINT_PATH "/", strlen(WHEP_ENDPOINT_PATH "/")) == 0) {
         cors(resp);
-        bool ours = session_running(ep) && strcmp(path, ep->session_path) == 0;
+        int slot = slot_of(ep, path);
         if (req->method == WHEP_METHOD_OPTIONS) {
             respond(resp, 204, "204 No Content", NULL);
             add_header(resp, "Access-Control-Allow-Methods", "POST, DELETE, OPTIONS");
             add_header(resp, "Access-Control-Allow-Headers", "Content-Type");
             return;
         }
-        if (!ours) {
+        if (slot < 0) {
             respond(resp, 404, "404 Not Found", "no such session\n");
             return;
         }
         if (req->method == WHEP_METHOD_DELETE) {
-            ep->backend.stop(ep->backend.ctx);
-            ep->session_path[0] = '\0';
+            ep->backend.stop(ep->backend.ctx, slot);
+            ep->session_path[slot][0] = '\0';
             respond(resp, 200, "200 OK", "session ended\n");
             return;
         }

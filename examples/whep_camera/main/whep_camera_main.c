@@ -8,8 +8,9 @@
  *
  * The browser offers, so the device answers and is the DTLS client: current browsers' post-quantum
  * ClientHello (which mbedTLS 3.6's DTLS server refuses, README "Interoperability") never reaches it.
- * One session at a time: a second PeerConnection would need the stack's memory twice; a second
- * POST gets 503 with Retry-After until the first is deleted or has failed. The answer is sent
+ * CONFIG_WHEP_MAX_SESSIONS viewers at once (default 1), each its own PeerConnection and its own
+ * stream from the first frame (a key frame); one more POST gets 503 with Retry-After until a
+ * session is deleted or has failed. The answer is sent
  * once ICE gathering is complete (no trickle ICE, so PATCH gets 405), or after
  * CONFIG_WHEP_CAMERA_GATHER_TIMEOUT_MS with the candidates found by then.
  *
@@ -53,21 +54,24 @@ extern const char page_html_start[] asm("_binary_page_html_start");
 #define ANSWER_CAPACITY 4096
 
 /*
- * The one session. The HTTP server's task creates and deletes it (whep_endpoint calls start and
- * stop), the main task sends frames on it: `lock` keeps the two apart. libdatachannel's callbacks
- * only touch the atomics: on the linux target they run on plain pthreads, where a FreeRTOS call
- * would switch tasks from the wrong thread (README "Decisions").
+ * One session per slot of the endpoint. The HTTP server's task creates and deletes them
+ * (whep_endpoint calls start and stop with the slot), the main task sends frames on them: `lock`
+ * (one for all) keeps the two apart. libdatachannel's callbacks only touch the atomics: on the
+ * linux target they run on plain pthreads, where a FreeRTOS call would switch tasks from the wrong
+ * thread (README "Decisions").
  */
 typedef struct {
-    SemaphoreHandle_t lock;
+    int slot;
     int pc;    /* -1: none */
     int track; /* -1: none (the offer had no video) */
     atomic_bool gathered;
     atomic_int state; /* last rtcState */
     atomic_uint echoed;
+    h264_track_sender_t sender; /* this session's frames: its own clock, a key frame first */
 } session_t;
 
-static session_t s_session = {.pc = -1, .track = -1};
+static SemaphoreHandle_t s_lock;
+static session_t s_sessions[CONFIG_WHEP_MAX_SESSIONS];
 
 static int64_t now_us(void)
 {
@@ -113,7 +117,7 @@ static void session_delete(session_t *s)
 {
     if (s->pc >= 0) {
         rtcDeletePeerConnection(s->pc); /* its tracks and channels go with it */
-        ESP_LOGI(TAG, "session ended after %u echoed messages; internal free %u, PSRAM free %u",
+        ESP_LOGI(TAG, "session ended (slot %d) after %u echoed messages; internal free %u, PSRAM free %u", s->slot,
                  (unsigned)atomic_load(&s->echoed), (unsigned)heap_caps_get_free_size(MALLOC_CAP_INTERNAL),
                  (unsigned)heap_caps_get_free_size(MALLOC_CAP_SPIRAM));
     }
@@ -152,11 +156,11 @@ static int add_video_track(int pc, const whep_offer_t *offer)
 }
 
 /* whep_backend_t.start: the HTTP server's task, one offer. */
-static whep_start_result_t session_start(void *ctx, const char *offer, const whep_offer_t *parsed, char *answer,
-                                         size_t answer_size)
+static whep_start_result_t session_start(void *ctx, int slot, const char *offer, const whep_offer_t *parsed,
+                                         char *answer, size_t answer_size)
 {
-    session_t *s = ctx;
-    xSemaphoreTake(s->lock, portMAX_DELAY);
+    session_t *s = &((session_t *)ctx)[slot];
+    xSemaphoreTake(s_lock, portMAX_DELAY);
     session_delete(s); /* whep_endpoint stops a session before starting one; this is belt and braces */
     atomic_store(&s->gathered, false);
     atomic_store(&s->state, (int)RTC_NEW);
@@ -209,7 +213,7 @@ static whep_start_result_t session_start(void *ctx, const char *offer, const whe
         ESP_LOGE(TAG, "the answer does not fit %u bytes", (unsigned)answer_size);
         goto out;
     }
-    ESP_LOGI(TAG, "session started: video %s (payload type %d), data channel %s; answer %d bytes",
+    ESP_LOGI(TAG, "session started (slot %d): video %s (payload type %d), data channel %s; answer %d bytes", slot,
              s->track >= 0 ? parsed->video_mid : "none", parsed->h264_payload_type,
              parsed->data_mid[0] != '\0' ? parsed->data_mid : "none", len);
     result = WHEP_START_OK;
@@ -217,17 +221,17 @@ out:
     if (result != WHEP_START_OK) {
         session_delete(s);
     }
-    xSemaphoreGive(s->lock);
+    xSemaphoreGive(s_lock);
     return result;
 }
 
 /* whep_backend_t.stop: DELETE, or a session that ended by itself being cleared. */
-static void session_stop(void *ctx)
+static void session_stop(void *ctx, int slot)
 {
-    session_t *s = ctx;
-    xSemaphoreTake(s->lock, portMAX_DELAY);
+    session_t *s = &((session_t *)ctx)[slot];
+    xSemaphoreTake(s_lock, portMAX_DELAY);
     session_delete(s);
-    xSemaphoreGive(s->lock);
+    xSemaphoreGive(s_lock);
 }
 
 static bool session_ended(int state)
@@ -237,12 +241,12 @@ static bool session_ended(int state)
 
 /* whep_backend_t.alive: false once the peer went away (ICE failed, DTLS closed) or the main task
  * already cleaned up after it. */
-static bool session_alive(void *ctx)
+static bool session_alive(void *ctx, int slot)
 {
-    session_t *s = ctx;
-    xSemaphoreTake(s->lock, portMAX_DELAY);
+    session_t *s = &((session_t *)ctx)[slot];
+    xSemaphoreTake(s_lock, portMAX_DELAY);
     bool alive = s->pc >= 0 && !session_ended(atomic_load(&s->state));
-    xSemaphoreGive(s->lock);
+    xSemaphoreGive(s_lock);
     return alive;
 }
 
@@ -338,23 +342,22 @@ static httpd_handle_t start_http_server(void)
     return server;
 }
 
-/* The main task: frames on the session's track while it is open; clears a session that ended. */
-static void stream(session_t *s)
+/* The main task: frames on each session's track while it is open; clears sessions that ended. */
+static void stream(void)
 {
-    h264_track_sender_t sender;
-    if (h264_track_sender_init(&sender, FPS * 10) != ESP_OK) {
-        return;
-    }
     for (;;) {
         vTaskDelay(pdMS_TO_TICKS(1000 / FPS));
-        xSemaphoreTake(s->lock, portMAX_DELAY);
-        if (s->pc >= 0 && session_ended(atomic_load(&s->state))) {
-            session_delete(s); /* the peer left without DELETE: free the memory now */
+        xSemaphoreTake(s_lock, portMAX_DELAY);
+        for (int i = 0; i < CONFIG_WHEP_MAX_SESSIONS; ++i) {
+            session_t *s = &s_sessions[i];
+            if (s->pc >= 0 && session_ended(atomic_load(&s->state))) {
+                session_delete(s); /* the peer left without DELETE: free the memory now */
+            }
+            if (s->track >= 0 && rtcIsOpen(s->track)) {
+                h264_track_sender_send(&s->sender, s->track); /* a new session's track restarts the clock */
+            }
         }
-        if (s->track >= 0 && rtcIsOpen(s->track)) {
-            h264_track_sender_send(&sender, s->track); /* a new session's track restarts the clock */
-        }
-        xSemaphoreGive(s->lock);
+        xSemaphoreGive(s_lock);
     }
 }
 
@@ -373,17 +376,27 @@ void app_main(void)
     ESP_ERROR_CHECK(esp_dc_port_init());
     rtcInitLogger(RTC_LOG_WARNING, NULL);
 
-    s_session.lock = xSemaphoreCreateMutex();
+    s_lock = xSemaphoreCreateMutex();
+    for (int i = 0; i < CONFIG_WHEP_MAX_SESSIONS; ++i) {
+        s_sessions[i].slot = i;
+        s_sessions[i].pc = -1;
+        s_sessions[i].track = -1;
+        if (h264_track_sender_init(&s_sessions[i].sender, FPS * 10) != ESP_OK) {
+            return;
+        }
+    }
     const whep_backend_t backend = {
         .start = session_start,
         .stop = session_stop,
         .alive = session_alive,
         .random = session_random,
-        .ctx = &s_session,
+        .ctx = s_sessions,
     };
-    whep_endpoint_init(&s_endpoint, &backend, page_html_start, CONFIG_WHEP_CAMERA_MAX_OFFER_BYTES, ANSWER_CAPACITY);
-    if (s_session.lock == NULL || start_http_server() == NULL) {
+    whep_endpoint_init(&s_endpoint, &backend, page_html_start, CONFIG_WHEP_CAMERA_MAX_OFFER_BYTES, ANSWER_CAPACITY,
+                       CONFIG_WHEP_MAX_SESSIONS);
+    if (s_lock == NULL || start_http_server() == NULL) {
         return;
     }
-    stream(&s_session);
+    ESP_LOGI(TAG, "serving up to %d viewer(s) at once", CONFIG_WHEP_MAX_SESSIONS);
+    stream();
 }

@@ -387,6 +387,37 @@ impl PageReport {
     }
 }
 
+/// Headless Chromium on `url` with its own profile, stderr to `log`. The flags of the interop
+/// runner (interop/chromium.rs): no network at start (this machine has no route out), plain host
+/// candidates instead of mDNS names.
+fn start_chromium(
+    chromium: &Path,
+    url: &str,
+    profile: &Path,
+    log: &Path,
+) -> std::result::Result<std::process::Child, String> {
+    std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--autoplay-policy=no-user-gesture-required",
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+            "--enable-logging=stderr",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", chromium.display()))
+}
+
 /// Headless Chromium loads the page from the device, connects (the page offers, POSTs to /whep),
 /// plays until WHEP_FRAMES frames are decoded and 3 messages echoed, then DELETEs the session. The
 /// page reports its log lines to a collector here (its `report` query). Post-quantum DTLS stays
@@ -401,28 +432,7 @@ fn whep_chromium_once(chromium: &Path, elf: &Path, logs: &Path, name: &str) -> s
         "http://127.0.0.1:{}/?autoconnect&stop_after_frames={WHEP_FRAMES}&report=http://127.0.0.1:{collector_port}/",
         device.port
     );
-    // The flags of the interop runner (interop/chromium.rs): no network at start (this machine
-    // has no route out), plain host candidates instead of mDNS names.
-    let mut browser = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required",
-            "--disable-features=WebRtcHideLocalIpsWithMdns",
-            "--enable-logging=stderr",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(logs.join(format!("{name}-browser.log"))).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", chromium.display()))?;
+    let mut browser = start_chromium(chromium, &url, profile.path(), &logs.join(format!("{name}-browser.log")))?;
     let mut page_log = std::fs::File::create(logs.join(format!("{name}-page.log"))).map_err(|e| e.to_string())?;
     let mut report = PageReport::default();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -525,4 +535,177 @@ fn idf_whep_camera_serves_chromium_and_aiortc_over_http() {
         ));
     }
     assert!(failures.is_empty(), "{} run(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// One Chromium viewer of the three-viewer run: its browser, profile and what its page reported.
+struct Viewer {
+    browser: std::process::Child,
+    _profile: tempfile::TempDir,
+    report: PageReport,
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        let _ = self.browser.kill();
+        let _ = self.browser.wait();
+    }
+}
+
+/// A POST of an offer to the device's /whep: the status line and the Retry-After header.
+fn post_offer(port: u16, offer: &str) -> std::result::Result<(String, Option<String>), String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "POST /whep HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{offer}",
+        offer.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.lines().next().unwrap_or_default().to_string();
+    let retry_after = response
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("retry-after")))
+        .map(|(_, v)| v.trim().to_string());
+    Ok((status, retry_after))
+}
+
+/// examples/whep_camera under lean with CONFIG_WHEP_MAX_SESSIONS=3 (its own project copy and
+/// build, so the one-session builds above keep their sdkconfig): three headless Chromium viewers
+/// at once, each decoding frames; the second leaves (DELETE) after 30 frames while the first and
+/// third keep decoding, then comes back in a new browser and decodes again; with three sessions
+/// running, a fourth POST gets 503 with Retry-After.
+#[test]
+fn idf_whep_camera_serves_three_chromium_viewers_at_once() {
+    let Some((idf, _heavy)) = idf_for("idf::e2e::idf_whep_camera_serves_three_chromium_viewers_at_once") else {
+        return;
+    };
+    let chromium =
+        std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(chromium.is_file(), "no Chromium at {}: run `bash scripts/setup.sh` or set CHROMIUM", chromium.display());
+    let logs = project_root().join("lab-out/idf-e2e");
+    std::fs::create_dir_all(&logs).unwrap();
+    let (example, policy_name) = ("whep_camera", "lean");
+    let root = cache_root().join("idf-e2e").join("lean-3-viewers");
+    stage_project(&root).unwrap();
+    assert_eq!(layout::configure_into(&root, &Policy::path_for(policy_name), false, false).unwrap(), ExitCode::SUCCESS);
+    let defaults = root.join("examples").join(example).join("sdkconfig.defaults");
+    let text = std::fs::read_to_string(&defaults).unwrap();
+    if !text.contains("CONFIG_WHEP_MAX_SESSIONS=3") {
+        std::fs::write(&defaults, format!("{text}\n# e2e: three viewers at once\nCONFIG_WHEP_MAX_SESSIONS=3\n"))
+            .unwrap();
+    }
+    let dir = build_dir(&root, example, "linux", policy_name);
+    let build_log = logs.join("lean-3-viewers-whep_camera-build.log");
+    if let Err(e) = build_in(&idf, &root, example, "linux", &dir, &[], Some(&build_log)) {
+        panic!("idf.py build of {example} (lean, 3 sessions) failed: {e:#}\n(build directory {})", dir.display());
+    }
+    let sdkconfig = std::fs::read_to_string(dir.join("sdkconfig")).unwrap();
+    assert!(sdkconfig.contains("CONFIG_WHEP_MAX_SESSIONS=3"), "the build did not take CONFIG_WHEP_MAX_SESSIONS=3");
+    let elf = dir.join(format!("{example}.elf"));
+    let name = "lean-whep_camera-3-viewers";
+    let device = WhepDevice::start(&elf, &logs.join(format!("{name}-device.log"))).unwrap();
+    let collector = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let collector_port = collector.server_addr().to_ip().unwrap().port();
+    // Viewer k reports to /k. The first and third stay for 250 frames (25 s at the example's 10
+    // fps), the second and its return leave after 30.
+    let start = |k: usize, frames: u64| {
+        let profile = tempfile::Builder::new().prefix("esp-dc-chromium-").tempdir().unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/?autoconnect&stop_after_frames={frames}&report=http://127.0.0.1:{collector_port}/{k}",
+            device.port
+        );
+        let browser = start_chromium(&chromium, &url, profile.path(), &logs.join(format!("{name}-{k}-browser.log")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Viewer { browser, _profile: profile, report: PageReport::default() }
+    };
+    let mut viewers: Vec<Viewer> = Vec::new();
+    for (k, frames) in [(1, 250), (2, 30), (3, 250)] {
+        viewers.push(start(k, frames));
+    }
+    let mut page_log = std::fs::File::create(logs.join(format!("{name}-pages.log"))).unwrap();
+    // Frames the first and third had decoded when the second left, and the fourth POST's answer.
+    let mut at_leave: Option<(u64, u64)> = None;
+    let mut fourth: Option<(String, Option<String>)> = None;
+    let mut rejoined = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let offer = std::fs::read_to_string(
+        project_root().join("examples/common_components/whep_endpoint/host_test/offers/chromium.sdp"),
+    )
+    .unwrap_or_else(|_| "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=recvonly\r\n".into());
+    loop {
+        let done =
+            viewers.len() == 4 && viewers[3].report.deleted && viewers[0].report.deleted && viewers[2].report.deleted;
+        let failed = viewers.iter().any(|v| v.report.failure.is_some());
+        if done || failed || std::time::Instant::now() > deadline {
+            break;
+        }
+        let Ok(Some(mut request)) = collector.recv_timeout(std::time::Duration::from_millis(200)) else { continue };
+        let k: usize = request.url().trim_start_matches('/').parse().unwrap_or(0);
+        let mut line = String::new();
+        let _ = request.as_reader().read_to_string(&mut line);
+        let _ = request.respond(tiny_http::Response::empty(204));
+        let _ = writeln!(page_log, "{k}: {line}");
+        let Some(viewer) = k.checked_sub(1).and_then(|i| viewers.get_mut(i)) else { continue };
+        viewer.report.read(&line);
+        // The second left: note where the others were, bring it back in a new browser.
+        if !rejoined && viewers[1].report.deleted {
+            at_leave = Some((viewers[0].report.frames, viewers[2].report.frames));
+            rejoined = true;
+            viewers.push(start(4, 30));
+        }
+        // Three sessions running (the return is in): a fourth viewer is turned away.
+        if fourth.is_none()
+            && viewers.len() == 4
+            && viewers[3].report.created
+            && !viewers[0].report.deleted
+            && !viewers[2].report.deleted
+        {
+            fourth = Some(post_offer(device.port, &offer).unwrap());
+        }
+    }
+    let summary: Vec<String> = viewers
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "viewer {}: frames {} created {} deleted {} failure {:?}",
+                i + 1,
+                v.report.frames,
+                v.report.created,
+                v.report.deleted,
+                v.report.failure
+            )
+        })
+        .collect();
+    drop(viewers);
+    drop(device);
+    let why = format!("{}; fourth POST {fourth:?}; logs {}/{name}-*", summary.join("; "), logs.display());
+    assert!(!summary.iter().any(|s| s.contains("Some(")), "{why}");
+    for line in &summary {
+        assert!(line.contains("created true") && line.contains("deleted true"), "{why}");
+    }
+    let (first_then, third_then) = at_leave.unwrap_or_else(|| panic!("the second viewer never left: {why}"));
+    let frames = |i: usize| {
+        summary[i]
+            .split("frames ")
+            .nth(1)
+            .and_then(|w| w.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(frames(0) >= 250 && frames(2) >= 250 && frames(1) >= 30 && frames(3) >= 30, "{why}");
+    assert!(
+        frames(0) > first_then + 30 && frames(2) > third_then + 30,
+        "the others did not keep decoding after the second left ({first_then}, {third_then}): {why}"
+    );
+    let (status, retry_after) = fourth.unwrap_or_else(|| panic!("no moment with three sessions running: {why}"));
+    assert!(status.contains(" 503 "), "fourth POST: {status}; {why}");
+    assert!(
+        retry_after.is_some_and(|v| v.parse::<u32>().is_ok_and(|s| s > 0)),
+        "fourth POST without Retry-After: {why}"
+    );
+    say(&format!("idf-e2e: lean whep_camera, 3 sessions: {}; fourth POST {status}", summary.join("; ")));
 }

@@ -10,6 +10,7 @@ pub mod render;
 pub mod savings;
 pub mod soak;
 pub mod spread;
+pub mod viewers;
 
 #[cfg(test)]
 mod tests;
@@ -25,7 +26,12 @@ use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// The scenarios a plain `cargo xtask lab` runs.
 pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale", "camera"];
+/// Every scenario `--scenario` takes: the default set and `viewers` (one camera, many viewers),
+/// which runs only when asked for: its windows of stream per viewer add a minute or more per
+/// policy, and CI's smoke run stays as short as it was.
+pub const ALL_SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale", "camera", "viewers"];
 
 /// Run the host replica and account for every byte, stock and lean side by side.
 ///
@@ -39,6 +45,7 @@ pub const SCENARIOS: &[&str] = &["datachannel", "video", "cycle", "scale", "came
 ///   cargo xtask lab                                  # stock and lean, every scenario
 ///   cargo xtask lab --policy lean --scenario datachannel --json out.json
 ///   cargo xtask lab --quick                          # short runs (CI smoke)
+///   cargo xtask lab --policy lean --scenario viewers --viewers 8 --runs 3  # one camera, 8 viewers
 ///   cargo xtask lab --policy lean --runs 20          # budgets in every run, spread min..max
 ///   cargo xtask lab --policy lean --soak             # 1,000 cycles: slope per component
 ///   cargo xtask lab --policy lean --knob-savings     # what each lever saves (one build per lever)
@@ -51,8 +58,17 @@ pub struct Args {
     #[arg(long = "policy", default_values = ["stock", "lean"])]
     policies: Vec<String>,
     /// Scenarios to run; repeat for several.
-    #[arg(long = "scenario", value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS), default_values = SCENARIOS)]
+    /// `viewers` (one camera, several viewers joining one by one; see --viewers) is not in the
+    /// default set.
+    #[arg(long = "scenario", value_parser = clap::builder::PossibleValuesParser::new(ALL_SCENARIOS), default_values = SCENARIOS)]
     scenarios: Vec<String>,
+    /// `viewers`: how many viewers join one by one (at least 2). The cost per extra viewer is the
+    /// least-squares slope over their join marks.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=32))]
+    viewers: u32,
+    /// `viewers`: seconds of stream after each join, leave and rejoin (the CPU window; --quick 2).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
+    viewer_seconds: u32,
     /// Write every report as JSON to this file (an array, one entry per policy and scenario).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -235,6 +251,8 @@ fn settings_of(args: &Args) -> run::Settings {
         messages: if args.quick { 50 } else { args.messages },
         video_seconds: if args.quick { 4 } else { args.video_seconds },
         cycles: args.cycles.unwrap_or(default_cycles),
+        viewers: args.viewers,
+        viewer_seconds: if args.quick { 2 } else { args.viewer_seconds },
         ..Default::default()
     }
 }
@@ -297,7 +315,8 @@ fn run_all(
                         format!("running {scenario} ({}{})", policy.policy.name, on.unwrap_or_default())
                     });
                     let ran = run::run_scenario_on_link(&build, policy, scenario, settings, out, *link)?;
-                    let report = account::build_report(&ran.trace, scenario, policy, &build)?;
+                    let mut report = account::build_report(&ran.trace, scenario, policy, &build)?;
+                    viewers::attach_cpu(&mut report, &ran.device_log)?;
                     progress.done();
                     if i == 0 {
                         let name = format!("{}-{scenario}{}.svg", policy.policy.name, run::link_suffix(*link));
@@ -323,16 +342,22 @@ fn write_outputs(
     lossy_runs: &[lossy::LossyRun],
     lossy: bool,
 ) -> Result<()> {
+    // `viewers` has its own tables; the side-by-side ones and the README's `lab` block are the
+    // other scenarios'.
+    let others: Vec<Report> = reports.iter().filter(|r| r.viewers.is_none()).cloned().collect();
     if lossy {
         // The link's own table instead of the loopback tables: the same figures the budgets
         // hold, next to what the link did and what got through.
         print!("{}", lossy::side_by_side(lossy_runs));
     } else if policies.len() > 1 {
-        render::print_side_by_side(reports);
+        render::print_side_by_side(&others);
     } else {
-        for r in reports {
+        for r in &others {
             render::print_report(r);
         }
+    }
+    for r in reports {
+        print!("{}", viewers::text(r));
     }
     if let Some(path) = &args.json {
         let json = if lossy {
@@ -342,14 +367,18 @@ fn write_outputs(
         };
         write_atomic(path, json.as_bytes())?;
     }
-    let markdown = render::markdown_side_by_side(reports);
+    let markdown = render::markdown_side_by_side(&others);
     if let Some(path) = &args.markdown {
         write_atomic(path, markdown.as_bytes())?;
     }
     if args.update_docs && lossy {
         let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
         docs::update_block("lossy", &format!("```\n$ cargo xtask {command}\n{}```", lossy::side_by_side(lossy_runs)))?;
-    } else if args.update_docs {
+    } else if args.update_docs && reports.iter().any(|r| r.viewers.is_some()) {
+        let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+        docs::update_block("viewers", &format!("`cargo xtask {command}`:\n\n{}", viewers::markdown(reports)))?;
+    }
+    if args.update_docs && !lossy && !others.is_empty() {
         docs::update_block("lab", &markdown)?;
         if args.scenarios.iter().any(|s| s == "datachannel") {
             docs::update_block("threads", &render::threads_markdown(reports, "datachannel"))?;

@@ -444,6 +444,7 @@ pub fn check_budgets(policies: &[Policy], reports: &[Report]) -> Vec<String> {
                 check(&format!("{name} peak"), "whole scenario", dc.then_some(c.peak_bytes), cb.peak_bytes);
             }
         }
+        breaches.extend(super::viewers::check(policy, r));
         // What is left out of the per-cycle figure must stay within its bound.
         if let Some(at) = r.time_wait.as_ref().and_then(|t| t.over_bound_at.as_ref()) {
             breaches.push(format!(

@@ -21,6 +21,22 @@ pub const MEASURES: &[(&str, Measure)] = &[
     ("threads alive at once", |r| Some(r.threads)),
     ("ESP32 internal RAM (projected) B", |r| Some(r.projection.internal_bytes)),
     ("ESP32 PSRAM (projected) B", |r| Some(r.projection.psram_bytes)),
+    ("viewers: stack heap per extra viewer B", |r| {
+        r.viewers.as_ref().map(|v| v.bytes_per_viewer.per_viewer.round() as u64)
+    }),
+    ("viewers: internal RAM per extra viewer B", |r| {
+        r.viewers.as_ref().map(|v| v.internal_bytes_per_viewer.per_viewer.max(0.0).ceil() as u64)
+    }),
+    ("viewers: PSRAM per extra viewer B", |r| {
+        r.viewers.as_ref().map(|v| v.psram_bytes_per_viewer.per_viewer.max(0.0).ceil() as u64)
+    }),
+    ("viewers: CPU per viewer, most, % of one viewer's", |r| {
+        r.viewers.as_ref().map(|v| v.cpu_per_viewer_of_linear_percent)
+    }),
+    ("viewers: CPU us per viewer per s of stream (host)", |r| {
+        r.viewers.as_ref().map(|v| (v.cpu_ns_per_viewer_second.per_viewer.max(0.0) / 1e3).round() as u64)
+    }),
+    ("viewers: held after the last viewer left B", |r| r.viewers.as_ref().map(|v| v.held_after_last_bytes)),
 ];
 
 /// Lowest and highest value of each measure over `runs` (one policy and scenario).

@@ -276,3 +276,37 @@ fn the_after_cleanup_figure_joins_the_closed_marks_figure_and_both_are_budgeted(
     );
     assert!(!breaches.iter().any(|b| b.contains("held per cycle at phase")), "{breaches:?}");
 }
+
+/// `viewers` on the real stack (lean, 2 viewers, 1 s windows): every mark is there with its CPU
+/// window, a viewer costs its UDP socket of internal RAM, and with the device keeping one 64-byte
+/// block per viewer that leaves (LAB_LEAK_BYTES_PER_CONNECTION) the viewers leave 128 B behind
+/// after `viewers-left` (the rejoined viewer and the other one), named by its site, and the
+/// budget of 0 B fails naming it.
+#[test]
+fn viewers_verdict_fails_on_a_64_byte_leak_per_viewer() {
+    use super::viewers;
+    use crate::ledger::account;
+    use crate::replica::{self, run};
+    let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let policy = Policy::load(&Policy::path_for("lean")).unwrap();
+    let build = replica::build(&policy).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let settings = run::Settings { viewers: 2, viewer_seconds: 1, leak_bytes_per_connection: 64, ..Default::default() };
+    let ran = run::run_scenario_on_link(&build, &policy, "viewers", &settings, out.path(), None).unwrap();
+    let mut report = account::build_report(&ran.trace, "viewers", &policy, &build).unwrap();
+    viewers::attach_cpu(&mut report, &ran.device_log).unwrap();
+    let v = report.viewers.clone().expect("the viewers figures");
+    let marks: Vec<&str> = v.phases.iter().map(|p| p.mark.as_str()).collect();
+    assert_eq!(marks, ["viewers-1", "viewers-2", "viewers-left", "viewers-rejoined", "viewers-0"]);
+    assert!(v.phases[..4].iter().all(|p| p.cpu_ns > 0 && p.wall_ns >= 1_000_000_000), "{:#?}", v.phases);
+    assert_eq!(v.phases.iter().map(|p| p.viewers).collect::<Vec<_>>(), [1, 2, 1, 2, 0]);
+    assert_eq!(v.internal_bytes_per_viewer.per_viewer, 240.0, "{:#?}", v.phases);
+    assert_eq!(v.held_after_last_bytes, 128, "{:#?}", v.held_after_last_sites);
+    assert!(v.held_after_last_sites.iter().any(|s| s.component == "libdatachannel" && s.bytes == 128 && s.count == 2));
+    let breaches = viewers::check(&policy, &report);
+    assert!(
+        breaches.iter().any(|b| b.contains("held after the last viewer left") && b.contains("is 128 B, budget 0 B")),
+        "{breaches:#?}"
+    );
+    assert!(!breaches.iter().any(|b| b.contains("internal RAM")), "{breaches:#?}");
+}

@@ -187,7 +187,10 @@ fn short_path(path: &str) -> String {
 }
 
 fn short_function(f: &str) -> String {
-    let f = f.split('(').next().unwrap_or(f);
+    // The anonymous namespace kept in the name: what follows it says which function it is
+    // (`schedule<rtc::impl::{anonymous}::scheduleSctpTimers...`).
+    let f = f.replace("(anonymous namespace)", "{anonymous}");
+    let f = f.split('(').next().unwrap_or(&f);
     if f.len() > 80 {
         format!("…{}", &f[f.len() - 79..])
     } else {
@@ -198,6 +201,8 @@ fn short_function(f: &str) -> String {
 #[derive(Clone)]
 struct Live {
     size: u64,
+    /// The trace record that allocated it.
+    born: usize,
     component: usize,
     site: usize,
     origin: u8,
@@ -219,6 +224,8 @@ struct ThreadInfo {
 #[derive(Clone)]
 struct Mark {
     name: String,
+    /// The trace record of the mark.
+    index: usize,
     live: Vec<u64>,
     blocks: Vec<u64>,
     peak: Vec<u64>,
@@ -303,7 +310,14 @@ struct Ledger<'t> {
     at_connected: HashMap<usize, (u64, u64)>,
     /// At each quiet `cycle-N-closed` mark: its time and bytes and blocks by site.
     closed_by_site: Vec<ClosedMark>,
+    /// The record being replayed.
+    now: usize,
+    /// `viewers`: at `viewers-0`, what viewers left behind by site, and the expiring holds' bytes.
+    held_after_last: Option<(BySite, u64)>,
 }
+
+/// Bytes and blocks by site index.
+type BySite = HashMap<usize, (u64, u64)>;
 
 /// A `cycle-N-closed` mark, site by site (`Report.cycle_sites`, `Report.time_wait`).
 struct ClosedMark {
@@ -349,11 +363,14 @@ impl<'t> Ledger<'t> {
             last_sample_ms: 0,
             at_connected: HashMap::new(),
             closed_by_site: Vec::new(),
+            now: 0,
+            held_after_last: None,
         }
     }
 
     /// Event `i` of the trace, then a timeline sample every 50 ms.
     fn record(&mut self, i: usize, record: &trace::Record) {
+        self.now = i;
         match &record.event {
             Event::Alloc { addr, size, origin, component, caps, frames } => {
                 self.alloc(i, *addr, u64::from(*size), *origin, *component, *caps, frames)
@@ -401,7 +418,7 @@ impl<'t> Ledger<'t> {
             sites.push(key);
             sites.len() - 1
         });
-        let block = Live { size, component: ci, site, origin, caps, shared_ptr };
+        let block = Live { size, born: i, component: ci, site, origin, caps, shared_ptr };
         if let Some(old) = self.live.insert(addr, block) {
             self.forget(&old);
         }
@@ -453,8 +470,12 @@ impl<'t> Ledger<'t> {
             self.closed_by_site.push(ClosedMark { time_ns, by_site });
         }
         self.close_phase();
+        if name == "viewers-0" {
+            self.held_after_last = Some(self.held_after_viewers());
+        }
         self.marks.push(Mark {
             name: name.to_string(),
+            index: self.now,
             live: self.live_bytes.clone(),
             blocks: self.live_blocks.clone(),
             peak: self.live_bytes.clone(),
@@ -852,6 +873,99 @@ impl<'t> Ledger<'t> {
         Some(self.total_at("scale-4-connected")?.saturating_sub(self.total_at("scale-1-connected")?) / 3)
     }
 
+    /// `viewers-0`: the counted blocks allocated after `viewers-left` still live, by site, and
+    /// apart the bounded and expiring holds (usrsctp's time-wait, the DTLS timer hold). By
+    /// `viewers-left` the global init, the first connection's lazy set-up and the first
+    /// teardown's (libdatachannel's TearDownProcessor singleton) are done; what comes after is
+    /// one viewer joining and every viewer leaving, so a viewer's leftover shows.
+    ///
+    /// Also aside, as the global state they are: the pending SCTP timer tick (our
+    /// usrsctp.own_threads = 0 knob re-schedules it on the thread pool every 10 ms for as long
+    /// as usrsctp is initialised) and glibc's one cached interface list behind getaddrinfo's
+    /// AI_ADDRCONFIG (libjuice's ice_resolve_candidate; each lookup replaces it, lwIP keeps none):
+    /// one block of that site, more is counted.
+    fn held_after_viewers(&self) -> (BySite, u64) {
+        let since = self.mark("viewers-left").map(|m| m.index).unwrap_or(usize::MAX);
+        let (mut by_site, mut aside): (BySite, u64) = (HashMap::new(), 0);
+        for l in self.live.values().filter(|l| self.cols.counted[l.component] && l.born > since) {
+            if self.expiring_kind(l.site).is_some() || self.sites[l.site].function.contains(SCTP_TICK_TASK) {
+                aside += l.size;
+            } else {
+                let e = by_site.entry(l.site).or_default();
+                e.0 += l.size;
+                e.1 += 1;
+            }
+        }
+        for (site, held) in by_site.iter_mut() {
+            if self.sites[*site].function == RESOLVER_CACHE_FUNCTION && held.1 == 1 {
+                aside += held.0;
+                *held = (0, 0);
+            }
+        }
+        by_site.retain(|_, held| held.1 > 0);
+        (by_site, aside)
+    }
+
+    /// `viewers`: every `viewers-*` mark with its projection, the slopes over the join marks.
+    fn viewers(&mut self, policy: &Policy) -> Option<report::Viewers> {
+        let joined = self.marks.iter().filter_map(|m| viewers_at(&m.name, 0)).max()?;
+        let mut phases = Vec::new();
+        for m in self.marks.iter().filter(|m| m.name.starts_with("viewers-")) {
+            let Some(count) = viewers_at(&m.name, joined) else { continue };
+            let projection = projection::project(policy, &m.census);
+            phases.push(report::ViewerPhase {
+                mark: m.name.clone(),
+                viewers: count,
+                total_bytes: self.cols.total(&m.live),
+                components: self
+                    .cols
+                    .names
+                    .iter()
+                    .enumerate()
+                    .filter(|(ci, _)| self.cols.counted[*ci])
+                    .map(|(ci, n)| (n.to_string(), m.live[ci]))
+                    .collect(),
+                internal_bytes: projection.internal_bytes,
+                psram_bytes: projection.psram_bytes,
+                threads: m.census.threads.len() as u64,
+                stack_bytes: m.census.threads.iter().map(|(_, b)| b).sum(),
+                ..Default::default()
+            });
+        }
+        let joins: Vec<&report::ViewerPhase> =
+            phases.iter().filter(|p| p.mark == format!("viewers-{}", p.viewers) && p.viewers > 0).collect();
+        let fit = |f: &dyn Fn(&report::ViewerPhase) -> f64| {
+            least_squares(&joins.iter().map(|p| (p.viewers as f64, f(p))).collect::<Vec<_>>())
+        };
+        let component_bytes_per_viewer = phases
+            .first()
+            .map(|p| p.components.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|name| {
+                let slope = fit(&|p| p.components.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, b)| *b as f64));
+                (name, slope)
+            })
+            .collect();
+        let viewers = report::Viewers {
+            viewers: joined,
+            bytes_per_viewer: fit(&|p| p.total_bytes as f64),
+            internal_bytes_per_viewer: fit(&|p| p.internal_bytes as f64),
+            psram_bytes_per_viewer: fit(&|p| p.psram_bytes as f64),
+            component_bytes_per_viewer,
+            ..Default::default()
+        };
+        let (held, expiring) = self.held_after_last.take().unwrap_or_default();
+        let held_sites = self.ranked(held);
+        Some(report::Viewers {
+            held_after_last_bytes: held_sites.iter().map(|s| s.bytes).sum(),
+            held_after_last_sites: held_sites.into_iter().take(10).collect(),
+            set_aside_after_last_bytes: expiring,
+            phases,
+            ..viewers
+        })
+    }
+
     fn handshake_peak(&self) -> u64 {
         let handshake = |m: &&Mark| matches!(m.name.as_str(), "pc-created" | "gathered" | "connected");
         self.marks.iter().filter(handshake).map(|m| m.peak_total).max().unwrap_or(0)
@@ -892,6 +1006,7 @@ impl<'t> Ledger<'t> {
             dtls_timers: if scenario == "cycle" { self.dtls_timers() } else { None },
             cycle_sites: if scenario == "cycle" { self.cycle_sites() } else { Vec::new() },
             bytes_per_extra_connection: if scenario == "scale" { self.per_extra_connection() } else { None },
+            viewers: if scenario == "viewers" { self.viewers(policy) } else { None },
             leak_bytes: leaks.iter().map(|l| l.bytes).sum(),
             leaks,
             sites: top,
@@ -906,6 +1021,34 @@ impl<'t> Ledger<'t> {
             ..Default::default()
         }
     }
+}
+
+/// Viewers watching at a `viewers-*` mark: `viewers-K` K, `viewers-left` one fewer than the
+/// `joined`, `viewers-rejoined` all of them again.
+fn viewers_at(mark: &str, joined: u64) -> Option<u64> {
+    match mark.strip_prefix("viewers-")? {
+        "left" => Some(joined.saturating_sub(1)),
+        "rejoined" => Some(joined),
+        k => k.parse().ok(),
+    }
+}
+
+/// Least-squares line through `points`: its slope, the slope's standard error and the largest
+/// residual. Fewer than two points: no slope; two: an exact line (no error).
+pub fn least_squares(points: &[(f64, f64)]) -> report::Slope {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return report::Slope::default();
+    }
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    let residuals: Vec<f64> = points.iter().map(|p| p.1 - (my + slope * (p.0 - mx))).collect();
+    let sse: f64 = residuals.iter().map(|r| r * r).sum();
+    let std_error = if points.len() > 2 && sxx > 0.0 { (sse / (n - 2.0) / sxx).sqrt() } else { 0.0 };
+    let max_residual = residuals.iter().fold(0.0f64, |m, r| m.max(r.abs()));
+    report::Slope { per_viewer: slope, std_error, max_residual }
 }
 
 /// Most stack threads alive at once: what stacks and TCBs cost at the worst moment. (libdatachannel's
@@ -950,6 +1093,10 @@ enum Expiring {
 const TIME_WAIT_FUNCTION: &str = "sctp_add_vtag_to_timewait";
 const DTLS_TRANSPORT_FUNCTION: &str = "PeerConnection::initDtlsTransport";
 const DTLS_TIMER_TASK: &str = "schedule<rtc::impl::DtlsTransport::doRecv";
+/// The SCTP timer tick's pending task (sctptransport.cpp scheduleSctpTimers, own_threads = 0).
+const SCTP_TICK_TASK: &str = "scheduleSctpTimers";
+/// Where glibc's getaddrinfo(AI_ADDRCONFIG) allocates its cached interface list for libjuice.
+const RESOLVER_CACHE_FUNCTION: &str = "ice_resolve_candidate";
 /// Timer tasks one connection may leave: one per doRecv that returned WANT_READ while the
 /// handshake ran (each incoming flight, each retransmission); the lab has seen 3 for 2 connections.
 const DTLS_TIMER_TASKS_PER_CONNECTION: u64 = 8;

@@ -23,6 +23,10 @@ pub struct Settings {
     /// Tests only: in `cycle` the device keeps one block of this many bytes (as libdatachannel's)
     /// per closed connection, a real per-cycle leak (`LAB_LEAK_BYTES_PER_CONNECTION`). 0: none.
     pub leak_bytes_per_connection: u32,
+    /// `viewers`: how many viewers join (0: the driver's default, 4).
+    pub viewers: u32,
+    /// `viewers`: seconds of stream after each join, leave and rejoin (0: the driver's default, 3).
+    pub viewer_seconds: u32,
 }
 
 /// Environment both peers get: the policy's value of every run-time knob under its `LAB_*` name
@@ -148,8 +152,20 @@ pub fn run_scenario_on_link(
     if settings.leak_bytes_per_connection > 0 {
         env.push(("LAB_LEAK_BYTES_PER_CONNECTION".into(), settings.leak_bytes_per_connection.to_string()));
     }
-    // A cycle takes well under a second; quiet marks wait longer on a busy machine.
-    let mut timeout = Duration::from_secs(120 + settings.video_seconds as u64 + 3 * settings.cycles as u64);
+    if settings.viewers > 0 {
+        env.push(("LAB_VIEWERS".into(), settings.viewers.to_string()));
+    }
+    if settings.viewer_seconds > 0 {
+        env.push(("LAB_VIEWER_SECONDS".into(), settings.viewer_seconds.to_string()));
+    }
+    // A cycle takes well under a second; quiet marks wait longer on a busy machine. `viewers`
+    // streams a window per join, leave and rejoin, and each viewer's handshake takes a few seconds.
+    let viewer_windows = if scenario == "viewers" { u64::from(settings.viewers.max(4)) + 2 } else { 0 };
+    let mut timeout = Duration::from_secs(
+        120 + settings.video_seconds as u64
+            + 3 * settings.cycles as u64
+            + viewer_windows * (u64::from(settings.viewer_seconds.max(3)) + 10),
+    );
     let relay = match link {
         Some(i) => {
             if !LOSSY_SCENARIOS.contains(&scenario) {

@@ -151,38 +151,49 @@ static void test_offer_shapes(void)
 
 typedef struct {
     int starts, stops;
-    bool alive;
+    bool alive; /* slot 0's, as the one-session tests see it */
+    bool alive_slot[WHEP_SESSIONS_MAX];
+    int last_slot;
     whep_start_result_t next_result;
     char last_offer[64];
     whep_offer_t last_parsed;
     uint32_t counter;
 } fake_t;
 
-static whep_start_result_t fake_start(void *ctx, const char *offer, const whep_offer_t *parsed, char *answer,
-                                      size_t answer_size)
+static whep_start_result_t fake_start(void *ctx, int slot, const char *offer, const whep_offer_t *parsed,
+                                      char *answer, size_t answer_size)
 {
     fake_t *f = ctx;
     f->starts++;
+    f->last_slot = slot;
     snprintf(f->last_offer, sizeof(f->last_offer), "%s", offer);
     f->last_parsed = *parsed;
     if (f->next_result != WHEP_START_OK) {
         return f->next_result;
     }
     snprintf(answer, answer_size, "v=0\r\nanswer %d\r\n", f->starts);
-    f->alive = true;
+    if (slot == 0) {
+        f->alive = true;
+    }
+    f->alive_slot[slot] = true;
     return WHEP_START_OK;
 }
 
-static void fake_stop(void *ctx)
+static void fake_stop(void *ctx, int slot)
 {
     fake_t *f = ctx;
     f->stops++;
-    f->alive = false;
+    f->last_slot = slot;
+    if (slot == 0) {
+        f->alive = false;
+    }
+    f->alive_slot[slot] = false;
 }
 
-static bool fake_alive(void *ctx)
+static bool fake_alive(void *ctx, int slot)
 {
-    return ((fake_t *)ctx)->alive;
+    fake_t *f = ctx;
+    return slot == 0 ? f->alive : f->alive_slot[slot];
 }
 
 static uint32_t fake_random(void *ctx)
@@ -223,7 +234,7 @@ static void test_endpoint(void)
     fake_t fake = {0};
     whep_backend_t backend = {fake_start, fake_stop, fake_alive, fake_random, &fake};
     whep_endpoint_t ep;
-    whep_endpoint_init(&ep, &backend, "<html>page</html>", 1024, 512);
+    whep_endpoint_init(&ep, &backend, "<html>page</html>", 1024, 512, 1);
     whep_response_t r;
 
     CHECK(request(&ep, WHEP_METHOD_GET, "/", NULL, NULL, &r) == 200);
@@ -308,6 +319,52 @@ static void test_endpoint(void)
     CHECK(whep_method_from_name(NULL) == WHEP_METHOD_OTHER);
 }
 
+/* CONFIG_WHEP_MAX_SESSIONS = 3: three sessions at once, each its own slot and Location; a fourth
+ * POST gets 503 with Retry-After and starts nothing; one viewer leaving (DELETE) frees its slot
+ * for the next while the others run on; a session that ended by itself frees its slot too. */
+static void test_sessions(void)
+{
+    fake_t fake = {0};
+    whep_backend_t backend = {fake_start, fake_stop, fake_alive, fake_random, &fake};
+    whep_endpoint_t ep;
+    whep_endpoint_init(&ep, &backend, "", 1024, 512, 3);
+    whep_response_t r;
+    char location[3][40];
+    for (int i = 0; i < 3; ++i) {
+        CHECK(request(&ep, WHEP_METHOD_POST, "/whep", "application/sdp", OFFER, &r) == 201);
+        CHECK(fake.last_slot == i);
+        snprintf(location[i], sizeof(location[i]), "%s", header(&r, "Location"));
+        whep_response_free(&r);
+    }
+    CHECK(strcmp(location[0], location[1]) != 0 && strcmp(location[1], location[2]) != 0);
+    CHECK(request(&ep, WHEP_METHOD_POST, "/whep", "application/sdp", OFFER, &r) == 503);
+    CHECK(strcmp(header(&r, "Retry-After"), "5") == 0 && strstr(r.body, "every session") != NULL);
+    CHECK(fake.starts == 3 && fake.stops == 0);
+    /* The second viewer leaves; the others still run; the next viewer takes its slot. */
+    CHECK(request(&ep, WHEP_METHOD_DELETE, location[1], NULL, NULL, &r) == 200);
+    CHECK(fake.stops == 1 && fake.last_slot == 1 && fake.alive_slot[0] && fake.alive && fake.alive_slot[2]);
+    CHECK(request(&ep, WHEP_METHOD_DELETE, location[1], NULL, NULL, &r) == 404);
+    CHECK(request(&ep, WHEP_METHOD_POST, "/whep", "application/sdp", OFFER, &r) == 201);
+    CHECK(fake.last_slot == 1);
+    snprintf(location[1], sizeof(location[1]), "%s", header(&r, "Location"));
+    whep_response_free(&r);
+    CHECK(request(&ep, WHEP_METHOD_POST, "/whep", "application/sdp", OFFER, &r) == 503);
+    /* The third one's peer went away without DELETE: its slot is released and taken. */
+    fake.alive_slot[2] = false;
+    CHECK(request(&ep, WHEP_METHOD_DELETE, location[2], NULL, NULL, &r) == 404);
+    CHECK(request(&ep, WHEP_METHOD_POST, "/whep", "application/sdp", OFFER, &r) == 201);
+    CHECK(fake.last_slot == 2);
+    whep_response_free(&r);
+    /* Every other session's Location still works. */
+    CHECK(request(&ep, WHEP_METHOD_DELETE, location[0], NULL, NULL, &r) == 200);
+    CHECK(request(&ep, WHEP_METHOD_DELETE, location[1], NULL, NULL, &r) == 200);
+    /* max_sessions is clamped to 1 .. WHEP_SESSIONS_MAX. */
+    whep_endpoint_init(&ep, &backend, "", 1024, 512, 0);
+    CHECK(ep.max_sessions == 1);
+    whep_endpoint_init(&ep, &backend, "", 1024, 512, WHEP_SESSIONS_MAX + 5);
+    CHECK(ep.max_sessions == WHEP_SESSIONS_MAX);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -317,6 +374,7 @@ int main(int argc, char **argv)
     test_real_offers(argv[1]);
     test_offer_shapes();
     test_endpoint();
+    test_sessions();
     printf("whep_endpoint: %d checks, %d failed\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -13,8 +13,9 @@
  *   PATCH   /whep/<id>      405: no trickle ICE and no ICE restart (both sides send complete
  *                           descriptions, so the answer waits for ICE gathering)
  * Errors: 400 not an SDP offer or nothing we can send, 404 unknown path or session, 405 method,
- * 413 offer too large, 415 not application/sdp, 503 (Retry-After) a session is already running:
- * one session at a time, since a second PeerConnection would double the stack's memory.
+ * 413 offer too large, 415 not application/sdp, 503 (Retry-After) the endpoint's `max_sessions`
+ * sessions are all running: each PeerConnection costs the stack's per-connection memory again
+ * (README "Many viewers"), so the application says how many it can afford.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -28,6 +29,8 @@ extern "C" {
 #define WHEP_MID_MAX 32
 #define WHEP_FMTP_MAX 160
 #define WHEP_HEADERS_MAX 6
+/* The most sessions one endpoint can hold; whep_endpoint_init's max_sessions is at most this. */
+#define WHEP_SESSIONS_MAX 8
 
 typedef enum {
     WHEP_METHOD_GET,
@@ -66,17 +69,19 @@ typedef enum {
     WHEP_START_FAILED = -2,    /* out of memory, no answer: 500 */
 } whep_start_result_t;
 
-/* The WebRTC side. Every function is called from the HTTP server's task only. */
+/* The WebRTC side. Every function is called from the HTTP server's task only. A session lives in
+ * one of the endpoint's `max_sessions` slots (0 .. max_sessions - 1); the backend keeps its state
+ * by slot. */
 typedef struct {
-    /* Starts a session from `offer` (NUL-terminated) and writes the complete answer,
-     * NUL-terminated, into `answer` (capacity `answer_size`). */
-    whep_start_result_t (*start)(void *ctx, const char *offer, const whep_offer_t *parsed, char *answer,
+    /* Starts a session in the free `slot` from `offer` (NUL-terminated) and writes the complete
+     * answer, NUL-terminated, into `answer` (capacity `answer_size`). */
+    whep_start_result_t (*start)(void *ctx, int slot, const char *offer, const whep_offer_t *parsed, char *answer,
                                  size_t answer_size);
-    /* Ends the running session (DELETE). */
-    void (*stop)(void *ctx);
-    /* Whether the session start() made still runs; false once it ended by itself (the peer went
-     * away without DELETE), which frees the endpoint for the next POST. */
-    bool (*alive)(void *ctx);
+    /* Ends the session in `slot` (DELETE, or what is left of one that ended by itself). */
+    void (*stop)(void *ctx, int slot);
+    /* Whether the session start() made in `slot` still runs; false once it ended by itself (the
+     * peer went away without DELETE), which frees the slot for the next POST. */
+    bool (*alive)(void *ctx, int slot);
     /* 32 random bits for session ids. */
     uint32_t (*random)(void *ctx);
     void *ctx;
@@ -88,7 +93,9 @@ typedef struct {
     size_t page_len;
     size_t max_offer_bytes;  /* larger offers get 413 */
     size_t answer_capacity;  /* buffer given to backend.start() */
-    char session_path[40];   /* "/whep/<16 hex digits>" while a session exists, else "" */
+    int max_sessions;        /* sessions at once (1 .. WHEP_SESSIONS_MAX); one more POST gets 503 */
+    /* Per slot: "/whep/<16 hex digits>" while its session exists, else "". */
+    char session_path[WHEP_SESSIONS_MAX][40];
 } whep_endpoint_t;
 
 typedef struct {
@@ -116,8 +123,9 @@ typedef struct {
     char location[40];       /* storage for the Location header's value */
 } whep_response_t;
 
+/* `max_sessions` is clamped to 1 .. WHEP_SESSIONS_MAX. */
 void whep_endpoint_init(whep_endpoint_t *ep, const whep_backend_t *backend, const char *page,
-                        size_t max_offer_bytes, size_t answer_capacity);
+                        size_t max_offer_bytes, size_t answer_capacity, int max_sessions);
 
 /* Decides the response to `req`, calling the backend for POST and DELETE. */
 void whep_handle(whep_endpoint_t *ep, const whep_request_t *req, whep_response_t *resp);

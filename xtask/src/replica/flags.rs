@@ -130,6 +130,13 @@ pub(crate) fn component_flags(
             c_only.push(format!("-DESP_DC_ALLOC_CAPS={}", caps_of(spec.placement)));
             c_only.push(format!("-DESP_DC_COMPONENT_ID={}", row.id));
         }
+        if component == "libjuice" {
+            // Every policy: the chip's sockaddr_storage is lwIP's 28 bytes, not glibc's 128
+            // (the header says why and why it is safe on the host).
+            let header =
+                if include_dir.is_absolute() { root.join(LWIP_SOCKADDR_HEADER) } else { LWIP_SOCKADDR_HEADER.into() };
+            c_only.push(format!("-include{}", header.display()));
+        }
         let definitions: Vec<String> = spec.definitions.iter().map(|(k, v)| format!("{k}={}", v.render())).collect();
         let mut warnings: Vec<String> = IDF_WARNING_FLAGS.iter().map(|f| f.to_string()).collect();
         warnings.extend(template_warning_options(root, component)?);
@@ -164,6 +171,8 @@ const RECIPE: &str = "host-recipe-7: cmake and compilers run plainly; compile_co
 
 /// Where the stack's flags find the redirect header, relative to the clone.
 pub(crate) const INCLUDE_DIR: &str = "components/esp_dc_port/include";
+/// The host-only header that gives libjuice lwIP's `struct sockaddr_storage` size, relative to the clone.
+pub(crate) const LWIP_SOCKADDR_HEADER: &str = "lab/recorder/lwip_sockaddr.h";
 
 /// The host build's cache key, from content only: the recipe, the policy's flags, knobs and
 /// mbedTLS lines, the stack's CMake options, the pinned versions, every file of the patched stack
@@ -187,8 +196,10 @@ pub(crate) fn cache_key(root: &Path, policy: &Policy, stack: &Tree) -> Result<St
         parts.push(rel.to_string_lossy().as_bytes().to_vec());
         parts.push(bytes.clone());
     }
-    let port_host = root.join("lab/recorder/port_host.c");
-    parts.push(std::fs::read(&port_host).with_context(|| format!("reading {}", port_host.display()))?);
+    for host_only in ["lab/recorder/port_host.c", LWIP_SOCKADDR_HEADER] {
+        let path = root.join(host_only);
+        parts.push(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+    }
     let refs: Vec<&[u8]> = parts.iter().map(|v| v.as_slice()).collect();
     Ok(hash_of(&refs))
 }
@@ -202,7 +213,7 @@ pub(crate) fn project_include_cmake(flags: &BTreeMap<&'static str, ProjectFlags>
          # a dependency without one (libsrtp under `stock`) allocates as on the device, and the\n\
          # parent's warning options so each component gets only its own template's.\n\
          get_property(_esp_dc_options DIRECTORY PROPERTY COMPILE_OPTIONS)\n\
-         list(FILTER _esp_dc_options EXCLUDE REGEX \"ESP_DC_ALLOC_CAPS|ESP_DC_COMPONENT_ID|esp_dc_alloc_redirect|(^|:)-W\")\n\
+         list(FILTER _esp_dc_options EXCLUDE REGEX \"ESP_DC_ALLOC_CAPS|ESP_DC_COMPONENT_ID|esp_dc_alloc_redirect|lwip_sockaddr|(^|:)-W\")\n\
          set_property(DIRECTORY PROPERTY COMPILE_OPTIONS \"${_esp_dc_options}\")\n",
     );
     for (project, f) in flags {

@@ -119,6 +119,13 @@ impl Symbolizer {
             if let Some(loader) = loader {
                 // A return address points after the call; look up the call itself.
                 let probe = u64::from(pc.wrapping_sub(base).wrapping_sub(1));
+                // The host C library has no debug info: its exported symbol names the frame, which
+                // is all `host_only_cache` needs.
+                if is_host_libc(&path) {
+                    if let Some(symbol) = loader.find_symbol(probe) {
+                        info.function = symbol.to_string();
+                    }
+                }
                 if let Ok(mut frames) = loader.find_frames(probe) {
                     // Inlined frames come innermost first: the first that maps to a component wins.
                     while let Ok(Some(frame)) = frames.next() {
@@ -156,6 +163,11 @@ impl Symbolizer {
     fn attribute(&mut self, frames: &[u32]) -> (&'static str, String, u32, String, bool) {
         let infos: Vec<FrameInfo> = frames.iter().map(|pc| self.info(*pc)).collect();
         let shared_ptr = infos.iter().take(6).any(|i| i.shared_ptr);
+        // A host C library cache made inside a call from the stack: the device's library has none.
+        let below_stack = infos.iter().take_while(|i| i.component.is_none() && i.module_component.is_none());
+        if let Some(i) = below_stack.into_iter().find(|i| host_only_cache(&i.function)) {
+            return ("runtime", "glibc".into(), 0, i.function.clone(), shared_ptr);
+        }
         if let Some(i) = infos.iter().find(|i| i.component.is_some()) {
             return (i.component.unwrap(), i.file.clone(), i.line, i.function.clone(), shared_ptr);
         }
@@ -174,6 +186,21 @@ impl Symbolizer {
             shared_ptr,
         )
     }
+}
+
+fn is_host_libc(path: &str) -> bool {
+    Path::new(path).file_name().is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))
+}
+
+/// glibc functions whose allocations are the host C library's own process-wide caches, with no
+/// counterpart in ESP-IDF's C library and lwIP. `__check_pf` (sysdeps/unix/sysv/linux/check_pf.c)
+/// keeps the host's interface addresses, read over netlink, for getaddrinfo's AI_ADDRCONFIG
+/// (libdatachannel's Candidate::resolve and libjuice's ice_resolve_candidate pass it): ~1.5 KB
+/// held until the process ends. lwIP's getaddrinfo ignores AI_ADDRCONFIG (lwip/src/api/netdb.c:
+/// "@todo: implement AI_V4MAPPED, AI_ADDRCONFIG") and its result is freed by freeaddrinfo. Such
+/// blocks are `runtime`, shown but not counted as the stack's.
+fn host_only_cache(function: &str) -> bool {
+    function == "__check_pf"
 }
 
 /// Upstream-relative paths read better: `deps/usrsctp/usrsctplib/netinet/sctp_pcb.c`.

@@ -5,7 +5,7 @@ mod analyze;
 mod audit;
 mod bench;
 mod components;
-mod configure;
+mod docs;
 mod exit;
 mod fsutil;
 #[cfg(test)]
@@ -14,11 +14,14 @@ mod idf;
 mod interop;
 mod kconfig_keys;
 mod lab;
+mod layout;
+mod ledger;
 mod policy;
 mod relay;
+mod render;
 mod replica;
 mod report;
-mod size;
+mod static_sizes;
 mod upstream;
 
 use clap::{Parser, Subcommand};
@@ -39,11 +42,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Lay out the ESP-IDF component tree and sdkconfig.defaults from a policy.
-    Configure(configure::Args),
+    Configure(layout::Args),
     // About and examples come from `idf::BuildArgs`'s doc comment.
     Build(idf::BuildArgs),
     /// Hold static RAM and flash budgets per component (idf.py size-components or host build).
-    SizeCheck(size::Args),
+    SizeCheck(static_sizes::Args),
     // About and examples come from `lab::Args`'s doc comment.
     Lab(lab::Args),
     // About and examples come from `analyze::Args`'s doc comment.
@@ -59,9 +62,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Configure(args) => configure::run(args),
+        Command::Configure(args) => layout::run(args),
         Command::Build(args) => idf::build(args),
-        Command::SizeCheck(args) => size::run(args),
+        Command::SizeCheck(args) => static_sizes::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Interop(args) => interop::run(args),

@@ -12,7 +12,7 @@
 
 use super::e2e::{idf_for, say, stage_project};
 use super::*;
-use crate::size;
+use crate::static_sizes as size;
 
 const TEST: &str = "idf::p4::idf_p4_datachannel_echo_links_places_and_holds_its_static_budgets";
 
@@ -38,7 +38,7 @@ fn placeable() -> &'static [&'static str] {
 fn build_p4(idf: &Idf, policy_name: &str) -> (PathBuf, PathBuf) {
     let root = staged_root("esp32p4", policy_name);
     stage_project(&root).unwrap();
-    let code = configure::configure_into(&root, &Policy::path_for(policy_name), false, false).unwrap();
+    let code = layout::configure_into(&root, &Policy::path_for(policy_name), false, false).unwrap();
     assert_eq!(code, ExitCode::SUCCESS);
     let logs = project_root().join("lab-out/idf-p4");
     std::fs::create_dir_all(&logs).unwrap();

@@ -7,13 +7,12 @@
 //! atomically. A component whose bytes already match is not touched, which makes a second run a
 //! no-op.
 
-pub(crate) mod render;
-
 use crate::components;
 use crate::exit::{self, Outcome};
 use crate::fsutil::{fnv1a64, lock_project, project_root, write_atomic};
 use crate::kconfig_keys;
 use crate::policy::{runtime_knobs_header, Policy, RUNTIME_KNOBS_HEADER};
+use crate::render;
 use crate::upstream::{self, Tree};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -21,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[cfg(test)]
-use render::{BLOCK_BEGIN, BLOCK_END};
+use crate::render::{BLOCK_BEGIN, BLOCK_END};
 
 /// `cargo xtask configure [--policy lean|stock|PATH] [--check] [--json]`
 #[derive(clap::Args, Debug)]

@@ -687,7 +687,7 @@ pub fn check_sdkconfig_keys(
 /// Line of `key` in the policy's `[sdkconfig_extra]` table (any TOML spelling of it), else of
 /// the table, else 1: errors point where the user has to edit.
 fn extra_key_line(text: &str, key: &str) -> usize {
-    super::toml_key_line(text, &["sdkconfig_extra"], key)
+    crate::layout::toml_key_line(text, &["sdkconfig_extra"], key)
 }
 
 /// The value a line of sdkconfig.defaults gives its key: `# CONFIG_X is not set` is `n`, as

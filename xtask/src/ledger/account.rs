@@ -189,18 +189,37 @@ impl Symbolizer {
 }
 
 fn is_host_libc(path: &str) -> bool {
-    Path::new(path).file_name().is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))
+    Path::new(path).file_name().is_some_and(|n| {
+        let n = n.to_string_lossy();
+        n.starts_with("libc.so") || n.starts_with("ld-linux")
+    })
 }
 
-/// glibc functions whose allocations are the host C library's own process-wide caches, with no
-/// counterpart in ESP-IDF's C library and lwIP. `__check_pf` (sysdeps/unix/sysv/linux/check_pf.c)
-/// keeps the host's interface addresses, read over netlink, for getaddrinfo's AI_ADDRCONFIG
-/// (libdatachannel's Candidate::resolve and libjuice's ice_resolve_candidate pass it): ~1.5 KB
-/// held until the process ends. lwIP's getaddrinfo ignores AI_ADDRCONFIG (lwip/src/api/netdb.c:
-/// "@todo: implement AI_V4MAPPED, AI_ADDRCONFIG") and its result is freed by freeaddrinfo. Such
-/// blocks are `runtime`, shown but not counted as the stack's.
+/// Host C library calls whose allocations are the host's, not the stack's on the device. Each is
+/// found by the exported symbol of a libc/ld.so frame below the stack's first frame (glibc has no
+/// debug info here; its internal functions are not exported, the entry points below are).
+/// - `getaddrinfo` (libdatachannel's Candidate::resolve and libjuice pass AI_ADDRCONFIG) keeps
+///   the host's interface addresses, read over netlink, in a block it allocates inside the call
+///   and holds until the next one (check_pf.c, ~1.5 KB, more with more host interfaces). lwIP's
+///   getaddrinfo has no such cache (lwip/src/api/netdb.c: "@todo: implement AI_V4MAPPED,
+///   AI_ADDRCONFIG"). Its result list is freed by freeaddrinfo before the caller returns, so
+///   counting that as `runtime` too moves at most a transient ~100 B out of a peak.
+/// - `_dl_allocate_tls` (pthread_create: each thread's dynamic thread vector, 160 B) and
+///   `___tls_get_addr`/`__tls_get_addr` (a shared library's thread_local block, on first use per
+///   thread): ESP-IDF keeps a task's TLS on its stack (the projection counts stacks and TCBs).
+/// - `gmtime_r` (libdatachannel's certificate validity dates): glibc loads its time-zone state
+///   on the first call and keeps it; newlib's gmtime_r allocates nothing.
 fn host_only_cache(function: &str) -> bool {
-    function == "__check_pf"
+    matches!(
+        function,
+        "getaddrinfo"
+            | "_dl_allocate_tls"
+            | "___tls_get_addr"
+            | "__tls_get_addr"
+            | "gmtime_r"
+            | "__gmtime_r"
+            | "__gmtime64_r"
+    )
 }
 
 /// Upstream-relative paths read better: `deps/usrsctp/usrsctplib/netinet/sctp_pcb.c`.

@@ -291,7 +291,7 @@ enum SyncKind {
 }
 
 impl SyncKind {
-    /// The same words as the lab's projection lines (lab/projection.rs), with the device's source.
+    /// The same words as the lab's projection lines (ledger/projection.rs), with the device's source.
     fn line(self, objects: u64) -> (String, &'static str) {
         match self {
             SyncKind::PsramMutex => (

@@ -388,8 +388,8 @@ fn fuzz_policy() {
         for spec in crate::policy::KNOBS {
             let _ = policy.knob_value(spec);
         }
-        let _ = crate::static_sizes::check(&policy.budgets.static_, &sizes, false);
-        let _ = crate::static_sizes::check(&policy.budgets.static_, &sizes, true);
+        let _ = crate::size_check::check(&policy.budgets.static_, &sizes, false);
+        let _ = crate::size_check::check(&policy.budgets.static_, &sizes, true);
         true
     });
 }
@@ -417,7 +417,7 @@ fn fuzz_linker_map() {
     fuzz("linker map", &[APP_MAP], |text| {
         let _ = crate::static_sizes::parse_map_lines(text);
         let Ok(sizes) = crate::static_sizes::parse_map(text) else { return false };
-        let _ = crate::static_sizes::check(&budgets, &sizes, false);
+        let _ = crate::size_check::check(&budgets, &sizes, false);
         true
     });
 }
@@ -427,7 +427,7 @@ fn fuzz_json2() {
     let budgets = lean_budgets();
     fuzz("json2", &[JSON2], |text| {
         let Ok(sizes) = crate::static_sizes::parse_json2(text) else { return false };
-        let _ = crate::static_sizes::check(&budgets, &sizes, false);
+        let _ = crate::size_check::check(&budgets, &sizes, false);
         true
     });
 }

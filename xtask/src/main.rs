@@ -5,6 +5,7 @@ mod analyze;
 mod audit;
 mod bench;
 mod components;
+mod configure;
 mod docs;
 mod exit;
 mod fsutil;
@@ -21,6 +22,7 @@ mod relay;
 mod render;
 mod replica;
 mod report;
+mod size_check;
 mod static_sizes;
 mod upstream;
 
@@ -42,11 +44,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Lay out the ESP-IDF component tree and sdkconfig.defaults from a policy.
-    Configure(layout::Args),
+    Configure(configure::Args),
     // About and examples come from `idf::BuildArgs`'s doc comment.
     Build(idf::BuildArgs),
     /// Hold static RAM and flash budgets per component (idf.py size-components or host build).
-    SizeCheck(static_sizes::Args),
+    SizeCheck(size_check::Args),
     // About and examples come from `lab::Args`'s doc comment.
     Lab(lab::Args),
     // About and examples come from `analyze::Args`'s doc comment.
@@ -62,9 +64,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Configure(args) => layout::run(args),
+        Command::Configure(args) => configure::run(args),
         Command::Build(args) => idf::build(args),
-        Command::SizeCheck(args) => static_sizes::run(args),
+        Command::SizeCheck(args) => size_check::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Interop(args) => interop::run(args),

@@ -11,7 +11,7 @@ use std::process::Command;
 /// -Werror -> -Werror=all, are exactly what the lab gives the stack.
 #[test]
 fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
-    use super::flags::{IDF_C_WARNING_FLAGS, IDF_WARNING_FLAGS};
+    use crate::render::host::{IDF_C_WARNING_FLAGS, IDF_WARNING_FLAGS};
     let Some(idf) = crate::idf::tree_for_tests() else {
         crate::idf::say_skipped("lab_warning_flags_are_esp_idf_build_cmake_compile_options");
         return;
@@ -62,7 +62,7 @@ fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
 /// the lab's mbedTLS removes the deprecated APIs as esp_config.h does.
 #[test]
 fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
-    use super::flags::{component_flags, mbedtls_config_lines, project_include_cmake, IDF_WARNING_FLAGS};
+    use crate::render::host::{component_flags, mbedtls_config_lines, project_include_cmake, IDF_WARNING_FLAGS};
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
     let flags =
         component_flags(&policy, &project_root(), &project_root().join("components/esp_dc_port/include")).unwrap();
@@ -102,7 +102,7 @@ fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
 /// assertions hold it at lwIP's size, so the lab does not count ~5 KB per agent the chip never has.
 #[test]
 fn libjuice_is_compiled_with_lwips_sockaddr_storage_size() {
-    use super::flags::component_flags;
+    use crate::render::host::component_flags;
     let header = std::fs::read_to_string(project_root().join("lab/recorder/lwip_sockaddr.h")).unwrap();
     assert!(header.contains("sizeof(struct esp_dc_lwip_sockaddr_storage) == 28"), "{header}");
     assert!(header.contains("#define sockaddr_storage esp_dc_lwip_sockaddr_storage"), "{header}");
@@ -138,7 +138,7 @@ fn libjuice_is_compiled_with_lwips_sockaddr_storage_size() {
 /// scratch copy) reuses the lab's builds. FNV-1a of known input, fixed forever.
 #[test]
 fn cache_keys_are_stable_across_toolchains() {
-    use super::flags::hash_of;
+    use super::cache::hash_of;
     assert_eq!(hash_of(&[]), "cbf29ce484222325");
     assert_eq!(hash_of(&[b"a", b"b"]), hash_of(&[b"a", b"b"]));
     assert_ne!(hash_of(&[b"ab"]), hash_of(&[b"a", b"b"]), "part boundaries count");
@@ -149,7 +149,7 @@ fn cache_keys_are_stable_across_toolchains() {
 /// to any input (a port header, port_host.c, a template, a staged source) a different one.
 #[test]
 fn two_clones_at_different_paths_share_the_host_cache_key() {
-    use super::flags::cache_key;
+    use super::cache::cache_key;
     use crate::upstream::Tree;
     let real = project_root();
     let clone = |dir: &Path| {

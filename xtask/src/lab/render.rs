@@ -252,16 +252,17 @@ pub fn markdown_side_by_side(reports: &[Report]) -> String {
 
 type Measure = fn(&Report) -> Option<u64>;
 
-/// The lean-policy targets (issues 5 and 9): label, scenario, measure, target.
+/// The lean-policy targets (issues 5 and 9; init, connected, handshake peak and internal RAM per
+/// connection from issue 30): label, scenario, measure, target.
 const TARGETS: &[(&str, &str, Measure, u64)] = &[
-    ("first PeerConnection (global init) B", "datachannel", |r| Some(r.init_bytes), 8 * 1024),
-    ("one data-channel connection, connected B", "datachannel", |r| Some(r.total_connected_bytes), 48 * 1024),
-    ("peak during the handshake B", "datachannel", |r| Some(r.handshake_peak_bytes), 64 * 1024),
+    ("first PeerConnection (global init) B", "datachannel", |r| Some(r.init_bytes), 4 * 1024),
+    ("one data-channel connection, connected B", "datachannel", |r| Some(r.total_connected_bytes), 32 * 1024),
+    ("peak during the handshake B", "datachannel", |r| Some(r.handshake_peak_bytes), 40 * 1024),
     ("video 1 Mbit/s, live after 10 s B", "video", |r| r.streaming_bytes, 96 * 1024),
     ("threads (data channel)", "datachannel", |r| Some(r.threads), 3),
     ("threads (video)", "video", |r| Some(r.threads), 3),
     ("bytes held per connect/disconnect cycle", "cycle", |r| r.leak_bytes_per_cycle, 0),
-    ("projected internal RAM per connection B", "datachannel", |r| Some(r.projection.internal_bytes), 2 * 1024),
+    ("projected internal RAM per connection B", "datachannel", |r| Some(r.projection.internal_bytes), 1024),
     (
         "projected internal RAM, static + init + one connection B",
         "datachannel",
@@ -497,10 +498,17 @@ mod tests {
 
     #[test]
     fn targets_table_says_which_target_is_met() {
-        let reports = [report("stock", "datachannel", 80_000, 250_000), report("lean", "datachannel", 8192, 49_153)];
+        let reports = [report("stock", "datachannel", 80_000, 250_000), report("lean", "datachannel", 4096, 32_769)];
         let md = targets_markdown(&reports, "lean");
-        assert!(md.contains("| first PeerConnection (global init) B | 80000 | 8192 | 8192 | yes |"), "{md}");
-        assert!(md.contains("| one data-channel connection, connected B | 250000 | 49153 | 49152 | **no** |"), "{md}");
+        // Issue 30's targets: init 4 KiB, connected 32 KiB.
+        assert!(md.contains("| first PeerConnection (global init) B | 80000 | 4096 | 4096 | yes |"), "{md}");
+        assert!(md.contains("| one data-channel connection, connected B | 250000 | 32769 | 32768 | **no** |"), "{md}");
+        for (label, target) in
+            [("peak during the handshake B", 40960), ("projected internal RAM per connection B", 1024)]
+        {
+            let row = md.lines().find(|l| l.starts_with(&format!("| {label} |"))).unwrap_or_else(|| panic!("{md}"));
+            assert!(row.contains(&format!("| {target} |")), "{row}");
+        }
         assert!(md.contains("| video 1 Mbit/s, live after 10 s B | - | - | 98304 | - |"), "{md}");
     }
 

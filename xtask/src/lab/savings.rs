@@ -3,7 +3,7 @@
 //! measured in the same run on the same machine.
 //!
 //! Levers are the policy's knobs that differ from upstream, its mbedTLS record buffer lengths,
-//! the patches that are fixes rather than knob plumbing (`*/knobs.patch` only makes knobs settable),
+//! the patches that are fixes rather than knob plumbing (`*knobs.patch` only makes knobs settable),
 //! and the placement settings (`sync.placement`, `static_placement`), whose saving is internal RAM
 //! moved to PSRAM rather than bytes: the `internal` columns show it.
 
@@ -125,7 +125,7 @@ fn levers(policy: &Policy) -> Vec<Lever> {
         });
     }
     for (component, c) in &policy.components {
-        for patch in c.patches.iter().filter(|p| !p.ends_with("/knobs.patch")) {
+        for patch in c.patches.iter().filter(|p| !p.ends_with("knobs.patch")) {
             let (component, patch) = (component.clone(), patch.clone());
             levers.push(Lever {
                 name: format!("patch {patch}"),

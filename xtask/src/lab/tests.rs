@@ -310,3 +310,50 @@ fn viewers_verdict_fails_on_a_64_byte_leak_per_viewer() {
     );
     assert!(!breaches.iter().any(|b| b.contains("internal RAM")), "{breaches:#?}");
 }
+
+/// Issue 30, ice-field-knobs.patch: lean keeps 64-byte candidate addresses and ICE credentials in
+/// juice_agent_t (stock 256). What does not fit is refused, never truncated, and the rest still
+/// works: a 69-character candidate address is ignored under lean and taken under stock, a numeric
+/// and a browser's mDNS candidate are taken under both, a 70-character ufrag fails the remote
+/// description and is refused locally under lean only.
+#[test]
+fn ice_fields_refuse_what_does_not_fit_and_keep_the_rest() {
+    use crate::replica;
+    let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| -> String {
+        let policy = Policy::load(&Policy::path_for(name)).unwrap();
+        let build = replica::build(&policy).unwrap();
+        let juice = &build.libraries["libjuice"];
+        let exe = dir.path().join(format!("ice_fields_{name}"));
+        let include = build.stack_src.join("deps/libjuice/include");
+        let source = project_root().join("lab/fixtures/juice/ice_fields.c");
+        compile(
+            false,
+            &[
+                "-m32",
+                "-I",
+                include.to_str().unwrap(),
+                source.to_str().unwrap(),
+                juice.to_str().unwrap(),
+                &format!("-Wl,-rpath,{}", juice.parent().unwrap().display()),
+            ],
+            &exe,
+        );
+        let out =
+            Command::new(&exe).env("LD_LIBRARY_PATH", std::env::join_paths(&build.lib_dirs).unwrap()).output().unwrap();
+        assert!(out.status.success(), "{name}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let lean = run("lean");
+    let stock = run("stock");
+    for expected in ["remote-description 0", "numeric-candidate 0", "mdns-candidate 0", "local-ufrag 0"] {
+        assert!(lean.lines().any(|l| l == expected), "lean: {expected}\n{lean}");
+        assert!(stock.lines().any(|l| l == expected), "stock: {expected}\n{stock}");
+    }
+    // JUICE_ERR_IGNORED (-4) and JUICE_ERR_INVALID (-1) under lean; upstream's 256 takes them.
+    for (case, lean_rc) in [("long-candidate", -4), ("long-remote-ufrag", -1), ("long-local-ufrag", -1)] {
+        assert!(lean.lines().any(|l| l == format!("{case} {lean_rc}")), "lean: {case}\n{lean}");
+        assert!(stock.lines().any(|l| l == format!("{case} 0")), "stock: {case}\n{stock}");
+    }
+}

@@ -9,7 +9,7 @@ fn shipped(name: &str) -> String {
 }
 
 /// libdatachannel's patch list as policies/lean.toml spells it (the cases below remove it).
-const LEAN_LDC_PATCHES: &str = "patches = [\n    \"libdatachannel/knobs.patch\",\n    \"libdatachannel/inline-constants.patch\",\n    \"libdatachannel/lazy-log-counters.patch\",\n    \"libdatachannel/fewer-locks.patch\",\n]\n";
+const LEAN_LDC_PATCHES: &str = "patches = [\n    \"libdatachannel/knobs.patch\",\n    \"libdatachannel/inline-constants.patch\",\n    \"libdatachannel/lazy-log-counters.patch\",\n    \"libdatachannel/fewer-locks.patch\",\n    \"libdatachannel/lazy-queues.patch\",\n]\n";
 
 /// Replaces `from` (which must be there) by `to`.
 fn with(text: &str, from: &str, to: &str) -> String {
@@ -258,7 +258,7 @@ fn every_policy_field_has_an_effect() {
         ("components.esp_dc_port.placement", with(&lean, "[components.esp_dc_port]\nplacement = \"psram\"", "[components.esp_dc_port]\nplacement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_OWN_PLACEMENT_INTERNAL=y"),
         ("components.libjuice.force_include", with(&lean, "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"", "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"\""), sd, "\n# CONFIG_ESP_DC_LIBJUICE_REDIRECT_MALLOC is not set\n"),
         ("components.usrsctp.definitions", with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\ndefinitions = { SCTP_DEBUG_LEVEL = 3, NAME = \"x\" }\n"), sd, "\nCONFIG_ESP_DC_USRSCTP_EXTRA_DEFINITIONS=\"NAME=x;SCTP_DEBUG_LEVEL=3\"\n"),
-        ("components.libdatachannel.patches", with(&lean, LEAN_LDC_PATCHES, ""), STAMP, "patches = [\"libjuice/knobs.patch\", \"usrsctp/no-iterator-thread.patch\"]"),
+        ("components.libdatachannel.patches", with(&lean, LEAN_LDC_PATCHES, ""), STAMP, "patches = [\"libjuice/knobs.patch\", \"libjuice/ice-field-knobs.patch\", \"usrsctp/no-iterator-thread.patch\"]"),
         ("components.libdatachannel.threads.stack_bytes", with(&lean, "stack_bytes = 15360", "stack_bytes = 12288"), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES=12288"),
         ("pthread.stack_placement + threads.placement", with(&with(&lean, "stack_placement = \"psram\"", "stack_placement = \"internal\""), "stack_bytes = 15360, placement = \"psram\"", "stack_bytes = 15360, placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_INTERNAL=y\n"),
         ("memory.spiram", with(&lean.replace("\"psram\"", "\"internal\""), "spiram = true", "spiram = false"), sd, "# CONFIG_SPIRAM is not set"),
@@ -440,7 +440,9 @@ fn configure_is_idempotent_and_check_detects_drift() {
             "libdatachannel/inline-constants.patch".to_string(),
             "libdatachannel/lazy-log-counters.patch".to_string(),
             "libdatachannel/fewer-locks.patch".to_string(),
+            "libdatachannel/lazy-queues.patch".to_string(),
             "libjuice/knobs.patch".to_string(),
+            "libjuice/ice-field-knobs.patch".to_string(),
             "usrsctp/no-iterator-thread.patch".to_string(),
         ]
     );
@@ -767,7 +769,7 @@ fn knobs_at_stock_values_preprocess_to_upstream_code() {
     let mut lean = Policy::load(&Policy::path_for("lean")).unwrap();
     // Only the knob patches must be inert at stock values; a fix such as inline-constants.patch changes code on purpose.
     for c in lean.components.values_mut() {
-        c.patches.retain(|p| p.ends_with("/knobs.patch"));
+        c.patches.retain(|p| p.ends_with("knobs.patch"));
     }
     let stock = Policy::load(&Policy::path_for("stock")).unwrap();
     let dir = tempfile::tempdir().unwrap();

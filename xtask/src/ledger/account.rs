@@ -119,6 +119,13 @@ impl Symbolizer {
             if let Some(loader) = loader {
                 // A return address points after the call; look up the call itself.
                 let probe = u64::from(pc.wrapping_sub(base).wrapping_sub(1));
+                // The host C library has no debug info: its exported symbol names the frame, which
+                // is all `host_only_cache` needs.
+                if is_host_libc(&path) {
+                    if let Some(symbol) = loader.find_symbol(probe) {
+                        info.function = symbol.to_string();
+                    }
+                }
                 if let Ok(mut frames) = loader.find_frames(probe) {
                     // Inlined frames come innermost first: the first that maps to a component wins.
                     while let Ok(Some(frame)) = frames.next() {
@@ -156,6 +163,11 @@ impl Symbolizer {
     fn attribute(&mut self, frames: &[u32]) -> (&'static str, String, u32, String, bool) {
         let infos: Vec<FrameInfo> = frames.iter().map(|pc| self.info(*pc)).collect();
         let shared_ptr = infos.iter().take(6).any(|i| i.shared_ptr);
+        // A host C library cache made inside a call from the stack: the device's library has none.
+        let below_stack = infos.iter().take_while(|i| i.component.is_none() && i.module_component.is_none());
+        if let Some(i) = below_stack.into_iter().find(|i| host_only_cache(&i.function)) {
+            return ("runtime", "glibc".into(), 0, i.function.clone(), shared_ptr);
+        }
         if let Some(i) = infos.iter().find(|i| i.component.is_some()) {
             return (i.component.unwrap(), i.file.clone(), i.line, i.function.clone(), shared_ptr);
         }
@@ -174,6 +186,40 @@ impl Symbolizer {
             shared_ptr,
         )
     }
+}
+
+fn is_host_libc(path: &str) -> bool {
+    Path::new(path).file_name().is_some_and(|n| {
+        let n = n.to_string_lossy();
+        n.starts_with("libc.so") || n.starts_with("ld-linux")
+    })
+}
+
+/// Host C library calls whose allocations are the host's, not the stack's on the device. Each is
+/// found by the exported symbol of a libc/ld.so frame below the stack's first frame (glibc has no
+/// debug info here; its internal functions are not exported, the entry points below are).
+/// - `getaddrinfo` (libdatachannel's Candidate::resolve and libjuice pass AI_ADDRCONFIG) keeps
+///   the host's interface addresses, read over netlink, in a block it allocates inside the call
+///   and holds until the next one (check_pf.c, ~1.5 KB, more with more host interfaces). lwIP's
+///   getaddrinfo has no such cache (lwip/src/api/netdb.c: "@todo: implement AI_V4MAPPED,
+///   AI_ADDRCONFIG"). Its result list is freed by freeaddrinfo before the caller returns, so
+///   counting that as `runtime` too moves at most a transient ~100 B out of a peak.
+/// - `_dl_allocate_tls` (pthread_create: each thread's dynamic thread vector, 160 B) and
+///   `___tls_get_addr`/`__tls_get_addr` (a shared library's thread_local block, on first use per
+///   thread): ESP-IDF keeps a task's TLS on its stack (the projection counts stacks and TCBs).
+/// - `gmtime_r` (libdatachannel's certificate validity dates): glibc loads its time-zone state
+///   on the first call and keeps it; newlib's gmtime_r allocates nothing.
+fn host_only_cache(function: &str) -> bool {
+    matches!(
+        function,
+        "getaddrinfo"
+            | "_dl_allocate_tls"
+            | "___tls_get_addr"
+            | "__tls_get_addr"
+            | "gmtime_r"
+            | "__gmtime_r"
+            | "__gmtime64_r"
+    )
 }
 
 /// Upstream-relative paths read better: `deps/usrsctp/usrsctplib/netinet/sctp_pcb.c`.

@@ -3,7 +3,7 @@
 
 use crate::fsutil::fnv1a64;
 use crate::policy::Policy;
-use crate::render::host::{component_flags, knob_definitions, mbedtls_config_lines};
+use crate::render::host::{component_flags, knob_definitions, mbedtls_config_lines, LWIP_SOCKADDR_HEADER};
 use crate::upstream::{self, Tree};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -22,7 +22,7 @@ pub(crate) const INCLUDE_DIR: &str = "components/esp_dc_port/include";
 
 /// The host build's cache key, from content only: the recipe, the policy's flags, knobs and
 /// mbedTLS lines, the stack's CMake options, the pinned versions, every file of the patched stack
-/// tree (so every patch), the port headers and port_host.c the stack links with, each component template. Paths count
+/// tree (so every patch), the port headers and port_host.c the stack links with, the lwIP sockaddr header libjuice is compiled with, each component template. Paths count
 /// relative to the clone at `root`, never absolutely, so a second clone (or CI's scratch copy)
 /// finds the first one's build. The recorder and the driver are separate artifacts in the
 /// directory, each keyed by its own sources (`recorder-<hash>`, `driver-<hash>`): a recorder
@@ -42,8 +42,10 @@ pub(crate) fn cache_key(root: &Path, policy: &Policy, stack: &Tree) -> Result<St
         parts.push(rel.to_string_lossy().as_bytes().to_vec());
         parts.push(bytes.clone());
     }
-    let port_host = root.join("lab/recorder/port_host.c");
-    parts.push(std::fs::read(&port_host).with_context(|| format!("reading {}", port_host.display()))?);
+    for host_only in ["lab/recorder/port_host.c", LWIP_SOCKADDR_HEADER] {
+        let path = root.join(host_only);
+        parts.push(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+    }
     let refs: Vec<&[u8]> = parts.iter().map(|v| v.as_slice()).collect();
     Ok(hash_of(&refs))
 }

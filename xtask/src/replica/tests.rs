@@ -96,6 +96,44 @@ fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
     );
 }
 
+/// Issue 30: libjuice keeps a `struct sockaddr_storage` in every candidate and STUN entry of its
+/// agent; on the chip that is lwIP's 28 bytes, on glibc 128. Under every policy the replica
+/// compiles libjuice (and only libjuice) with lab/recorder/lwip_sockaddr.h, whose static
+/// assertions hold it at lwIP's size, so the lab does not count ~5 KB per agent the chip never has.
+#[test]
+fn libjuice_is_compiled_with_lwips_sockaddr_storage_size() {
+    use crate::render::host::component_flags;
+    let header = std::fs::read_to_string(project_root().join("lab/recorder/lwip_sockaddr.h")).unwrap();
+    assert!(header.contains("sizeof(struct esp_dc_lwip_sockaddr_storage) == 28"), "{header}");
+    assert!(header.contains("#define sockaddr_storage esp_dc_lwip_sockaddr_storage"), "{header}");
+    // lwIP's struct as ESP-IDF ships it, when the tree is at hand: 1 + 1 + 2 + 3*4 + 3*4 (IPv6) bytes.
+    if let Ok(idf) = std::env::var("IDF_PATH") {
+        let lwip = Path::new(&idf).join("components/lwip/lwip/src/include/lwip/sockets.h");
+        if let Ok(text) = std::fs::read_to_string(&lwip) {
+            let start = text.find("struct sockaddr_storage {").expect("lwIP defines sockaddr_storage");
+            let body = &text[start..start + text[start..].find("};").unwrap()];
+            for field in [
+                "u8_t        s2_len;",
+                "sa_family_t ss_family;",
+                "char        s2_data1[2];",
+                "u32_t       s2_data2[3];",
+                "u32_t       s2_data3[3];",
+            ] {
+                assert!(body.contains(field), "lwIP's sockaddr_storage changed ({field}): {body}");
+            }
+        }
+    }
+    for name in ["lean", "stock"] {
+        let policy = Policy::load(&Policy::path_for(name)).unwrap();
+        let flags =
+            component_flags(&policy, &project_root(), &project_root().join("components/esp_dc_port/include")).unwrap();
+        for (project, f) in &flags {
+            let has = f.c_only.iter().any(|o| o.starts_with("-include") && o.ends_with("lab/recorder/lwip_sockaddr.h"));
+            assert_eq!(has, *project == "libjuice", "{name}: {project}: {:?}", f.c_only);
+        }
+    }
+}
+
 /// Cache keys must not change with the Rust release or the clone's path: a second clone (CI's
 /// scratch copy) reuses the lab's builds. FNV-1a of known input, fixed forever.
 #[test]
@@ -115,7 +153,11 @@ fn two_clones_at_different_paths_share_the_host_cache_key() {
     use crate::upstream::Tree;
     let real = project_root();
     let clone = |dir: &Path| {
-        let mut files = vec!["lab/recorder/port_host.c".to_string(), "upstream/Cargo.toml".to_string()];
+        let mut files = vec![
+            "lab/recorder/port_host.c".to_string(),
+            "lab/recorder/lwip_sockaddr.h".to_string(),
+            "upstream/Cargo.toml".to_string(),
+        ];
         for (row, _) in crate::components::host_projects() {
             files.push(format!("templates/{}/CMakeLists.txt", row.name));
         }
@@ -146,6 +188,7 @@ fn two_clones_at_different_paths_share_the_host_cache_key() {
     // A template counts through the warning options it adds (all the host build takes from it).
     for (f, extra) in [
         ("lab/recorder/port_host.c", "\n"),
+        ("lab/recorder/lwip_sockaddr.h", "\n"),
         ("components/esp_dc_port/include/esp_dc_alloc_redirect.h", "\n"),
         ("templates/usrsctp/CMakeLists.txt", "\ntarget_compile_options(${COMPONENT_LIB} PRIVATE -Wno-format)\n"),
     ] {

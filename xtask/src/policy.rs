@@ -620,6 +620,22 @@ pub const KNOBS: &[KnobSpec] = &[
         effect: KnobEffect::Define("JUICE_ESP_RECV_BUFFER_SIZE"),
         help: "Stack buffer the connection thread receives each UDP datagram into (conn_*.c BUFFER_SIZE). Must hold the largest datagram a peer sends: WebRTC peers keep DTLS and SRTP packets under the path MTU, 1500 bytes on Ethernet and Wi-Fi.",
     },
+    KnobSpec {
+        component: "libjuice",
+        name: "driven_by_pool",
+        stock: 0,
+        min: 0,
+        max: 1,
+        effect: KnobEffect::Define("RTC_ESP_JUICE_DRIVEN_BY_POOL"),
+        help: "1: libjuice starts no connections thread; an idle worker of libdatachannel's thread pool polls the ICE agents' sockets and runs their timers (juice_esp_poll, patches libjuice/driven-by-pool.patch and libdatachannel/juice-driven-by-pool.patch, which the policy must list). One FreeRTOS task (stack and TCB) fewer. 0: upstream's \"juice poll\" thread.",
+    },
+];
+
+/// The patches `libjuice.driven_by_pool = 1` switches on, by component: the knob's code lives in
+/// them, so a policy that sets it lists both (checked) and `--knob-savings` reverts the knob, not them.
+pub const DRIVEN_BY_POOL_PATCHES: [(&str, &str); 2] = [
+    ("libjuice", "libjuice/driven-by-pool.patch"),
+    ("libdatachannel", "libdatachannel/juice-driven-by-pool.patch"),
 ];
 
 pub fn knob(component: &str, name: &str) -> Option<&'static KnobSpec> {
@@ -967,6 +983,18 @@ impl Policy {
                 self.pthread.default_stack_bytes.into(),
                 &THREAD_STACK_RANGE,
             );
+        }
+        // The knob only switches code that its two patches add: without them it would build and
+        // quietly keep libjuice's thread (or fail to link on one side).
+        if self.components.get("libjuice").and_then(|c| c.knobs.get("driven_by_pool")).is_some_and(|v| *v != 0) {
+            for (component, patch) in DRIVEN_BY_POOL_PATCHES {
+                if !self.components.get(component).is_some_and(|c| c.patches.iter().any(|p| p == patch)) {
+                    problems.push((
+                        "components.libjuice.knobs.driven_by_pool".into(),
+                        format!("1 needs `{patch}` in components.{component}.patches"),
+                    ));
+                }
+            }
         }
         // A DTLS read buffer smaller than a record would split an SCTP packet in two.
         if let Some(buffer) = self.components.get("libdatachannel").and_then(|c| c.knobs.get("dtls_recv_buffer_bytes"))
@@ -1455,6 +1483,18 @@ mod tests {
             text.lines().filter(|l| !l.starts_with("dtls_recv_buffer_bytes = 1536")).collect::<Vec<_>>().join("\n");
         let err = parse_err(&text);
         assert!(err.contains("components.libdatachannel.knobs.dtls_recv_buffer_bytes: 1024 is below mbedtls.ssl_in_content_len (1536)"), "{err}");
+    }
+
+    #[test]
+    fn driven_by_pool_needs_both_of_its_patches() {
+        let lean = shipped("lean");
+        assert!(lean.contains("driven_by_pool = 1"), "lean drives libjuice from the pool");
+        for patch in ["\"libjuice/driven-by-pool.patch\"", "\"libdatachannel/juice-driven-by-pool.patch\","] {
+            let text = lean.replacen(patch, "", 1);
+            assert_ne!(text, lean, "{patch} is listed in lean");
+            let err = parse_err(&text);
+            assert!(err.contains("components.libjuice.knobs.driven_by_pool: 1 needs"), "{err}");
+        }
     }
 
     /// Issue 18: numbers past their Kconfig option's range passed and kconfgen then dropped

@@ -9,7 +9,7 @@
 
 use super::account;
 use crate::fsutil::write_atomic;
-use crate::policy::{Policy, StaticPlacement, SyncPlacement, KNOBS};
+use crate::policy::{Policy, StaticPlacement, SyncPlacement, DRIVEN_BY_POOL_PATCHES, KNOBS};
 use crate::replica::{self, run};
 use crate::report::Report;
 use anyhow::{Context, Result};
@@ -125,7 +125,9 @@ fn levers(policy: &Policy) -> Vec<Lever> {
         });
     }
     for (component, c) in &policy.components {
-        for patch in c.patches.iter().filter(|p| !p.ends_with("/knobs.patch")) {
+        // A knob's own patches are plumbing like knobs.patch: the knob's lever reverts it.
+        let plumbing = |p: &str| p.ends_with("/knobs.patch") || DRIVEN_BY_POOL_PATCHES.iter().any(|(_, q)| *q == p);
+        for patch in c.patches.iter().filter(|p| !plumbing(p)) {
             let (component, patch) = (component.clone(), patch.clone());
             levers.push(Lever {
                 name: format!("patch {patch}"),

@@ -478,6 +478,24 @@ pub const KNOBS: &[KnobSpec] = &[
     },
     KnobSpec {
         component: "libdatachannel",
+        name: "nack_window_ms",
+        stock: 0,
+        min: 0,
+        max: 10000,
+        effect: KnobEffect::Define("RTC_ESP_NACK_WINDOW_MS"),
+        help: "RtcpNackResponder keeps each sent packet this long (patch libdatachannel/nack-window.patch): the store follows the send rate instead of holding a fixed count. Set it to how long the receiver may still ask for a packet: its NACK delay, the round trip and the re-NACK rounds it makes. 0: no time limit (upstream: the count alone).",
+    },
+    KnobSpec {
+        component: "libdatachannel",
+        name: "nack_max_bytes",
+        stock: 0,
+        min: 0,
+        max: 16777216,
+        effect: KnobEffect::Define("RTC_ESP_NACK_MAX_BYTES"),
+        help: "Cap on the packet bytes RtcpNackResponder holds (patch libdatachannel/nack-window.patch): above it the oldest packets leave the store before nack_window_ms, so a burst or a high bitrate costs at most this much. 0: no byte cap (upstream).",
+    },
+    KnobSpec {
+        component: "libdatachannel",
         name: "recv_queue_limit",
         stock: 1024,
         min: 1,
@@ -631,12 +649,26 @@ pub const KNOBS: &[KnobSpec] = &[
     },
 ];
 
-/// The patches `libjuice.driven_by_pool = 1` switches on, by component: the knob's code lives in
-/// them, so a policy that sets it lists both (checked) and `--knob-savings` reverts the knob, not them.
-pub const DRIVEN_BY_POOL_PATCHES: [(&str, &str); 2] = [
-    ("libjuice", "libjuice/driven-by-pool.patch"),
-    ("libdatachannel", "libdatachannel/juice-driven-by-pool.patch"),
+/// Knobs whose code lives in patches of their own, not in a knobs.patch: (knob's component, knob,
+/// the patches by component). A policy that sets such a knob lists its patches (checked), and
+/// `--knob-savings` reverts the knob, not them (they are its plumbing).
+pub const KNOB_PATCHES: &[(&str, &str, &[(&str, &str)])] = &[
+    (
+        "libjuice",
+        "driven_by_pool",
+        &[
+            ("libjuice", "libjuice/driven-by-pool.patch"),
+            ("libdatachannel", "libdatachannel/juice-driven-by-pool.patch"),
+        ],
+    ),
+    ("libdatachannel", "nack_window_ms", &[("libdatachannel", "libdatachannel/nack-window.patch")]),
+    ("libdatachannel", "nack_max_bytes", &[("libdatachannel", "libdatachannel/nack-window.patch")]),
 ];
+
+/// Whether `patch` is one of a knob's own patches (see KNOB_PATCHES).
+pub fn is_knob_patch(patch: &str) -> bool {
+    KNOB_PATCHES.iter().any(|(_, _, patches)| patches.iter().any(|(_, p)| *p == patch))
+}
 
 pub fn knob(component: &str, name: &str) -> Option<&'static KnobSpec> {
     KNOBS.iter().find(|k| k.component == component && k.name == name)
@@ -984,14 +1016,18 @@ impl Policy {
                 &THREAD_STACK_RANGE,
             );
         }
-        // The knob only switches code that its two patches add: without them it would build and
-        // quietly keep libjuice's thread (or fail to link on one side).
-        if self.components.get("libjuice").and_then(|c| c.knobs.get("driven_by_pool")).is_some_and(|v| *v != 0) {
-            for (component, patch) in DRIVEN_BY_POOL_PATCHES {
-                if !self.components.get(component).is_some_and(|c| c.patches.iter().any(|p| p == patch)) {
+        // These knobs only switch code that their patches add: without them a build would quietly
+        // keep upstream's behaviour (or fail to link on one side).
+        for (knob_component, knob, patches) in KNOB_PATCHES {
+            let Some(value) = self.components.get(*knob_component).and_then(|c| c.knobs.get(*knob)) else { continue };
+            if *value == 0 {
+                continue;
+            }
+            for (component, patch) in patches.iter() {
+                if !self.components.get(*component).is_some_and(|c| c.patches.iter().any(|p| p == patch)) {
                     problems.push((
-                        "components.libjuice.knobs.driven_by_pool".into(),
-                        format!("1 needs `{patch}` in components.{component}.patches"),
+                        format!("components.{knob_component}.knobs.{knob}"),
+                        format!("{value} needs `{patch}` in components.{component}.patches"),
                     ));
                 }
             }

@@ -9,7 +9,7 @@
 
 use super::account;
 use crate::fsutil::write_atomic;
-use crate::policy::{Policy, StaticPlacement, SyncPlacement, DRIVEN_BY_POOL_PATCHES, KNOBS};
+use crate::policy::{is_knob_patch, Policy, StaticPlacement, SyncPlacement, KNOBS};
 use crate::replica::{self, run};
 use crate::report::Report;
 use anyhow::{Context, Result};
@@ -59,7 +59,7 @@ fn levers(policy: &Policy) -> Vec<Lever> {
             name: format!("components.{component}.knobs.{name}"),
             policy_value: current.to_string(),
             upstream_value: stock.to_string(),
-            video: name == "nack_max_packets",
+            video: name.starts_with("nack_"),
             revert: Box::new(move |doc| {
                 doc["components"][component]["knobs"][name] = value(stock);
             }),
@@ -126,7 +126,7 @@ fn levers(policy: &Policy) -> Vec<Lever> {
     }
     for (component, c) in &policy.components {
         // A knob's own patches are plumbing like knobs.patch: the knob's lever reverts it.
-        let plumbing = |p: &str| p.ends_with("/knobs.patch") || DRIVEN_BY_POOL_PATCHES.iter().any(|(_, q)| *q == p);
+        let plumbing = |p: &str| p.ends_with("/knobs.patch") || is_knob_patch(p);
         for patch in c.patches.iter().filter(|p| !plumbing(p)) {
             let (component, patch) = (component.clone(), patch.clone());
             levers.push(Lever {

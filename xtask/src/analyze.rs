@@ -66,7 +66,7 @@ pub fn run(args: Args) -> Outcome {
     let map = args.map.clone().or_else(|| args.elf.as_ref().map(|e| e.with_extension("map")).filter(|m| m.is_file()));
     let mut map_lost = Vec::new();
     if let Some(map) = map {
-        let (sizes, skipped) = crate::size::read_report_lines(&map)
+        let (sizes, skipped) = crate::static_sizes::read_report_lines(&map)
             .map_err(|e| bad_input(format!("cannot read linker map {}: {e:#}", map.display())))?;
         add_static(&mut report, &sizes, &map.display().to_string());
         // The lines size-check names: a static figure above that misses them would look whole.
@@ -291,7 +291,7 @@ enum SyncKind {
 }
 
 impl SyncKind {
-    /// The same words as the lab's projection lines (lab/projection.rs), with the device's source.
+    /// The same words as the lab's projection lines (ledger/projection.rs), with the device's source.
     fn line(self, objects: u64) -> (String, &'static str) {
         match self {
             SyncKind::PsramMutex => (
@@ -350,7 +350,7 @@ fn sync_kind(record: &Record, elf: &mut elf::Elf) -> Option<(SyncKind, bool)> {
 
 /// The stack's static data from a linker map, as `size-check` reads it: per component internal
 /// (.data + .bss in DRAM) and PSRAM (.bss in .ext_ram.bss), the internal sum beside the lab's.
-pub(crate) fn add_static(report: &mut Report, sizes: &BTreeMap<String, crate::size::Sizes>, source: &str) {
+pub(crate) fn add_static(report: &mut Report, sizes: &BTreeMap<String, crate::static_sizes::Sizes>, source: &str) {
     let device = report.device.get_or_insert_with(Default::default);
     device.static_source = source.to_string();
     device.static_data = sizes

@@ -4,9 +4,9 @@
 mod scan;
 
 use crate::components;
-use crate::configure;
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
+use crate::layout;
 use crate::policy::{MbedtlsAllocator, Placement, Policy};
 use anyhow::Result;
 use scan::{Defines, Kind, Lang};
@@ -88,7 +88,7 @@ pub struct Args {
     /// List covered sites too, not only uncovered ones.
     #[arg(long)]
     all: bool,
-    /// Print the summary as a Markdown table (for the README).
+    /// Print the summary as a Markdown table (for docs/lab.md).
     #[arg(long)]
     markdown: bool,
     /// Also write every site, the summary and the statics as JSON.
@@ -573,7 +573,7 @@ pub fn statics(libraries: &BTreeMap<String, PathBuf>, threshold: u64) -> Result<
             }
             let Some(section) = sym.section_index().and_then(|i| file.section_by_index(i).ok()) else { continue };
             let name = section.name().unwrap_or("");
-            if crate::size::is_host_ram_section(name) {
+            if crate::static_sizes::is_host_ram_section(name) {
                 let raw = sym.name().unwrap_or("?");
                 let symbol = addr2line::demangle_auto(raw.into(), None).into_owned();
                 out.push(StaticObject {
@@ -629,13 +629,13 @@ pub fn rank(sites: &mut [Site]) {
 /// The policy the tree under `root` is configured for, or `name` if it is configured for it;
 /// exit 2 when the tree is not configured, or configured from another policy or version.
 pub fn configured_policy(root: &Path, name: Option<&str>) -> Result<Policy> {
-    let stamp = configure::read_stamp(root)?
+    let stamp = layout::read_stamp(root)?
         .ok_or_else(|| exit::bad_input("components/ is not configured yet: run `cargo xtask configure` (or `--policy NAME`) first, then `cargo xtask audit`"))?;
     let name = name.unwrap_or(&stamp.policy).to_string();
     let policy_path = Policy::path_for(&name);
     let policy = Policy::load(&policy_path)?;
     let text = std::fs::read_to_string(&policy_path)?;
-    if configure::policy_hash(&policy, &text)? != stamp.hash {
+    if layout::policy_hash(&policy, &text)? != stamp.hash {
         return Err(exit::bad_input(format!(
             "components/ is configured for `{}`{}, not from {}: run `cargo xtask configure --policy {name}` first",
             stamp.policy,

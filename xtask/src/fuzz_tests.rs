@@ -380,7 +380,7 @@ fn lean_budgets() -> std::collections::BTreeMap<String, crate::policy::StaticBud
 #[test]
 fn fuzz_policy() {
     let path = policy_path();
-    let sizes = crate::size::parse_json2(JSON2).expect("the json2 fixture reads");
+    let sizes = crate::static_sizes::parse_json2(JSON2).expect("the json2 fixture reads");
     fuzz("policy", &[POLICY_LEAN, POLICY_STOCK], |text| {
         let Ok(policy) = crate::policy::Policy::parse(text, &path) else { return false };
         // What configure and size-check then read from it.
@@ -388,8 +388,8 @@ fn fuzz_policy() {
         for spec in crate::policy::KNOBS {
             let _ = policy.knob_value(spec);
         }
-        let _ = crate::size::check(&policy.budgets.static_, &sizes, false);
-        let _ = crate::size::check(&policy.budgets.static_, &sizes, true);
+        let _ = crate::size_check::check(&policy.budgets.static_, &sizes, false);
+        let _ = crate::size_check::check(&policy.budgets.static_, &sizes, true);
         true
     });
 }
@@ -415,9 +415,9 @@ fn fuzz_device_log() {
 fn fuzz_linker_map() {
     let budgets = lean_budgets();
     fuzz("linker map", &[APP_MAP], |text| {
-        let _ = crate::size::parse_map_lines(text);
-        let Ok(sizes) = crate::size::parse_map(text) else { return false };
-        let _ = crate::size::check(&budgets, &sizes, false);
+        let _ = crate::static_sizes::parse_map_lines(text);
+        let Ok(sizes) = crate::static_sizes::parse_map(text) else { return false };
+        let _ = crate::size_check::check(&budgets, &sizes, false);
         true
     });
 }
@@ -426,8 +426,8 @@ fn fuzz_linker_map() {
 fn fuzz_json2() {
     let budgets = lean_budgets();
     fuzz("json2", &[JSON2], |text| {
-        let Ok(sizes) = crate::size::parse_json2(text) else { return false };
-        let _ = crate::size::check(&budgets, &sizes, false);
+        let Ok(sizes) = crate::static_sizes::parse_json2(text) else { return false };
+        let _ = crate::size_check::check(&budgets, &sizes, false);
         true
     });
 }
@@ -479,7 +479,7 @@ fn our_known_keys() -> crate::kconfig_keys::Known {
     let (mut ours, mut facts) = kconfig_keys::project_kconfig(&root, &generated).unwrap();
     let template = std::fs::read_to_string(root.join("templates/Kconfig")).unwrap();
     for component in generated {
-        let text = crate::configure::render::kconfig(component, &template).unwrap();
+        let text = crate::render::kconfig(component, &template).unwrap();
         ours.extend(kconfig_keys::kconfig_symbols(&text));
         kconfig_keys::merge_facts(&mut facts, kconfig_keys::kconfig_facts(&text, component));
     }
@@ -509,8 +509,8 @@ fn fuzz_policy_sdkconfig_extra() {
                 return false;
             }
         };
-        let lines = crate::configure::render::policy_lines(&policy);
-        match crate::configure::render::check_sdkconfig_keys(&lines, &policy.sdkconfig_extra, &known, text, "p.toml") {
+        let lines = crate::render::policy_lines(&policy);
+        match crate::render::check_sdkconfig_keys(&lines, &policy.sdkconfig_extra, &known, text, "p.toml") {
             Ok(_) => true,
             Err(e) => {
                 let message = e.to_string();
@@ -590,7 +590,7 @@ fn fuzz_damaged_tracker_lines() {
 /// Each case configures a real tree (~1-2 s), so there are few: ESP_DC_FUZZ_INTO_CASES (default 6).
 #[test]
 fn fuzz_configure_into_applications() {
-    use crate::configure::{application_root, configure_with, Options, BACKUP_PREFIX};
+    use crate::layout::{application_root, configure_with, Options, BACKUP_PREFIX};
     let lean = crate::policy::Policy::path_for("lean");
     let files = proptest::collection::vec(
         (
@@ -637,7 +637,7 @@ fn fuzz_configure_into_applications() {
             configure_with(&root, &lean, &Options::default()).unwrap();
         }
         // A file of ours the user edited is ours to replace (the README says so); not checked.
-        let ours = crate::configure::tests::tree_of(&root);
+        let ours = crate::layout::tests::tree_of(&root);
         let mut theirs = BTreeMap::new();
         for (rel, text) in &files {
             let path = root.join(rel);
@@ -665,18 +665,18 @@ fn fuzz_configure_into_applications() {
             keep_sdkconfig: if keep { vec!["CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN".into()] } else { Vec::new() },
             ..Options::default()
         };
-        let snapshot = crate::configure::tests::tree_of(&root);
+        let snapshot = crate::layout::tests::tree_of(&root);
         match configure_with(&root, &lean, &options) {
             Err(e) => {
                 let code = e.downcast_ref::<crate::exit::Failure>().map(|f| f.code);
                 prop_assert_eq!(code, Some(2), "{}", e);
-                prop_assert!(crate::configure::tests::tree_of(&root) == snapshot, "an exit 2 changed the tree: {}", e);
+                prop_assert!(crate::layout::tests::tree_of(&root) == snapshot, "an exit 2 changed the tree: {}", e);
             }
             Ok(_) if dry_run => {
-                prop_assert!(crate::configure::tests::tree_of(&root) == snapshot, "--dry-run changed the tree")
+                prop_assert!(crate::layout::tests::tree_of(&root) == snapshot, "--dry-run changed the tree")
             }
             Ok(_) => {
-                let after = crate::configure::tests::tree_of(&root);
+                let after = crate::layout::tests::tree_of(&root);
                 for (rel, bytes) in &theirs {
                     let in_place = after.get(rel) == Some(bytes);
                     let backed_up = after.iter().any(|(p, b)| {

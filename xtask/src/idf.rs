@@ -2,9 +2,9 @@
 //! sdkconfig.defaults the policy gives. ESP-IDF is found, never installed: without it the
 //! command says how to get it and exits 2.
 
-use crate::configure;
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
+use crate::layout;
 use crate::policy::Policy;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -323,12 +323,12 @@ pub fn refresh_sdkconfig(build_dir: &Path, seen: &str) -> Result<bool> {
 /// Configures the component tree when it is missing or differs from the policy. The caller
 /// holds the project lock (`fsutil::lock_project`).
 pub fn ensure_configured(root: &Path, policy_path: &Path) -> Result<()> {
-    let plan = configure::plan(root, policy_path)?;
-    if configure::drift(&plan, root)?.is_empty() {
+    let plan = layout::plan(root, policy_path)?;
+    if layout::drift(&plan, root)?.is_empty() {
         return Ok(());
     }
     eprintln!("build: the component tree differs from {}; running configure", policy_path.display());
-    let code = configure::configure_locked(root, policy_path, false, false)?;
+    let code = layout::configure_locked(root, policy_path, false, false)?;
     if code != ExitCode::SUCCESS {
         return Err(exit::bad_input("configure did not finish; see above"));
     }
@@ -446,7 +446,7 @@ fn build_matrix(idf: &Idf, target: &str) -> Outcome {
     for policy_name in ["lean", "stock"] {
         let root = staged_root(target, policy_name);
         stage_examples(&root)?;
-        let code = configure::configure_with(&root, &Policy::path_for(policy_name), &configure::Options::default())?;
+        let code = layout::configure_with(&root, &Policy::path_for(policy_name), &layout::Options::default())?;
         if code != ExitCode::SUCCESS {
             return Err(exit::bad_input(format!("configure --into {} did not finish", root.display())));
         }

@@ -592,7 +592,7 @@ CONFIG_OLDER_NAME      CONFIG_OLD_STACK_EXT
 
     #[test]
     fn committed_list_is_well_formed_and_used_by_the_renderer() {
-        let render = include_str!("configure/render.rs");
+        let render = include_str!("render.rs");
         let options = listed();
         assert!(!options.is_empty());
         for option in &options {

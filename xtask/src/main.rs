@@ -6,6 +6,7 @@ mod audit;
 mod bench;
 mod components;
 mod configure;
+mod docs;
 mod exit;
 mod fsutil;
 #[cfg(test)]
@@ -14,11 +15,15 @@ mod idf;
 mod interop;
 mod kconfig_keys;
 mod lab;
+mod layout;
+mod ledger;
 mod policy;
 mod relay;
+mod render;
 mod replica;
 mod report;
-mod size;
+mod size_check;
+mod static_sizes;
 mod upstream;
 
 use clap::{Parser, Subcommand};
@@ -43,7 +48,7 @@ enum Command {
     // About and examples come from `idf::BuildArgs`'s doc comment.
     Build(idf::BuildArgs),
     /// Hold static RAM and flash budgets per component (idf.py size-components or host build).
-    SizeCheck(size::Args),
+    SizeCheck(size_check::Args),
     // About and examples come from `lab::Args`'s doc comment.
     Lab(lab::Args),
     // About and examples come from `analyze::Args`'s doc comment.
@@ -61,7 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Configure(args) => configure::run(args),
         Command::Build(args) => idf::build(args),
-        Command::SizeCheck(args) => size::run(args),
+        Command::SizeCheck(args) => size_check::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Interop(args) => interop::run(args),

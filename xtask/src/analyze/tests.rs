@@ -592,7 +592,7 @@ fn a_damaged_map_line_is_named_by_analyze_too() {
     let map = std::fs::read_to_string(fixture_dir().join("app.map")).unwrap();
     let damaged = map.replacen(" esp-idf/libjuice/liblibjuice.a(conn.c.obj)", "", 1);
     assert_ne!(damaged, map);
-    let (_, skipped) = crate::size::parse_map_lines(&damaged).unwrap();
+    let (_, skipped) = crate::static_sizes::parse_map_lines(&damaged).unwrap();
     assert_eq!(skipped.len(), 1, "size-check names it: {skipped:?}");
     let log = dir.path().join("log.txt");
     std::fs::write(&log, CLEAN_DUMP).unwrap();

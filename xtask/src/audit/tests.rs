@@ -251,7 +251,7 @@ fn unconfigured_or_other_policy_tree_exits_2() {
     assert_eq!(f.code, 2);
     assert!(f.message.contains("run `cargo xtask configure"), "{}", f.message);
     // A tree configured for stock is not audited as lean.
-    configure::configure_into(dir.path(), &Policy::path_for("stock"), false, false).unwrap();
+    layout::configure_into(dir.path(), &Policy::path_for("stock"), false, false).unwrap();
     assert_eq!(configured_policy(dir.path(), None).unwrap().policy.name, "stock");
     let err = configured_policy(dir.path(), Some("lean")).unwrap_err();
     let f = err.downcast_ref::<exit::Failure>().unwrap();
@@ -259,12 +259,12 @@ fn unconfigured_or_other_policy_tree_exits_2() {
     assert!(f.message.contains("configured for `stock`") && f.message.contains("--policy lean"), "{}", f.message);
 }
 
-/// The shipped lean policy on the configured tree: every uncovered site is one the README
+/// The shipped lean policy on the configured tree: every uncovered site is one docs/lab.md
 /// lists with its reason (plog's two printf helpers); libsrtp is covered.
 #[test]
 fn lean_on_the_real_tree_leaves_only_the_listed_sites() {
     let dir = tempfile::tempdir().unwrap();
-    configure::configure_into(dir.path(), &Policy::path_for("lean"), false, false).unwrap();
+    layout::configure_into(dir.path(), &Policy::path_for("lean"), false, false).unwrap();
     let policy = configured_policy(dir.path(), Some("lean")).unwrap();
     let replica = crate::replica::build(&policy).unwrap();
     let compiled = Compiled::read(&replica.compile_commands, &replica.stack_src).unwrap();

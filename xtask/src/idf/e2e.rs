@@ -95,7 +95,7 @@ fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
         let policy = Policy::load(&policy_path).unwrap();
         let root = cache_root().join("idf-e2e").join(policy_name);
         stage_project(&root).unwrap();
-        let code = configure::configure_into(&root, &policy_path, false, false).unwrap();
+        let code = layout::configure_into(&root, &policy_path, false, false).unwrap();
         assert_eq!(code, ExitCode::SUCCESS);
         for example in CONSOLE_EXAMPLES {
             let dir = build_dir(&root, example, "linux", policy_name);
@@ -140,8 +140,8 @@ fn idf_e2e_examples_build_for_linux_and_connect_to_aiortc() {
 fn configured_fixture_app(name: &str) -> PathBuf {
     let app = cache_root().join("idf-e2e").join(name);
     Tree::read(&project_root().join("lab/fixtures/idf_app")).unwrap().write(&app).unwrap();
-    let root = configure::application_root(&app).unwrap();
-    assert_eq!(configure::configure_into(&root, &Policy::path_for("lean"), false, false).unwrap(), ExitCode::SUCCESS);
+    let root = layout::application_root(&app).unwrap();
+    assert_eq!(layout::configure_into(&root, &Policy::path_for("lean"), false, false).unwrap(), ExitCode::SUCCESS);
     app
 }
 
@@ -391,7 +391,7 @@ impl PageReport {
 /// plays until WHEP_FRAMES frames are decoded and 3 messages echoed, then DELETEs the session. The
 /// page reports its log lines to a collector here (its `report` query). Post-quantum DTLS stays
 /// on (Chromium as shipped): the device answers, so it is the DTLS client and never has to
-/// reassemble the fragmented ClientHello mbedTLS's server refuses (README, Interoperability).
+/// reassemble the fragmented ClientHello mbedTLS's server refuses (docs/interop.md).
 fn whep_chromium_once(chromium: &Path, elf: &Path, logs: &Path, name: &str) -> std::result::Result<String, String> {
     let device = WhepDevice::start(elf, &logs.join(format!("{name}-device.log")))?;
     let collector = tiny_http::Server::http("127.0.0.1:0").map_err(|e| format!("collector: {e}"))?;
@@ -491,7 +491,7 @@ fn idf_whep_camera_serves_chromium_and_aiortc_over_http() {
         let policy_path = Policy::path_for(policy_name);
         let root = cache_root().join("idf-e2e").join(policy_name);
         stage_project(&root).unwrap();
-        assert_eq!(configure::configure_into(&root, &policy_path, false, false).unwrap(), ExitCode::SUCCESS);
+        assert_eq!(layout::configure_into(&root, &policy_path, false, false).unwrap(), ExitCode::SUCCESS);
         let dir = build_dir(&root, example, "linux", policy_name);
         let started = std::time::Instant::now();
         let build_log = logs.join(format!("{policy_name}-{example}-build.log"));

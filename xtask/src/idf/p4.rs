@@ -12,7 +12,7 @@
 
 use super::e2e::{idf_for, say, stage_project};
 use super::*;
-use crate::size;
+use crate::{size_check, static_sizes as size};
 
 const TEST: &str = "idf::p4::idf_p4_datachannel_echo_links_places_and_holds_its_static_budgets";
 
@@ -38,7 +38,7 @@ fn placeable() -> &'static [&'static str] {
 fn build_p4(idf: &Idf, policy_name: &str) -> (PathBuf, PathBuf) {
     let root = staged_root("esp32p4", policy_name);
     stage_project(&root).unwrap();
-    let code = configure::configure_into(&root, &Policy::path_for(policy_name), false, false).unwrap();
+    let code = layout::configure_into(&root, &Policy::path_for(policy_name), false, false).unwrap();
     assert_eq!(code, ExitCode::SUCCESS);
     let logs = project_root().join("lab-out/idf-p4");
     std::fs::create_dir_all(&logs).unwrap();
@@ -72,9 +72,10 @@ fn idf_p4_datachannel_echo_links_places_and_holds_its_static_budgets() {
 
         // size-check as the command runs it: idf.py size-components' json2 (unified keys), every
         // budget held, no component read as zeros; the map gives the same RAM figures.
-        let report = size::size_components(&idf, &example_dir, &dir).unwrap_or_else(|e| panic!("{policy_name}: {e:#}"));
+        let report =
+            size_check::size_components(&idf, &example_dir, &dir).unwrap_or_else(|e| panic!("{policy_name}: {e:#}"));
         let json2 = size::read_report(&report).unwrap();
-        size::refuse_empty(&policy.budgets.static_, &json2, &report.display().to_string()).unwrap();
+        size_check::refuse_empty(&policy.budgets.static_, &json2, &report.display().to_string()).unwrap();
         let (from_map, skipped) = size::parse_map_lines(&map).unwrap();
         assert!(skipped.is_empty(), "{policy_name}: map lines not read: {skipped:?}");
         for c in placeable() {
@@ -90,7 +91,7 @@ fn idf_p4_datachannel_echo_links_places_and_holds_its_static_budgets() {
             ));
         }
 
-        let lines = size::check(&policy.budgets.static_, &json2, false);
+        let lines = size_check::check(&policy.budgets.static_, &json2, false);
         assert!(!lines.is_empty(), "{policy_name}: no static budget for the chip");
         let failed: Vec<_> = lines.iter().filter(|l| l.verdict != "within").collect();
         assert!(failed.is_empty(), "{policy_name}: static budgets not held on esp32p4: {failed:?}");

@@ -15,7 +15,7 @@ mod tests;
 
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
-use crate::lab::account;
+use crate::ledger::account;
 use crate::policy::Policy;
 use crate::relay;
 use crate::replica::{self, run as peers};

@@ -77,7 +77,7 @@ fn matrix_passes_for_lean_and_stock_against_chromium_firefox_and_aiortc() {
         results.push(r);
         for peer in PEERS {
             for offer in OFFERERS {
-                // No retry: the DTLS race it hid is fixed (README, "Fixed: the intermittent DTLS
+                // No retry: the DTLS race it hid is fixed (docs/interop.md, "Fixed: the intermittent DTLS
                 // failure"; 500 of 500 runs). One failure fails the test.
                 let r = run_case(&pre, &build, &policy, peer, offer, &settings).unwrap();
                 eprintln!("{}", case_line(&r));
@@ -115,10 +115,10 @@ fn matrix_passes_for_lean_and_stock_against_chromium_firefox_and_aiortc() {
     }
 }
 
-/// Why the device offers as DTLS client (README, "Decisions"): made the DTLS server (it offers
+/// Why the device offers as DTLS client (docs/decisions.md): made the DTLS server (it offers
 /// actpass, `--device-dtls-server`), it refuses Chromium's fragmented post-quantum ClientHello.
 /// The runner must say FAIL, name the case and keep both peers' logs. When this starts passing,
-/// mbedTLS reassembles ClientHello fragments: revisit dtls_client_when_offering and the README.
+/// mbedTLS reassembles ClientHello fragments: revisit dtls_client_when_offering and docs/decisions.md.
 #[test]
 fn chromium_post_quantum_dtls_against_the_device_as_server_fails_and_keeps_both_logs() {
     let _turn = browser_turn();
@@ -208,7 +208,7 @@ fn trickle_per_browser_and_a_remote_refusing_video_keeps_its_data_channels() {
 }
 
 /// The lossy link at 2% and 10% loss with 30 ms jitter, lean and stock, Chromium offering (so the
-/// device is the DTLS client, the setup the README recommends): every echo byte checked, video
+/// device is the DTLS client, the setup docs/interop.md recommends): every echo byte checked, video
 /// keeps arriving, the device's NACK responder answers, and lean stays within its thread and
 /// stack budgets and under stock's peak.
 #[test]

@@ -1,7 +1,7 @@
 //! `lab --compare BEFORE.json AFTER.json`: does a change leave the lab's figures where they were?
 //! Byte-for-byte equality cannot hold: the quiet marks still move by up to a few hundred bytes
-//! between runs of the same build (`--runs`, README "spread"). So the two reports must have the
-//! same shape (policies, scenarios, components, JSON keys) and each measure a budget or README
+//! between runs of the same build (`--runs`, docs/lab.md "spread"). So the two reports must have the
+//! same shape (policies, scenarios, components, JSON keys) and each measure a budget or docs/lab.md
 //! table rests on (`spread::MEASURES`, each component's connected bytes, static internal RAM)
 //! must be where repeated runs of one build put it: each file's range for it (its `--runs N`
 //! spread, else its one value) may lie apart from the other's by at most the wider range's

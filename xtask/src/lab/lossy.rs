@@ -249,7 +249,8 @@ pub fn side_by_side(runs: &[LossyRun]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::{account, render};
+    use crate::lab::render;
+    use crate::ledger::account;
     use crate::policy::Policy;
     use crate::replica::{self, run};
 

@@ -4,10 +4,8 @@
 //! host (build the replica) -> run (device + remote processes) -> trace (recorder output)
 //! -> account (component x phase) -> projection (ESP32 heaps) -> render (tables, SVG, JSON, budgets)
 
-pub mod account;
 pub mod compare;
 pub mod lossy;
-pub mod projection;
 pub mod render;
 pub mod savings;
 pub mod soak;
@@ -16,8 +14,10 @@ pub mod spread;
 #[cfg(test)]
 mod tests;
 
+use crate::docs;
 use crate::exit::{self, Outcome};
 use crate::fsutil::{project_root, write_atomic};
+use crate::ledger::account;
 use crate::policy::Policy;
 use crate::replica::{self, run};
 use crate::report::Report;
@@ -59,10 +59,12 @@ pub struct Args {
     /// Also write the stock-vs-lean tables as Markdown to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
-    /// Replace the generated blocks of README.md (`<!-- lab:begin -->` ... `<!-- lab:end -->`,
-    /// `targets`, and with --knob-savings `savings`) with this run's Markdown tables.
-    #[arg(long)]
-    update_readme: bool,
+    /// Replace the generated blocks of docs/lab.md (`<!-- lab:begin -->` ... `<!-- lab:end -->`,
+    /// `threads`, `targets`, with --knob-savings `savings`, with --loss `lossy`) with this run's
+    /// Markdown tables (docs::BLOCKS says which file holds which). `--update-readme` is the old
+    /// name, from before issue 31 moved the tables out of README.md.
+    #[arg(long = "update-docs", alias = "update-readme")]
+    update_docs: bool,
     /// Directory for the SVG timelines and raw traces.
     #[arg(long, default_value = "lab-out")]
     out: PathBuf,
@@ -95,7 +97,7 @@ pub struct Args {
     /// rates. Runs datachannel, video and camera (the one-connection scenarios); exit 1 also
     /// when a message arrives damaged or out of order, frames stop arriving for over a second,
     /// or the device's NACK responder never resends a lost video packet. --json then writes
-    /// {"reports": [...], "lossy": [...]}, and --update-readme the README's `lossy` block.
+    /// {"reports": [...], "lossy": [...]}, and --update-docs the `lossy` block of docs/lab.md.
     #[arg(long, value_name = "PERCENT", value_parser = loss_percent)]
     loss: Vec<f64>,
     /// With --loss (or alone): each packet is held back a uniform 0..=MS, so packets reorder.
@@ -110,7 +112,7 @@ pub struct Args {
     #[arg(long)]
     knob_savings: bool,
     /// With --knob-savings: only the levers whose name contains this text (repeatable), e.g.
-    /// `--lever sync.placement --lever fewer-locks`. --update-readme then leaves the savings
+    /// `--lever sync.placement --lever fewer-locks`. --update-docs then leaves the savings
     /// block alone: it holds every lever.
     #[arg(long, value_name = "TEXT", requires = "knob_savings")]
     lever: Vec<String>,
@@ -245,8 +247,8 @@ fn knob_savings(args: &Args, policies: &[Policy], out: &Path) -> Outcome {
         let dir = out.join(format!("savings-{}", policy.policy.name));
         let savings = savings::knob_savings(policy, &quick, &dir, &args.lever)?;
         savings::print_savings(&policy.policy.name, &savings);
-        if args.update_readme && args.lever.is_empty() && policy.policy.name == "lean" {
-            update_readme("savings", &savings::savings_markdown(&savings))?;
+        if args.update_docs && args.lever.is_empty() && policy.policy.name == "lean" {
+            docs::update_block("savings", &savings::savings_markdown(&savings))?;
         }
         all.push(serde_json::json!({ "policy": policy.policy.name, "levers": savings }));
     }
@@ -272,7 +274,13 @@ fn run_all(
         let build = replica::build(policy)?;
         // Static internal RAM: the host libraries are a proxy; the chip's map, when a build is at
         // hand, is the figure (and the one the whole-stack line uses).
-        print!("{}", crate::size::static_comparison(policy, &crate::size::host_sizes(&build.libraries, policy)?)?);
+        print!(
+            "{}",
+            crate::static_sizes::static_comparison(
+                policy,
+                &crate::static_sizes::host_sizes(&build.libraries, policy)?
+            )?
+        );
         for link in links {
             for scenario in scenarios {
                 for (i, run_reports) in runs.iter_mut().enumerate() {
@@ -307,7 +315,7 @@ fn run_all(
     Ok((runs, lossy_runs))
 }
 
-/// The tables on stdout, `--json`, `--markdown` and `--update-readme`.
+/// The tables on stdout, `--json`, `--markdown` and `--update-docs`.
 fn write_outputs(
     args: &Args,
     policies: &[Policy],
@@ -338,16 +346,16 @@ fn write_outputs(
     if let Some(path) = &args.markdown {
         write_atomic(path, markdown.as_bytes())?;
     }
-    if args.update_readme && lossy {
+    if args.update_docs && lossy {
         let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-        update_readme("lossy", &format!("```\n$ cargo xtask {command}\n{}```", lossy::side_by_side(lossy_runs)))?;
-    } else if args.update_readme {
-        update_readme("lab", &markdown)?;
+        docs::update_block("lossy", &format!("```\n$ cargo xtask {command}\n{}```", lossy::side_by_side(lossy_runs)))?;
+    } else if args.update_docs {
+        docs::update_block("lab", &markdown)?;
         if args.scenarios.iter().any(|s| s == "datachannel") {
-            update_readme("threads", &render::threads_markdown(reports, "datachannel"))?;
+            docs::update_block("threads", &render::threads_markdown(reports, "datachannel"))?;
         }
         if policies.iter().any(|p| p.policy.name == "lean") {
-            update_readme("targets", &render::targets_markdown(reports, "lean"))?;
+            docs::update_block("targets", &render::targets_markdown(reports, "lean"))?;
         }
     }
     Ok(())
@@ -384,17 +392,4 @@ fn settle_cycle_leaks(reports: &mut [Report], cycles: u32) {
                 Some(r.leak_bytes.saturating_sub(*one) / u64::from(cycles.max(2) - 1));
         }
     }
-}
-
-/// Replaces the README block between `<!-- NAME:begin -->` and `<!-- NAME:end -->`.
-fn update_readme(name: &str, markdown: &str) -> anyhow::Result<()> {
-    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
-    let path = project_root().join("README.md");
-    let text = std::fs::read_to_string(&path)?;
-    let (Some(b), Some(e)) = (text.find(&begin), text.find(&end)) else {
-        return Err(exit::bad_input(format!("{}: no `{begin}` ... `{end}` block to replace", path.display())));
-    };
-    let updated = format!("{}{begin}\n{}\n{}", &text[..b], markdown.trim(), &text[e..]);
-    write_atomic(&path, updated.as_bytes())?;
-    Ok(())
 }

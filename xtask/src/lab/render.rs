@@ -231,7 +231,7 @@ pub fn print_side_by_side(reports: &[Report]) {
     }
 }
 
-/// The same tables in Markdown, for the README (`--markdown`).
+/// The same tables in Markdown, for docs/lab.md (`--markdown`, `--update-docs`).
 pub fn markdown_side_by_side(reports: &[Report]) -> String {
     let mut md = String::new();
     for t in side_by_side(reports) {

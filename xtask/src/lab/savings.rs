@@ -7,8 +7,8 @@
 //! and the placement settings (`sync.placement`, `static_placement`), whose saving is internal RAM
 //! moved to PSRAM rather than bytes: the `internal` columns show it.
 
-use super::account;
 use crate::fsutil::write_atomic;
+use crate::ledger::account;
 use crate::policy::{is_knob_patch, Policy, StaticPlacement, SyncPlacement, KNOBS};
 use crate::replica::{self, run};
 use crate::report::Report;

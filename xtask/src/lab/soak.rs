@@ -3,7 +3,7 @@
 //! median of pairwise slopes over the second half (the first half lets pools and caches reach their size), plus
 //! threads created against threads ended and open file descriptors at every mark.
 
-use super::account;
+use crate::ledger::account;
 use crate::replica;
 use crate::replica::run::{self as scenario_run, Settings};
 

@@ -6,7 +6,7 @@ use crate::report::{Report, Spread};
 
 pub type Measure = fn(&Report) -> Option<u64>;
 
-/// The measures a budget or a README table rests on.
+/// The measures a budget or a docs/lab.md table rests on.
 pub const MEASURES: &[(&str, Measure)] = &[
     ("first PeerConnection (init) B", |r| Some(r.init_bytes)),
     ("connected B", |r| Some(r.total_connected_bytes)),

@@ -1,8 +1,8 @@
 //! The instrument on fixtures with known allocations: exact bytes per component and phase, leaks,
 //! and a thread with a known stack use. Needs g++-multilib (scripts/setup.sh installs it).
 
-use super::account::account;
 use crate::fsutil::project_root;
+use crate::ledger::account::account;
 use crate::policy::Policy;
 use crate::replica::trace;
 use crate::replica::{build_recorder, tools::compiler};
@@ -142,7 +142,8 @@ fn trace_from_a_truncated_file_is_refused() {
 /// cycles). Builds the replica (cached in ~/.cache/esp-dc).
 #[test]
 fn real_stack_smoke_run_stock_figures_and_lean_budgets() {
-    use super::{account, render};
+    use super::render;
+    use crate::ledger::account;
     use crate::replica::{self, run};
     let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = tempfile::tempdir().unwrap();
@@ -212,7 +213,8 @@ fn assert_runtime_knobs_applied(device_log: &str, policy: &Policy) {
 /// verdict finds 64 B per cycle, names the site and fails the budget.
 #[test]
 fn cycle_verdict_fails_on_a_64_byte_leak_per_connection_and_not_on_the_time_wait() {
-    use super::{account, render};
+    use super::render;
+    use crate::ledger::account;
     use crate::replica::{self, run};
     let _measuring = crate::idf::HEAVY_TEST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();

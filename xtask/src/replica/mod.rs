@@ -8,7 +8,7 @@
 //! device and remote driver processes) -> trace (what the recorder wrote). `lab`, `bench`,
 //! `interop`, `size-check --host` and `audit` use it; it knows nothing of them.
 
-pub mod flags;
+pub mod cache;
 pub mod run;
 pub mod tools;
 pub mod trace;
@@ -18,14 +18,16 @@ mod recorder_tests;
 #[cfg(test)]
 mod tests;
 
-pub use flags::hash_of;
+pub use cache::hash_of;
 pub use tools::{Progress, VERBOSE};
 
 use crate::fsutil::{project_root, write_atomic};
-use crate::policy::{runtime_knobs_header, Policy, RUNTIME_KNOBS_HEADER};
+use crate::policy::Policy;
+use crate::render::host::{component_flags, knob_definitions, mbedtls_config_lines, project_include_cmake};
+use crate::render::{runtime_knobs_header, RUNTIME_KNOBS_HEADER};
 use crate::upstream::{self, Tree};
 use anyhow::{Context, Result};
-use flags::{component_flags, knob_definitions, mbedtls_config_lines, project_include_cmake, INCLUDE_DIR};
+use cache::INCLUDE_DIR;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tools::{cmake_build, compile_artifact, BuildLog, ARTIFACT_FLAGS, CC, CMAKE_BASE_FLAGS, CXX};
@@ -73,7 +75,7 @@ fn build_logged(policy: &Policy, log: &mut BuildLog) -> Result<HostBuild> {
     let root = project_root();
     let recorder_dir = root.join("lab/recorder");
     let stack = upstream::stage_stack(&sources, policy)?;
-    let key = flags::cache_key(&root, policy, &stack)?;
+    let key = cache::cache_key(&root, policy, &stack)?;
     let dir = cache_root().join("host").join(format!("{}-{key}", policy.policy.name));
     std::fs::create_dir_all(&dir)?;
     // One writer per cache directory: tests build in-process and in parallel (lab, size,

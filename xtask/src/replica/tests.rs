@@ -11,7 +11,7 @@ use std::process::Command;
 /// -Werror -> -Werror=all, are exactly what the lab gives the stack.
 #[test]
 fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
-    use super::flags::{IDF_C_WARNING_FLAGS, IDF_WARNING_FLAGS};
+    use crate::render::host::{IDF_C_WARNING_FLAGS, IDF_WARNING_FLAGS};
     let Some(idf) = crate::idf::tree_for_tests() else {
         crate::idf::say_skipped("lab_warning_flags_are_esp_idf_build_cmake_compile_options");
         return;
@@ -62,7 +62,7 @@ fn lab_warning_flags_are_esp_idf_build_cmake_compile_options() {
 /// the lab's mbedTLS removes the deprecated APIs as esp_config.h does.
 #[test]
 fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
-    use super::flags::{component_flags, mbedtls_config_lines, project_include_cmake, IDF_WARNING_FLAGS};
+    use crate::render::host::{component_flags, mbedtls_config_lines, project_include_cmake, IDF_WARNING_FLAGS};
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
     let flags =
         component_flags(&policy, &project_root(), &project_root().join("components/esp_dc_port/include")).unwrap();
@@ -100,7 +100,7 @@ fn stack_projects_get_esp_idf_warning_flags_and_their_template_options() {
 /// scratch copy) reuses the lab's builds. FNV-1a of known input, fixed forever.
 #[test]
 fn cache_keys_are_stable_across_toolchains() {
-    use super::flags::hash_of;
+    use super::cache::hash_of;
     assert_eq!(hash_of(&[]), "cbf29ce484222325");
     assert_eq!(hash_of(&[b"a", b"b"]), hash_of(&[b"a", b"b"]));
     assert_ne!(hash_of(&[b"ab"]), hash_of(&[b"a", b"b"]), "part boundaries count");
@@ -111,7 +111,7 @@ fn cache_keys_are_stable_across_toolchains() {
 /// to any input (a port header, port_host.c, a template, a staged source) a different one.
 #[test]
 fn two_clones_at_different_paths_share_the_host_cache_key() {
-    use super::flags::cache_key;
+    use super::cache::cache_key;
     use crate::upstream::Tree;
     let real = project_root();
     let clone = |dir: &Path| {

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::policy::StaticBudget;
+use crate::size_check::*;
 
 fn fixture(name: &str) -> PathBuf {
     project_root().join("lab/fixtures/size").join(name)

@@ -90,8 +90,8 @@ pub struct SyncObject {
     pub owner_site: Option<usize>,
 }
 
-const MALLOC_CAP_SPIRAM: u32 = 1 << 10;
-const MALLOC_CAP_INTERNAL: u32 = 1 << 11;
+// The caps a tagged block was allocated with, as the replica passed them (render::caps_bits).
+use crate::render::{MALLOC_CAP_INTERNAL, MALLOC_CAP_SPIRAM};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Heap {

@@ -229,9 +229,9 @@ struct Mark {
 pub fn build_report(trace_path: &Path, scenario: &str, policy: &Policy, build: &HostBuild) -> Result<Report> {
     let trace = trace::read(trace_path)?;
     let mut report = account(&trace, scenario, policy, &build.driver.to_string_lossy())?;
-    let statics = crate::size::host_sizes(&build.libraries, policy)?;
+    let statics = crate::static_sizes::host_sizes(&build.libraries, policy)?;
     report.static_internal_bytes = Some(statics.values().map(|s| s.dram_bytes).sum());
-    if let Some(chip) = crate::size::chip_static(&policy.policy.name) {
+    if let Some(chip) = crate::static_sizes::chip_static(&policy.policy.name) {
         let chip = chip?;
         report.static_internal_chip_bytes =
             Some(statics.keys().filter_map(|c| chip.sizes.get(c)).map(|s| s.dram_bytes).sum());

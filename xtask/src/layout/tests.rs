@@ -397,14 +397,14 @@ fn lean_and_stock_generate_identical_component_build_files() {
     for component in components::generated() {
         let dir = Path::new("components").join(component);
         let names =
-            ["CMakeLists.txt", "Kconfig", "linker.lf", "idf_component.yml", crate::policy::RUNTIME_KNOBS_HEADER];
+            ["CMakeLists.txt", "Kconfig", "linker.lf", "idf_component.yml", crate::render::RUNTIME_KNOBS_HEADER];
         let read = |root: &Path, name: &str| std::fs::read(root.join(&dir).join(name)).ok();
         for name in names {
             let lean = read(a.root(), name);
             assert_eq!(lean, read(b.root(), name), "{component}/{name} differs between lean and stock");
             let expected = match name {
                 "linker.lf" => crate::policy::STATIC_PLACEABLE.contains(&component),
-                crate::policy::RUNTIME_KNOBS_HEADER => component == "libdatachannel",
+                crate::render::RUNTIME_KNOBS_HEADER => component == "libdatachannel",
                 _ => true,
             };
             assert_eq!(lean.is_some(), expected, "{component}/{name}");
@@ -1071,7 +1071,7 @@ fn unknown_keys_are_refused_against_an_esp_idf_tree_and_in_rendered_lines() {
         let err = render::check_sdkconfig_keys(&[line.to_string()], &extra, &known, "", "p.toml").unwrap_err();
         assert_eq!(exit_code_of(&err), 2);
         assert!(
-            err.to_string().starts_with("xtask/src/configure/render.rs: CONFIG_") && err.to_string().contains(expected),
+            err.to_string().starts_with("xtask/src/render.rs: CONFIG_") && err.to_string().contains(expected),
             "{err}"
         );
     }

@@ -1,27 +1,13 @@
-//! What the replica compiles the stack with, from the policy: per component the force-include,
-//! caps and id, definitions and warning options (ESP-IDF's and the component template's); the
-//! knob definitions; mbedTLS's configuration lines; and the content key of a build.
+//! What the replica compiles the stack with, rendered from the policy: per component the
+//! force-include, caps and id, definitions and warning options (ESP-IDF's and the component
+//! template's); the knob definitions; mbedTLS's configuration lines; the CMake include that
+//! hands them to each project. (The build's content key is `replica::cache`'s.)
 
 use crate::components;
-use crate::fsutil::fnv1a64;
-use crate::policy::{KnobEffect, Placement, Policy, KNOBS};
-use crate::upstream::{self, Tree};
+use crate::policy::{KnobEffect, Policy, KNOBS};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-fn caps_of(placement: Placement) -> u32 {
-    // Bit values of ESP-IDF's esp_heap_caps.h (mirrored in esp_dc_port_alloc.h).
-    const MALLOC_CAP_8BIT: u32 = 1 << 2;
-    const MALLOC_CAP_SPIRAM: u32 = 1 << 10;
-    const MALLOC_CAP_INTERNAL: u32 = 1 << 11;
-    const MALLOC_CAP_DEFAULT: u32 = 1 << 12;
-    match placement {
-        Placement::Psram => MALLOC_CAP_SPIRAM,
-        Placement::Internal => MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT,
-        Placement::Default => MALLOC_CAP_DEFAULT,
-    }
-}
 
 /// mbedTLS as ESP-IDF 5.5 configures it (components/mbedtls/port/include/mbedtls/esp_config.h
 /// read with the sdkconfig our policies render: CONFIG_MBEDTLS_SSL_PROTO_DTLS and
@@ -127,7 +113,7 @@ pub(crate) fn component_flags(
         let mut c_only = Vec::new();
         if !spec.force_include.is_empty() {
             c_only.push(format!("-include{}", include_dir.join(&spec.force_include).display()));
-            c_only.push(format!("-DESP_DC_ALLOC_CAPS={}", caps_of(spec.placement)));
+            c_only.push(format!("-DESP_DC_ALLOC_CAPS={}", super::caps_bits(spec.placement)));
             c_only.push(format!("-DESP_DC_COMPONENT_ID={}", row.id));
         }
         let definitions: Vec<String> = spec.definitions.iter().map(|(k, v)| format!("{k}={}", v.render())).collect();
@@ -151,46 +137,6 @@ pub(crate) fn knob_definitions(policy: &Policy) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-/// A short content key for cached build products: `fsutil::fnv1a64` as 16 hex digits.
-pub fn hash_of(parts: &[&[u8]]) -> String {
-    format!("{:016x}", fnv1a64(parts))
-}
-
-/// What this file does with the inputs beyond their content (cmake options, compiler flags,
-/// directory layout). Change it with the recipe: old cache directories then stop matching.
-const RECIPE: &str = "host-recipe-7: cmake and compilers run plainly; compile_commands.json";
-
-/// Where the stack's flags find the redirect header, relative to the clone.
-pub(crate) const INCLUDE_DIR: &str = "components/esp_dc_port/include";
-
-/// The host build's cache key, from content only: the recipe, the policy's flags, knobs and
-/// mbedTLS lines, the stack's CMake options, the pinned versions, every file of the patched stack
-/// tree (so every patch), the port headers and port_host.c the stack links with, each component template. Paths count
-/// relative to the clone at `root`, never absolutely, so a second clone (or CI's scratch copy)
-/// finds the first one's build. The recorder and the driver are separate artifacts in the
-/// directory, each keyed by its own sources (`recorder-<hash>`, `driver-<hash>`): a recorder
-/// fix then costs a second, not a rebuild of the stack.
-pub(crate) fn cache_key(root: &Path, policy: &Policy, stack: &Tree) -> Result<String> {
-    let flags = component_flags(policy, root, Path::new(INCLUDE_DIR))?;
-    let mut parts: Vec<Vec<u8>> = vec![RECIPE.into()];
-    parts.extend(upstream::pinned_versions(root)?.into_iter().map(String::into_bytes));
-    parts.extend([
-        format!("{flags:?}").into_bytes(),
-        format!("{:?}", knob_definitions(policy)).into_bytes(),
-        mbedtls_config_lines(policy).into_bytes(),
-        format!("{:?}", super::STACK_OPTIONS).into_bytes(),
-    ]);
-    let port = Tree::read(&root.join(INCLUDE_DIR))?;
-    for (rel, bytes) in stack.files.iter().chain(&port.files) {
-        parts.push(rel.to_string_lossy().as_bytes().to_vec());
-        parts.push(bytes.clone());
-    }
-    let port_host = root.join("lab/recorder/port_host.c");
-    parts.push(std::fs::read(&port_host).with_context(|| format!("reading {}", port_host.display()))?);
-    let refs: Vec<&[u8]> = parts.iter().map(|v| v.as_slice()).collect();
-    Ok(hash_of(&refs))
 }
 
 pub(crate) fn project_include_cmake(flags: &BTreeMap<&'static str, ProjectFlags>) -> String {

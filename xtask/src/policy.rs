@@ -652,10 +652,13 @@ pub const KNOBS: &[KnobSpec] = &[
     },
 ];
 
+/// (knob's component, knob, its patches as (component, patch)).
+pub type KnobPatches = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
 /// Knobs whose code lives in patches of their own, not in a knobs.patch: (knob's component, knob,
 /// the patches by component). A policy that sets such a knob lists its patches (checked), and
 /// `--knob-savings` reverts the knob, not them (they are its plumbing).
-pub const KNOB_PATCHES: &[(&str, &str, &[(&str, &str)])] = &[
+pub const KNOB_PATCHES: &[KnobPatches] = &[
     (
         "libjuice",
         "driven_by_pool",

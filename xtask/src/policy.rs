@@ -492,6 +492,24 @@ pub const KNOBS: &[KnobSpec] = &[
     },
     KnobSpec {
         component: "libdatachannel",
+        name: "nack_window_ms",
+        stock: 0,
+        min: 0,
+        max: 10000,
+        effect: KnobEffect::Define("RTC_ESP_NACK_WINDOW_MS"),
+        help: "RtcpNackResponder keeps each sent packet this long (patch libdatachannel/nack-window.patch): the store follows the send rate instead of holding a fixed count. Set it to how long the receiver may still ask for a packet: its NACK delay, the round trip and the re-NACK rounds it makes. 0: no time limit (upstream: the count alone).",
+    },
+    KnobSpec {
+        component: "libdatachannel",
+        name: "nack_max_bytes",
+        stock: 0,
+        min: 0,
+        max: 16777216,
+        effect: KnobEffect::Define("RTC_ESP_NACK_MAX_BYTES"),
+        help: "Cap on the packet bytes RtcpNackResponder holds (patch libdatachannel/nack-window.patch): above it the oldest packets leave the store before nack_window_ms, so a burst or a high bitrate costs at most this much. 0: no byte cap (upstream).",
+    },
+    KnobSpec {
+        component: "libdatachannel",
         name: "recv_queue_limit",
         stock: 1024,
         min: 1,
@@ -652,7 +670,42 @@ pub const KNOBS: &[KnobSpec] = &[
         effect: KnobEffect::Define("JUICE_ESP_RECV_BUFFER_SIZE"),
         help: "Stack buffer the connection thread receives each UDP datagram into (conn_*.c BUFFER_SIZE). Must hold the largest datagram a peer sends: WebRTC peers keep DTLS and SRTP packets under the path MTU, 1500 bytes on Ethernet and Wi-Fi.",
     },
+    KnobSpec {
+        component: "libjuice",
+        name: "driven_by_pool",
+        stock: 0,
+        min: 0,
+        max: 1,
+        effect: KnobEffect::Define("RTC_ESP_JUICE_DRIVEN_BY_POOL"),
+        help: "1: libjuice starts no connections thread; an idle worker of libdatachannel's thread pool polls the ICE agents' sockets and runs their timers (juice_esp_poll, patches libjuice/driven-by-pool.patch and libdatachannel/juice-driven-by-pool.patch, which the policy must list). One FreeRTOS task (stack and TCB) fewer. 0: upstream's \"juice poll\" thread.",
+    },
 ];
+
+/// (knob's component, knob, its patches as (component, patch)).
+pub type KnobPatches = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+/// Knobs whose code lives in patches of their own, not in a knobs.patch: (knob's component, knob,
+/// the patches by component). A policy that sets such a knob lists its patches (checked), and
+/// `--knob-savings` reverts the knob, not them (they are its plumbing).
+pub const KNOB_PATCHES: &[KnobPatches] = &[
+    (
+        "libjuice",
+        "driven_by_pool",
+        &[
+            ("libjuice", "libjuice/driven-by-pool.patch"),
+            ("libdatachannel", "libdatachannel/juice-driven-by-pool.patch"),
+        ],
+    ),
+    ("libdatachannel", "nack_window_ms", &[("libdatachannel", "libdatachannel/nack-window.patch")]),
+    ("libdatachannel", "nack_max_bytes", &[("libdatachannel", "libdatachannel/nack-window.patch")]),
+    ("libjuice", "ice_max_hostname_bytes", &[("libjuice", "libjuice/ice-field-knobs.patch")]),
+    ("libjuice", "ice_max_credential_bytes", &[("libjuice", "libjuice/ice-field-knobs.patch")]),
+];
+
+/// Whether `patch` is one of a knob's own patches (see KNOB_PATCHES).
+pub fn is_knob_patch(patch: &str) -> bool {
+    KNOB_PATCHES.iter().any(|(_, _, patches)| patches.iter().any(|(_, p)| *p == patch))
+}
 
 pub fn knob(component: &str, name: &str) -> Option<&'static KnobSpec> {
     KNOBS.iter().find(|k| k.component == component && k.name == name)

@@ -9,7 +9,7 @@
 
 use crate::fsutil::write_atomic;
 use crate::ledger::account;
-use crate::policy::{Policy, StaticPlacement, SyncPlacement, KNOBS};
+use crate::policy::{is_knob_patch, Policy, StaticPlacement, SyncPlacement, KNOBS};
 use crate::replica::{self, run};
 use crate::report::Report;
 use anyhow::{Context, Result};
@@ -59,7 +59,7 @@ fn levers(policy: &Policy) -> Vec<Lever> {
             name: format!("components.{component}.knobs.{name}"),
             policy_value: current.to_string(),
             upstream_value: stock.to_string(),
-            video: name == "nack_max_packets",
+            video: name.starts_with("nack_"),
             revert: Box::new(move |doc| {
                 doc["components"][component]["knobs"][name] = value(stock);
             }),
@@ -125,7 +125,9 @@ fn levers(policy: &Policy) -> Vec<Lever> {
         });
     }
     for (component, c) in &policy.components {
-        for patch in c.patches.iter().filter(|p| !p.ends_with("knobs.patch")) {
+        // A knob's own patches are plumbing like knobs.patch: the knob's lever reverts it.
+        let plumbing = |p: &str| p.ends_with("/knobs.patch") || is_knob_patch(p);
+        for patch in c.patches.iter().filter(|p| !plumbing(p)) {
             let (component, patch) = (component.clone(), patch.clone());
             levers.push(Lever {
                 name: format!("patch {patch}"),

@@ -9,7 +9,16 @@ fn shipped(name: &str) -> String {
 }
 
 /// libdatachannel's patch list as policies/lean.toml spells it (the cases below remove it).
-const LEAN_LDC_PATCHES: &str = "patches = [\n    \"libdatachannel/knobs.patch\",\n    \"libdatachannel/inline-constants.patch\",\n    \"libdatachannel/lazy-log-counters.patch\",\n    \"libdatachannel/fewer-locks.patch\",\n    \"libdatachannel/lazy-queues.patch\",\n]\n";
+const LEAN_LDC_PATCHES: &str = "patches = [\n    \"libdatachannel/knobs.patch\",\n    \"libdatachannel/inline-constants.patch\",\n    \"libdatachannel/lazy-log-counters.patch\",\n    \"libdatachannel/fewer-locks.patch\",\n    \"libdatachannel/lazy-queues.patch\",\n    # juice-driven-by-pool.patch: with libjuice.driven_by_pool, an idle pool worker polls libjuice.\n    \"libdatachannel/juice-driven-by-pool.patch\",\n    # nack-window.patch: RtcpNackResponder's store by time and bytes (nack_window_ms, nack_max_bytes).\n    \"libdatachannel/nack-window.patch\",\n]\n";
+
+/// Lean without libdatachannel's patches, and without the knobs whose code lives in patches of
+/// their own (a policy may not set them without their patches: policy::KNOB_PATCHES).
+fn without_ldc_patches(lean: &str) -> String {
+    let text = with(lean, LEAN_LDC_PATCHES, "");
+    let text = with(&text, "driven_by_pool = 1\n", "");
+    let text = with(&text, "nack_window_ms = 450\n", "");
+    with(&text, "nack_max_bytes = 57344\n", "")
+}
 
 /// Replaces `from` (which must be there) by `to`.
 fn with(text: &str, from: &str, to: &str) -> String {
@@ -258,7 +267,7 @@ fn every_policy_field_has_an_effect() {
         ("components.esp_dc_port.placement", with(&lean, "[components.esp_dc_port]\nplacement = \"psram\"", "[components.esp_dc_port]\nplacement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_OWN_PLACEMENT_INTERNAL=y"),
         ("components.libjuice.force_include", with(&lean, "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"esp_dc_alloc_redirect.h\"", "[components.libjuice]\nplacement = \"psram\"\nforce_include = \"\""), sd, "\n# CONFIG_ESP_DC_LIBJUICE_REDIRECT_MALLOC is not set\n"),
         ("components.usrsctp.definitions", with(&lean, "[components.usrsctp]\n", "[components.usrsctp]\ndefinitions = { SCTP_DEBUG_LEVEL = 3, NAME = \"x\" }\n"), sd, "\nCONFIG_ESP_DC_USRSCTP_EXTRA_DEFINITIONS=\"NAME=x;SCTP_DEBUG_LEVEL=3\"\n"),
-        ("components.libdatachannel.patches", with(&lean, LEAN_LDC_PATCHES, ""), STAMP, "patches = [\"libjuice/knobs.patch\", \"libjuice/ice-field-knobs.patch\", \"usrsctp/no-iterator-thread.patch\"]"),
+        ("components.libdatachannel.patches", without_ldc_patches(&lean), STAMP, "patches = [\"libjuice/knobs.patch\", \"libjuice/ice-field-knobs.patch\", \"libjuice/driven-by-pool.patch\", \"usrsctp/no-iterator-thread.patch\"]"),
         ("components.libdatachannel.threads.stack_bytes", with(&lean, "stack_bytes = 15360", "stack_bytes = 12288"), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_BYTES=12288"),
         ("pthread.stack_placement + threads.placement", with(&with(&lean, "stack_placement = \"psram\"", "stack_placement = \"internal\""), "stack_bytes = 15360, placement = \"psram\"", "stack_bytes = 15360, placement = \"internal\""), sd, "CONFIG_ESP_DC_PORT_THREAD_STACK_INTERNAL=y\n"),
         ("memory.spiram", with(&lean.replace("\"psram\"", "\"internal\""), "spiram = true", "spiram = false"), sd, "# CONFIG_SPIRAM is not set"),
@@ -300,7 +309,7 @@ fn every_policy_field_has_an_effect() {
     }
 
     // The patch list also changes the code: without the patch the knob is not compiled in.
-    let unpatched = plan_of(&with(&lean, LEAN_LDC_PATCHES, ""));
+    let unpatched = plan_of(&without_ldc_patches(&lean));
     let internals = |p: &Plan| {
         String::from_utf8(p.components["libdatachannel"].files[Path::new("upstream/src/impl/internals.hpp")].clone())
             .unwrap()
@@ -441,8 +450,11 @@ fn configure_is_idempotent_and_check_detects_drift() {
             "libdatachannel/lazy-log-counters.patch".to_string(),
             "libdatachannel/fewer-locks.patch".to_string(),
             "libdatachannel/lazy-queues.patch".to_string(),
+            "libdatachannel/juice-driven-by-pool.patch".to_string(),
+            "libdatachannel/nack-window.patch".to_string(),
             "libjuice/knobs.patch".to_string(),
             "libjuice/ice-field-knobs.patch".to_string(),
+            "libjuice/driven-by-pool.patch".to_string(),
             "usrsctp/no-iterator-thread.patch".to_string(),
         ]
     );
@@ -755,8 +767,7 @@ fn a_stack_resident_64k_receive_buffer_with_small_stacks_is_warned_about() {
     assert!(fixed.warnings.is_empty(), "lean must not warn: {:?}", fixed.warnings);
     let warned = plan_of(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 65536));
     assert!(warned.warnings.iter().any(|w| w.contains("64 KB receive buffer")), "{:?}", warned.warnings);
-    let unpatched =
-        plan_of(&with(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096), LEAN_LDC_PATCHES, ""));
+    let unpatched = plan_of(&without_ldc_patches(&set_knob(&lean, "libdatachannel", "sctp_recv_chunk_bytes", 4096)));
     assert!(unpatched.warnings.iter().any(|w| w.contains("knobs.patch not applied")));
 }
 

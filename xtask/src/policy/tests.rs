@@ -217,6 +217,30 @@ fn dtls_read_buffer_must_hold_a_record() {
     );
 }
 
+#[test]
+fn driven_by_pool_needs_both_of_its_patches() {
+    let lean = shipped("lean");
+    assert!(lean.contains("driven_by_pool = 1"), "lean drives libjuice from the pool");
+    for patch in ["\"libjuice/driven-by-pool.patch\"", "\"libdatachannel/juice-driven-by-pool.patch\","] {
+        let text = lean.replacen(patch, "", 1);
+        assert_ne!(text, lean, "{patch} is listed in lean");
+        let err = parse_err(&text);
+        assert!(err.contains("components.libjuice.knobs.driven_by_pool: 1 needs"), "{err}");
+    }
+}
+
+#[test]
+fn the_nack_window_needs_its_patch() {
+    let lean = shipped("lean");
+    let text = lean.replacen("\"libdatachannel/nack-window.patch\",", "", 1);
+    assert_ne!(text, lean, "lean lists nack-window.patch");
+    let err = parse_err(&text);
+    assert!(
+        err.contains("components.libdatachannel.knobs.nack_window_ms: 450 needs `libdatachannel/nack-window.patch`"),
+        "{err}"
+    );
+}
+
 /// Issue 18: numbers past their Kconfig option's range passed and kconfgen then dropped
 /// them. Each is refused at its line, before anything is written.
 #[test]

@@ -252,6 +252,22 @@ impl Policy {
                 &THREAD_STACK_RANGE,
             );
         }
+        // These knobs only switch code that their patches add: without them a build would quietly
+        // keep upstream's behaviour (or fail to link on one side).
+        for (knob_component, knob, patches) in KNOB_PATCHES {
+            let Some(value) = self.components.get(*knob_component).and_then(|c| c.knobs.get(*knob)) else { continue };
+            if *value == 0 {
+                continue;
+            }
+            for (component, patch) in patches.iter() {
+                if !self.components.get(*component).is_some_and(|c| c.patches.iter().any(|p| p == patch)) {
+                    problems.push((
+                        format!("components.{knob_component}.knobs.{knob}"),
+                        format!("{value} needs `{patch}` in components.{component}.patches"),
+                    ));
+                }
+            }
+        }
         // A DTLS read buffer smaller than a record would split an SCTP packet in two.
         if let Some(buffer) = self.components.get("libdatachannel").and_then(|c| c.knobs.get("dtls_recv_buffer_bytes"))
         {

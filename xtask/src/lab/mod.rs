@@ -382,6 +382,9 @@ fn write_outputs(
         docs::update_block("lab", &markdown)?;
         if args.scenarios.iter().any(|s| s == "datachannel") {
             docs::update_block("threads", &render::threads_markdown(reports, "datachannel"))?;
+            if policies.iter().any(|p| p.policy.name == "stock") && policies.iter().any(|p| p.policy.name == "lean") {
+                docs::update_block("headline", &render::headline_markdown(reports))?;
+            }
         }
         if policies.iter().any(|p| p.policy.name == "lean") {
             docs::update_block("targets", &render::targets_markdown(reports, "lean"))?;

@@ -259,8 +259,9 @@ const TARGETS: &[(&str, &str, Measure, u64)] = &[
     ("one data-channel connection, connected B", "datachannel", |r| Some(r.total_connected_bytes), 32 * 1024),
     ("peak during the handshake B", "datachannel", |r| Some(r.handshake_peak_bytes), 40 * 1024),
     ("video 1 Mbit/s, live after 10 s B", "video", |r| r.streaming_bytes, 96 * 1024),
-    ("threads (data channel)", "datachannel", |r| Some(r.threads), 3),
-    ("threads (video)", "video", |r| Some(r.threads), 3),
+    ("camera (H.264 + Opus + channel), live while streaming B", "camera", |r| r.streaming_bytes, 64 * 1024),
+    ("threads (data channel)", "datachannel", |r| Some(r.threads), 1),
+    ("threads (video)", "video", |r| Some(r.threads), 1),
     ("bytes held per connect/disconnect cycle", "cycle", |r| r.leak_bytes_per_cycle, 0),
     ("projected internal RAM per connection B", "datachannel", |r| Some(r.projection.internal_bytes), 1024),
     (
@@ -270,8 +271,8 @@ const TARGETS: &[(&str, &str, Measure, u64)] = &[
         |r| r.static_internal_chip_bytes.or(r.static_internal_bytes).map(|s| s + r.projection.internal_bytes),
         8 * 1024,
     ),
-    ("stack high-water sum (data channel) B", "datachannel", |r| Some(r.total_stack_high_water_bytes), 24 * 1024),
-    ("stack high-water sum (video) B", "video", |r| Some(r.total_stack_high_water_bytes), 24 * 1024),
+    ("stack high-water sum (data channel) B", "datachannel", |r| Some(r.total_stack_high_water_bytes), 16 * 1024),
+    ("stack high-water sum (video) B", "video", |r| Some(r.total_stack_high_water_bytes), 16 * 1024),
 ];
 
 /// Stock, the policy under test and the target, per target measure, as Markdown.
@@ -286,6 +287,35 @@ pub fn targets_markdown(reports: &[Report], policy: &str) -> String {
             None => "-",
         };
         md.push_str(&format!("| {label} | {} | {} | {target} | {met} |\n", cell(&value("stock")), cell(&lean)));
+    }
+    md
+}
+
+/// README's headline: what one data-channel connection costs under each policy (the datachannel
+/// scenario), so the entry page's figures are the lab's, rewritten with the other tables.
+pub fn headline_markdown(reports: &[Report]) -> String {
+    let mut md = String::from(
+        "| | internal RAM per data-channel connection | all the stack holds, connected (PSRAM too) | internal RAM, static + init + one connection |\n| --- | ---: | ---: | ---: |\n| the brief's hand port, on its console (403 KB free before, 156 KB after) | ~247 KB | | |\n",
+    );
+    for r in side_by_side_order(reports).into_iter().filter(|r| r.scenario == "datachannel") {
+        let name = if r.policy == "stock" {
+            "`stock` policy (upstream's settings)".to_string()
+        } else {
+            format!("`{}` policy", r.policy)
+        };
+        let per_connection = r.projection.internal_bytes;
+        let per_connection =
+            if r.policy == "stock" { format!("{per_connection} B") } else { format!("**{per_connection} B**") };
+        let whole = match (r.static_internal_bytes, r.static_internal_chip_bytes) {
+            (Some(host), Some(chip)) if r.policy != "stock" => format!(
+                "{} B ({} B on the esp32p4's map)",
+                host + r.projection.internal_bytes,
+                chip + r.projection.internal_bytes
+            ),
+            (Some(host), _) => format!("{} B", host + r.projection.internal_bytes),
+            (None, _) => "-".into(),
+        };
+        md.push_str(&format!("| {name} | {per_connection} | {} B | {whole} |\n", r.total_connected_bytes));
     }
     md
 }
@@ -510,6 +540,31 @@ mod tests {
             assert!(row.contains(&format!("| {target} |")), "{row}");
         }
         assert!(md.contains("| video 1 Mbit/s, live after 10 s B | - | - | 98304 | - |"), "{md}");
+        // Issue 30's one thread, 16 KiB of stacks and the camera in 64 KiB.
+        assert!(md.contains("| threads (data channel) | 0 | 0 | 1 | yes |"), "{md}");
+        assert!(md.contains("| stack high-water sum (data channel) B | 0 | 0 | 16384 | yes |"), "{md}");
+        assert!(md.contains("| camera (H.264 + Opus + channel), live while streaming B | - | - | 65536 | - |"), "{md}");
+    }
+
+    #[test]
+    fn headline_shows_each_policys_connection_and_the_chip_figure_when_there_is_one() {
+        let mut lean = report("lean", "datachannel", 4096, 34_000);
+        lean.projection.internal_bytes = 700;
+        lean.static_internal_bytes = Some(3000);
+        lean.static_internal_chip_bytes = Some(1400);
+        let mut stock = report("stock", "datachannel", 80_000, 240_000);
+        stock.projection.internal_bytes = 70_000;
+        stock.static_internal_bytes = Some(12_000);
+        let md = headline_markdown(&[lean, stock, report("lean", "video", 1, 2)]);
+        let rows: Vec<&str> = md.lines().skip(3).collect();
+        assert_eq!(
+            rows,
+            [
+                "| `stock` policy (upstream's settings) | 70000 B | 240000 B | 82000 B |",
+                "| `lean` policy | **700 B** | 34000 B | 3700 B (2100 B on the esp32p4's map) |",
+            ],
+            "{md}"
+        );
     }
 
     #[test]

@@ -182,6 +182,7 @@ struct Cond {
     decided: bool,
 }
 
+/// Tokens of `src` outside comments, strings and dead `#if` branches, each with its line.
 fn lex(src: &str, lang: Lang, defines: &Defines) -> Vec<Tok> {
     let chars: Vec<char> = src.chars().collect();
     let mut toks = Vec::new();
@@ -189,7 +190,6 @@ fn lex(src: &str, lang: Lang, defines: &Defines) -> Vec<Tok> {
     let mut line = 1u32;
     let mut i = 0;
     let mut line_start = true;
-    let alive = |conds: &[Cond]| conds.iter().all(|c| c.alive);
     while i < chars.len() {
         let c = chars[i];
         if c == '\n' {
@@ -208,9 +208,7 @@ fn lex(src: &str, lang: Lang, defines: &Defines) -> Vec<Tok> {
             continue;
         }
         if c == '/' && chars.get(i + 1) == Some(&'/') {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
+            i = skip_line_comment(&chars, i);
             continue;
         }
         if c == '/' && chars.get(i + 1) == Some(&'*') {
@@ -218,95 +216,122 @@ fn lex(src: &str, lang: Lang, defines: &Defines) -> Vec<Tok> {
             continue;
         }
         if c == '#' && line_start {
-            // A directive: its logical line, continuations joined, comments dropped.
-            let mut text = String::new();
-            i += 1;
-            while i < chars.len() && chars[i] != '\n' {
-                if chars[i] == '\\' && chars.get(i + 1) == Some(&'\n') {
-                    line += 1;
-                    i += 2;
-                    text.push(' ');
-                    continue;
-                }
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'/') {
-                    while i < chars.len() && chars[i] != '\n' {
-                        i += 1;
-                    }
-                    break;
-                }
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    i = skip_block_comment(&chars, i, &mut line);
-                    text.push(' ');
-                    continue;
-                }
-                text.push(chars[i]);
-                i += 1;
-            }
+            let (text, next) = read_directive(&chars, i, &mut line);
+            i = next;
             directive(text.trim(), lang, defines, &mut conds);
             continue;
         }
         line_start = false;
-        // R"delim( ... )delim"
-        if c == 'R' && chars.get(i + 1) == Some(&'"') && lang == Lang::Cxx {
-            let open = i + 2;
-            let mut j = open;
-            while j < chars.len() && chars[j] != '(' {
-                j += 1;
+        let (text, next) = if c == 'R' && chars.get(i + 1) == Some(&'"') && lang == Lang::Cxx {
+            (None, skip_raw_string(&chars, i, &mut line))
+        } else if c == '"' || c == '\'' {
+            (None, skip_quoted(&chars, i, &mut line))
+        } else if is_ident_start(c) {
+            let end = scan_while(&chars, i, is_ident);
+            (Some(chars[i..end].iter().collect()), end)
+        } else if c.is_ascii_digit() {
+            // Covers suffixes, hex digits and a decimal point: `0x1fu`, `1.5f`.
+            let end = scan_while(&chars, i, |c| is_ident(c) || c == '.');
+            (Some(chars[i..end].iter().collect()), end)
+        } else {
+            let text = punctuator(&chars, i);
+            let end = i + text.len();
+            (Some(text), end)
+        };
+        i = next;
+        // Tokens in a dead branch are dropped, but the lines they span still count.
+        if let Some(text) = text {
+            if conds.iter().all(|c| c.alive) {
+                toks.push(Tok { text, line });
             }
-            let delim: String = chars[open..j.min(chars.len())].iter().collect();
-            let close: Vec<char> = format!("){delim}\"").chars().collect();
-            j += 1;
-            while j < chars.len() && !chars[j..].starts_with(&close) {
-                if chars[j] == '\n' {
-                    line += 1;
-                }
-                j += 1;
-            }
-            i = j + close.len();
-            continue;
-        }
-        if c == '"' || c == '\'' {
-            i += 1;
-            while i < chars.len() && chars[i] != c && chars[i] != '\n' {
-                if chars[i] == '\\' {
-                    if chars.get(i + 1) == Some(&'\n') {
-                        line += 1;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            i += 1;
-            continue;
-        }
-        if is_ident_start(c) {
-            let start = i;
-            while i < chars.len() && is_ident(chars[i]) {
-                i += 1;
-            }
-            if alive(&conds) {
-                toks.push(Tok { text: chars[start..i].iter().collect(), line });
-            }
-            continue;
-        }
-        if c.is_ascii_digit() {
-            let start = i;
-            while i < chars.len() && (is_ident(chars[i]) || chars[i] == '.') {
-                i += 1;
-            }
-            if alive(&conds) {
-                toks.push(Tok { text: chars[start..i].iter().collect(), line });
-            }
-            continue;
-        }
-        let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
-        let text = if two == "::" || two == "->" { two } else { c.to_string() };
-        i += text.len();
-        if alive(&conds) {
-            toks.push(Tok { text, line });
         }
     }
     toks
+}
+
+/// Index of the newline (or end) that ends the `//` comment starting at `at`.
+fn skip_line_comment(chars: &[char], at: usize) -> usize {
+    scan_while(chars, at, |c| c != '\n')
+}
+
+/// Index of the first char at or after `at` that fails `keep` (or the end).
+fn scan_while(chars: &[char], at: usize, keep: impl Fn(char) -> bool) -> usize {
+    let mut i = at;
+    while i < chars.len() && keep(chars[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// The text of the directive whose `#` is at `at` (its logical line: continuations joined,
+/// comments dropped) and the index of the newline that ends it.
+fn read_directive(chars: &[char], at: usize, line: &mut u32) -> (String, usize) {
+    let mut text = String::new();
+    let mut i = at + 1;
+    while i < chars.len() && chars[i] != '\n' {
+        if chars[i] == '\\' && chars.get(i + 1) == Some(&'\n') {
+            *line += 1;
+            i += 2;
+            text.push(' ');
+            continue;
+        }
+        if chars[i] == '/' && chars.get(i + 1) == Some(&'/') {
+            i = skip_line_comment(chars, i);
+            break;
+        }
+        if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+            i = skip_block_comment(chars, i, line);
+            text.push(' ');
+            continue;
+        }
+        text.push(chars[i]);
+        i += 1;
+    }
+    (text, i)
+}
+
+/// Index after the C++ raw string `R"delim( … )delim"` starting at `at`, counting its lines.
+fn skip_raw_string(chars: &[char], at: usize, line: &mut u32) -> usize {
+    let open = at + 2;
+    let mut j = scan_while(chars, open, |c| c != '(');
+    let delim: String = chars[open..j.min(chars.len())].iter().collect();
+    let close: Vec<char> = format!("){delim}\"").chars().collect();
+    j += 1;
+    while j < chars.len() && !chars[j..].starts_with(&close) {
+        if chars[j] == '\n' {
+            *line += 1;
+        }
+        j += 1;
+    }
+    j + close.len()
+}
+
+/// Index after the string or char literal whose opening quote is at `at`. An unterminated
+/// literal stops at the end of its line, so one stray quote cannot swallow the file.
+fn skip_quoted(chars: &[char], at: usize, line: &mut u32) -> usize {
+    let quote = chars[at];
+    let mut i = at + 1;
+    while i < chars.len() && chars[i] != quote && chars[i] != '\n' {
+        if chars[i] == '\\' {
+            if chars.get(i + 1) == Some(&'\n') {
+                *line += 1;
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    i + 1
+}
+
+/// The punctuator at `at`: `::` and `->` as one token (the recogniser matches on them),
+/// anything else one char.
+fn punctuator(chars: &[char], at: usize) -> String {
+    let two: String = chars[at..(at + 2).min(chars.len())].iter().collect();
+    if two == "::" || two == "->" {
+        two
+    } else {
+        chars[at].to_string()
+    }
 }
 
 /// Index after the `/* … */` starting at `at`, counting the lines it spans.

@@ -222,121 +222,143 @@ impl Reader {
         self.log
     }
 
+    /// Reads one line. Our own markers are looked for anywhere in it (a monitor prefixes
+    /// timestamps, another task's output may precede them), first match wins.
     fn line(&mut self, raw: &str) {
         self.number += 1;
-        let number = self.number;
-        let Reader { log, pending_dump_label, open, in_summary, .. } = self;
         let line = strip_ansi(raw);
-        let skip = |log: &mut Log| log.skip(number, &line);
-
         if let Some(at) = line.find("MEMTRACK ") {
-            log.tracker_lines += 1;
-            match parse_tracker(&line[at + "MEMTRACK ".len()..]) {
-                Some(Tracker::Snapshot(s)) => log.snapshots.push(s),
-                Some(Tracker::Delta(d)) => log.deltas.push(d),
-                Some(Tracker::Task(t)) => log.tasks.push(t),
-                Some(Tracker::DumpLabel(label)) => *pending_dump_label = Some(label),
-                Some(Tracker::Other) => {}
-                None => skip(log),
-            }
-            return;
-        }
-        if let Some(at) = line.find("ELF file SHA256:") {
-            let hex = line[at + "ELF file SHA256:".len()..].trim().trim_end_matches('.').to_ascii_lowercase();
-            if !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                log.elf_sha256_prefix = Some((number, hex));
-            } else {
-                skip(log);
-            }
-            return;
-        }
-        if let Some(at) = line.find("ESP-ROM:") {
+            self.tracker_line(&line, &line[at + "MEMTRACK ".len()..]);
+        } else if let Some(at) = line.find("ELF file SHA256:") {
+            self.elf_sha256_line(&line, &line[at + "ELF file SHA256:".len()..]);
+        } else if let Some(at) = line.find("ESP-ROM:") {
             let chip: String =
                 line[at + "ESP-ROM:".len()..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
             if !chip.is_empty() {
-                log.chip = Some(chip);
+                self.log.chip = Some(chip);
             }
-            return;
-        }
-        if line.contains("====== Heap Trace Summary ======") {
-            if open.is_some() {
-                *in_summary = true;
+        } else if line.contains("====== Heap Trace Summary ======") {
+            if self.open.is_some() {
+                self.in_summary = true;
             } else {
-                skip(log);
+                self.log.skip(self.number, &line);
             }
-            return;
+        } else if let Some(at) = line.find("====== Heap Trace: ") {
+            self.dump_header(&line, &line[at..]);
+        } else if self.open.is_none() {
+            self.line_outside_dump(&line);
+        } else if self.in_summary {
+            self.summary_line(&line);
+        } else {
+            self.record_line(&line);
         }
-        if let Some(at) = line.find("====== Heap Trace: ") {
-            if let Some(unfinished) = open.take() {
-                log.dumps.push(unfinished);
-            }
-            if !line[at..].contains(" records (") {
-                skip(log);
-            }
-            let label = pending_dump_label.take().unwrap_or_else(|| format!("dump-{}", log.dumps.len() + 1));
-            *open = Some(Dump {
-                line: number,
-                label,
-                mode: None,
-                records: Vec::new(),
-                summary_bytes: None,
-                summary_allocations: None,
-                overflowed: false,
-                complete: false,
-            });
-            *in_summary = false;
-            return;
+    }
+
+    /// A `MEMTRACK ` line from components/esp_memtrack; `body` follows the marker.
+    fn tracker_line(&mut self, line: &str, body: &str) {
+        let log = &mut self.log;
+        log.tracker_lines += 1;
+        match parse_tracker(body) {
+            Some(Tracker::Snapshot(s)) => log.snapshots.push(s),
+            Some(Tracker::Delta(d)) => log.deltas.push(d),
+            Some(Tracker::Task(t)) => log.tasks.push(t),
+            Some(Tracker::DumpLabel(label)) => self.pending_dump_label = Some(label),
+            Some(Tracker::Other) => {}
+            None => log.skip(self.number, line),
         }
+    }
+
+    /// The boot banner's `ELF file SHA256:`; `rest` follows the marker.
+    fn elf_sha256_line(&mut self, line: &str, rest: &str) {
+        let hex = rest.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            self.log.elf_sha256_prefix = Some((self.number, hex));
+        } else {
+            self.log.skip(self.number, line);
+        }
+    }
+
+    /// `====== Heap Trace: N records (...) ======` opens a dump (`header` starts at the
+    /// marker); a dump still open has lost its summary and is kept as it is.
+    fn dump_header(&mut self, line: &str, header: &str) {
+        if let Some(unfinished) = self.open.take() {
+            self.log.dumps.push(unfinished);
+        }
+        // A header without its count is named, but the dump is still opened: its records follow.
+        if !header.contains(" records (") {
+            self.log.skip(self.number, line);
+        }
+        let label = self.pending_dump_label.take().unwrap_or_else(|| format!("dump-{}", self.log.dumps.len() + 1));
+        self.open = Some(Dump {
+            line: self.number,
+            label,
+            mode: None,
+            records: Vec::new(),
+            summary_bytes: None,
+            summary_allocations: None,
+            overflowed: false,
+            complete: false,
+        });
+        self.in_summary = false;
+    }
+
+    /// A record or frame line with no dump open: its header was cut or garbled (another
+    /// task's output in the middle), so the records cannot be placed; each is named.
+    fn line_outside_dump(&mut self, line: &str) {
+        const OURS: &[&str] = &[
+            " bytes (@ ",
+            "freed by ",
+            "====== Heap",
+            "capacity) ======",
+            " bytes alive in trace (",
+            " bytes 'leaked' in trace (",
+        ];
+        if OURS.iter().any(|p| line.trim().contains(p)) {
+            self.log.skip(self.number, line);
+        }
+    }
+
+    /// A line of the open dump's summary, up to the `=====` that completes the dump.
+    fn summary_line(&mut self, line: &str) {
         let trimmed = line.trim();
-        let Some(dump) = open.as_mut() else {
-            // A record or frame line with no dump open: its header was cut or garbled (another
-            // task's output in the middle), so the records cannot be placed; each is named.
-            const OURS: &[&str] = &[
-                " bytes (@ ",
-                "freed by ",
-                "====== Heap",
-                "capacity) ======",
-                " bytes alive in trace (",
-                " bytes 'leaked' in trace (",
-            ];
-            if OURS.iter().any(|p| trimmed.contains(p)) {
-                skip(log);
-            }
-            return;
-        };
-        if *in_summary {
-            // ends_with, not ==: `idf.py monitor --timestamps` prefixes every line.
-            if trimmed.ends_with("================================") {
-                dump.complete = true;
-                log.dumps.push(open.take().unwrap());
-                *in_summary = false;
-            } else if trimmed.ends_with("Mode: Heap Trace All") {
-                dump.mode = Some(TraceMode::All);
-            } else if trimmed.ends_with("Mode: Heap Trace Leaks") {
-                dump.mode = Some(TraceMode::Leaks);
-            } else if trimmed.contains(" bytes alive in trace (") || trimmed.contains(" bytes 'leaked' in trace (") {
-                match parse_summary_totals(trimmed) {
-                    Some((bytes, allocations)) => {
-                        dump.summary_bytes = Some(bytes);
-                        dump.summary_allocations = Some(allocations);
-                    }
-                    None => skip(log),
+        let Some(dump) = self.open.as_mut() else { return };
+        // ends_with, not ==: `idf.py monitor --timestamps` prefixes every line.
+        if trimmed.ends_with("================================") {
+            dump.complete = true;
+            self.log.dumps.push(self.open.take().unwrap());
+            self.in_summary = false;
+        } else if trimmed.ends_with("Mode: Heap Trace All") {
+            dump.mode = Some(TraceMode::All);
+        } else if trimmed.ends_with("Mode: Heap Trace Leaks") {
+            dump.mode = Some(TraceMode::Leaks);
+        } else if trimmed.contains(" bytes alive in trace (") || trimmed.contains(" bytes 'leaked' in trace (") {
+            match parse_summary_totals(trimmed) {
+                Some((bytes, allocations)) => {
+                    dump.summary_bytes = Some(bytes);
+                    dump.summary_allocations = Some(allocations);
                 }
-            } else if trimmed.contains("Internal Buffer has overflowed") {
-                dump.overflowed = true;
+                None => self.log.skip(self.number, line),
             }
-            return;
+        } else if trimmed.contains("Internal Buffer has overflowed") {
+            dump.overflowed = true;
         }
+    }
+
+    /// A line of the open dump's body: a record, or the `freed by` frames of the record above
+    /// (a record is counted freed once). Anything else (call frames, other output) is ignored.
+    fn record_line(&mut self, line: &str) {
+        let trimmed = line.trim();
+        let Some(dump) = self.open.as_mut() else { return };
         if trimmed.contains(" bytes (@ ") {
-            match parse_record(trimmed, number) {
+            match parse_record(trimmed, self.number) {
                 Some(record) => dump.records.push(record),
-                None => skip(log),
+                None => self.log.skip(self.number, line),
             }
         } else if let Some(at) = trimmed.find("freed by ") {
             let rest = &trimmed[at + "freed by ".len()..];
             match (dump.records.last_mut(), parse_callers(rest)) {
                 (Some(last), Some(_)) if !last.freed => last.freed = true,
-                _ => skip(log),
+                _ => self.log.skip(self.number, line),
             }
         }
     }

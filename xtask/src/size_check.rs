@@ -224,55 +224,81 @@ pub fn run(args: Args) -> Outcome {
         }
         (sizes, from.display().to_string())
     } else {
-        if args.target == "linux" {
-            return Err(exit::bad_input(format!(
-                "size-check: the linux target has no device memory map: its build is a host program (no DRAM, IRAM or flash regions), so there are no static sizes to hold against the budgets. Build and size a chip instead (`cargo xtask build --target esp32s3`, then `cargo xtask size-check --target esp32s3`), or measure the lab's 32-bit build of the same sources with `cargo xtask size-check --host --policy {}`",
-                policy.policy.name
-            )));
-        }
-        let idf = idf::locate(
-            args.idf.as_deref(),
-            std::env::var("IDF_PATH").ok().as_deref(),
-            std::env::var("PATH").ok().as_deref(),
-        )?;
-        let root = project_root();
-        let build_dir = idf::build_dir(&root, &args.example, &args.target, &policy.policy.name);
-        if !build_dir.join("project_description.json").is_file() {
-            return Err(exit::bad_input(format!(
-                "{}: no ESP-IDF build here; run `cargo xtask build --target {} --example {}` first",
-                build_dir.display(),
-                args.target,
-                args.example
-            )));
-        }
-        // Not while a build or configure writes the tree: idf.py would size a half-built app.
-        let _lock = crate::fsutil::lock_project(&root, "size-check")?;
-        let report = size_components(&idf, &root.join("examples").join(&args.example), &build_dir)?;
-        map = Some(build_dir.join(format!("{}.map", args.example))).filter(|m| m.is_file());
-        (read_report(&report)?, report.display().to_string())
+        let (sizes, report, build_map) = idf_build_sizes(&args, &policy)?;
+        map = build_map;
+        (sizes, report)
     };
     let lines = check(&policy.budgets.static_, &sizes, args.host);
     print_table(&sizes, &lines, &source);
     refuse_empty(&policy.budgets.static_, &sizes, &source)?;
     let placement = match &map {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
-            let problems = placement_problems(&policy, &text);
-            println!("\nplacement ({})", path.display());
-            if problems.is_empty() {
-                println!("  as the policy asks: .bss, sync-object wrappers, operator new");
-            }
-            for p in &problems {
-                println!("  {p}");
-            }
-            problems
-        }
+        Some(path) => check_placement(&policy, path)?,
         None => Vec::new(),
     };
     if let Some(path) = &args.json {
         write_atomic(path, serde_json::to_string_pretty(&serde_json::json!({ "source": source, "policy": policy.policy.name, "sizes": sizes, "budgets": lines }))?.as_bytes())?;
     }
+    final_verdict(&policy, &lines, &placement, &skipped, &source, args.host)
+}
+
+/// Sizes of the ESP-IDF build `cargo xtask build` made for --target, --example and --policy,
+/// from `idf.py size-components`: the sizes, the report's path (the source named in the
+/// verdicts) and the build's linker map if it has one.
+fn idf_build_sizes(args: &Args, policy: &Policy) -> Result<(BTreeMap<String, Sizes>, String, Option<PathBuf>)> {
+    if args.target == "linux" {
+        return Err(exit::bad_input(format!(
+            "size-check: the linux target has no device memory map: its build is a host program (no DRAM, IRAM or flash regions), so there are no static sizes to hold against the budgets. Build and size a chip instead (`cargo xtask build --target esp32s3`, then `cargo xtask size-check --target esp32s3`), or measure the lab's 32-bit build of the same sources with `cargo xtask size-check --host --policy {}`",
+            policy.policy.name
+        )));
+    }
+    let idf = idf::locate(
+        args.idf.as_deref(),
+        std::env::var("IDF_PATH").ok().as_deref(),
+        std::env::var("PATH").ok().as_deref(),
+    )?;
+    let root = project_root();
+    let build_dir = idf::build_dir(&root, &args.example, &args.target, &policy.policy.name);
+    if !build_dir.join("project_description.json").is_file() {
+        return Err(exit::bad_input(format!(
+            "{}: no ESP-IDF build here; run `cargo xtask build --target {} --example {}` first",
+            build_dir.display(),
+            args.target,
+            args.example
+        )));
+    }
+    // Not while a build or configure writes the tree: idf.py would size a half-built app.
+    let _lock = crate::fsutil::lock_project(&root, "size-check")?;
+    let report = size_components(&idf, &root.join("examples").join(&args.example), &build_dir)?;
+    let map = Some(build_dir.join(format!("{}.map", args.example))).filter(|m| m.is_file());
+    Ok((read_report(&report)?, report.display().to_string(), map))
+}
+
+/// Reads the linker map at `path` and prints where it places the stack against what the
+/// policy asks; returns the problems found (none: placement as asked).
+fn check_placement(policy: &Policy, path: &Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| exit::bad_input(format!("{}: cannot read: {e}", path.display())))?;
+    let problems = placement_problems(policy, &text);
+    println!("\nplacement ({})", path.display());
+    if problems.is_empty() {
+        println!("  as the policy asks: .bss, sync-object wrappers, operator new");
+    }
+    for p in &problems {
+        println!("  {p}");
+    }
+    Ok(problems)
+}
+
+/// The exit: placement problems first, then budgets not held; skipped input lines deny a pass,
+/// since the sizes read are then too small by what those lines held.
+fn final_verdict(
+    policy: &Policy,
+    lines: &[Line],
+    placement: &[String],
+    skipped: &Skipped,
+    source: &str,
+    host: bool,
+) -> Outcome {
     let failed: Vec<&Line> = lines.iter().filter(|l| l.verdict != "within").collect();
     if !placement.is_empty() {
         return Err(exit::verdict(format!(
@@ -286,10 +312,10 @@ pub fn run(args: Args) -> Outcome {
         eprintln!(
             "size-check: the policy `{}` sets no {}static budget",
             policy.policy.name,
-            if args.host { "host " } else { "" }
+            if host { "host " } else { "" }
         );
     }
-    for (number, text) in &skipped {
+    for (number, text) in skipped {
         eprintln!("size-check: {source}:{number}: skipped, its size could not be read: {text}");
     }
     if failed.is_empty() && !skipped.is_empty() {

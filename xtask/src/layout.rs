@@ -98,91 +98,24 @@ pub fn plan_with(root: &Path, policy_path: &Path, keep: &[String]) -> Result<Pla
     reject_other_force_includes(&policy, &policy_text, &shown_policy)?;
 
     let sources = upstream::locate()?;
-    let templates = project_root().join("templates");
-    let read_template = |name: &str| -> Result<String> {
-        std::fs::read_to_string(templates.join(name))
-            .map_err(|e| exit::bad_input(format!("templates/{name}: cannot read the template: {e}")))
-    };
-    let kconfig_template = read_template("Kconfig")?;
-    let yml_template = read_template("idf_component.yml")?;
+    let templates = Templates { kconfig: read_template("Kconfig")?, yml: read_template("idf_component.yml")? };
 
     let mut components = BTreeMap::new();
     let mut patches_by_component = BTreeMap::new();
     for component in components::generated() {
-        let staged = upstream::stage_component(&sources, &policy, component).map_err(|e| {
-            let line = key_line(&policy_text, component, "patches");
-            exit::bad_input(format!("{shown_policy}:{line}: components.{component}.patches: {e}"))
-        })?;
-        let staged = staged.expect("generated components have upstream sources");
-        let mut tree = Tree::default();
-        for (rel, bytes) in staged.files {
-            let first = rel.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or("");
-            if SKIPPED_UPSTREAM_DIRS.contains(&first) {
-                continue;
-            }
-            if let Some(mode) = staged.modes.get(&rel) {
-                tree.modes.insert(Path::new("upstream").join(&rel), *mode);
-            }
-            tree.files.insert(Path::new("upstream").join(rel), bytes);
-        }
-        // The build files depend on the component only (the policy reaches them through
-        // Kconfig and sdkconfig.defaults); only upstream/ differs between policies (patches).
-        let cmake = render::cmakelists(component, &read_template(&format!("{component}/CMakeLists.txt"))?)?;
-        tree.files.insert("CMakeLists.txt".into(), cmake.into_bytes());
-        if let Some(fragment) = render::linker_fragment(component) {
-            tree.files.insert("linker.lf".into(), fragment.into_bytes());
-        }
-        tree.files.insert("Kconfig".into(), render::kconfig(component, &kconfig_template)?.into_bytes());
-        if component == "libdatachannel" {
-            // The run-time knobs' list, for esp_dc_port_init() (esp_dc_init requires libdatachannel).
-            tree.files.insert(RUNTIME_KNOBS_HEADER.into(), runtime_knobs_header().into_bytes());
-        }
-        tree.files
-            .insert("idf_component.yml".into(), render::idf_component_yml(component, &yml_template)?.into_bytes());
+        let tree = generated_component(&sources, &policy, &policy_text, &shown_policy, component, &templates)?;
         patches_by_component.insert(component.to_string(), policy.component(component).patches.clone());
         components.insert(component.to_string(), tree);
     }
-
-    // In another application the committed components of ours travel with the generated ones;
-    // in this project they are already where they belong.
-    let here = project_root().canonicalize().unwrap_or_else(|_| project_root());
-    if root.canonicalize().map(|r| r != here).unwrap_or(true) {
-        for name in components::ours() {
-            let mut tree = Tree::read(&here.join("components").join(name))?;
-            // The project's copy may hold a stamp of its own from an older layout; ours is rendered.
-            tree.files.remove(Path::new(COMPONENT_STAMP));
-            components.insert(name.to_string(), tree);
-        }
-    }
+    add_committed_components(root, &mut components)?;
     for tree in components.values_mut() {
         let listing = component_stamp(tree);
         tree.files.insert(COMPONENT_STAMP.into(), listing);
     }
 
     let mut files = BTreeMap::new();
-    let defaults_path = root.join("sdkconfig.defaults");
-    let existing = match std::fs::read_to_string(&defaults_path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(exit::bad_input(format!("{}: cannot read: {e}", defaults_path.display()))),
-    };
-    // Every key of the block must be a Kconfig symbol under its current name (kconfgen drops
-    // the rest silently); `kconfig_keys` says what is checked against what.
-    let (mut ours, mut facts) = kconfig_keys::project_kconfig(&project_root(), &components::generated())?;
-    for (name, tree) in &components {
-        if let Some(kconfig) = tree.files.get(Path::new("Kconfig")) {
-            let text = String::from_utf8_lossy(kconfig);
-            ours.extend(kconfig_keys::kconfig_symbols(&text));
-            kconfig_keys::merge_facts(
-                &mut facts,
-                kconfig_keys::kconfig_facts(&text, &format!("components/{name}/Kconfig")),
-            );
-        }
-    }
-    let mut known = kconfig_keys::Known::new(ours).with_facts(facts);
-    if let Some(idf) = kconfig_keys::idf_tree_from_env().filter(|_| !policy.sdkconfig_extra.is_empty()) {
-        known = known.with_tree(&kconfig_keys::scan_tree(&idf)?);
-    }
+    let existing = read_existing_defaults(&root.join("sdkconfig.defaults"))?;
+    let known = known_kconfig_keys(&policy, &components)?;
     let key_warnings = render::check_sdkconfig_keys(
         &render::policy_lines(&policy),
         &policy.sdkconfig_extra,
@@ -206,6 +139,105 @@ pub fn plan_with(root: &Path, policy_path: &Path, keep: &[String]) -> Result<Pla
         keep_sdkconfig: keep.to_vec(),
         defaults_seen: existing,
     })
+}
+
+/// The templates every generated component renders (read once, before the first component).
+struct Templates {
+    kconfig: String,
+    yml: String,
+}
+
+fn read_template(name: &str) -> Result<String> {
+    std::fs::read_to_string(project_root().join("templates").join(name))
+        .map_err(|e| exit::bad_input(format!("templates/{name}: cannot read the template: {e}")))
+}
+
+/// One generated component's folder: its upstream sources with the policy's patches applied
+/// (under upstream/, less the directories no build reads) and its rendered build files.
+fn generated_component(
+    sources: &upstream::Sources,
+    policy: &Policy,
+    policy_text: &str,
+    shown_policy: &str,
+    component: &str,
+    templates: &Templates,
+) -> Result<Tree> {
+    let staged = upstream::stage_component(sources, policy, component).map_err(|e| {
+        let line = key_line(policy_text, component, "patches");
+        exit::bad_input(format!("{shown_policy}:{line}: components.{component}.patches: {e}"))
+    })?;
+    let staged = staged.expect("generated components have upstream sources");
+    let mut tree = Tree::default();
+    for (rel, bytes) in staged.files {
+        let first = rel.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or("");
+        if SKIPPED_UPSTREAM_DIRS.contains(&first) {
+            continue;
+        }
+        if let Some(mode) = staged.modes.get(&rel) {
+            tree.modes.insert(Path::new("upstream").join(&rel), *mode);
+        }
+        tree.files.insert(Path::new("upstream").join(rel), bytes);
+    }
+    // The build files depend on the component only (the policy reaches them through
+    // Kconfig and sdkconfig.defaults); only upstream/ differs between policies (patches).
+    let cmake = render::cmakelists(component, &read_template(&format!("{component}/CMakeLists.txt"))?)?;
+    tree.files.insert("CMakeLists.txt".into(), cmake.into_bytes());
+    if let Some(fragment) = render::linker_fragment(component) {
+        tree.files.insert("linker.lf".into(), fragment.into_bytes());
+    }
+    tree.files.insert("Kconfig".into(), render::kconfig(component, &templates.kconfig)?.into_bytes());
+    if component == "libdatachannel" {
+        // The run-time knobs' list, for esp_dc_port_init() (esp_dc_init requires libdatachannel).
+        tree.files.insert(RUNTIME_KNOBS_HEADER.into(), runtime_knobs_header().into_bytes());
+    }
+    tree.files.insert("idf_component.yml".into(), render::idf_component_yml(component, &templates.yml)?.into_bytes());
+    Ok(tree)
+}
+
+/// In another application the committed components of ours travel with the generated ones;
+/// in this project (`root` is the project) they are already where they belong.
+fn add_committed_components(root: &Path, components: &mut BTreeMap<String, Tree>) -> Result<()> {
+    let here = project_root().canonicalize().unwrap_or_else(|_| project_root());
+    if root.canonicalize().map(|r| r != here).unwrap_or(true) {
+        for name in components::ours() {
+            let mut tree = Tree::read(&here.join("components").join(name))?;
+            // The project's copy may hold a stamp of its own from an older layout; ours is rendered.
+            tree.files.remove(Path::new(COMPONENT_STAMP));
+            components.insert(name.to_string(), tree);
+        }
+    }
+    Ok(())
+}
+
+/// The application's sdkconfig.defaults, empty when there is none yet.
+fn read_existing_defaults(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(exit::bad_input(format!("{}: cannot read: {e}", path.display()))),
+    }
+}
+
+/// Every key of the sdkconfig block must be a Kconfig symbol under its current name (kconfgen
+/// drops the rest silently): the symbols of the project, of the components about to be written
+/// and, for `sdkconfig_extra`, of ESP-IDF; `kconfig_keys` says what is checked against what.
+fn known_kconfig_keys(policy: &Policy, components: &BTreeMap<String, Tree>) -> Result<kconfig_keys::Known> {
+    let (mut ours, mut facts) = kconfig_keys::project_kconfig(&project_root(), &components::generated())?;
+    for (name, tree) in components {
+        if let Some(kconfig) = tree.files.get(Path::new("Kconfig")) {
+            let text = String::from_utf8_lossy(kconfig);
+            ours.extend(kconfig_keys::kconfig_symbols(&text));
+            kconfig_keys::merge_facts(
+                &mut facts,
+                kconfig_keys::kconfig_facts(&text, &format!("components/{name}/Kconfig")),
+            );
+        }
+    }
+    let mut known = kconfig_keys::Known::new(ours).with_facts(facts);
+    if let Some(idf) = kconfig_keys::idf_tree_from_env().filter(|_| !policy.sdkconfig_extra.is_empty()) {
+        known = known.with_tree(&kconfig_keys::scan_tree(&idf)?);
+    }
+    Ok(known)
 }
 
 /// The `.esp_dc_component` of a component folder: every file configure writes there, one path a line.

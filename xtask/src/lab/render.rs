@@ -415,98 +415,95 @@ pub fn check_budgets(policies: &[Policy], reports: &[Report]) -> Vec<String> {
     let mut breaches = Vec::new();
     for r in reports {
         let Some(policy) = policies.iter().find(|p| p.policy.name == r.policy) else { continue };
-        let b = &policy.budgets.dynamic;
-        let mut check = |what: &str, phase: &str, value: Option<u64>, budget: Option<u64>| {
-            if let (Some(v), Some(limit)) = (value, budget) {
-                if v > limit {
-                    breaches.push(format!(
-                        "{} / {}: {what} at phase `{phase}` is {v} B, budget {limit} B",
-                        r.policy, r.scenario
-                    ));
-                }
-            }
-        };
-        let dc = r.scenario == "datachannel";
-        check("first PeerConnection (stack total, over start)", "pc-created", dc.then_some(r.init_bytes), b.init_bytes);
-        check("connected (stack total)", "connected", dc.then_some(r.total_connected_bytes), b.connected_bytes);
-        check(
-            "handshake peak (stack total)",
-            "pc-created..connected",
-            dc.then_some(r.handshake_peak_bytes),
-            b.peak_bytes,
-        );
-        let (video, camera) = (r.scenario == "video", r.scenario == "camera");
-        check(
-            "live after streaming (stack total)",
-            "streaming",
-            video.then_some(r.streaming_bytes).flatten(),
-            b.video_steady_bytes,
-        );
-        check(
-            "connected (stack total)",
-            "connected",
-            camera.then_some(r.total_connected_bytes),
-            b.camera_connected_bytes,
-        );
-        check(
-            "live after streaming (stack total)",
-            "streaming",
-            camera.then_some(r.streaming_bytes).flatten(),
-            b.camera_steady_bytes,
-        );
-        check("threads", "whole scenario", Some(r.threads), b.threads);
-        check("held per cycle", "cycle-N-closed", r.leak_bytes_per_cycle, b.leak_bytes_per_cycle);
-        check(
-            "held per cycle after cleanup",
-            "cleaned-up",
-            r.leak_bytes_per_cycle_after_cleanup,
-            b.leak_bytes_per_cycle,
-        );
-        check(
-            "projected internal RAM",
-            "connected",
-            dc.then_some(r.projection.internal_bytes),
-            b.internal_bytes_per_connection,
-        );
-        check("stack high-water sum", "whole scenario", Some(r.total_stack_high_water_bytes), b.stack_high_water_bytes);
-        for (name, cb) in &b.components {
-            if let Some(c) = r.components.iter().find(|c| &c.name == name) {
-                check(&format!("{name} connected"), "connected", dc.then_some(c.connected_bytes), cb.connected_bytes);
-                check(&format!("{name} peak"), "whole scenario", dc.then_some(c.peak_bytes), cb.peak_bytes);
-            }
-        }
+        breaches.extend(dynamic_budget_breaches(policy, r));
         breaches.extend(super::viewers::check(policy, r));
-        // What is left out of the per-cycle figure must stay within its bound.
-        if let Some(at) = r.time_wait.as_ref().and_then(|t| t.over_bound_at.as_ref()) {
-            breaches.push(format!(
-                "{} / {}: usrsctp's verification-tag time-wait exceeds its bound at {at}",
-                r.policy, r.scenario
-            ));
-        }
-        if let Some(at) = r.dtls_timers.as_ref().and_then(|d| d.over_bound_at.as_ref()) {
-            breaches.push(format!(
-                "{} / {}: DTLS retransmission timer tasks exceed their bound at {at}",
-                r.policy, r.scenario
-            ));
-        }
-        // Each thread's stack must hold its measured high-water mark plus the policy's margin;
-        // held where the policy budgets stacks (stock does not: the table shows its shortfall).
-        let margin = u64::from(policy.pthread.stack_margin_percent);
-        for t in r.thread_list.iter().filter(|_| b.stack_high_water_bytes.is_some()) {
-            let needed = t.high_water_bytes + t.high_water_bytes * margin / 100;
-            if needed > t.requested_bytes {
+        breaches.extend(bound_breaches(r));
+        breaches.extend(thread_stack_breaches(policy, r));
+    }
+    breaches
+}
+
+/// The report's figures over the policy's `[budgets.dynamic]`, each for the scenario that
+/// measures it.
+fn dynamic_budget_breaches(policy: &Policy, r: &Report) -> Vec<String> {
+    let mut breaches = Vec::new();
+    let b = &policy.budgets.dynamic;
+    let mut check = |what: &str, phase: &str, value: Option<u64>, budget: Option<u64>| {
+        if let (Some(v), Some(limit)) = (value, budget) {
+            if v > limit {
                 breaches.push(format!(
-                    "{} / {}: {} thread from {} has a {} B stack but uses {} B ({} B with the policy's {}% margin)",
-                    r.policy,
-                    r.scenario,
-                    t.component,
-                    t.created_at,
-                    t.requested_bytes,
-                    t.high_water_bytes,
-                    needed,
-                    margin
+                    "{} / {}: {what} at phase `{phase}` is {v} B, budget {limit} B",
+                    r.policy, r.scenario
                 ));
             }
+        }
+    };
+    let dc = r.scenario == "datachannel";
+    check("first PeerConnection (stack total, over start)", "pc-created", dc.then_some(r.init_bytes), b.init_bytes);
+    check("connected (stack total)", "connected", dc.then_some(r.total_connected_bytes), b.connected_bytes);
+    check("handshake peak (stack total)", "pc-created..connected", dc.then_some(r.handshake_peak_bytes), b.peak_bytes);
+    let (video, camera) = (r.scenario == "video", r.scenario == "camera");
+    check(
+        "live after streaming (stack total)",
+        "streaming",
+        video.then_some(r.streaming_bytes).flatten(),
+        b.video_steady_bytes,
+    );
+    check("connected (stack total)", "connected", camera.then_some(r.total_connected_bytes), b.camera_connected_bytes);
+    check(
+        "live after streaming (stack total)",
+        "streaming",
+        camera.then_some(r.streaming_bytes).flatten(),
+        b.camera_steady_bytes,
+    );
+    check("threads", "whole scenario", Some(r.threads), b.threads);
+    check("held per cycle", "cycle-N-closed", r.leak_bytes_per_cycle, b.leak_bytes_per_cycle);
+    check("held per cycle after cleanup", "cleaned-up", r.leak_bytes_per_cycle_after_cleanup, b.leak_bytes_per_cycle);
+    check(
+        "projected internal RAM",
+        "connected",
+        dc.then_some(r.projection.internal_bytes),
+        b.internal_bytes_per_connection,
+    );
+    check("stack high-water sum", "whole scenario", Some(r.total_stack_high_water_bytes), b.stack_high_water_bytes);
+    for (name, cb) in &b.components {
+        if let Some(c) = r.components.iter().find(|c| &c.name == name) {
+            check(&format!("{name} connected"), "connected", dc.then_some(c.connected_bytes), cb.connected_bytes);
+            check(&format!("{name} peak"), "whole scenario", dc.then_some(c.peak_bytes), cb.peak_bytes);
+        }
+    }
+    breaches
+}
+
+/// What the per-cycle figure leaves out (usrsctp's time-wait, DTLS timer tasks) over its bound.
+fn bound_breaches(r: &Report) -> Vec<String> {
+    let mut breaches = Vec::new();
+    if let Some(at) = r.time_wait.as_ref().and_then(|t| t.over_bound_at.as_ref()) {
+        breaches.push(format!(
+            "{} / {}: usrsctp's verification-tag time-wait exceeds its bound at {at}",
+            r.policy, r.scenario
+        ));
+    }
+    if let Some(at) = r.dtls_timers.as_ref().and_then(|d| d.over_bound_at.as_ref()) {
+        breaches
+            .push(format!("{} / {}: DTLS retransmission timer tasks exceed their bound at {at}", r.policy, r.scenario));
+    }
+    breaches
+}
+
+fn thread_stack_breaches(policy: &Policy, r: &Report) -> Vec<String> {
+    let mut breaches = Vec::new();
+    let b = &policy.budgets.dynamic;
+    // Each thread's stack must hold its measured high-water mark plus the policy's margin;
+    // held where the policy budgets stacks (stock does not: the table shows its shortfall).
+    let margin = u64::from(policy.pthread.stack_margin_percent);
+    for t in r.thread_list.iter().filter(|_| b.stack_high_water_bytes.is_some()) {
+        let needed = t.high_water_bytes + t.high_water_bytes * margin / 100;
+        if needed > t.requested_bytes {
+            breaches.push(format!(
+                "{} / {}: {} thread from {} has a {} B stack but uses {} B ({} B with the policy's {}% margin)",
+                r.policy, r.scenario, t.component, t.created_at, t.requested_bytes, t.high_water_bytes, needed, margin
+            ));
         }
     }
     breaches

@@ -650,9 +650,12 @@ fn a_long_log_is_read_streaming_in_bounded_memory() {
             out.write_all(block.as_bytes()).unwrap();
         }
     }
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+    let sh = xshell::Shell::new().unwrap();
+    let test_binary = std::env::current_exe().unwrap();
+    let child = xshell::cmd!(sh, "{test_binary} {NAME} --exact --nocapture --test-threads=1")
         .env("ESP_DC_LONG_LOG", &path)
+        .quiet()
+        .ignore_status()
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&child.stdout);

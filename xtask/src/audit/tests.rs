@@ -200,8 +200,8 @@ fn statics_over_the_threshold_from_an_object_file() {
     let src = dir.path().join("statics.c");
     std::fs::write(&src, "char big_table[4096];\nint init_table[512] = {1};\nchar small[16];\nstatic char file_local[2048];\nchar *use(void) { return file_local; }\n").unwrap();
     let obj = dir.path().join("statics.o");
-    let status = std::process::Command::new("cc").args(["-m32", "-c", "-o"]).arg(&obj).arg(&src).status().unwrap();
-    assert!(status.success());
+    let sh = xshell::Shell::new().unwrap();
+    xshell::cmd!(sh, "cc -m32 -c -o {obj} {src}").quiet().run().unwrap();
     let libraries = BTreeMap::from([("usrsctp".to_string(), obj)]);
     let found: Vec<(String, u64, String)> =
         statics(&libraries, 1024).unwrap().into_iter().map(|o| (o.symbol, o.bytes, o.section)).collect();

@@ -9,9 +9,11 @@
 //! of every run are kept in `lab-out/idf-e2e/`, with each build's idf.py output.
 
 use super::*;
+use crate::background::{self, Io};
 use crate::replica::cache_root;
 use crate::upstream::Tree;
 use std::io::Write;
+use xshell::{cmd, Shell};
 
 /// ESP-IDF for one of these tests, held alone (they build and run heavily), or None once the test
 /// has said by name that it is skipped: a machine with neither `IDF_PATH` nor the shared tree.
@@ -51,14 +53,10 @@ fn interop_python() -> PathBuf {
 fn run_once(python: &Path, elf: &Path, example: &str, log: &Path) -> std::result::Result<String, String> {
     let script = project_root().join("lab/interop/idf_example_peer.py");
     // The peer bounds each step (30 s); `timeout` bounds the whole run should the peer hang.
-    let out = std::process::Command::new("timeout")
-        .arg("180")
-        .arg(python)
-        .arg(&script)
-        .arg("--elf")
-        .arg(elf)
-        .args(["--example", example, "--device-log"])
-        .arg(log)
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let out = cmd!(sh, "timeout 180 {python} {script} --elf {elf} --example {example} --device-log {log}")
+        .quiet()
+        .ignore_status()
         .output()
         .map_err(|e| format!("cannot start {}: {e}", script.display()))?;
     verdict_of(&out, "peer")
@@ -167,14 +165,12 @@ impl<'a> AppIdfPy<'a> {
     }
 
     fn run(&mut self, args: &[&str]) {
-        let out = std::process::Command::new(&self.python)
-            .arg(self.idf.idf_py.as_os_str())
-            .arg("-C")
-            .arg(&self.app)
-            .arg("-B")
-            .arg(&self.build)
-            .args(args)
+        let sh = Shell::new().unwrap();
+        let (python, idf_py, app, build) = (&self.python, &self.idf.idf_py, &self.app, &self.build);
+        let out = cmd!(sh, "{python} {idf_py} -C {app} -B {build} {args...}")
             .env("IDF_PATH", &self.idf.path)
+            .quiet()
+            .ignore_status()
             .output()
             .unwrap();
         self.output.extend_from_slice(&out.stdout);
@@ -217,7 +213,8 @@ fn idf_application_takes_the_tree_with_configure_into() {
     }
     idf_py.run(&["build"]);
     let build = idf_py.build;
-    let run = std::process::Command::new("timeout").arg("60").arg(build.join("throwaway_app.elf")).output().unwrap();
+    let (sh, elf) = (Shell::new().unwrap(), build.join("throwaway_app.elf"));
+    let run = cmd!(sh, "timeout 60 {elf}").quiet().ignore_status().output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     say(&format!(
         "idf-e2e: application via configure --into: {}",
@@ -331,12 +328,10 @@ impl WhepDevice {
         let port =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
         let console = std::fs::File::create(log).map_err(|e| e.to_string())?;
-        let child = std::process::Command::new(elf)
-            .env("WHEP_CAMERA_HTTP_PORT", port.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(console.try_clone().map_err(|e| e.to_string())?)
-            .stderr(console)
-            .spawn()
+        let sh = Shell::new().map_err(|e| e.to_string())?;
+        let program = cmd!(sh, "{elf}").env("WHEP_CAMERA_HTTP_PORT", port.to_string());
+        let stdout = Io::File(console.try_clone().map_err(|e| e.to_string())?);
+        let child = background::spawn(program, Io::Null, stdout, Io::File(console))
             .map_err(|e| format!("cannot start {}: {e}", elf.display()))?;
         let mut device = WhepDevice { child, port };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -396,25 +391,14 @@ fn start_chromium(
     profile: &Path,
     log: &Path,
 ) -> std::result::Result<std::process::Child, String> {
-    std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required",
-            "--disable-features=WebRtcHideLocalIpsWithMdns",
-            "--enable-logging=stderr",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log).map_err(|e| e.to_string())?)
-        .spawn()
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let user_data = format!("--user-data-dir={}", profile.display());
+    let browser = cmd!(
+        sh,
+        "{chromium} --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking --disable-component-update --disable-sync --autoplay-policy=no-user-gesture-required --disable-features=WebRtcHideLocalIpsWithMdns --enable-logging=stderr {user_data} {url}"
+    );
+    let stderr = Io::File(std::fs::File::create(log).map_err(|e| e.to_string())?);
+    background::spawn(browser, Io::Null, Io::Null, stderr)
         .map_err(|e| format!("cannot start {}: {e}", chromium.display()))
 }
 
@@ -468,13 +452,11 @@ fn whep_chromium_once(chromium: &Path, elf: &Path, logs: &Path, name: &str) -> s
 fn whep_aiortc_once(python: &Path, elf: &Path, logs: &Path, name: &str) -> std::result::Result<String, String> {
     let device = WhepDevice::start(elf, &logs.join(format!("{name}-device.log")))?;
     let script = project_root().join("lab/interop/whep_client.py");
-    let out = std::process::Command::new("timeout")
-        .arg("120")
-        .arg(python)
-        .arg(&script)
-        .arg("--url")
-        .arg(format!("http://127.0.0.1:{}", device.port))
-        .args(["--frames", "10", "--messages", "8", "--errors"])
+    let sh = Shell::new().map_err(|e| e.to_string())?;
+    let url = format!("http://127.0.0.1:{}", device.port);
+    let out = cmd!(sh, "timeout 120 {python} {script} --url {url} --frames 10 --messages 8 --errors")
+        .quiet()
+        .ignore_status()
         .output()
         .map_err(|e| format!("cannot start {}: {e}", script.display()))?;
     drop(device);

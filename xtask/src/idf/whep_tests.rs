@@ -11,17 +11,23 @@ fn whep_endpoint_logic_passes_its_host_tests() {
     let component = project_root().join("examples/common_components/whep_endpoint");
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("test_whep_endpoint");
-    let out = std::process::Command::new("gcc")
-        .args(["-std=c11", "-D_DEFAULT_SOURCE", "-g", "-O1", "-Wall", "-Wextra", "-Werror"])
-        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-o"])
-        .arg(&exe)
-        .arg(format!("-I{}", component.join("include").display()))
-        .arg(component.join("whep_endpoint.c"))
-        .arg(component.join("host_test/test_whep_endpoint.c"))
-        .output()
-        .expect("gcc (run scripts/setup.sh)");
+    let sh = xshell::Shell::new().unwrap();
+    let (include, source, test) = (
+        component.join("include"),
+        component.join("whep_endpoint.c"),
+        component.join("host_test/test_whep_endpoint.c"),
+    );
+    let out = xshell::cmd!(
+        sh,
+        "gcc -std=c11 -D_DEFAULT_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined -fno-sanitize-recover=all -o {exe} -I{include} {source} {test}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .expect("gcc (run scripts/setup.sh)");
     assert!(out.status.success(), "gcc failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let run = std::process::Command::new(&exe).arg(component.join("host_test/offers")).output().unwrap();
+    let offers = component.join("host_test/offers");
+    let run = xshell::cmd!(sh, "{exe} {offers}").quiet().ignore_status().output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
     // The count guards against a test binary that silently checks nothing.

@@ -8,11 +8,11 @@ use crate::replica::trace;
 use crate::replica::{build_recorder, tools::compiler};
 use crate::report::Report;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn compile(cpp: bool, args: &[&str], out: &Path) {
-    let status = compiler(cpp).args(args).arg("-o").arg(out).status().expect("a C compiler (run scripts/setup.sh)");
-    assert!(status.success(), "compiling {}", out.display());
+    let sh = xshell::Shell::new().unwrap();
+    let result = compiler(&sh, cpp).args(args).arg("-o").arg(out).quiet().run();
+    result.unwrap_or_else(|e| panic!("compiling {} (a C compiler: run scripts/setup.sh): {e}", out.display()));
 }
 
 /// Builds the fixture, runs it with the recorder preloaded and accounts its trace.
@@ -59,13 +59,14 @@ fn fixture_report() -> Report {
     );
     let recorder = build_recorder(d, &project_root().join("lab/recorder")).unwrap();
     let trace_path = d.join("fixture.trace");
-    let status = Command::new(&exe)
+    let sh = xshell::Shell::new().unwrap();
+    let status = xshell::cmd!(sh, "{exe}")
         .env("LD_PRELOAD", &recorder)
         .env("LAB_TRACE", &trace_path)
         .env("LAB_DEFAULT_STACK_BYTES", "4096")
-        .status()
-        .unwrap();
-    assert!(status.success());
+        .quiet()
+        .run();
+    assert!(status.is_ok(), "{status:?}");
     let trace = trace::read(&trace_path).unwrap();
     let policy = Policy::load(&Policy::path_for("lean")).unwrap();
     account(&trace, "fixture", &policy, &exe.to_string_lossy()).unwrap()
@@ -340,8 +341,10 @@ fn ice_fields_refuse_what_does_not_fit_and_keep_the_rest() {
             ],
             &exe,
         );
+        let sh = xshell::Shell::new().unwrap();
+        let library_path = std::env::join_paths(&build.lib_dirs).unwrap();
         let out =
-            Command::new(&exe).env("LD_LIBRARY_PATH", std::env::join_paths(&build.lib_dirs).unwrap()).output().unwrap();
+            xshell::cmd!(sh, "{exe}").env("LD_LIBRARY_PATH", library_path).quiet().ignore_status().output().unwrap();
         assert!(out.status.success(), "{name}: {out:?}");
         String::from_utf8(out.stdout).unwrap()
     };

@@ -617,11 +617,8 @@ fn kconfgen_python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/esp-dc/venv"));
     let python = venv.join("bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-m", "kconfgen", "--help"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let sh = xshell::Shell::new().unwrap();
+    let ok = xshell::cmd!(sh, "{python} -m kconfgen --help").quiet().ignore_stdout().ignore_stderr().run().is_ok();
     assert!(
         ok,
         "kconfgen is not available in {}: run `source scripts/setup.sh` (installs esp-idf-kconfig into the venv)",
@@ -650,9 +647,10 @@ fn generated_kconfig_parses_with_kconfgen_and_carries_the_policy() {
         let mut kconfigs: Vec<PathBuf> =
             components::generated().iter().map(|n| scratch.root().join("components").join(n).join("Kconfig")).collect();
         kconfigs.push(project_root().join("components/esp_dc_port/Kconfig"));
-        let check = std::process::Command::new(&python)
-            .args(["-m", "kconfcheck", "--check", "syntax"])
-            .args(&kconfigs)
+        let sh = xshell::Shell::new().unwrap();
+        let check = xshell::cmd!(sh, "{python} -m kconfcheck --check syntax {kconfigs...}")
+            .quiet()
+            .ignore_status()
             .output()
             .unwrap();
         assert!(
@@ -665,21 +663,16 @@ fn generated_kconfig_parses_with_kconfgen_and_carries_the_policy() {
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join("Kconfig"), top).unwrap();
         let header = out.join("sdkconfig.h");
-        let result = std::process::Command::new(&python)
-            .args(["-m", "kconfgen", "--kconfig"])
-            .arg(out.join("Kconfig"))
-            .arg("--config")
-            .arg(out.join("sdkconfig"))
-            .arg("--defaults")
-            .arg(scratch.root().join("sdkconfig.defaults"))
-            .arg("--output")
-            .arg("header")
-            .arg(&header)
-            .arg("--output")
-            .arg("config")
-            .arg(out.join("sdkconfig"))
-            .output()
-            .unwrap();
+        let (kconfig, sdkconfig, defaults) =
+            (out.join("Kconfig"), out.join("sdkconfig"), scratch.root().join("sdkconfig.defaults"));
+        let result = xshell::cmd!(
+            sh,
+            "{python} -m kconfgen --kconfig {kconfig} --config {sdkconfig} --defaults {defaults} --output header {header} --output config {sdkconfig}"
+        )
+        .quiet()
+        .ignore_status()
+        .output()
+        .unwrap();
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert!(result.status.success(), "kconfgen failed for {policy_name}:\n{stderr}");
         let h = std::fs::read_to_string(&header).unwrap();
@@ -740,20 +733,15 @@ fn lock_policy_header_switches_shared_ptr_to_mutex() {
         let source = format!(
             "#include <memory>\nstatic_assert(__gnu_cxx::__default_lock_policy == __gnu_cxx::{expected}, \"policy\");\nint main() {{ return *std::make_shared<int>(0); }}\n"
         );
-        let mut cmd = std::process::Command::new("g++");
-        cmd.args(["-std=c++17", "-fsyntax-only", "-x", "c++", "-"]);
-        cmd.arg(format!("--include={}", header.display()));
-        if let Some(d) = definition {
-            cmd.arg(format!("-D{d}"));
-        }
-        let mut child = cmd
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
+        let sh = xshell::Shell::new().unwrap();
+        let include = format!("--include={}", header.display());
+        let define = definition.map(|d| format!("-D{d}"));
+        let out = xshell::cmd!(sh, "g++ -std=c++17 -fsyntax-only -x c++ - {include} {define...}")
+            .stdin(source)
+            .quiet()
+            .ignore_status()
+            .output()
             .expect("g++ (run scripts/setup.sh)");
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(source.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{definition:?} -> {expected}: {}", String::from_utf8_lossy(&out.stderr));
     };
     compile(Some("ESP_DC_SHARED_PTR_LOCK_POLICY_MUTEX=1"), "_S_mutex");
@@ -807,9 +795,8 @@ fn knobs_at_stock_values_preprocess_to_upstream_code() {
             "deps/libsrtp/include",
             "deps/libsrtp/crypto/include",
         ];
-        let mut cmd = std::process::Command::new(compiler);
         // Log statements carry __LINE__, which the patch's extra lines shift; pin it.
-        cmd.args([
+        let flags = [
             "-E",
             "-P",
             "-Wno-builtin-macro-redefined",
@@ -822,17 +809,15 @@ fn knobs_at_stock_values_preprocess_to_upstream_code() {
             "-DUSE_NICE=0",
             "-DRTC_STATIC",
             "-D__Userspace__",
-        ]);
-        if compiler == "g++" {
-            cmd.arg("-std=c++17");
-        }
-        cmd.args(defines);
-        for inc in includes {
-            cmd.arg(format!("-I{}", root.join(inc).display()));
-        }
-        cmd.arg(format!("-I{}", sources.mbedtls.join("include").display()));
-        cmd.arg(root.join(file));
-        let out = cmd.output().expect("gcc/g++ (run scripts/setup.sh)");
+        ];
+        let standard = (compiler == "g++").then_some("-std=c++17");
+        let mut include_flags: Vec<String> =
+            includes.iter().map(|inc| format!("-I{}", root.join(inc).display())).collect();
+        include_flags.push(format!("-I{}", sources.mbedtls.join("include").display()));
+        let source = root.join(file);
+        let sh = xshell::Shell::new().unwrap();
+        let cmd = xshell::cmd!(sh, "{compiler} {flags...} {standard...} {defines...} {include_flags...} {source}");
+        let out = cmd.quiet().ignore_status().output().expect("gcc/g++ (run scripts/setup.sh)");
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
         // Paths differ between the two trees only in `__FILE__`-free places; blank lines are noise.
         String::from_utf8_lossy(&out.stdout)
@@ -916,16 +901,11 @@ fn h264_test_source_emits_annex_b_frames() {
     .unwrap();
     let src = project_root().join("examples/common_components/h264_testsrc");
     let exe = dir.path().join("testsrc");
-    let status = std::process::Command::new("gcc")
-        .args(["-O1", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(format!("-I{}", src.join("include").display()))
-        .arg(&main)
-        .arg(src.join("h264_testsrc.c"))
-        .status()
-        .expect("gcc (run scripts/setup.sh)");
-    assert!(status.success());
-    let out = std::process::Command::new(&exe).output().unwrap();
+    let sh = xshell::Shell::new().unwrap();
+    let (include, source) = (src.join("include"), src.join("h264_testsrc.c"));
+    let status = xshell::cmd!(sh, "gcc -O1 -Wall -Werror -o {exe} -I{include} {main} {source}").quiet().run();
+    assert!(status.is_ok(), "gcc (run scripts/setup.sh): {status:?}");
+    let out = xshell::cmd!(sh, "{exe}").quiet().ignore_status().output().unwrap();
     assert!(out.status.success());
     let stream = out.stdout;
     // NAL unit types after each 4-byte start code.

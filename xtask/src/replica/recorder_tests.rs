@@ -7,35 +7,36 @@ use super::tools::compiler;
 use super::trace::{self, Event, Trace};
 use crate::fsutil::project_root;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn defects_dir() -> PathBuf {
     project_root().join("lab/fixtures/recorder/defects")
 }
 
 fn compile(cpp: bool, args: &[String], out: &Path) {
-    let output = compiler(cpp).args(args).arg("-o").arg(out).output().expect("a C compiler (run scripts/setup.sh)");
+    let sh = xshell::Shell::new().unwrap();
+    let output = compiler(&sh, cpp)
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .quiet()
+        .ignore_status()
+        .output()
+        .expect("a C compiler (run scripts/setup.sh)");
     assert!(output.status.success(), "compiling {}:\n{}", out.display(), String::from_utf8_lossy(&output.stderr));
 }
 
-/// Runs `cmd` for at most `limit`; None when it had to be killed. Returns (status, stdout).
-fn run_for(mut cmd: Command, limit: Duration) -> (Option<std::process::ExitStatus>, String) {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = cmd.stdout(out.reopen().unwrap()).stderr(Stdio::inherit()).spawn().unwrap();
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, std::fs::read_to_string(out.path()).unwrap())
+/// Runs `command` (a command line after `timeout`) for at most `limit`; None when it had to be
+/// killed. Returns (status, stdout). `timeout` ends the program with SIGTERM and exits 124; a
+/// program that needs `LD_PRELOAD` gets it through `env` on its command line, so that `timeout`
+/// itself is not recorded.
+fn run_for(sh: &xshell::Shell, command: &[String], limit: Duration) -> (Option<std::process::ExitStatus>, String) {
+    let seconds = limit.as_secs().to_string();
+    let output = xshell::cmd!(sh, "timeout {seconds} {command...}").quiet().ignore_status().output().unwrap();
+    // The program's diagnostics go where they went before: to the test's stderr.
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    let status = (output.status.code() != Some(124)).then_some(output.status);
+    (status, String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 struct Preloaded {
@@ -56,12 +57,16 @@ fn preloaded() -> Preloaded {
 /// Runs one case of preloaded.c with the recorder; returns (status, stdout, trace path).
 fn run_case(p: &Preloaded, case: &str, env: &[(&str, &str)]) -> (Option<std::process::ExitStatus>, String, PathBuf) {
     let trace_path = p.dir.path().join(format!("{case}.trace"));
-    let mut cmd = Command::new(&p.exe);
-    cmd.arg(case).env("LD_PRELOAD", &p.recorder).env("LAB_TRACE", &trace_path).env("LAB_DEFAULT_STACK_BYTES", "4096");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let (status, stdout) = run_for(cmd, Duration::from_secs(120));
+    let mut command = vec![
+        "env".to_string(),
+        format!("LD_PRELOAD={}", p.recorder.display()),
+        format!("LAB_TRACE={}", trace_path.display()),
+        "LAB_DEFAULT_STACK_BYTES=4096".to_string(),
+    ];
+    command.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    command.extend([p.exe.display().to_string(), case.to_string()]);
+    let sh = xshell::Shell::new().unwrap();
+    let (status, stdout) = run_for(&sh, &command, Duration::from_secs(120));
     (status, stdout, trace_path)
 }
 
@@ -181,9 +186,8 @@ fn table_unit(case: &str, limit: Duration) -> (Option<std::process::ExitStatus>,
         ],
         &exe,
     );
-    let mut cmd = Command::new(&exe);
-    cmd.arg(case);
-    run_for(cmd, limit)
+    let sh = xshell::Shell::new().unwrap();
+    run_for(&sh, &[exe.display().to_string(), case.to_string()], limit)
 }
 
 fn assert_ok(case: &str, (status, stdout): (Option<std::process::ExitStatus>, String)) {

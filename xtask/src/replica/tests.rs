@@ -5,7 +5,6 @@ use super::tools::compiler;
 use crate::fsutil::project_root;
 use crate::policy::Policy;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// ESP-IDF's common compile options (tools/cmake/build.cmake), with the top CMakeLists.txt's
 /// -Werror -> -Werror=all, are exactly what the lab gives the stack.
@@ -243,14 +242,14 @@ fn a_failed_artifact_build_names_its_cause() {
     use super::tools::compile_artifact;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("lib/libx.so");
-    let err = compile_artifact(&out, "libx.so", |_| Command::new("/nonexistent/cc")).unwrap_err().to_string();
+    let sh = xshell::Shell::new().unwrap();
+    let err =
+        compile_artifact(&out, "libx.so", |_| xshell::cmd!(sh, "/nonexistent/cc").into()).unwrap_err().to_string();
     assert!(err.contains("no compiler `/nonexistent/cc`") && err.contains("scripts/setup.sh"), "{err}");
     let bad = dir.path().join("bad.c");
     std::fs::write(&bad, "int broken(void) { return undeclared_name; }\n").unwrap();
     let err = compile_artifact(&out, "libx.so", |to| {
-        let mut cmd = compiler(false);
-        cmd.args(["-shared", "-fPIC", "-o"]).arg(to).arg(&bad);
-        cmd
+        compiler(&sh, false).args(["-shared", "-fPIC", "-o"]).arg(to).arg(&bad).into()
     })
     .unwrap_err()
     .to_string();

@@ -37,10 +37,9 @@ pub const CMAKE_BASE_FLAGS: &[&str] =
 
 /// `gcc`/`g++` with ARTIFACT_FLAGS, for tests' fixtures: the caller adds sources and outputs.
 #[cfg(test)]
-pub fn compiler(cpp: bool) -> Command {
-    let sh = Shell::new().expect("a shell in the current directory");
+pub fn compiler(sh: &Shell, cpp: bool) -> xshell::Cmd<'_> {
     let cc = if cpp { CXX } else { CC };
-    cmd!(sh, "{cc} {ARTIFACT_FLAGS...}").into()
+    cmd!(sh, "{cc} {ARTIFACT_FLAGS...}")
 }
 
 /// One policy's build output: a log file under $ESP_DC_CACHE/host/logs (the terminal, with

@@ -176,7 +176,10 @@ fn real_stack_smoke_run_stock_figures_and_lean_budgets() {
     let component = |r: &Report, n: &str| r.components.iter().find(|c| c.name == n).unwrap().connected_bytes;
     assert!(within(stock.total_connected_bytes, kb(252)), "stock connected {}", stock.total_connected_bytes);
     assert!(within(component(stock, "usrsctp"), kb(153)), "stock usrsctp {}", component(stock, "usrsctp"));
-    assert!(within(component(stock, "libjuice"), kb(44)), "stock libjuice {}", component(stock, "libjuice"));
+    // DEVELOPERS.md's 44 kB was glibc's 128-byte sockaddr_storage in every candidate and STUN entry
+    // of juice_agent_t; since issue 30 the replica compiles libjuice with lwIP's 28-byte one, the
+    // chip's layout (`lab/recorder/lwip_sockaddr.h`): 27574 B measured (2026-12-07, at 2d8b3bf).
+    assert!(within(component(stock, "libjuice"), 27_600), "stock libjuice {}", component(stock, "libjuice"));
     assert!(within(component(stock, "mbedtls"), kb(37)), "stock mbedtls {}", component(stock, "mbedtls"));
     assert!(within(stock.init_bytes, kb(80)), "stock init {}", stock.init_bytes);
     assert_eq!(stock.threads, 7);

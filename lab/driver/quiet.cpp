@@ -24,29 +24,6 @@ void phase(const char *name) {
 
 namespace {
 
-// The quiet check must not make the trace grow that it watches: opendir and fopen allocate, and
-// the recorder logs every close() (it tracks sockets), so these use the system calls directly.
-void raw_close(int fd) { syscall(SYS_close, fd); }
-
-// Names in a /proc directory through getdents64, calling `each(name)`.
-template <class F> void each_entry(const char *dir, F each) {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	alignas(8) char buf[4096];
-	while (true) {
-		long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
-		if (n <= 0)
-			break;
-		for (long at = 0; at < n;) {
-			auto *d = reinterpret_cast<dirent64 *>(buf + at);
-			if (d->d_name[0] != '.')
-				each(d->d_name);
-			at += d->d_reclen;
-		}
-	}
-	raw_close(fd);
-}
 
 // True when no thread but the caller is running or waiting for a CPU (state R in
 // /proc/self/task/*/stat): a starved thread that has work left is not a quiet stack.

@@ -33,31 +33,19 @@ namespace {
 // is not counted; the stack's threads live for the whole scenario.
 long long process_cpu_ns() {
 	long long total = 0;
-	int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	bool listed = each_entry("/proc/self/task", [&](const char *tid) {
+		char path[64], text[128];
+		std::snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", tid);
+		int f = open(path, O_RDONLY | O_CLOEXEC);
+		if (f < 0)
+			return; // ended meanwhile
+		ssize_t got = read(f, text, sizeof text - 1);
+		raw_close(f);
+		text[got > 0 ? got : 0] = 0;
+		total += std::strtoll(text, nullptr, 10);
+	});
+	if (!listed)
 		die("cannot open /proc/self/task");
-	alignas(8) char buf[4096];
-	while (true) {
-		long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
-		if (n <= 0)
-			break;
-		for (long at = 0; at < n;) {
-			auto *d = reinterpret_cast<dirent64 *>(buf + at);
-			at += d->d_reclen;
-			if (d->d_name[0] == '.')
-				continue;
-			char path[64], text[128];
-			std::snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", d->d_name);
-			int f = open(path, O_RDONLY | O_CLOEXEC);
-			if (f < 0)
-				continue; // ended meanwhile
-			ssize_t got = read(f, text, sizeof text - 1);
-			syscall(SYS_close, f);
-			text[got > 0 ? got : 0] = 0;
-			total += std::strtoll(text, nullptr, 10);
-		}
-	}
-	syscall(SYS_close, fd);
 	return total;
 }
 
